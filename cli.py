@@ -1,0 +1,98 @@
+"""Shared command-line plumbing: one clear error line instead of a traceback.
+
+Every entry point raises `UserError` for bad input (a missing file, a bad flag,
+a corrupt record) and is run through `run_main`, which prints
+
+    error: <what is wrong and how to fix it>
+
+on stderr and exits non-zero. Usage errors (bad flags) exit 2 like argparse;
+everything else the user can fix exits 1. Unexpected exceptions still show a
+traceback, because those are our bugs and the traceback is what we need.
+"""
+
+import argparse
+import logging
+import sys
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """An error the user can fix; its message is printed as one line."""
+
+    def __init__(self, message, exit_code=EXIT_ERROR):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class UsageError(UserError):
+    """A bad flag or flag combination (exit 2, like argparse)."""
+
+    def __init__(self, message):
+        super().__init__(message, EXIT_USAGE)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports errors as one `error:` line with exit code 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def fraction(text):
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def setup_logging(verbose=False):
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def quiet_tensorflow():
+    """Silence TensorFlow's C++ start-up chatter before it is imported."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run_main(main, argv=None):
+    """Call `main(argv)` and turn UserError / Ctrl-C into an exit code."""
+    try:
+        code = main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0 if code is None else code

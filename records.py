@@ -1,0 +1,106 @@
+"""The TFRecord schema shared by the converter (writer) and data.py (reader).
+
+One `tf.train.Example` per image:
+
+    key               dtype   meaning
+    image/encoded     bytes   RGB image, JPEG (the original COCO bytes when the
+                              source is a 3-channel JPEG) or PNG; decode with
+                              tf.io.decode_image(channels=3)
+    image/format      bytes   b"jpeg" or b"png"
+    image/height      int64   image height in pixels
+    image/width       int64   image width in pixels
+    image/id          int64   COCO image id
+    image/filename    bytes   file name inside the COCO split directory
+    mask/encoded      bytes   PNG, uint8, 1 channel, same height and width:
+                              0 background, 1 chosen classes, 255 ignore
+    schema/version    int64   SCHEMA_VERSION; readers reject other versions
+
+Mask values are the constants below; every stage that reads or writes masks
+uses them instead of literals.
+"""
+
+import tensorflow as tf
+
+SCHEMA_VERSION = 1
+
+IMAGE = "image/encoded"
+FORMAT = "image/format"
+HEIGHT = "image/height"
+WIDTH = "image/width"
+IMAGE_ID = "image/id"
+FILENAME = "image/filename"
+MASK = "mask/encoded"
+VERSION = "schema/version"
+
+BACKGROUND = 0
+FOREGROUND = 1
+IGNORE = 255
+
+FEATURES = {
+    IMAGE: tf.io.FixedLenFeature([], tf.string),
+    FORMAT: tf.io.FixedLenFeature([], tf.string),
+    HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+    WIDTH: tf.io.FixedLenFeature([], tf.int64),
+    IMAGE_ID: tf.io.FixedLenFeature([], tf.int64),
+    FILENAME: tf.io.FixedLenFeature([], tf.string),
+    MASK: tf.io.FixedLenFeature([], tf.string),
+    VERSION: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def _bytes(value):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int64(value):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+
+def make_example(image_bytes, image_format, height, width, image_id, filename, mask_png):
+    """Serialize one image and its PNG mask; returns bytes for a TFRecord."""
+    feature = {
+        IMAGE: _bytes(image_bytes),
+        FORMAT: _bytes(image_format.encode()),
+        HEIGHT: _int64(height),
+        WIDTH: _int64(width),
+        IMAGE_ID: _int64(image_id),
+        FILENAME: _bytes(filename.encode()),
+        MASK: _bytes(mask_png),
+        VERSION: _int64(SCHEMA_VERSION),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse_example(serialized):
+    """Graph op: parse one serialized Example into a dict keyed as above."""
+    return tf.io.parse_single_example(serialized, FEATURES)
+
+
+def decode(parsed):
+    """Graph op: decoded image [H, W, 3] uint8 and mask [H, W, 1] uint8.
+
+    Checks the schema version and that image and mask sizes agree with the
+    stored height and width, so a record from another tool fails loudly.
+    """
+    image = tf.io.decode_image(parsed[IMAGE], channels=3, expand_animations=False)
+    mask = tf.io.decode_png(parsed[MASK], channels=1)
+    height = tf.cast(parsed[HEIGHT], tf.int32)
+    width = tf.cast(parsed[WIDTH], tf.int32)
+    checks = [
+        tf.debugging.assert_equal(
+            parsed[VERSION], tf.constant(SCHEMA_VERSION, tf.int64),
+            message=f"record schema version differs from {SCHEMA_VERSION}: "
+            "re-run convert_coco.py"),
+        tf.debugging.assert_equal(
+            tf.shape(image)[:2], tf.stack([height, width]),
+            message="record image size does not match its height/width"),
+        tf.debugging.assert_equal(
+            tf.shape(mask)[:2], tf.stack([height, width]),
+            message="record mask size does not match its image"),
+    ]
+    with tf.control_dependencies(checks):
+        image = tf.identity(image)
+        mask = tf.identity(mask)
+    image.set_shape([None, None, 3])
+    mask.set_shape([None, None, 1])
+    return image, mask

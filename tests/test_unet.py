@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import unet
+
+v1 = tf.compat.v1
+
+
+@pytest.mark.parametrize("size,depth,out", [(572, 4, 388), (188, 4, 4), (92, 2, 52),
+                                            (44, 1, 28), (252, 3, 164)])
+def test_output_size(size, depth, out):
+    assert unet.output_size(size, depth) == out
+    assert unet.input_size_for_output(out, depth) == size
+    assert unet.border(size, depth) == (size - out) // 2
+
+
+def test_valid_sizes_are_16_apart_for_depth_4():
+    valid = [s for s in range(1, 700) if unet.is_valid_input_size(s, 4)]
+    assert valid[0] == 140 and 572 in valid
+    assert set(np.diff(valid)) == {16}
+
+
+@pytest.mark.parametrize("size", [571, 573, 100, 0])
+def test_invalid_size_rejected_with_neighbours(size):
+    with pytest.raises(ValueError, match="nearest valid sizes"):
+        unet.output_size(size, 4)
+    assert unet.valid_input_size(573) == 588 and unet.valid_input_size(573, 4, "down") == 572
+
+
+def test_parameter_count_matches_paper():
+    # The paper's network (1 input channel, 2 classes, no batch norm).
+    assert unet.parameter_count(in_channels=1, num_outputs=2, batch_norm=False) == 31_030_658
+    g = tf.Graph()
+    with g.as_default():
+        unet.unet(v1.placeholder(tf.float32, [1, 572, 572, 3]), training=True)
+        n = sum(int(np.prod(v.shape)) for v in v1.trainable_variables())
+    assert n == unet.parameter_count() == 31_043_521
+
+
+@pytest.mark.parametrize("size,depth", [(572, 4), (188, 3), (108, 2)])
+def test_shapes(size, depth):
+    g = tf.Graph()
+    with g.as_default():
+        logits = unet.unet(v1.placeholder(tf.float32, [2, size, size, 3]), True,
+                           depth=depth, base_filters=4, num_outputs=3)
+        out = unet.output_size(size, depth)
+        assert logits.shape.as_list() == [2, out, out, 3]
+
+
+def test_dynamic_shape_and_non_square():
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [None, None, None, 3])
+        logits = unet.unet(x, False, depth=2, base_filters=4)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            out = sess.run(logits, {x: np.zeros([1, 92, 108, 3], np.float32)})
+    assert out.shape == (1, 52, 68, 1)
+
+
+def test_block_names_follow_paper():
+    g = tf.Graph()
+    with g.as_default():
+        unet.unet(v1.placeholder(tf.float32, [1, 188, 188, 3]), True, depth=4, base_filters=2)
+        scopes = {v.name.split("/")[1] for v in v1.global_variables()}
+    assert scopes == {"contract1", "contract2", "contract3", "contract4", "bottom",
+                      "expand4", "expand3", "expand2", "expand1", "output"}
+
+
+def test_batch_norm_train_updates_and_inference_uses_moving_stats():
+    g = tf.Graph()
+    with g.as_default():
+        tf.random.set_seed(0)
+        x = v1.placeholder(tf.float32, [2, 44, 44, 3])
+        train_logits = unet.unet(x, True, depth=1, base_filters=4)
+        eval_logits = unet.unet(x, False, depth=1, base_filters=4)
+        updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)
+        assert len(updates) == 2 * 6  # mean and variance for 6 convs
+        # Train and eval graphs share every variable.
+        assert len(v1.global_variables()) == len({v.name for v in v1.global_variables()})
+        mean = g.get_tensor_by_name("unet/contract1/conv1/moving_mean:0")
+        rng = np.random.default_rng(0)
+        batch = rng.uniform(2.0, 3.0, [2, 44, 44, 3]).astype(np.float32)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            before_eval = sess.run(eval_logits, {x: batch})
+            np.testing.assert_array_equal(sess.run(mean), 0.0)
+            for _ in range(200):  # 0.9**200: the initial moving variance is forgotten
+                sess.run(updates, {x: batch})
+            moved = sess.run(mean)
+            after_eval = sess.run(eval_logits, {x: batch})
+            after_train = sess.run(train_logits, {x: batch})
+    assert np.abs(moved).max() > 0.1  # ReLU channels that are dead stay at 0
+    # With the moving stats converged to the batch stats, inference matches training.
+    assert not np.allclose(before_eval, after_eval)
+    np.testing.assert_allclose(after_eval, after_train, rtol=1e-2, atol=1e-2)

@@ -1,0 +1,240 @@
+"""The original U-Net (Ronneberger, Fischer and Brox, 2015) as a graph builder.
+
+Read alongside Figure 1 of the paper. With the defaults (depth 4, 64 base
+filters) a 572x572 input tile gives a 388x388 output map:
+
+    contract1  572 -> 568   64 ch   two valid 3x3 conv + ReLU (+ batch norm)
+    contract2  284 -> 280  128 ch   2x2 max pool, then two convs
+    contract3  140 -> 136  256 ch
+    contract4   68 ->  64  512 ch
+    bottom      32 ->  28 1024 ch   the bottom of the "U"
+    expand4     56 ->  52  512 ch   2x2 up-conv halving channels, copy and crop
+    expand3    104 -> 100  256 ch   the matching contract feature map, concat,
+    expand2    200 -> 196  128 ch   two valid 3x3 convs
+    expand1    392 -> 388   64 ch
+    output     388         1x1 conv to `num_outputs` logits
+
+Batch norm is not in the paper (it came later the same year); it follows each
+ReLU here because it makes training from scratch far less sensitive to the
+learning rate. Everything else matches: valid convolutions, so every output
+pixel sees a full 184x184 context and tiles stitch seamlessly.
+
+This module is a pure graph builder: images in, logits out. No flags, no I/O,
+no summaries. Variables live under the variable scope "unet" and are created
+with AUTO_REUSE, so a training graph and an evaluation graph built in the same
+tf.Graph share weights.
+"""
+
+import tensorflow as tf
+
+v1 = tf.compat.v1
+
+BN_MOMENTUM = 0.9  # short runs on small data: moving stats must settle in ~50 steps
+BN_EPSILON = 1e-3
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def _sizes(input_size, depth):
+    """Spatial size after every stage, or None when some stage is invalid.
+
+    A valid-conv U-Net loses 4 px to each pair of 3x3 convs and needs an even
+    size before each 2x2 pool; the up path then doubles and loses 4 again.
+    """
+    size = input_size
+    for _ in range(depth):
+        size -= 4
+        if size <= 0 or size % 2:
+            return None
+        size //= 2
+    size -= 4
+    if size <= 0:
+        return None
+    for _ in range(depth):
+        size = size * 2 - 4
+    return size
+
+
+def is_valid_input_size(input_size, depth=4):
+    """True when every pooling stage sees an even size and nothing vanishes.
+
+    For depth d the valid sizes are input = 2**d * k + 4 * (2**d - 1) with
+    k >= 5, i.e. for depth 4: 140, 156, 172, ..., 556, 572, 588, ... (16 apart).
+    """
+    return _sizes(input_size, depth) is not None
+
+
+def output_size(input_size, depth=4):
+    """Output map size for a square input tile (572 -> 388 at depth 4)."""
+    size = _sizes(input_size, depth)
+    if size is None:
+        raise ValueError(
+            f"input size {input_size} is not valid for a depth-{depth} U-Net; "
+            f"the nearest valid sizes are {valid_input_size(input_size, depth, 'down')} "
+            f"and {valid_input_size(input_size, depth)}")
+    return size
+
+
+def valid_input_size(size, depth=4, direction="up"):
+    """The nearest valid input size >= size ("up") or <= size ("down")."""
+    step = 1 if direction == "up" else -1
+    candidate = max(size, 1)
+    while not is_valid_input_size(candidate, depth):
+        candidate += step
+        if candidate <= 0:
+            return valid_input_size(1, depth, "up")
+    return candidate
+
+
+def border(input_size, depth=4):
+    """Context lost on each side: (input - output) / 2, 92 px for the paper."""
+    return (input_size - output_size(input_size, depth)) // 2
+
+
+def input_size_for_output(out_size, depth=4):
+    """The input tile that yields exactly `out_size` outputs (388 -> 572)."""
+    size = valid_input_size(out_size, depth)
+    while output_size(size, depth) < out_size:
+        size = valid_input_size(size + 1, depth)
+    if output_size(size, depth) != out_size:
+        raise ValueError(f"no depth-{depth} U-Net input gives output size {out_size}")
+    return size
+
+
+def parameter_count(depth=4, base_filters=64, num_outputs=1, in_channels=3,
+                    batch_norm=True):
+    """Trainable parameters, counted from the architecture (no graph needed).
+
+    With batch_norm=False, in_channels=1 and num_outputs=2 this is the paper's
+    network (grayscale cells, two classes): 31,030,658 weights and biases. The
+    RGB, one-logit, batch-norm default here has 31,043,521.
+    """
+    def conv(k, cin, cout):
+        return k * k * cin * cout + cout + (2 * cout if batch_norm else 0)
+
+    total, cin = 0, in_channels
+    for level in range(depth + 1):
+        cout = base_filters * 2**level
+        total += conv(3, cin, cout) + conv(3, cout, cout)
+        cin = cout
+    for level in reversed(range(depth)):
+        cout = base_filters * 2**level
+        total += 2 * 2 * cin * cout + cout  # up-conv, no batch norm
+        total += conv(3, 2 * cout, cout) + conv(3, cout, cout)
+        cin = cout
+    return total + cin * num_outputs + num_outputs
+
+
+# ----------------------------------------------------------------- layers
+
+
+def _conv3x3_relu_bn(x, filters, training, name):
+    with v1.variable_scope(name):
+        fan_in = 9 * x.shape[-1]
+        # The paper's init: Gaussian with std sqrt(2 / N), N = inputs per unit.
+        w = v1.get_variable(
+            "weights", [3, 3, x.shape[-1], filters],
+            initializer=v1.initializers.random_normal(stddev=(2.0 / fan_in) ** 0.5))
+        b = v1.get_variable("biases", [filters], initializer=v1.zeros_initializer())
+        x = tf.nn.relu(tf.nn.conv2d(x, w, strides=1, padding="VALID") + b)
+        return _batch_norm(x, training)
+
+
+def _batch_norm(x, training):
+    channels = x.shape[-1]
+    gamma = v1.get_variable("gamma", [channels], initializer=v1.ones_initializer())
+    beta = v1.get_variable("beta", [channels], initializer=v1.zeros_initializer())
+    moving = [v1.GraphKeys.GLOBAL_VARIABLES, v1.GraphKeys.MOVING_AVERAGE_VARIABLES]
+    mean = v1.get_variable("moving_mean", [channels], trainable=False,
+                           initializer=v1.zeros_initializer(), collections=moving)
+    var = v1.get_variable("moving_variance", [channels], trainable=False,
+                          initializer=v1.ones_initializer(), collections=moving)
+    if not training:
+        y, _, _ = v1.nn.fused_batch_norm(x, gamma, beta, mean, var, epsilon=BN_EPSILON,
+                                         is_training=False)
+        return y
+    y, batch_mean, batch_var = v1.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON,
+                                                      is_training=True)
+    # The train op runs UPDATE_OPS (see train.py), as with tf.layers.
+    decay = 1.0 - BN_MOMENTUM
+    v1.add_to_collection(v1.GraphKeys.UPDATE_OPS,
+                         v1.assign_sub(mean, (mean - batch_mean) * decay))
+    v1.add_to_collection(v1.GraphKeys.UPDATE_OPS,
+                         v1.assign_sub(var, (var - batch_var) * decay))
+    return y
+
+
+def _double_conv(x, filters, training):
+    x = _conv3x3_relu_bn(x, filters, training, "conv1")
+    return _conv3x3_relu_bn(x, filters, training, "conv2")
+
+
+def _up_conv(x, filters):
+    """2x2 stride-2 transposed conv: doubles H and W, halves the channels."""
+    w = v1.get_variable(
+        "up_weights", [2, 2, filters, x.shape[-1]],
+        initializer=v1.initializers.random_normal(stddev=(2.0 / (4 * x.shape[-1])) ** 0.5))
+    b = v1.get_variable("up_biases", [filters], initializer=v1.zeros_initializer())
+    shape = tf.shape(x)
+    out_shape = tf.stack([shape[0], shape[1] * 2, shape[2] * 2, filters])
+    y = tf.nn.conv2d_transpose(x, w, out_shape, strides=2, padding="VALID") + b
+    if x.shape[1] is not None and x.shape[2] is not None:
+        y.set_shape([x.shape[0], x.shape[1] * 2, x.shape[2] * 2, filters])
+    else:
+        y.set_shape([x.shape[0], None, None, filters])
+    return y
+
+
+def _crop_to(skip, target):
+    """Centre-crop `skip` [N, h, w, C] to the spatial size of `target`."""
+    if None not in skip.shape[1:3] and None not in target.shape[1:3]:
+        dh = (skip.shape[1] - target.shape[1]) // 2
+        dw = (skip.shape[2] - target.shape[2]) // 2
+        return skip[:, dh:dh + target.shape[1], dw:dw + target.shape[2], :]
+    s, t = tf.shape(skip), tf.shape(target)
+    dh, dw = (s[1] - t[1]) // 2, (s[2] - t[2]) // 2
+    return skip[:, dh:dh + t[1], dw:dw + t[2], :]
+
+
+# ------------------------------------------------------------------ model
+
+
+def unet(images, training, depth=4, base_filters=64, num_outputs=1):
+    """Build the U-Net.
+
+    Args:
+      images: float32 [N, H, W, C], H and W valid input sizes (see
+        is_valid_input_size), values roughly in [0, 1].
+      training: Python bool. True uses batch statistics and adds the moving
+        average updates to UPDATE_OPS; False uses the moving averages.
+      depth: number of 2x2 max pools (4 in the paper).
+      base_filters: channels of the first level (64 in the paper).
+      num_outputs: logit channels; 1 for a binary mask (apply a sigmoid).
+
+    Returns:
+      logits: float32 [N, output_size(H), output_size(W), num_outputs].
+    """
+    with v1.variable_scope("unet", reuse=v1.AUTO_REUSE):
+        x, skips = images, []
+        for level in range(1, depth + 1):
+            with v1.variable_scope(f"contract{level}"):
+                if level > 1:
+                    x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
+                x = _double_conv(x, base_filters * 2 ** (level - 1), training)
+                skips.append(x)
+        with v1.variable_scope("bottom"):
+            x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
+            x = _double_conv(x, base_filters * 2**depth, training)
+        for level in range(depth, 0, -1):
+            with v1.variable_scope(f"expand{level}"):
+                filters = base_filters * 2 ** (level - 1)
+                x = _up_conv(x, filters)
+                x = tf.concat([_crop_to(skips[level - 1], x), x], axis=-1)
+                x = _double_conv(x, filters, training)
+        with v1.variable_scope("output"):
+            w = v1.get_variable(
+                "weights", [1, 1, x.shape[-1], num_outputs],
+                initializer=v1.initializers.random_normal(stddev=(2.0 / x.shape[-1]) ** 0.5))
+            b = v1.get_variable("biases", [num_outputs], initializer=v1.zeros_initializer())
+            return tf.nn.conv2d(x, w, strides=1, padding="VALID") + b
