@@ -79,7 +79,8 @@ def test_batch_norm_train_updates_and_inference_uses_moving_stats():
         assert len(updates) == 2 * 6  # mean and variance for 6 convs
         # Train and eval graphs share every variable.
         assert len(v1.global_variables()) == len({v.name for v in v1.global_variables()})
-        mean = g.get_tensor_by_name("unet/contract1/conv1/moving_mean:0")
+        mean = v1.get_collection(v1.GraphKeys.GLOBAL_VARIABLES,
+                                 "unet/contract1/conv1/moving_mean")[0]
         rng = np.random.default_rng(0)
         batch = rng.uniform(2.0, 3.0, [2, 44, 44, 3]).astype(np.float32)
         with v1.Session() as sess:
