@@ -40,6 +40,29 @@ class Config:
     depth: int = 4  # 2x2 max pools; 4 is the paper's network
     base_filters: int = 64  # channels at the first level; 64 is the paper's
     num_outputs: int = 1  # one sigmoid logit: pixel belongs to the classes or not
+    # ---- where the run lives
+    run_dir: str = "logs/unet"  # checkpoints, config.json and TensorBoard events (train.py)
+    # ---- more data (train.py / data.py)
+    val_input_size: int = 0  # validation window; 0 = input_size. Bigger sees more of each image
+    stats: str = ""  # converter stats JSON for pos_weight "auto"; "" = next to train_records
+    shuffle_buffer: int = 256  # records mixed by the shuffle; ~1 MB of encoded JPEG per 5
+    # ---- optimisation
+    batch_size: int = 4  # tiles per step; the paper used 1 big tile, BN wants a few
+    epochs: int = 50  # passes over the train records (the total, also when resuming)
+    max_steps: int = 0  # stop at this global step even mid-epoch; 0 = no step limit
+    learning_rate: float = 1e-3  # Adam's initial step size
+    lr_schedule: str = "constant"  # constant | exponential | cosine (to 0 at the last step)
+    lr_decay_rate: float = 0.1  # exponential: lr is multiplied by this every lr_decay_steps
+    lr_decay_steps: int = 10000  # exponential: steps per lr_decay_rate factor (smooth decay)
+    pos_weight: float = 1.0  # foreground weight in the CE; flag "auto" = (1 - f) / f from stats
+    dice_weight: float = 0.0  # adds dice_weight * (1 - soft Dice) to the loss; 0 = CE only
+    seed: int | None = None  # graph and data seed; None draws one (saved here for repeats)
+    # ---- logging and checkpoints
+    log_every: int = 20  # steps between progress lines
+    image_summary_every: int = 100  # steps between TensorBoard image/mask/prediction writes
+    checkpoint_every: int = 500  # steps between periodic checkpoints (plus each epoch end)
+    keep_checkpoints: int = 5  # periodic/epoch checkpoints kept; best/ keeps its own one
+    log_device_placement: bool = False  # TF logs the device of every op (debugging)
 
 
 def save_config(cfg, run_dir):
