@@ -1,0 +1,182 @@
+"""Input pipeline: record shards -> batches of (image window, mask window) for the U-Net.
+
+A valid-conv U-Net maps an input window of `input_size` pixels to the
+`output_size` pixels at its centre, `border` = (input - output) / 2 px in from
+each edge (572 -> 388, border 92, for the paper's network). So for every image
+we choose where the *output* window goes, then cut
+
+    image window  [input_size, input_size, 3]    the output window grown by border
+    mask window   [output_size, output_size, 1]  exactly the output window
+
+Where the image window reaches past the image it is mirror-padded (the paper
+extrapolates missing context by mirroring); where the output window leaves the
+image the mask is IGNORE (255), so padding counts neither in the loss nor in
+the metrics.
+
+Output window placement (top-left corner `o`, per axis, image size n, output
+size m):
+  - training: uniform over [min(0, n - m), max(0, n - m)]: every image pixel
+    can land in an output window, and an image smaller than the window lands
+    anywhere inside it; plus a random horizontal flip of image and mask.
+  - evaluation: the centre, (n - m) // 2; deterministic.
+
+Mirror padding is REFLECT (edge pixel not repeated) extended periodically for
+pads larger than the image, i.e. exactly numpy's np.pad(mode="reflect") or
+tf.pad(REFLECT) applied repeatedly with the largest allowed pad; a 1-pixel
+axis extends as a constant. It is computed as gather indices, so only the
+window is materialised.
+
+Randomness is stateless, seeded by (seed, epoch, element index), so a run with
+a fixed seed is repeatable whatever the parallelism, and each epoch (the
+`epoch` argument, a tensor fed when the iterator is initialised) differs.
+"""
+
+import contextlib
+import random
+
+import tensorflow as tf
+
+import records
+import unet
+from cli import UserError
+
+v1 = tf.compat.v1
+
+# Keeps per-epoch shuffle seeds apart for any realistic number of epochs.
+_EPOCH_STRIDE = 1_000_003
+
+
+def list_records(file_pattern):
+    """Sorted files matching the glob, or UserError naming the pattern."""
+    try:
+        files = sorted(tf.io.gfile.glob(file_pattern))
+    except tf.errors.OpError as e:
+        raise UserError(f"cannot list records {file_pattern!r}: {e.message}") from None
+    if not files:
+        raise UserError(f"no record files match {file_pattern!r}: check the path, quote the "
+                        "glob, or create them with convert_coco.py")
+    return files
+
+
+def reflect_indices(start, size, n):
+    """Indices into [0, n) of positions start .. start+size-1 of the mirrored axis.
+
+    start, n: int32 scalars (start may be negative or past n). Returns [size] int32.
+    """
+    positions = start + tf.range(size)
+    period = tf.maximum(2 * (n - 1), 1)  # n == 1: every position maps to 0
+    folded = tf.math.floormod(positions, period)
+    return tf.where(folded >= n, period - folded, folded)
+
+
+def crop_window(image, mask, offset, input_size, output_size):
+    """Cut the image window (mirror-padded) and the mask window (IGNORE outside).
+
+    image: [H, W, 3] uint8; mask: [H, W, 1] uint8; offset: [2] int32, top-left of
+    the output window in image coordinates (may be negative or past the edge).
+    Returns image [input_size, input_size, 3] uint8, mask [output_size, output_size, 1].
+    """
+    border = (input_size - output_size) // 2
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    rows = reflect_indices(offset[0] - border, input_size, height)
+    cols = reflect_indices(offset[1] - border, input_size, width)
+    image = tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)
+
+    mask_rows = offset[0] + tf.range(output_size)
+    mask_cols = offset[1] + tf.range(output_size)
+    inside = ((mask_rows >= 0) & (mask_rows < height))[:, None] & \
+             ((mask_cols >= 0) & (mask_cols < width))[None, :]
+    mask = tf.gather(mask, tf.clip_by_value(mask_rows, 0, height - 1), axis=0)
+    mask = tf.gather(mask, tf.clip_by_value(mask_cols, 0, width - 1), axis=1)
+    mask = tf.where(inside[:, :, None], mask, tf.constant(records.IGNORE, tf.uint8))
+    image.set_shape([input_size, input_size, 3])
+    mask.set_shape([output_size, output_size, 1])
+    return image, mask
+
+
+def window_offset(image_shape, output_size, uniform=None):
+    """Top-left of the output window: [2] int32.
+
+    image_shape: [2] int32 (H, W). uniform: None for the centre (evaluation), or
+    [2] float32 in [0, 1) choosing a position in the valid range (training).
+    """
+    slack = image_shape - output_size  # negative when the image is smaller
+    if uniform is None:
+        return tf.math.floordiv(slack, 2)
+    low, span = tf.minimum(slack, 0), tf.abs(slack) + 1
+    pick = tf.cast(tf.floor(uniform * tf.cast(span, tf.float32)), tf.int32)
+    return low + tf.minimum(pick, span - 1)
+
+
+def _seed_pair(seed, epoch):
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+
+
+def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, seed=None,
+                 epoch=0, shuffle_buffer=256, num_parallel_calls=tf.data.AUTOTUNE):
+    """Batches of (image [B, in, in, 3] float32 in [0, 1] RGB, mask [B, out, out, 1] uint8).
+
+    One pass over the records (no repeat: the trainer re-initialises the
+    iterator every epoch). `epoch` (int or int64 scalar tensor) varies the
+    shuffle, windows and flips per epoch; `seed` None draws a random seed.
+    Raises UserError when no file matches, ValueError for an invalid input size.
+    """
+    files = list_records(file_pattern)
+    output_size = unet.output_size(input_size, depth)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    shuffle_seed = tf.cast(epoch, tf.int64) + seed * _EPOCH_STRIDE
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=shuffle_seed)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
+                       num_parallel_calls=num_parallel_calls, deterministic=True)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed + 1)
+
+    def load(index, serialized):
+        image, mask = records.decode(records.parse_example(serialized))
+        if training:
+            element_seed = tf.random.experimental.stateless_fold_in(
+                _seed_pair(seed, epoch), index)
+            uniform = tf.random.stateless_uniform([3], element_seed)
+            offset = window_offset(tf.shape(image)[:2], output_size, uniform[:2])
+        else:
+            offset = window_offset(tf.shape(image)[:2], output_size)
+        image, mask = crop_window(image, mask, offset, input_size, output_size)
+        if training:
+            # Both windows are centred on the same point, so one flip keeps them aligned.
+            flip = uniform[2] < 0.5
+            image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+            mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+        return tf.cast(image, tf.float32) / 255.0, mask
+
+    ds = ds.enumerate().map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_initializable_iterator(dataset):
+    """The TF1 iterator whose `initializer` restarts the pass (run it every epoch)."""
+    return v1.data.make_initializable_iterator(dataset)
+
+
+def error_summary(error):
+    """The line of a TF runtime error that says what went wrong, not where."""
+    for line in (error.message or "").splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Graph execution error", "Detected at node",
+                                          "File ", "Node:", "[[")):
+            return line[:300]
+    return type(error).__name__
+
+
+@contextlib.contextmanager
+def record_errors(file_pattern):
+    """Turn a corrupt/unreadable record met inside sess.run into one UserError line."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+            tf.errors.NotFoundError) as e:
+        raise UserError(f"cannot read records {file_pattern!r} ({type(e).__name__}: "
+                        f"{error_summary(e)}): re-create them with convert_coco.py") from None

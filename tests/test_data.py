@@ -1,0 +1,210 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data
+import records
+import unet
+from cli import UserError
+
+v1 = tf.compat.v1
+
+DEPTH, INPUT = 1, 44  # a depth-1 U-Net maps 44 -> 28: border 8
+OUTPUT = unet.output_size(INPUT, DEPTH)
+BORDER = unet.border(INPUT, DEPTH)
+
+
+def coord_image(h, w, image_id):
+    """RGB image whose pixels spell their own (row, col, id): any crop is identifiable."""
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([rows, cols, np.full_like(rows, image_id)], -1).astype(np.uint8)
+
+
+def checker_mask(h, w):
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    mask = ((rows // 3 + cols // 2) % 2).astype(np.uint8)
+    if w > 1:
+        mask[0, -1] = records.IGNORE  # a converter "ignore" pixel must survive the crop
+    return mask[..., None]
+
+
+def write_records(path, sizes):
+    """One PNG record per (h, w); PNG so decoded pixels are exact."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, (h, w) in enumerate(sizes):
+            image, mask = coord_image(h, w, i), checker_mask(h, w)
+            writer.write(records.make_example(
+                tf.io.encode_png(image).numpy(), "png", h, w, i, f"{i}.png",
+                tf.io.encode_png(mask).numpy()))
+
+
+def expected_window(image, mask, oy, ox, flip=False):
+    """Numpy oracle: np.pad reflect for the image, IGNORE padding for the mask."""
+    h, w = image.shape[:2]
+    pad = INPUT + max(h, w) + 8
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    img = padded[pad + oy - BORDER: pad + oy - BORDER + INPUT,
+                 pad + ox - BORDER: pad + ox - BORDER + INPUT]
+    padded_mask = np.pad(mask, ((pad, pad), (pad, pad), (0, 0)),
+                         constant_values=records.IGNORE)
+    msk = padded_mask[pad + oy: pad + oy + OUTPUT, pad + ox: pad + ox + OUTPUT]
+    if flip:
+        img, msk = img[:, ::-1], msk[:, ::-1]
+    return img, msk
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("start", [-40, -3, 0, 2, 9])
+def test_reflect_indices_match_numpy_reflect(n, start):
+    size, pad = 50, 100
+    got = data.reflect_indices(tf.constant(start), size, tf.constant(n)).numpy()
+    want = np.pad(np.arange(n), pad, mode="reflect")[pad + start: pad + start + size]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_reflect_matches_tf_pad_when_pad_is_small():
+    image = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
+    want = tf.pad(image, [[4, 4], [5, 5], [0, 0]], "REFLECT").numpy()
+    rows = data.reflect_indices(tf.constant(-4), 13, tf.constant(5))
+    cols = data.reflect_indices(tf.constant(-5), 16, tf.constant(6))
+    got = tf.gather(tf.gather(image, rows, axis=0), cols, axis=1).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("h,w,oy,ox", [(1, 1, -13, -14), (2, 3, -20, 0), (30, 40, 2, 12),
+                                       (28, 28, 0, 0), (50, 33, 22, -5), (9, 60, -19, 32)])
+def test_crop_window_geometry(h, w, oy, ox):
+    image, mask = coord_image(h, w, 7), checker_mask(h, w)
+    got_img, got_mask = data.crop_window(tf.constant(image), tf.constant(mask),
+                                         tf.constant([oy, ox]), INPUT, OUTPUT)
+    want_img, want_mask = expected_window(image, mask, oy, ox)
+    np.testing.assert_array_equal(got_img.numpy(), want_img)
+    np.testing.assert_array_equal(got_mask.numpy(), want_mask)
+    # The mask window is the centre of the image window: same image pixels.
+    centre = got_img.numpy()[BORDER:BORDER + OUTPUT, BORDER:BORDER + OUTPUT]
+    inside = got_mask.numpy()[..., 0] != records.IGNORE
+    rr, cc = centre[..., 0][inside], centre[..., 1][inside]
+    np.testing.assert_array_equal(got_mask.numpy()[..., 0][inside], mask[rr, cc, 0])
+    # 255 exactly where the output window leaves the image (plus the one ignore pixel).
+    rows = np.arange(oy, oy + OUTPUT)
+    cols = np.arange(ox, ox + OUTPUT)
+    outside = ~(((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :])
+    assert np.all(got_mask.numpy()[..., 0][outside] == records.IGNORE)
+
+
+def test_eval_dataset_is_centre_window(tmp_path):
+    sizes = [(1, 1), (5, 3), (28, 28), (40, 70), (61, 30)]
+    write_records(tmp_path / "a.tfrecord", sizes)
+    ds = data.make_dataset(str(tmp_path / "*.tfrecord"), 2, False, INPUT, DEPTH)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [2, 2, 1]
+    images = np.concatenate([b[0].numpy() for b in batches])
+    masks = np.concatenate([b[1].numpy() for b in batches])
+    assert images.dtype == np.float32 and masks.dtype == np.uint8
+    for i, (h, w) in enumerate(sizes):
+        want_img, want_mask = expected_window(coord_image(h, w, i), checker_mask(h, w),
+                                              (h - OUTPUT) // 2, (w - OUTPUT) // 2)
+        np.testing.assert_allclose(images[i], want_img / 255.0, rtol=0, atol=1e-7)
+        np.testing.assert_array_equal(masks[i], want_mask)
+    # A 1x1 image: the window is that pixel everywhere, its mask one valid pixel.
+    assert np.all(images[0] == 0.0) and (masks[0] != records.IGNORE).sum() == 1
+
+
+def find_window(image, mask, got_img, got_mask):
+    """All (oy, ox, flip) whose oracle windows equal the dataset's output."""
+    h, w = image.shape[:2]
+    hits = []
+    for oy in range(min(0, h - OUTPUT), max(0, h - OUTPUT) + 1):
+        for ox in range(min(0, w - OUTPUT), max(0, w - OUTPUT) + 1):
+            for flip in (False, True):
+                want_img, want_mask = expected_window(image, mask, oy, ox, flip)
+                if np.array_equal(want_img, got_img):
+                    assert np.array_equal(want_mask, got_mask), "mask not aligned with image"
+                    hits.append((oy, ox, flip))
+    return hits
+
+
+def test_training_windows_are_valid_random_and_flipped_together(tmp_path):
+    sizes = [(20, 50), (40, 31), (33, 33)]
+    write_records(tmp_path / "t.tfrecord", sizes)
+    seen = {i: set() for i in range(len(sizes))}
+    for epoch in range(6):
+        ds = data.make_dataset(str(tmp_path / "t.tfrecord"), 1, True, INPUT, DEPTH,
+                               seed=3, epoch=epoch)
+        for img, msk in ds:
+            img = np.rint(img.numpy()[0] * 255).astype(np.uint8)
+            i = int(img[0, 0, 2])
+            h, w = sizes[i]
+            hits = find_window(coord_image(h, w, i), checker_mask(h, w), img, msk.numpy()[0])
+            assert len(hits) == 1
+            seen[i].add(hits[0])
+    flips = {flip for hits in seen.values() for _, _, flip in hits}
+    assert flips == {False, True}
+    assert all(len(hits) >= 3 for hits in seen.values())  # positions vary across epochs
+
+
+def epoch_ids(sess, iterator, epoch_ph, epoch):
+    images, _ = iterator.get_next()
+    ids = images[:, 0, 0, 2] * 255.0
+    sess.run(iterator.initializer, {epoch_ph: epoch})
+    out = []
+    while True:
+        try:
+            out.extend(np.rint(sess.run(ids)).astype(int).tolist())
+        except tf.errors.OutOfRangeError:
+            return out
+
+
+def test_iterator_reinitialises_each_epoch_with_new_order(tmp_path):
+    sizes = [(30, 30)] * 12
+    write_records(tmp_path / "x-00000-of-00002.tfrecord", sizes[:6])
+    with tf.io.TFRecordWriter(str(tmp_path / "x-00001-of-00002.tfrecord")) as writer:
+        for i in range(6, 12):
+            image, mask = coord_image(30, 30, i), checker_mask(30, 30)
+            writer.write(records.make_example(
+                tf.io.encode_png(image).numpy(), "png", 30, 30, i, f"{i}.png",
+                tf.io.encode_png(mask).numpy()))
+    orders = []
+    for _ in range(2):  # two graphs with the same seed: repeatable
+        with tf.Graph().as_default():
+            epoch_ph = v1.placeholder_with_default(tf.constant(0, tf.int64), [])
+            ds = data.make_dataset(str(tmp_path / "x-*"), 5, True, INPUT, DEPTH, seed=11,
+                                   epoch=epoch_ph)
+            iterator = data.make_initializable_iterator(ds)
+            with v1.Session() as sess:
+                orders.append([epoch_ids(sess, iterator, epoch_ph, e) for e in (0, 1, 0)])
+    first = orders[0]
+    assert all(sorted(ids) == list(range(12)) for ids in first)
+    assert first[0] != first[1]  # a new shuffle every epoch
+    assert first[0] == first[2] and orders[0] == orders[1]
+
+
+def test_missing_records_name_the_pattern(tmp_path):
+    pattern = str(tmp_path / "nope-*.tfrecord")
+    with pytest.raises(UserError, match="no record files match .*nope-"):
+        data.make_dataset(pattern, 1, True, INPUT, DEPTH)
+
+
+@pytest.mark.parametrize("corruption,detail", [("truncated", "truncated record"),
+                                               ("bad_png", "Unknown image file format")])
+def test_corrupt_records_become_one_user_error(tmp_path, corruption, detail):
+    path = tmp_path / "c.tfrecord"
+    write_records(path, [(30, 30), (30, 30)])
+    if corruption == "truncated":
+        path.write_bytes(path.read_bytes()[:-50])
+    else:
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            writer.write(records.make_example(b"not a png", "png", 30, 30, 0, "x.png",
+                                              b"nor this"))
+    with tf.Graph().as_default():
+        ds = data.make_dataset(str(path), 2, False, INPUT, DEPTH)
+        batch = data.make_initializable_iterator(ds)
+        nxt = batch.get_next()
+        with v1.Session() as sess:
+            sess.run(batch.initializer)
+            with pytest.raises(UserError, match="cannot read records .*c.tfrecord") as e:
+                with data.record_errors(str(path)):
+                    while True:
+                        sess.run(nxt)
+    message = str(e.value)
+    assert detail in message and "convert_coco.py" in message and "\n" not in message
