@@ -1,0 +1,558 @@
+"""Train the U-Net on record shards in a tf.compat.v1 Session.
+
+    python train.py --train-records 'data/cat-train2017-*' --val-records 'data/cat-val2017-*'
+
+Everything lands in the run dir (default logs/<run-name>, see config.py):
+config.json, Saver checkpoints model.ckpt-<step> (periodic, every epoch end,
+on Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and
+TensorBoard events in train/ (cost every step, learning rate, images, masks
+and predictions every --image-summary-every steps, the graph) and val/
+(metrics at every epoch end). Re-running the same command resumes from the
+latest checkpoint: global step, epoch, Adam slots and the best IoU so far.
+
+Validation metrics are dataset-level over valid (non-255) pixels of the
+validation windows: foreground IoU = total intersection / total union, Dice,
+precision, recall and pixel accuracy, next to the same metrics for predicting
+background everywhere, so a model that finds nothing cannot look good.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+import cli
+import config
+from cli import UsageError, UserError
+
+cli.quiet_tensorflow()
+import tensorflow as tf  # noqa: E402  (after quieting its C++ logging)
+
+import data  # noqa: E402
+import records  # noqa: E402
+import unet  # noqa: E402
+
+v1 = tf.compat.v1
+log = logging.getLogger("train")
+
+LR_SCHEDULES = ("constant", "exponential", "cosine")
+MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
+EXIT_ON_SIGNAL = {signal.SIGINT: cli.EXIT_INTERRUPTED, signal.SIGTERM: 0}
+
+
+# ------------------------------------------------------------ config checks
+
+
+def stats_path_for(train_records):
+    """The converter's stats JSON beside the shards: data/cat-train2017-*... -> -stats.json."""
+    derived = re.sub(r"-\*[^/]*$", "-stats.json", train_records)
+    if derived == train_records:
+        raise UsageError(f"cannot find the converter's stats file from --train-records "
+                         f"{train_records!r} (expected a '<output>-<split>-*' glob): pass --stats")
+    return derived
+
+
+def read_stats(path):
+    try:
+        with open(path) as f:
+            stats = json.load(f)
+        fraction = float(stats["foreground_fraction"])
+    except FileNotFoundError:
+        raise UserError(f"stats file {path} is missing: convert_coco.py writes it next to the "
+                        "shards; pass --stats or a number for --pos-weight") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"stats file {path} is unreadable or has no number "
+                        f"'foreground_fraction' ({e}): re-run convert_coco.py") from None
+    return stats, fraction
+
+
+def resolve(cfg):
+    """Check flags, resolve pos_weight 'auto' and the seed; returns a new Config."""
+    if not unet.is_valid_input_size(cfg.input_size, cfg.depth):
+        raise UsageError(
+            f"--input-size {cfg.input_size} is not valid for a depth-{cfg.depth} U-Net; the "
+            f"nearest valid sizes are {unet.valid_input_size(cfg.input_size, cfg.depth, 'down')}"
+            f" and {unet.valid_input_size(cfg.input_size, cfg.depth)}")
+    if cfg.val_input_size and not unet.is_valid_input_size(cfg.val_input_size, cfg.depth):
+        raise UsageError(
+            f"--val-input-size {cfg.val_input_size} is not valid for a depth-{cfg.depth} U-Net;"
+            f" the nearest valid sizes are "
+            f"{unet.valid_input_size(cfg.val_input_size, cfg.depth, 'down')} and "
+            f"{unet.valid_input_size(cfg.val_input_size, cfg.depth)}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
+    changes = {}
+    if cfg.pos_weight == "auto":
+        path = cfg.stats or stats_path_for(cfg.train_records)
+        stats, fraction = read_stats(path)
+        if not 0.0 < fraction < 1.0:
+            raise UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
+                            "pass a number for --pos-weight")
+        changes.update(pos_weight=(1.0 - fraction) / fraction, stats=path)
+        if stats.get("classes"):
+            changes["classes"] = tuple(stats["classes"])
+        log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
+                 fraction, path, changes["pos_weight"])
+    elif float(cfg.pos_weight) <= 0:
+        raise UsageError(f"--pos-weight must be a positive number or 'auto', got {cfg.pos_weight}")
+    else:
+        changes["pos_weight"] = float(cfg.pos_weight)
+    if cfg.seed is None:
+        changes["seed"] = random.SystemRandom().randrange(2**31)
+    return dataclasses.replace(cfg, **changes)
+
+
+def check_resumable(cfg):
+    """A run dir trained with another network cannot be resumed: say so before TF does."""
+    path = os.path.join(cfg.run_dir, config.RUN_CONFIG)
+    if not os.path.exists(path) or not config.latest_checkpoint(cfg.run_dir):
+        return
+    old = config.load_config(cfg.run_dir)
+    diff = [f"{k} {getattr(old, k)} -> {getattr(cfg, k)}" for k in MODEL_FIELDS
+            if getattr(old, k) != getattr(cfg, k)]
+    if diff:
+        raise UserError(f"{cfg.run_dir} holds checkpoints of another network ({', '.join(diff)}):"
+                        " use the same flags to resume, or a new --run-name")
+
+
+def count_records(file_pattern):
+    """Records in all shards (for steps per epoch and the ETA); UserError if unreadable."""
+    total = 0
+    with tf.Graph().as_default(), v1.Session() as sess:
+        path = v1.placeholder(tf.string, [])
+        count = tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1)
+        for name in data.list_records(file_pattern):
+            with data.record_errors(name):
+                total += int(sess.run(count, {path: name}))
+    if total == 0:
+        raise UserError(f"records {file_pattern!r} hold no examples: re-run convert_coco.py")
+    return total
+
+
+# ------------------------------------------------------------ graph pieces
+
+
+def pixel_loss(logits, masks, pos_weight, dice_weight=0.0):
+    """Weighted sigmoid cross-entropy averaged over valid pixels, plus an optional Dice term.
+
+    logits: [B, h, w, 1] float32; masks: [B, h, w, 1] uint8 (0, 1, 255 = ignore).
+    Returns (loss scalar, summed cross-entropy, number of valid pixels).
+    """
+    valid = tf.cast(tf.not_equal(masks, records.IGNORE), tf.float32)
+    labels = tf.cast(tf.equal(masks, records.FOREGROUND), tf.float32)
+    ce = tf.nn.weighted_cross_entropy_with_logits(labels, logits, pos_weight)
+    ce_sum = tf.reduce_sum(ce * valid)
+    n_valid = tf.reduce_sum(valid)
+    loss = ce_sum / tf.maximum(n_valid, 1.0)
+    if dice_weight:
+        probs = tf.sigmoid(logits) * valid
+        inter = tf.reduce_sum(probs * labels)
+        dice = (2.0 * inter + 1.0) / (tf.reduce_sum(probs) + tf.reduce_sum(labels * valid) + 1.0)
+        loss += dice_weight * (1.0 - dice)
+    return loss, ce_sum, n_valid
+
+
+def confusion_counts(logits, masks):
+    """[4] int64 (tp, fp, fn, tn) over valid pixels at probability 0.5 (logit 0)."""
+    valid = tf.not_equal(masks, records.IGNORE)
+    truth = tf.equal(masks, records.FOREGROUND)
+    pred = logits > 0.0
+
+    def count(x):
+        return tf.reduce_sum(tf.cast(x & valid, tf.int64))
+
+    return tf.stack([count(pred & truth), count(pred & ~truth),
+                     count(~pred & truth), count(~pred & ~truth)])
+
+
+def metrics_from_counts(tp, fp, fn, tn):
+    """IoU, Dice, precision, recall, accuracy; a ratio with nothing to find and nothing
+    found (0/0) counts as perfect, so an empty val set does not read as a failure."""
+    def ratio(num, den, empty):
+        return float(num) / den if den else empty
+
+    return {
+        "iou": ratio(tp, tp + fp + fn, 1.0),
+        "dice": ratio(2 * tp, 2 * tp + fp + fn, 1.0),
+        "precision": ratio(tp, tp + fp, 1.0 if fn == 0 else 0.0),
+        "recall": ratio(tp, tp + fn, 1.0 if fp == 0 else 0.0),
+        "accuracy": ratio(tp + tn, tp + fp + fn + tn, 1.0),
+    }
+
+
+def validation_metrics(counts, ce_sum, n_valid):
+    """Model metrics plus 'baseline_*' for predicting background everywhere."""
+    tp, fp, fn, tn = (int(c) for c in counts)
+    metrics = metrics_from_counts(tp, fp, fn, tn)
+    metrics["loss"] = ce_sum / max(n_valid, 1.0)
+    baseline = metrics_from_counts(0, 0, tp + fn, fp + tn)
+    metrics.update({f"baseline_{k}": v for k, v in baseline.items()})
+    return metrics
+
+
+def learning_rate(cfg, global_step, total_steps):
+    if cfg.lr_schedule == "exponential":
+        return v1.train.exponential_decay(cfg.learning_rate, global_step, cfg.lr_decay_steps,
+                                          cfg.lr_decay_rate)
+    if cfg.lr_schedule == "cosine":
+        return v1.train.cosine_decay(cfg.learning_rate, global_step, max(total_steps, 1))
+    return tf.constant(cfg.learning_rate, tf.float32)
+
+
+def _to_image(x):
+    """[B, h, w, 1] in [0, 1] or mask values -> uint8 for tf.summary.image."""
+    return tf.cast(tf.clip_by_value(x * 255.0, 0.0, 255.0), tf.uint8)
+
+
+def build_graph(cfg, total_steps):
+    """All ops of a run, in the current default graph; returns them in a dict."""
+    g = {}
+    v1.set_random_seed(cfg.seed)
+    g["data_epoch"] = v1.placeholder_with_default(tf.constant(0, tf.int64), [], "data_epoch")
+    train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True, cfg.input_size,
+                                 cfg.depth, cfg.seed, g["data_epoch"], cfg.shuffle_buffer)
+    g["train_iterator"] = data.make_initializable_iterator(train_ds)
+    images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
+
+    global_step = v1.train.get_or_create_global_step()
+    g["epoch"] = v1.get_variable("epoch", [], tf.int64, v1.zeros_initializer(), trainable=False)
+    g["next_epoch"] = g["epoch"].assign_add(1)
+    g["best_iou"] = v1.get_variable("best_val_iou", [], tf.float32,
+                                    v1.constant_initializer(-1.0), trainable=False)
+    g["new_best"] = v1.placeholder(tf.float32, [], "new_best_iou")
+    g["set_best"] = g["best_iou"].assign(g["new_best"])
+
+    logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
+    loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
+    lr = learning_rate(cfg, global_step, total_steps)
+    # Batch-norm moving statistics update with every step (unet.py puts them here).
+    with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+        train_op = v1.train.AdamOptimizer(lr).minimize(loss, global_step)
+    with tf.control_dependencies([train_op]):
+        g["step"] = tf.identity(global_step.read_value())
+    g["global_step"], g["loss"] = global_step, loss
+
+    g["summary"] = v1.summary.merge([v1.summary.scalar("cost", loss),
+                                     v1.summary.scalar("learning_rate", lr)])
+    n = min(cfg.batch_size, 3)
+    shown_masks = tf.cast(masks[:n], tf.float32)
+    shown_masks = tf.where(shown_masks == records.IGNORE, 0.5, shown_masks)  # ignore = grey
+    g["image_summary"] = v1.summary.merge([
+        v1.summary.image("images", _to_image(images[:n]), n),
+        v1.summary.image("masks", _to_image(shown_masks), n),
+        v1.summary.image("predictions", _to_image(tf.sigmoid(logits[:n])), n)])
+
+    if cfg.val_records:
+        val_size = cfg.val_input_size or cfg.input_size
+        val_ds = data.make_dataset(cfg.val_records, cfg.batch_size, False, val_size, cfg.depth,
+                                   cfg.seed)
+        g["val_iterator"] = data.make_initializable_iterator(val_ds)
+        val_images, val_masks = g["val_iterator"].get_next()
+        val_logits = unet.unet(val_images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
+        _, ce_sum, n_valid = pixel_loss(val_logits, val_masks, cfg.pos_weight)
+        g["val"] = {"counts": confusion_counts(val_logits, val_masks), "ce_sum": ce_sum,
+                    "n_valid": n_valid}
+
+    # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
+    g["saver"] = v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True)
+    g["best_saver"] = v1.train.Saver(max_to_keep=1, save_relative_paths=True)
+    g["init"] = v1.global_variables_initializer()
+    return g
+
+
+# ------------------------------------------------------------- the loop
+
+
+def _session_config(cfg):
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process; allow_growth covers it
+            pass
+    if gpus:
+        log.info("device: GPU (%s)", ", ".join(gpu.name for gpu in gpus))
+    else:
+        log.info("device: CPU (TensorFlow sees no GPU)")
+    session_config = v1.ConfigProto(log_device_placement=cfg.log_device_placement,
+                                    allow_soft_placement=True)
+    session_config.gpu_options.allow_growth = True
+    return session_config
+
+
+class _StopFlag:
+    """Ctrl-C / SIGTERM ask the loop to save and stop; a second Ctrl-C aborts at once."""
+
+    def __init__(self):
+        self.signum, self._previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in EXIT_ON_SIGNAL:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("%s received: saving a checkpoint after this step (Ctrl-C again to abort)",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _validate(sess, g, cfg, stop):
+    if "val" not in g:
+        return None
+    sess.run(g["val_iterator"].initializer)
+    counts, ce_sum, n_valid = np.zeros(4, np.int64), 0.0, 0.0
+    with data.record_errors(cfg.val_records):
+        while stop.signum is None:
+            try:
+                out = sess.run(g["val"])
+            except tf.errors.OutOfRangeError:
+                break
+            counts += out["counts"]
+            ce_sum += float(out["ce_sum"])
+            n_valid += float(out["n_valid"])
+    if stop.signum is not None:
+        return None
+    return validation_metrics(counts, ce_sum, n_valid)
+
+
+def _report(sess, g, cfg, writer, metrics, step, epoch):
+    if metrics is None:
+        return
+    log.info("epoch %d step %d val: IoU %.4f  Dice %.4f  precision %.4f  recall %.4f  "
+             "accuracy %.4f  loss %.4f | all-background: IoU %.4f  accuracy %.4f",
+             epoch, step, metrics["iou"], metrics["dice"], metrics["precision"],
+             metrics["recall"], metrics["accuracy"], metrics["loss"], metrics["baseline_iou"],
+             metrics["baseline_accuracy"])
+    tags = {"cost": metrics["loss"], **{k: v for k, v in metrics.items() if k != "loss"}}
+    writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
+                                         for k, v in tags.items()]), step)
+    writer.flush()
+    if metrics["iou"] > sess.run(g["best_iou"]):
+        sess.run(g["set_best"], {g["new_best"]: metrics["iou"]})
+        path = g["best_saver"].save(sess, os.path.join(cfg.run_dir, config.BEST_DIR,
+                                                       config.CKPT_PREFIX), step,
+                                    write_meta_graph=False)
+        log.info("new best val IoU %.4f: saved %s", metrics["iou"], path)
+
+
+def _hms(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+
+
+def _save(sess, g, cfg, step):
+    return g["saver"].save(sess, os.path.join(cfg.run_dir, config.CKPT_PREFIX), step,
+                           write_meta_graph=False)
+
+
+def train(cfg):
+    """Train (or resume) the run in cfg.run_dir; returns the final metrics as a dict.
+
+    Keys: step, epoch, loss (mean over the last log window), best_val_iou,
+    checkpoint, interrupted (None, "SIGINT" or "SIGTERM"), and the latest
+    validation metrics (iou, dice, ..., baseline_iou, ...) when validating.
+    """
+    cfg = resolve(cfg)
+    check_resumable(cfg)
+    num_train = count_records(cfg.train_records)
+    if cfg.val_records:
+        data.list_records(cfg.val_records)
+    steps_per_epoch = math.ceil(num_train / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    log.info("config: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+    log.info("%d train records, %d steps per epoch, %d steps in total; U-Net depth %d, "
+             "%d base filters, %d parameters, input %d -> output %d",
+             num_train, steps_per_epoch, total_steps, cfg.depth, cfg.base_filters,
+             unet.parameter_count(cfg.depth, cfg.base_filters, cfg.num_outputs),
+             cfg.input_size, unet.output_size(cfg.input_size, cfg.depth))
+    config.save_config(cfg, cfg.run_dir)
+
+    with tf.Graph().as_default() as graph:
+        g = build_graph(cfg, total_steps)
+        graph.finalize()  # any op added inside the loop would be a leak
+        with v1.Session(config=_session_config(cfg)) as sess, _StopFlag() as stop:
+            return _loop(sess, g, cfg, total_steps, stop)
+
+
+def _restore(sess, g, cfg):
+    checkpoint = config.latest_checkpoint(cfg.run_dir)
+    if not checkpoint:
+        sess.run(g["init"])
+        log.info("starting a new run in %s", cfg.run_dir)
+        return
+    try:
+        g["saver"].restore(sess, checkpoint)
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+        raise UserError(f"checkpoint {checkpoint} does not match this network "
+                        f"({data.error_summary(e)}): use the flags it was trained with, or a "
+                        "new --run-name") from None
+    # Savers only prune what they saved; hand them the older files so --keep-checkpoints holds.
+    for saver, directory in ((g["saver"], cfg.run_dir),
+                             (g["best_saver"], os.path.join(cfg.run_dir, config.BEST_DIR))):
+        state = tf.train.get_checkpoint_state(directory)
+        if state:
+            saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+    log.info("resuming from %s (step %d, epoch %d)", checkpoint,
+             sess.run(g["global_step"]), sess.run(g["epoch"]))
+
+
+def _loop(sess, g, cfg, total_steps, stop):
+    _restore(sess, g, cfg)
+    step, epoch = (int(x) for x in sess.run([g["global_step"], g["epoch"]]))
+    train_writer = v1.summary.FileWriter(os.path.join(cfg.run_dir, "train"), sess.graph)
+    val_writer = v1.summary.FileWriter(os.path.join(cfg.run_dir, "val"))
+    # Tells TensorBoard to drop events logged after this step by a killed earlier run.
+    train_writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step)
+    metrics, checkpoint, losses, validated = None, None, [], False
+    tick, tick_step = time.time(), step
+
+    def finished():
+        return (cfg.max_steps and step >= cfg.max_steps) or epoch >= cfg.epochs
+
+    try:
+        while not finished() and stop.signum is None:
+            sess.run(g["train_iterator"].initializer, {g["data_epoch"]: epoch})
+            epoch_done = False
+            while stop.signum is None and not (cfg.max_steps and step >= cfg.max_steps):
+                fetches = {"step": g["step"], "loss": g["loss"], "summary": g["summary"]}
+                if (step + 1) % cfg.image_summary_every == 0 or step == 0:
+                    fetches["images"] = g["image_summary"]
+                try:
+                    with data.record_errors(cfg.train_records):
+                        out = sess.run(fetches)
+                except tf.errors.OutOfRangeError:
+                    epoch_done = True
+                    break
+                step = int(out["step"])
+                losses.append(float(out["loss"]))
+                if not math.isfinite(losses[-1]):
+                    raise UserError(f"loss became {losses[-1]} at step {step}: lower "
+                                    "--learning-rate (the last good checkpoint is kept)")
+                train_writer.add_summary(out["summary"], step)
+                if "images" in out:
+                    train_writer.add_summary(out["images"], step)
+                if step % cfg.log_every == 0:
+                    rate = (step - tick_step) * cfg.batch_size / max(time.time() - tick, 1e-9)
+                    eta = (total_steps - step) * cfg.batch_size / max(rate, 1e-9)
+                    log.info("step %d/%d epoch %d/%d loss %.4f %.1f images/s ETA %s",
+                             step, total_steps, epoch + 1, cfg.epochs,
+                             np.mean(losses[-cfg.log_every:]), rate, _hms(eta))
+                    tick, tick_step = time.time(), step
+                if step % cfg.checkpoint_every == 0:
+                    checkpoint = _save(sess, g, cfg, step)
+            if epoch_done:
+                epoch = int(sess.run(g["next_epoch"]))
+            if stop.signum is None and (epoch_done or finished()):
+                metrics, validated = _validate(sess, g, cfg, stop), True
+                _report(sess, g, cfg, val_writer, metrics, step, epoch)
+                checkpoint = _save(sess, g, cfg, step)
+                tick, tick_step = time.time(), step  # validation time is not training speed
+        if stop.signum is not None:
+            checkpoint = _save(sess, g, cfg, step)
+            log.warning("stopped by %s at step %d: saved %s; re-run the same command to resume",
+                        signal.Signals(stop.signum).name, step, checkpoint)
+        elif not validated:  # nothing left to train: report where the run stands
+            log.info("run already complete at step %d, epoch %d: validating", step, epoch)
+            metrics = _validate(sess, g, cfg, stop)
+            _report(sess, g, cfg, val_writer, metrics, step, epoch)
+    finally:
+        train_writer.close()
+        val_writer.close()
+    return {
+        "step": step, "epoch": epoch, "loss": float(np.mean(losses[-cfg.log_every:]))
+        if losses else None, "best_val_iou": float(sess.run(g["best_iou"])),
+        "checkpoint": checkpoint or config.latest_checkpoint(cfg.run_dir),
+        "interrupted": signal.Signals(stop.signum).name if stop.signum else None,
+        **(metrics or {}),
+    }
+
+
+# ------------------------------------------------------------ command line
+
+
+def pos_weight_arg(text):
+    return text if text == "auto" else cli.positive_float(text)
+
+
+def build_parser():
+    d = config.Config()
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--train-records", default=d.train_records, help="glob of training TFRecord shards")
+    a("--val-records", default=d.val_records, help="glob of validation shards; '' = none")
+    a("--run-name", default="unet", help="run directory is logs/<run-name>")
+    a("--run-dir", help="run directory (overrides --run-name)")
+    a("--input-size", type=cli.positive_int, default=d.input_size,
+      help="network input window in pixels (572 -> 388 output at depth 4)")
+    a("--val-input-size", type=cli.non_negative_int, default=d.val_input_size,
+      help="validation window; 0 = --input-size; bigger covers more of each image")
+    a("--depth", type=cli.positive_int, default=d.depth, help="U-Net levels (2x2 max pools)")
+    a("--base-filters", type=cli.positive_int, default=d.base_filters,
+      help="channels of the first level; doubles per level")
+    a("--batch-size", type=cli.positive_int, default=d.batch_size)
+    a("--epochs", type=cli.positive_int, default=d.epochs, help="total passes over the data")
+    a("--max-steps", type=cli.non_negative_int, default=d.max_steps,
+      help="stop at this global step; 0 = no limit")
+    a("--learning-rate", type=cli.positive_float, default=d.learning_rate, help="Adam's")
+    a("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule)
+    a("--lr-decay-rate", type=cli.positive_float, default=d.lr_decay_rate,
+      help="exponential: factor per --lr-decay-steps")
+    a("--lr-decay-steps", type=cli.positive_int, default=d.lr_decay_steps)
+    a("--pos-weight", type=pos_weight_arg, default=d.pos_weight,
+      help="foreground weight in the loss, or 'auto' = (1-f)/f from the converter's stats")
+    a("--stats", default=d.stats,
+      help="converter stats JSON for --pos-weight auto; default: next to --train-records")
+    a("--dice-weight", type=float, default=d.dice_weight, help="weight of a soft-Dice term")
+    a("--seed", type=int, default=d.seed, help="makes runs repeatable; default random")
+    a("--shuffle-buffer", type=cli.positive_int, default=d.shuffle_buffer)
+    a("--log-every", type=cli.positive_int, default=d.log_every, help="steps per log line")
+    a("--image-summary-every", type=cli.positive_int, default=d.image_summary_every,
+      help="steps between TensorBoard image writes")
+    a("--checkpoint-every", type=cli.positive_int, default=d.checkpoint_every)
+    a("--keep-checkpoints", type=cli.positive_int, default=d.keep_checkpoints)
+    a("--log-device-placement", action="store_true", help="log the device of every op")
+    a("-v", "--verbose", action="store_true")
+    return p
+
+
+def config_from_args(argv=None):
+    args = vars(build_parser().parse_args(argv))
+    run_name, run_dir = args.pop("run_name"), args.pop("run_dir")
+    if "/" in run_name or not run_name:
+        raise UsageError(f"--run-name {run_name!r} must be a plain name; use --run-dir for paths")
+    args.pop("verbose")
+    return config.Config(run_dir=run_dir or os.path.join("logs", run_name), **args)
+
+
+def main(argv=None):
+    parser_argv = sys.argv[1:] if argv is None else argv
+    cli.setup_logging("-v" in parser_argv or "--verbose" in parser_argv)
+    tf.get_logger().setLevel(logging.ERROR)  # v1 deprecation notices are not for users
+    result = train(config_from_args(argv))
+    if result["interrupted"]:
+        return EXIT_ON_SIGNAL[signal.Signals[result["interrupted"]]]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))
