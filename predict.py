@@ -1,0 +1,266 @@
+"""Full-resolution masks for your own pictures with a trained run.
+
+    python predict.py --run logs/demo photo.jpg more/ --out predictions/
+
+For every input image (a directory means every .jpg/.jpeg/.png in it, sorted)
+it writes, named after the file's stem:
+
+    <stem>_mask.png     uint8 0/255, exactly the input's height x width
+    <stem>_overlay.png  the image with the mask tinted red and outlined in yellow
+    <stem>_prob.png     with --save-probabilities: round(255 * p), uint8
+
+The network is rebuilt from the run's config.json and the best checkpoint is
+restored (or --checkpoint). Images of any size go through the overlap-tile
+graph in tiling.py. The threshold defaults to the best one evaluate.py stored
+in the run's eval.json, else 0.5. Bad images get one error line each; the rest
+are still predicted, and the exit code is 1 if any failed.
+"""
+
+import json
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import cli
+import config
+import tiling
+from cli import UserError
+
+v1 = tf.compat.v1
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png")
+DEFAULT_THRESHOLD = 0.5
+TINT = (255, 0, 0)  # RGB red over predicted foreground
+OUTLINE = (255, 255, 0)  # RGB yellow around it
+TRUTH_OUTLINE = (0, 255, 0)  # RGB green around the ground truth (evaluate overlays)
+
+
+class Predictor:
+    """A run's network restored in its own graph: encoded image bytes -> probabilities."""
+
+    def __init__(self, run_dir, checkpoint=None, batch_size=4):
+        self.cfg = config.load_config(run_dir)
+        self.checkpoint = tiling.resolve_checkpoint(run_dir, checkpoint)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self._encoded = v1.placeholder(tf.string, [], name="encoded")
+            self._image = tiling.decode_image(self._encoded)  # uint8 [H, W, 3]
+            self._prob = tiling.probabilities(self._image, self.cfg, batch_size)  # [H, W]
+            self.session = v1.Session(graph=self.graph)
+        try:
+            tiling.restore(self.session, self.checkpoint, self.cfg)
+        except BaseException:
+            self.session.close()
+            raise
+        self.graph.finalize()
+
+    def __call__(self, encoded):
+        """(image uint8 [H, W, 3], probability float32 [H, W]); UserError if undecodable."""
+        try:
+            return self.session.run([self._image, self._prob], {self._encoded: encoded})
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+            raise UserError(f"not a readable JPEG/PNG image ({op_error_reason(e)})") from None
+
+    def close(self):
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def op_error_reason(error):
+    """The one informative line of a TF OpError (its message also lists graph nodes)."""
+    lines = [line.strip() for line in error.message.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("[[", "File "))]
+    for i, line in enumerate(lines):
+        if line.startswith("Node:") and i + 1 < len(lines):
+            return lines[i + 1]
+    return lines[-1] if lines else type(error).__name__
+
+
+def default_threshold(run_dir):
+    """(threshold, where it came from): eval.json's best_threshold, else 0.5."""
+    path = os.path.join(run_dir, config.EVAL_JSON)
+    try:
+        with open(path) as f:
+            value = json.load(f).get("best_threshold")
+    except FileNotFoundError:
+        return DEFAULT_THRESHOLD, "default"
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise UserError(f"{path} is not a valid evaluate.py result: re-run evaluate.py "
+                        "or pass --threshold") from None
+    if value is None:
+        return DEFAULT_THRESHOLD, "default"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise UserError(f"{path} has best_threshold {value!r}, not a number in [0, 1]: "
+                        "re-run evaluate.py or pass --threshold")
+    return float(value), path
+
+
+def collect_images(inputs, out_dir=None):
+    """Image paths from files and directories, and (input, message) for bad inputs.
+
+    A directory contributes its .jpg/.jpeg/.png files, sorted, except this
+    tool's own outputs when it is also the output directory.
+    """
+    paths, failed = [], []
+    out_real = os.path.realpath(out_dir) if out_dir else None
+    for item in inputs:
+        if os.path.isdir(item):
+            names = sorted(n for n in os.listdir(item)
+                           if n.lower().endswith(IMAGE_EXTENSIONS)
+                           and os.path.isfile(os.path.join(item, n)))
+            if os.path.realpath(item) == out_real:
+                names = [n for n in names if not n.endswith(OUTPUT_SUFFIXES)]
+            if not names:
+                failed.append((item, "directory has no .jpg, .jpeg or .png images"))
+            paths.extend(os.path.join(item, n) for n in names)
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            failed.append((item, "no such file or directory"))
+    return paths, failed
+
+
+def overlay(image, mask, truth=None):
+    """uint8 [H, W, 3] RGB: `image` with bool `mask` tinted and outlined.
+
+    With `truth` (bool [H, W]) the ground truth is outlined too, in green.
+    """
+    out = image.astype(np.float32)
+    out[mask] = 0.55 * out[mask] + 0.45 * np.array(TINT, np.float32)
+    out = np.round(out).astype(np.uint8)
+    # Outlines stay visible on big photos without swamping small ones.
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    outlines = [(mask, OUTLINE)] + ([(truth, TRUTH_OUTLINE)] if truth is not None else [])
+    for region, colour in outlines:
+        contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_LIST,
+                                       cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, colour, thickness)
+    return out
+
+
+def write_png(path, array):
+    """Write uint8 [H, W] or RGB [H, W, 3] as PNG, atomically (temp file, then rename)."""
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", array)
+    if not ok:
+        raise UserError(f"cannot encode {path} as PNG")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.tobytes())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+
+
+def output_paths(out_dir, image_path):
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    return {kind: os.path.join(out_dir, stem + suffix)
+            for kind, suffix in zip(("mask", "overlay", "prob"), OUTPUT_SUFFIXES)}
+
+
+def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_size=4,
+            save_probabilities=False, progress=True):
+    """Predict every image in `inputs` into `out_dir`.
+
+    Returns {"threshold", "threshold_source", "checkpoint", "written": [mask paths],
+    "failed": [(input, message)]}. Raises UserError for problems with the run or
+    when there is no image at all; bad single images only land in "failed".
+    """
+    if threshold is None:
+        threshold, source = default_threshold(run_dir)
+    else:
+        source = "--threshold"
+    if not 0.0 <= threshold <= 1.0:
+        raise cli.UsageError(f"threshold must be in [0, 1], got {threshold}")
+    paths, failed = collect_images(inputs, out_dir)
+    seen = {}
+    for path in list(paths):
+        mask_path = output_paths(out_dir, path)["mask"]
+        if mask_path in seen:
+            failed.append((path, f"same name as {seen[mask_path]}, so it would overwrite its "
+                           "outputs: rename it or predict it into another --out"))
+            paths.remove(path)
+        seen.setdefault(mask_path, path)
+    if not paths:
+        reasons = "; ".join(f"{p}: {m}" for p, m in failed)
+        raise UserError(f"no images to predict ({reasons})")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory {out_dir}: {e.strerror}") from None
+
+    written = []
+    with Predictor(run_dir, checkpoint, batch_size) as predictor:
+        for path in tqdm(paths, unit="image", disable=not progress, file=sys.stderr):
+            try:
+                try:
+                    with open(path, "rb") as f:
+                        encoded = f.read()
+                except OSError as e:
+                    raise UserError(f"cannot read it: {e.strerror}") from None
+                image, prob = predictor(encoded)
+                mask = prob >= threshold
+                targets = output_paths(out_dir, path)
+                write_png(targets["mask"], mask.astype(np.uint8) * 255)
+                write_png(targets["overlay"], overlay(image, mask))
+                if save_probabilities:
+                    write_png(targets["prob"], np.round(prob * 255).astype(np.uint8))
+                written.append(targets["mask"])
+            except UserError as e:
+                failed.append((path, str(e)))
+                tqdm.write(f"error: {path}: {e}", file=sys.stderr)
+    return {"threshold": threshold, "threshold_source": source,
+            "checkpoint": predictor.checkpoint, "written": written, "failed": failed}
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(
+        description="Predict full-size masks with a trained run (overlap-tile).")
+    parser.add_argument("inputs", nargs="+", help="image files (.jpg/.jpeg/.png) or "
+                        "directories of them")
+    parser.add_argument("--run", required=True, help="run directory written by train.py")
+    parser.add_argument("--out", default="predictions", help="output directory "
+                        "(default: %(default)s)")
+    parser.add_argument("--checkpoint", help="checkpoint prefix or directory "
+                        "(default: the run's best/, else its latest)")
+    parser.add_argument("--threshold", type=cli.fraction, help="probability threshold in "
+                        "[0, 1] (default: eval.json's best_threshold, else 0.5)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=4,
+                        help="tiles per network run (default: %(default)s)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write <stem>_prob.png, the probability x 255")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    result = predict(args.run, args.inputs, args.out, args.checkpoint, args.threshold,
+                     args.batch_size, args.save_probabilities, progress=not args.no_progress)
+    print(f"wrote {len(result['written'])} masks to {args.out} "
+          f"(checkpoint {result['checkpoint']}, threshold {result['threshold']:g} "
+          f"from {result['threshold_source']})")
+    if result["failed"]:
+        names = ", ".join(path for path, _ in result["failed"])
+        print(f"error: {len(result['failed'])} of "
+              f"{len(result['failed']) + len(result['written'])} inputs failed: {names}",
+              file=sys.stderr)
+        return cli.EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

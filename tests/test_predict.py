@@ -1,0 +1,315 @@
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cli
+import config
+import predict
+import tiling
+import unet
+
+v1 = tf.compat.v1
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7):
+    """A run dir like train.py's: config.json and a checkpoint of a random tiny U-Net.
+
+    Batch-norm statistics are random too, so inference-mode BN is really exercised,
+    and global_step plus an optimizer-like slot are saved as training does.
+    """
+    cfg = config.Config(input_size=input_size, depth=depth, base_filters=base_filters)
+    config.save_config(cfg, str(run_dir))
+    rng = np.random.default_rng(seed)
+    g = tf.Graph()
+    with g.as_default():
+        v1.set_random_seed(seed)
+        x = v1.placeholder(tf.float32, [1, input_size, input_size, 3])
+        logits = unet.unet(x, False, depth=depth, base_filters=base_filters)
+        v1.train.get_or_create_global_step()
+        v1.get_variable("unet_slot/Adam", [3], initializer=v1.zeros_initializer())
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())  # the paper's He-style weights
+            variables = {var.op.name: var for var in v1.global_variables("unet")}
+            for name, var in variables.items():
+                shape = var.shape.as_list()
+                if name.endswith("moving_variance"):
+                    value = rng.uniform(0.5, 2.0, shape)
+                elif name.endswith(("gamma", "moving_mean")):
+                    value = rng.uniform(0.5, 1.5, shape)
+                elif name.endswith(("beta", "biases")):
+                    value = rng.normal(0.0, 0.1, shape)
+                else:
+                    continue
+                var.load(np.asarray(value, np.float32), sess)
+            # Centre the logits on random pixels so masks are neither empty nor full.
+            pixels = rng.uniform(0, 1, [1, input_size, input_size, 3])
+            median = np.median(sess.run(logits, {x: pixels}))
+            bias = variables["unet/output/biases"]
+            bias.load(sess.run(bias) - np.float32(median), sess)
+            v1.train.Saver().save(sess, os.path.join(str(run_dir), config.CKPT_PREFIX),
+                                  global_step=step)
+    return cfg
+
+
+def reference_probabilities(run_dir, image):
+    """Sigmoid of ONE forward pass over the whole mirror-padded image (np.pad REFLECT).
+
+    The canvas is the image extended (by mirroring) to the size the tile grid
+    covers, so the pass sees exactly what the tiles see.
+    """
+    cfg = config.load_config(str(run_dir))
+    lay = tiling.layout(cfg.input_size, cfg.depth)
+    h, w = image.shape[:2]
+    ch = lay.output + (tiling.tile_count(h, lay) - 1) * lay.stride
+    cw = lay.output + (tiling.tile_count(w, lay) - 1) * lay.stride
+    b = lay.border
+    padded = np.pad(image, ((b, ch - h + b), (b, cw - w + b), (0, 0)), mode="reflect")
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [1, None, None, 3])
+        prob = tf.sigmoid(unet.unet(x, False, depth=cfg.depth, base_filters=cfg.base_filters))
+        with v1.Session() as sess:
+            tiling.restore(sess, config.latest_checkpoint(str(run_dir)), cfg)
+            out = sess.run(prob, {x: padded[None].astype(np.float32) / 255.0})
+    return out[0, :h, :w, 0]
+
+
+def write_image(path, rgb):
+    data = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    assert cv2.imwrite(str(path), data)
+
+
+def read_rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    make_run(run_dir)
+    return run_dir
+
+
+# ---------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+@pytest.mark.parametrize("before,after", [(0, 0), (2, 5), (20, 33)])
+def test_reflect_indices_match_numpy_reflect_for_any_pad(n, before, after):
+    axis = np.arange(n) * 10
+    expected = np.pad(axis, (before, after), mode="reflect")
+    np.testing.assert_array_equal(axis[tiling.reflect_indices(-before, n + after, n)], expected)
+
+
+def test_layout_of_paper_network_keeps_tiles_on_the_pooling_grid():
+    # 388 is 4 mod 16: a 388 px stride would shift every other tile off the grid.
+    assert tiling.layout(572, 4) == (572, 388, 92, 384)
+    assert tiling.layout(60, 2) == (60, 20, 20, 20)
+    assert tiling.layout(132, 3) == (132, 44, 44, 40)
+    lay = tiling.layout(572, 4)
+    assert [tiling.tile_count(s, lay) for s in (1, 388, 389, 772, 773)] == [1, 1, 2, 2, 3]
+
+
+@pytest.mark.parametrize("size,depth,match", [(571, 4, "not a valid"), (172, 4, "not a valid"),
+                                              (188, 4, "pooling grid")])
+def test_layout_rejects_untileable_networks(size, depth, match):
+    with pytest.raises(cli.UserError, match=match):
+        tiling.layout(size, depth)
+
+
+@pytest.mark.parametrize("depth,input_size", [(2, 60), (3, 132)])
+def test_stitched_tiles_equal_one_pass_over_the_mirror_padded_image(tmp_path, depth,
+                                                                    input_size):
+    make_run(tmp_path, depth=depth, input_size=input_size, seed=depth)
+    cfg = config.load_config(str(tmp_path))
+    lay = tiling.layout(input_size, depth)
+    rng = np.random.default_rng(1)
+    # A valid whole-image size (canvas == image), odd sizes, a sliver and one pixel.
+    valid = 2 * lay.output if depth == 2 else lay.output + 2 * lay.stride
+    sizes = [(valid, valid + lay.stride), (37, 50), (83, 3), (1, 1)]
+    g = tf.Graph()
+    with g.as_default():
+        image = v1.placeholder(tf.uint8, [None, None, 3])
+        prob = tiling.probabilities(image, cfg, batch_size=3)  # 3 divides no tile count here
+        with v1.Session() as sess:
+            tiling.restore(sess, config.latest_checkpoint(str(tmp_path)), cfg)
+            for h, w in sizes:
+                pixels = rng.integers(0, 256, [h, w, 3], dtype=np.uint8)
+                stitched = sess.run(prob, {image: pixels})
+                expected = reference_probabilities(tmp_path, pixels)
+                assert stitched.shape == (h, w)
+                np.testing.assert_allclose(stitched, expected, atol=2e-5, rtol=0)
+                # Not trivially constant: the random network does look at the pixels.
+                assert stitched.std() > 1e-3 or h * w == 1
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def test_overlay_tints_foreground_and_outlines_it():
+    image = np.full([12, 12, 3], 100, np.uint8)
+    mask = np.zeros([12, 12], bool)
+    mask[3:9, 3:9] = True
+    out = predict.overlay(image, mask)
+    np.testing.assert_array_equal(out[5, 5], [170, 55, 55])  # 0.55 * 100 + 0.45 * (255, 0, 0)
+    np.testing.assert_array_equal(out[3, 5], predict.OUTLINE)
+    np.testing.assert_array_equal(out[0, 0], [100, 100, 100])
+    truth = np.zeros_like(mask)
+    truth[1:11, 1:11] = True
+    np.testing.assert_array_equal(predict.overlay(image, mask, truth)[1, 5],
+                                  predict.TRUTH_OUTLINE)
+
+
+def test_default_threshold_reads_eval_json(tmp_path):
+    assert predict.default_threshold(str(tmp_path)) == (0.5, "default")
+    path = tmp_path / config.EVAL_JSON
+    path.write_text(json.dumps({"best_threshold": 0.35}))
+    assert predict.default_threshold(str(tmp_path)) == (0.35, str(path))
+    for bad in ('{"best_threshold": 1.5}', "{not json", '["a"]'):
+        path.write_text(bad)
+        with pytest.raises(cli.UserError, match="eval.json"):
+            predict.default_threshold(str(tmp_path))
+
+
+# ------------------------------------------------------------ predict()
+
+
+def test_predict_writes_exact_size_masks_overlays_and_probabilities(run, tmp_path):
+    rng = np.random.default_rng(2)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    colour = rng.integers(0, 256, [45, 70, 3], dtype=np.uint8)
+    gray = rng.integers(0, 256, [23, 31], dtype=np.uint8)
+    write_image(photos / "colour.png", colour)
+    write_image(photos / "gray.png", gray)
+    write_image(photos / "b.jpg", colour[:30, :41])
+    (photos / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    result = predict.predict(str(run), [str(photos)], str(out), threshold=0.5,
+                             save_probabilities=True, progress=False)
+    assert result["failed"] == []
+    assert sorted(os.listdir(out)) == sorted(
+        f"{s}{k}" for s in ("colour", "gray", "b") for k in predict.OUTPUT_SUFFIXES)
+
+    expected = reference_probabilities(run, colour)
+    mask = cv2.imread(str(out / "colour_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (45, 70) and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 255} and 0 < mask.mean() < 255
+    np.testing.assert_array_equal(mask == 255, expected >= 0.5)
+    prob = cv2.imread(str(out / "colour_prob.png"), cv2.IMREAD_UNCHANGED)
+    assert np.abs(prob.astype(int) - np.round(expected * 255)).max() <= 1
+    np.testing.assert_array_equal(read_rgb(out / "colour_overlay.png"),
+                                  predict.overlay(colour, expected >= 0.5))
+    # Grayscale is expanded to RGB, as records.decode does for training.
+    gray_mask = cv2.imread(str(out / "gray_mask.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(
+        gray_mask == 255, reference_probabilities(run, np.repeat(gray[..., None], 3, 2)) >= 0.5)
+    assert cv2.imread(str(out / "b_mask.png"), cv2.IMREAD_UNCHANGED).shape == (30, 41)
+    assert not [n for n in os.listdir(out) if ".tmp" in n]
+
+
+def test_threshold_default_comes_from_eval_json_and_bounds_are_inclusive(run, tmp_path):
+    image = tmp_path / "x.png"
+    write_image(image, np.random.default_rng(3).integers(0, 256, [20, 20, 3], dtype=np.uint8))
+    (run / config.EVAL_JSON).write_text(json.dumps({"best_threshold": 0.0}))
+    try:
+        result = predict.predict(str(run), [str(image)], str(tmp_path / "a"), progress=False)
+    finally:
+        os.remove(run / config.EVAL_JSON)
+    assert result["threshold"] == 0.0 and result["threshold_source"].endswith("eval.json")
+    assert (cv2.imread(str(tmp_path / "a" / "x_mask.png"), 0) == 255).all()
+    predict.predict(str(run), [str(image)], str(tmp_path / "b"), threshold=1.0, progress=False)
+    assert (cv2.imread(str(tmp_path / "b" / "x_mask.png"), 0) == 0).all()
+
+
+def test_bad_images_are_reported_and_the_others_still_predicted(run, tmp_path, capsys):
+    good = tmp_path / "good.png"
+    write_image(good, np.zeros([9, 9, 3], np.uint8))
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    png = cv2.imencode(".png", np.zeros([40, 40, 3], np.uint8))[1].tobytes()
+    (tmp_path / "truncated.png").write_bytes(png[: len(png) // 2])
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    write_image(sub / "good.png", np.zeros([5, 5, 3], np.uint8))  # same stem as ../good.png
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    inputs = [str(good), str(tmp_path / "corrupt.jpg"), str(tmp_path / "missing.png"),
+              str(tmp_path / "truncated.png"), str(empty), str(sub)]
+    out = tmp_path / "out"
+    code = cli.run_main(predict.main, ["--run", str(run), "--out", str(out), "--no-progress",
+                                       *inputs])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert sorted(os.listdir(out)) == ["good_mask.png", "good_overlay.png"]
+    assert "corrupt.jpg: not a readable JPEG/PNG image" in err
+    assert "truncated.png: not a readable JPEG/PNG image" in err
+    assert "5 of 6 inputs failed" in err
+    for name in ("missing.png", "empty", str(sub / "good.png")):
+        assert name in err.splitlines()[-1]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["--threshold", "1.5"], 2, "must be in [0, 1], got 1.5"),
+    (["--threshold", "nan"], 2, "must be in [0, 1]"),
+    (["--batch-size", "0"], 2, "must be a positive integer"),
+    (["--checkpoint", "nowhere/model.ckpt-3"], 1, "checkpoint nowhere/model.ckpt-3 not found"),
+])
+def test_bad_flags_give_one_error_line(run, tmp_path, capsys, argv, code, message):
+    image = tmp_path / "x.png"
+    write_image(image, np.zeros([4, 4, 3], np.uint8))
+    assert cli.run_main(predict.main, ["--run", str(run), str(image), "--out",
+                                       str(tmp_path / "o"), *argv]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_run_problems_are_one_clear_error(tmp_path, capsys):
+    image = tmp_path / "x.png"
+    write_image(image, np.zeros([4, 4, 3], np.uint8))
+
+    def error(run_dir):
+        assert cli.run_main(predict.main, ["--run", str(run_dir), str(image), "--out",
+                                           str(tmp_path / "o")]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1
+        return lines[0]
+
+    assert "does not exist" in error(tmp_path / "nope")
+    empty_run = tmp_path / "empty_run"
+    config.save_config(config.Config(input_size=60, depth=2, base_filters=4), str(empty_run))
+    assert "no checkpoint in" in error(empty_run)
+    # A checkpoint trained with 8 filters under a config that says 4.
+    mismatched = tmp_path / "mismatch"
+    make_run(mismatched, base_filters=8)
+    config.save_config(config.Config(input_size=60, depth=2, base_filters=4), str(mismatched))
+    assert "does not match config.json" in error(mismatched)
+    assert "[3, 3, 3, 8] there but [3, 3, 3, 4] here" in error(mismatched)
+    deeper = tmp_path / "deeper"
+    make_run(deeper, depth=2)
+    config.save_config(config.Config(input_size=44, depth=1, base_filters=4), str(deeper))
+    assert "does not match config.json" in error(deeper)
+    assert not os.path.exists(tmp_path / "o" / "x_mask.png")
+
+
+def test_command_line_prints_no_traceback(run, tmp_path):
+    write_image(tmp_path / "ok.png", np.zeros([6, 6, 3], np.uint8))
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "predict.py"), "--run", str(run), "--out",
+         str(tmp_path / "o"), str(tmp_path / "ok.png"), str(tmp_path / "bad.png")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1
+    assert "wrote 1 masks" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "bad.png" in errors[0] and "1 of 2 inputs failed" in errors[1]
+    assert os.path.exists(tmp_path / "o" / "ok_mask.png")

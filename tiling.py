@@ -1,0 +1,231 @@
+"""Overlap-tile inference (Ronneberger et al. 2015, Fig. 2), shared by predict,
+evaluate and export.
+
+A valid-convolution U-Net maps an `input`-sized tile to a smaller `output`-sized
+map: every output pixel sees `border` = (input - output) / 2 pixels of context on
+each side. To predict an image of any size we
+
+1. mirror the image by `border` px on every side (REFLECT, repeated as often as
+   needed, so even a 1x1 image works: its mirror image is that pixel again),
+2. cut input-sized tiles whose output tiles cover the image,
+3. run the tiles through the network in fixed-size batches, and
+4. stitch the output tiles and crop to the image's size.
+
+Tiles lie on a grid whose stride is a multiple of 2**depth (the product of the
+2x2 poolings). A tile shifted off that grid pools different pixel pairs than its
+neighbours and gives slightly different numbers, so the stride is the output size
+rounded down to the grid (388 -> 384 px for the paper's network; equal to the
+output size for depth <= 2). The last row and column of tiles may reach up to
+stride - 1 px past the image into mirrored context; that costs no extra tile and
+keeps the stitched map exactly equal to one forward pass over the whole
+mirror-padded image (tests/test_predict.py checks this).
+
+Everything here is one TF graph (decode -> tiles -> U-Net -> stitch), so
+predict.py, evaluate.py and the exported SavedModel run the same ops.
+"""
+
+import collections
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import config
+import unet
+from cli import UserError
+
+v1 = tf.compat.v1
+
+Layout = collections.namedtuple("Layout", "input output border stride")
+
+
+def layout(input_size, depth):
+    """Tile geometry for a network, or UserError when it cannot tile exactly."""
+    if not unet.is_valid_input_size(input_size, depth) or unet.output_size(
+            input_size, depth) <= 0:
+        raise UserError(f"input_size {input_size} is not a valid depth-{depth} U-Net input "
+                        "(no output pixels): fix input_size in the run's config.json")
+    out = unet.output_size(input_size, depth)
+    grid = 2**depth
+    if out < grid:
+        raise UserError(f"input_size {input_size} gives {out} px output tiles, fewer than the "
+                        f"{grid} px pooling grid of a depth-{depth} U-Net, so tiles cannot be "
+                        "stitched exactly: train with a larger --input-size")
+    return Layout(input_size, out, (input_size - out) // 2, out - out % grid)
+
+
+def tile_count(size, lay):
+    """Tiles along one image axis of `size` px (>= 1)."""
+    return 1 + -(-max(size - lay.output, 0) // lay.stride)
+
+
+def reflect_indices(start, stop, n):
+    """Source index for positions start..stop-1 of a REFLECT-extended axis of length n.
+
+    Same as np.pad(..., mode="reflect") for any pad width: the extension is
+    periodic with period 2 (n - 1); a length-1 axis repeats its pixel.
+    """
+    period = max(2 * (n - 1), 1)
+    m = np.mod(np.arange(start, stop), period)
+    return np.where(m < n, m, period - m)
+
+
+def _reflect_indices(start, stop, n):
+    """Graph version of reflect_indices (tensors in, int32 [stop - start] out)."""
+    period = tf.maximum(2 * (n - 1), 1)
+    m = tf.math.floormod(tf.range(start, stop), period)
+    return tf.where(m < n, m, period - m)
+
+
+def _stitch_indices(size, lay, count):
+    """For each output pixel along an axis: its row in the [count * output] tile strip."""
+    r = tf.range(size)
+    tile = tf.minimum(r // lay.stride, count - 1)
+    return tile * lay.output + r - tile * lay.stride
+
+
+def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
+    """U-Net logits for a whole image by overlap-tile.
+
+    Args:
+      image: uint8 [H, W, 3] RGB, any H, W >= 1 (dynamic).
+      lay: Layout from layout(input_size, depth).
+      batch_size: tiles per network run (memory vs. speed).
+
+    Returns:
+      float32 [H, W, num_outputs] logits.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    check = tf.debugging.assert_positive(
+        tf.stack([height, width]), message="image has no pixels")
+    with tf.control_dependencies([check]):
+        ny = 1 + (tf.maximum(height - lay.output, 0) + lay.stride - 1) // lay.stride
+        nx = 1 + (tf.maximum(width - lay.output, 0) + lay.stride - 1) // lay.stride
+    # The padded canvas is exactly covered by the input tiles.
+    rows = _reflect_indices(-lay.border, lay.output + (ny - 1) * lay.stride + lay.border, height)
+    cols = _reflect_indices(-lay.border, lay.output + (nx - 1) * lay.stride + lay.border, width)
+    padded = tf.gather(tf.gather(image, rows), cols, axis=1)  # uint8 [Hp, Wp, 3]
+
+    size = [1, lay.input, lay.input, 1]
+    step = [1, lay.stride, lay.stride, 1]
+    patches = tf.image.extract_patches(padded[None], size, step, [1, 1, 1, 1], "VALID")
+    tiles = tf.reshape(patches, [-1, lay.input, lay.input, 3])  # [ny * nx, in, in, 3]
+    n = ny * nx
+    batches = -(-n // batch_size)
+    tiles = tf.pad(tiles, [[0, batches * batch_size - n], [0, 0], [0, 0], [0, 0]])
+    tiles = tf.reshape(tiles, [batches, batch_size, lay.input, lay.input, 3])
+
+    def run(batch):  # uint8 [B, in, in, 3] -> float32 [B, out, out, C]
+        x = tf.cast(batch, tf.float32) / 255.0
+        return unet.unet(x, training=False, depth=depth, base_filters=base_filters,
+                         num_outputs=num_outputs)
+
+    # One batch at a time bounds memory for large photos.
+    out = tf.map_fn(run, tiles, fn_output_signature=tf.float32, parallel_iterations=1)
+    out = tf.reshape(out, [batches * batch_size, lay.output, lay.output, num_outputs])[:n]
+    out = tf.reshape(out, [ny, nx, lay.output, lay.output, num_outputs])
+    strip = tf.reshape(tf.transpose(out, [0, 2, 1, 3, 4]),
+                       [ny * lay.output, nx * lay.output, num_outputs])
+    strip = tf.gather(strip, _stitch_indices(height, lay, ny))
+    return tf.gather(strip, _stitch_indices(width, lay, nx), axis=1)
+
+
+def probabilities(image, cfg, batch_size=4):
+    """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor."""
+    if cfg.num_outputs != 1:
+        raise UserError(f"config has num_outputs={cfg.num_outputs}; predict, evaluate and "
+                        "export handle one sigmoid output (num_outputs=1)")
+    lay = layout(cfg.input_size, cfg.depth)
+    logits = tiled_logits(image, lay, cfg.depth, cfg.base_filters, 1, batch_size)
+    return tf.sigmoid(logits[:, :, 0])
+
+
+def decode_image(encoded):
+    """Graph op: encoded JPEG/PNG (also GIF/BMP) scalar string -> uint8 [H, W, 3] RGB.
+
+    Grayscale is expanded to RGB and alpha dropped, as records.decode does, so
+    training, evaluation and prediction see the same pixels.
+    """
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+# ------------------------------------------------------------ checkpoints
+
+
+def resolve_checkpoint(run_dir, checkpoint=None):
+    """Checkpoint prefix to restore: `checkpoint` (a prefix or a directory) or the run's best."""
+    try:
+        if checkpoint is None:
+            path = config.best_checkpoint(run_dir)
+            if path is None:
+                raise UserError(f"no checkpoint in {run_dir}: train it first with train.py, "
+                                "or pass --checkpoint")
+            return path
+        if os.path.isdir(checkpoint):
+            path = tf.train.latest_checkpoint(checkpoint)
+            if path is None:
+                raise UserError(f"no checkpoint in directory {checkpoint}: pass a "
+                                "model.ckpt-<step> prefix or a directory with a `checkpoint` file")
+            return path
+    except tf.errors.OpError as e:
+        raise UserError(f"cannot read the checkpoint state in {checkpoint or run_dir}: "
+                        f"{_first_line(e)}") from None
+    for suffix in (".index", ".meta"):
+        if checkpoint.endswith(suffix):
+            checkpoint = checkpoint[: -len(suffix)]
+    if ".data-" in os.path.basename(checkpoint):
+        checkpoint = checkpoint[: checkpoint.rindex(".data-")]
+    if not os.path.exists(checkpoint + ".index"):
+        raise UserError(f"checkpoint {checkpoint} not found (no {checkpoint}.index): pass a "
+                        "model.ckpt-<step> prefix or a directory holding one")
+    return checkpoint
+
+
+def restore(sess, checkpoint, cfg):
+    """Restore the "unet" variables of sess.graph, after checking they match the checkpoint.
+
+    Training checkpoints also hold global_step and optimizer slots; only the
+    network's variables (incl. batch-norm moving statistics) are read.
+    """
+    with sess.graph.as_default():
+        variables = v1.global_variables("unet")
+        try:
+            stored = dict(tf.train.list_variables(checkpoint))
+        except (tf.errors.OpError, ValueError) as e:
+            raise UserError(f"cannot read checkpoint {checkpoint}: {_first_line(e)}") from None
+        problem = None
+        for var in variables:
+            name, shape = var.op.name, var.shape.as_list()
+            if name not in stored:
+                problem = f"it has no variable {name}"
+            elif list(stored[name]) != shape:
+                problem = f"{name} is {list(stored[name])} there but {shape} here"
+            if problem:
+                break
+        names = {var.op.name for var in variables}
+        extra = sorted(k for k in stored if k.startswith("unet/") and k not in names)
+        if problem is None and extra:
+            problem = f"it has variable {extra[0]} that this network lacks"
+        if problem:
+            raise UserError(f"checkpoint {checkpoint} does not match config.json (depth "
+                            f"{cfg.depth}, base_filters {cfg.base_filters}, num_outputs "
+                            f"{cfg.num_outputs}): {problem}; use the run directory it was "
+                            "trained in")
+        try:
+            v1.train.Saver(var_list=variables).restore(sess, checkpoint)
+        except tf.errors.OpError as e:
+            raise UserError(f"cannot restore checkpoint {checkpoint}: {_first_line(e)}") from None
+
+
+def checkpoint_step(checkpoint):
+    """Global step from a `model.ckpt-<step>` prefix, or 0."""
+    tail = checkpoint.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _first_line(error):
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
