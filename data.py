@@ -33,6 +33,7 @@ a fixed seed is repeatable whatever the parallelism, and each epoch (the
 
 import contextlib
 import random
+import re
 
 import tensorflow as tf
 
@@ -44,17 +45,35 @@ v1 = tf.compat.v1
 
 # Keeps per-epoch shuffle seeds apart for any realistic number of epochs.
 _EPOCH_STRIDE = 1_000_003
+_NOT_RECORDS = (".json", ".partial", ".tmp")
+_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.tfrecord$")
 
 
 def list_records(file_pattern):
-    """Sorted files matching the glob, or UserError naming the pattern."""
+    """Sorted record files matching the glob, or UserError naming the pattern.
+
+    The converter's sidecars (stats/progress JSON, *.partial, *.tmp) are skipped
+    so that 'data/cat-train2017-*' works, and a set of '-NNNNN-of-NNNNN' shards
+    with one missing (an unfinished conversion) is an error, not less data.
+    """
     try:
-        files = sorted(tf.io.gfile.glob(file_pattern))
+        matches = sorted(tf.io.gfile.glob(file_pattern))
     except tf.errors.OpError as e:
         raise UserError(f"cannot list records {file_pattern!r}: {e.message}") from None
+    files = [f for f in matches if not f.endswith(_NOT_RECORDS)]
     if not files:
         raise UserError(f"no record files match {file_pattern!r}: check the path, quote the "
                         "glob, or create them with convert_coco.py")
+    shard_sets = {}
+    for f in files:
+        found = _SHARD.search(f)
+        if found:
+            key = (f[:found.start()], int(found.group(2)))
+            shard_sets.setdefault(key, set()).add(int(found.group(1)))
+    for (prefix, total), indices in sorted(shard_sets.items()):
+        if len(indices) != total:
+            raise UserError(f"{prefix} has {len(indices)} of its {total} shards: the "
+                            "conversion did not finish; re-run convert_coco.py")
     return files
 
 

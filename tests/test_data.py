@@ -208,3 +208,16 @@ def test_corrupt_records_become_one_user_error(tmp_path, corruption, detail):
                         sess.run(nxt)
     message = str(e.value)
     assert detail in message and "convert_coco.py" in message and "\n" not in message
+
+
+def test_glob_skips_converter_sidecars_and_rejects_unfinished_shards(tmp_path):
+    for i in range(2):
+        write_records(tmp_path / f"cat-train2017-{i:05d}-of-00003.tfrecord", [(30, 30)])
+    for sidecar in ("stats.json", "progress.json", "00002-of-00003.tfrecord.partial"):
+        (tmp_path / f"cat-train2017-{sidecar}").write_text("{}")
+    with pytest.raises(UserError, match="cat-train2017 has 2 of its 3 shards"):
+        data.list_records(str(tmp_path / "cat-train2017-*"))
+    write_records(tmp_path / "cat-train2017-00002-of-00003.tfrecord", [(30, 30)])
+    files = data.list_records(str(tmp_path / "cat-train2017-*"))
+    assert [f.rsplit("/", 1)[1] for f in files] == [
+        f"cat-train2017-{i:05d}-of-00003.tfrecord" for i in range(3)]
