@@ -67,7 +67,7 @@ class Predictor:
         try:
             return self.session.run([self._image, self._prob], {self._encoded: encoded})
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-            raise UserError(f"not a readable JPEG/PNG image ({op_error_reason(e)})") from None
+            raise UserError(f"not a readable JPEG/PNG image ({tiling.error_reason(e)})") from None
 
     def close(self):
         self.session.close()
@@ -77,16 +77,6 @@ class Predictor:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def op_error_reason(error):
-    """The one informative line of a TF OpError (its message also lists graph nodes)."""
-    lines = [line.strip() for line in error.message.splitlines()]
-    lines = [line for line in lines if line and not line.startswith(("[[", "File "))]
-    for i, line in enumerate(lines):
-        if line.startswith("Node:") and i + 1 < len(lines):
-            return lines[i + 1]
-    return lines[-1] if lines else type(error).__name__
 
 
 def default_threshold(run_dir):
@@ -155,13 +145,13 @@ def write_png(path, array):
     """Write uint8 [H, W] or RGB [H, W, 3] as PNG, atomically (temp file, then rename)."""
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", array)
+    ok, encoded = cv2.imencode(".png", array)
     if not ok:
         raise UserError(f"cannot encode {path} as PNG")
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            f.write(data.tobytes())
+            f.write(encoded.tobytes())
         os.replace(tmp, path)
     except OSError as e:
         if os.path.exists(tmp):

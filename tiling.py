@@ -26,11 +26,13 @@ predict.py, evaluate.py and the exported SavedModel run the same ops.
 
 import collections
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 
 import config
+import data
 import unet
 from cli import UserError
 
@@ -172,7 +174,7 @@ def resolve_checkpoint(run_dir, checkpoint=None):
             return path
     except tf.errors.OpError as e:
         raise UserError(f"cannot read the checkpoint state in {checkpoint or run_dir}: "
-                        f"{_first_line(e)}") from None
+                        f"{error_reason(e)}") from None
     for suffix in (".index", ".meta"):
         if checkpoint.endswith(suffix):
             checkpoint = checkpoint[: -len(suffix)]
@@ -195,7 +197,7 @@ def restore(sess, checkpoint, cfg):
         try:
             stored = dict(tf.train.list_variables(checkpoint))
         except (tf.errors.OpError, ValueError) as e:
-            raise UserError(f"cannot read checkpoint {checkpoint}: {_first_line(e)}") from None
+            raise UserError(f"cannot read checkpoint {checkpoint}: {error_reason(e)}") from None
         problem = None
         for var in variables:
             name, shape = var.op.name, var.shape.as_list()
@@ -217,7 +219,7 @@ def restore(sess, checkpoint, cfg):
         try:
             v1.train.Saver(var_list=variables).restore(sess, checkpoint)
         except tf.errors.OpError as e:
-            raise UserError(f"cannot restore checkpoint {checkpoint}: {_first_line(e)}") from None
+            raise UserError(f"cannot restore checkpoint {checkpoint}: {error_reason(e)}") from None
 
 
 def checkpoint_step(checkpoint):
@@ -226,6 +228,17 @@ def checkpoint_step(checkpoint):
     return int(tail) if tail.isdigit() else 0
 
 
-def _first_line(error):
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+def error_reason(error):
+    """The one informative line of a TF runtime error (or any exception).
+
+    TF messages also list graph nodes and, inside tf.data, the iterator chain;
+    a failed tf.debugging assertion is reduced to its own message.
+    """
+    if not isinstance(error, tf.errors.OpError):
+        text = str(error).strip()
+        return text.splitlines()[0] if text else type(error).__name__
+    text = data.error_summary(error)
+    found = re.search(r"assertion failed: \[([^\]]*)\]", text)
+    if found:
+        return found.group(1)
+    return re.sub(r"^Error in user-defined function.*?Iterator(::\w+)+: ", "", text)

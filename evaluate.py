@@ -1,0 +1,357 @@
+"""Honest full-image metrics for a trained run.
+
+    python evaluate.py --run logs/demo --records 'data/demo-val2017-*'
+
+Every record's whole image goes through the same overlap-tile graph as
+predict.py (not just a centre crop, as the training-time validation does), and
+the metrics count the valid pixels (mask != 255) of the full masks:
+
+    foreground IoU     dataset-level: total intersection / total union
+    mean image IoU     the mean of per-image IoUs (images with no valid pixel skipped)
+    Dice, precision, recall, pixel accuracy   dataset-level
+
+next to the same metrics for the all-background prediction, so a network that
+predicts nothing cannot look good. A prediction is foreground when p >= the
+threshold (--threshold, 0.5), as in TensorBoard's PR curves. A ratio with
+nothing to find and nothing found (0/0) counts as perfect, as in train.py.
+
+It also sweeps thresholds 0.05..0.95: precision, recall and IoU at each, and
+the best-IoU threshold, which predict.py and export.py then use by default.
+Note that this threshold is tuned on the records evaluated here.
+
+Writes <run>/eval.json (atomically), a TensorBoard PR curve and scalars under
+<run>/eval/, and with --save-overlays N the N worst and N best images by IoU
+under <run>/eval/overlays/ (prediction tinted red and outlined yellow, ground
+truth outlined green).
+"""
+
+import heapq
+import json
+import os
+import shutil
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.pr_curve import summary as pr_summary
+from tqdm import tqdm
+
+import cli
+import config
+import data
+import predict
+import records
+import tiling
+from cli import UserError
+
+v1 = tf.compat.v1
+
+PR_THRESHOLDS = np.arange(101) / 100  # TensorBoard's i / (n - 1); holds every sweep value
+SWEEP = np.round(np.arange(1, 20) * 0.05, 2)  # 0.05 .. 0.95
+EVAL_DIR = "eval"
+OVERLAY_DIR = "overlays"
+NAMES = {"foreground_iou": "foreground IoU", "mean_image_iou": "mean image IoU",
+         "dice": "Dice", "precision": "precision", "recall": "recall",
+         "pixel_accuracy": "pixel accuracy"}
+
+
+# ------------------------------------------------------------ pure metrics
+
+
+def confusion(prob, truth, thresholds):
+    """int64 [T, 4] (tp, fp, fn, tn) over valid pixels, predicting p >= each threshold.
+
+    prob: float [H, W]; truth: uint8 [H, W] of records.BACKGROUND / FOREGROUND /
+    IGNORE (IGNORE pixels are not counted).
+    """
+    prob = np.asarray(prob)
+    valid = truth != records.IGNORE
+    fg = valid & (truth == records.FOREGROUND)
+    pos, neg = np.sort(prob[fg]), np.sort(prob[valid & ~fg])
+    # Compare in prob's dtype, as predict.py's `prob >= threshold` does.
+    t = np.asarray(thresholds, dtype=prob.dtype)
+    tp = pos.size - np.searchsorted(pos, t, side="left")
+    fp = neg.size - np.searchsorted(neg, t, side="left")
+    return np.stack([tp, fp, pos.size - tp, neg.size - fp], axis=-1).astype(np.int64)
+
+
+def _ratio(num, den, empty):
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    return np.where(den > 0, num / np.maximum(den, 1), empty)
+
+
+def rates(counts):
+    """Metrics from [..., 4] (tp, fp, fn, tn) counts, as float arrays of shape [...].
+
+    0/0 counts as perfect when there was nothing to find and nothing was found,
+    else 0 (precision of an empty prediction on an image with foreground).
+    """
+    tp, fp, fn, tn = np.moveaxis(np.asarray(counts), -1, 0)
+    return {
+        "foreground_iou": _ratio(tp, tp + fp + fn, 1.0),
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn, 1.0),
+        "precision": _ratio(tp, tp + fp, np.where(fn == 0, 1.0, 0.0)),
+        "recall": _ratio(tp, tp + fn, np.where(fp == 0, 1.0, 0.0)),
+        "pixel_accuracy": _ratio(tp + tn, tp + fp + fn + tn, 1.0),
+    }
+
+
+def summarize(per_image):
+    """The metrics table row for per-image counts int [N, 4].
+
+    Dataset-level ratios of the summed counts, plus the mean per-image IoU over
+    images that have any valid pixel.
+    """
+    per_image = np.asarray(per_image, np.int64).reshape(-1, 4)
+    out = {k: float(v) for k, v in rates(per_image.sum(axis=0)).items()}
+    has_valid = per_image.sum(axis=1) > 0
+    ious = rates(per_image[has_valid])["foreground_iou"]
+    out["mean_image_iou"] = float(ious.mean()) if ious.size else 1.0
+    return out
+
+
+def all_background(counts):
+    """Counts [..., 4] of the prediction 'background everywhere' on the same pixels."""
+    tp, fp, fn, tn = np.moveaxis(np.asarray(counts), -1, 0)
+    return np.stack([0 * tp, 0 * fp, tp + fn, fp + tn], axis=-1)
+
+
+# ------------------------------------------------------------ evaluation
+
+
+def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batch_size=4,
+             save_overlays=0, progress=True):
+    """Predict every record's full image, write eval.json and TensorBoard, return the results.
+
+    records_pattern defaults to the run config's val_records.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise cli.UsageError(f"threshold must be in [0, 1], got {threshold}")
+    cfg = config.load_config(run_dir)
+    records_pattern = records_pattern or cfg.val_records
+    if not records_pattern:
+        raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")
+    files = data.list_records(records_pattern)
+    checkpoint = tiling.resolve_checkpoint(run_dir, checkpoint)
+
+    graph = tf.Graph()
+    with graph.as_default():
+        filename = v1.placeholder(tf.string, [], name="records_file")
+        dataset = tf.data.TFRecordDataset(filename).map(
+            _load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
+        iterator = v1.data.make_initializable_iterator(dataset)
+        item = iterator.get_next()
+        item["prob"] = tiling.probabilities(item["image"], cfg, batch_size)
+        if not save_overlays:
+            del item["image"]
+        sess = v1.Session(graph=graph)
+    thresholds = np.concatenate([PR_THRESHOLDS, [threshold]])
+    counts, names, keep = [], [], _Extremes(save_overlays)
+    with sess:
+        tiling.restore(sess, checkpoint, cfg)
+        bar = tqdm(unit="image", disable=not progress, file=sys.stderr)
+        for path in files:
+            sess.run(iterator.initializer, {filename: path})
+            index = 0
+            while True:
+                try:
+                    got = sess.run(item)
+                except tf.errors.OutOfRangeError:
+                    break
+                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+                        tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
+                    raise UserError(f"{path}: record #{index} is unreadable "
+                                    f"({tiling.error_reason(e)}): re-create it with "
+                                    "convert_coco.py") from None
+                c = confusion(got["prob"], got["mask"][..., 0], thresholds)
+                counts.append(c)
+                names.append((got["filename"].decode(errors="replace"), int(got["id"])))
+                if save_overlays:
+                    iou = float(rates(c[-1])["foreground_iou"]) if c[-1].sum() else None
+                    keep.add(iou, len(names) - 1, got)
+                index += 1
+                bar.update()
+        bar.close()
+    if not counts:
+        raise UserError(f"records {records_pattern!r} hold no images: re-create them with "
+                        "convert_coco.py")
+    counts = np.stack(counts)  # [N, T + 1, 4]
+    result = _results(counts, names, thresholds, threshold, checkpoint, records_pattern,
+                      len(files), save_overlays)
+    _write_json(os.path.join(run_dir, config.EVAL_JSON), result)
+    _write_tensorboard(os.path.join(run_dir, EVAL_DIR), counts, result)
+    if save_overlays:
+        result["overlays"] = _write_overlays(os.path.join(run_dir, EVAL_DIR, OVERLAY_DIR),
+                                             keep, threshold)
+    return result
+
+
+def _load(serialized):
+    parsed = records.parse_example(serialized)
+    image, mask = records.decode(parsed)
+    return {"image": image, "mask": mask, "filename": parsed[records.FILENAME],
+            "id": parsed[records.IMAGE_ID]}
+
+
+class _Extremes:
+    """The n lowest- and n highest-IoU images seen, with their pixels for overlays."""
+
+    def __init__(self, n):
+        self.n, self.worst, self.best = n, [], []
+
+    def add(self, iou, index, item):
+        if iou is None or not self.n:
+            return
+        entry = (item["image"], item["mask"][..., 0], item["prob"], item["filename"])
+        # Heaps hold the entries to drop first at [0]; index breaks ties by order.
+        for heap, key in ((self.worst, (-iou, -index)), (self.best, (iou, -index))):
+            if len(heap) < self.n:
+                heapq.heappush(heap, (key, index, entry))
+            elif key > heap[0][0]:
+                heapq.heapreplace(heap, (key, index, entry))
+
+    def ranked(self):
+        """[(kind, rank from 1, iou, entry)]: worst first, then best first."""
+        worst = sorted(self.worst, key=lambda e: (-e[0][0], e[1]))
+        best = sorted(self.best, key=lambda e: (-e[0][0], e[1]))
+        return ([("worst", r, -k[0], e) for r, (k, _, e) in enumerate(worst, 1)]
+                + [("best", r, k[0], e) for r, (k, _, e) in enumerate(best, 1)])
+
+
+def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_files, n_list):
+    main = counts[:, -1]
+    total = main.sum(axis=0)
+    sweep = []
+    for t in SWEEP:
+        i = int(np.flatnonzero(PR_THRESHOLDS == t)[0])
+        row = summarize(counts[:, i])
+        sweep.append({"threshold": float(t), **{k: row[k] for k in NAMES}})
+    best = max(sweep, key=lambda r: (r["foreground_iou"], -abs(r["threshold"] - 0.5)))
+    valid = main.sum(axis=1) > 0
+    ious = rates(main)["foreground_iou"]
+    order = [i for i in np.argsort(ious, kind="stable") if valid[i]]
+    n_list = max(n_list, 5)
+
+    def listing(indices):
+        return [{"filename": names[i][0], "image_id": names[i][1],
+                 "iou": float(ious[i])} for i in indices]
+
+    return {
+        "checkpoint": checkpoint,
+        "global_step": tiling.checkpoint_step(checkpoint),
+        "records": pattern,
+        "record_files": num_files,
+        "images": len(names),
+        "images_without_valid_pixels": int((~valid).sum()),
+        "valid_pixels": int(total.sum()),
+        "foreground_pixels": int(total[0] + total[2]),
+        "threshold": float(threshold),
+        "model": summarize(main),
+        "all_background": summarize(all_background(main)),
+        "sweep": sweep,
+        "best_threshold": best["threshold"],
+        "best_threshold_iou": best["foreground_iou"],
+        "worst_images": listing(order[:n_list]),
+        "best_images": listing(order[::-1][:n_list]),
+    }
+
+
+def _write_json(path, result):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _write_tensorboard(log_dir, counts, result):
+    """PR curve over all valid pixels plus the table's scalars, at the checkpoint's step."""
+    tp, fp, fn, tn = counts[:, : len(PR_THRESHOLDS)].sum(axis=0).T
+    # TensorBoard's own convention for 0/0: 0, as its streaming PR op computes it.
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
+    values = [v1.Summary.Value(tag=f"eval/{key}", simple_value=value)
+              for key, value in result["model"].items()]
+    values += [v1.Summary.Value(tag=f"eval/all_background_{key}", simple_value=value)
+               for key, value in result["all_background"].items()]
+    values.append(v1.Summary.Value(tag="eval/best_threshold",
+                                   simple_value=result["best_threshold"]))
+    with tf.Graph().as_default():
+        writer = v1.summary.FileWriter(log_dir)
+        writer.add_summary(pr_summary.raw_data_pb(
+            "foreground", true_positive_counts=tp, false_positive_counts=fp,
+            true_negative_counts=tn, false_negative_counts=fn, precision=precision,
+            recall=recall, num_thresholds=len(PR_THRESHOLDS),
+            description="Full-image foreground precision/recall over valid pixels"),
+            result["global_step"])
+        writer.add_summary(v1.Summary(value=values), result["global_step"])
+        writer.close()
+
+
+def _write_overlays(out_dir, keep, threshold):
+    """Write overlays into a fresh directory that replaces the old one when complete."""
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    written = []
+    for kind, rank, iou, (image, truth, prob, filename) in keep.ranked():
+        stem = os.path.splitext(os.path.basename(filename.decode(errors="replace")))[0]
+        name = f"{kind}-{rank:02d}-iou{iou:.3f}-{stem}.png"
+        valid_truth = truth == records.FOREGROUND
+        predict.write_png(os.path.join(tmp, name),
+                          predict.overlay(image, prob >= threshold, valid_truth))
+        written.append(os.path.join(out_dir, name))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return written
+
+
+def format_table(result):
+    """The printed report: metrics vs. all-background, the sweep, the best threshold."""
+    m, b = result["model"], result["all_background"]
+    fg = result["foreground_pixels"] / max(result["valid_pixels"], 1)
+    lines = [f"{result['images']} images, {result['valid_pixels']:,} valid pixels "
+             f"({100 * fg:.1f}% foreground), {os.path.basename(result['checkpoint'])}, "
+             f"threshold {result['threshold']:g}",
+             f"{'':16}{'model':>8}{'all-background':>16}"]
+    lines += [f"{label:16}{m[key]:8.4f}{b[key]:16.4f}" for key, label in NAMES.items()]
+    lines.append(f"{'threshold':>10}{'precision':>11}{'recall':>8}{'IoU':>8}")
+    lines += [f"{r['threshold']:10.2f}{r['precision']:11.4f}{r['recall']:8.4f}"
+              f"{r['foreground_iou']:8.4f}" for r in result["sweep"]]
+    lines.append(f"best threshold {result['best_threshold']:.2f} "
+                 f"(IoU {result['best_threshold_iou']:.4f})")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(
+        description="Full-image metrics, threshold sweep and PR curve for a trained run.")
+    parser.add_argument("--run", required=True, help="run directory written by train.py")
+    parser.add_argument("--records", help="glob of record shards (default: the run's "
+                        "val_records); quote it")
+    parser.add_argument("--checkpoint", help="checkpoint prefix or directory "
+                        "(default: the run's best/, else its latest)")
+    parser.add_argument("--threshold", type=cli.fraction, default=0.5,
+                        help="threshold for the main table (default: %(default)s)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=4,
+                        help="tiles per network run (default: %(default)s)")
+    parser.add_argument("--save-overlays", type=cli.non_negative_int, default=0, metavar="N",
+                        help="write overlays of the N worst and N best images by IoU")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    result = evaluate(args.run, args.records, args.checkpoint, args.threshold,
+                      args.batch_size, args.save_overlays, progress=not args.no_progress)
+    print(format_table(result))
+    print(f"wrote {os.path.join(args.run, config.EVAL_JSON)} (predict.py now defaults to "
+          f"threshold {result['best_threshold']:.2f}) and TensorBoard "
+          f"{os.path.join(args.run, EVAL_DIR)}")
+    if result.get("overlays"):
+        print(f"overlays in {os.path.dirname(result['overlays'][0])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

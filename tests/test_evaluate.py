@@ -1,0 +1,208 @@
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_predict import make_run, reference_probabilities
+
+import cli
+import config
+import evaluate
+import predict
+import records
+
+F, B, X = records.FOREGROUND, records.BACKGROUND, records.IGNORE
+
+
+# ------------------------------------------------------------ pure metrics
+
+
+def test_confusion_counts_valid_pixels_and_includes_the_threshold():
+    prob = np.array([[0.9, 0.5, 0.2], [0.7, 0.1, 0.5]], np.float32)
+    truth = np.array([[F, F, F], [B, B, X]], np.uint8)
+    counts = evaluate.confusion(prob, truth, [0.0, 0.5, 0.8, 1.0])
+    np.testing.assert_array_equal(counts, [[3, 2, 0, 0],    # everything foreground
+                                           [2, 1, 1, 1],    # 0.5 itself is foreground
+                                           [1, 0, 2, 2],
+                                           [0, 0, 3, 2]])
+    assert counts.dtype == np.int64
+
+
+def test_rates_exact_values_and_empty_conventions():
+    r = evaluate.rates(np.array([[6, 2, 4, 88], [0, 0, 0, 10], [0, 0, 5, 5], [0, 3, 0, 7]]))
+    np.testing.assert_allclose(r["foreground_iou"], [0.5, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(r["dice"], [12 / 18, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(r["precision"], [0.75, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(r["recall"], [0.6, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(r["pixel_accuracy"], [0.94, 1.0, 0.5, 0.7])
+
+
+def test_rates_agree_with_train_validation_metrics():
+    train = pytest.importorskip("train")
+    for tp, fp, fn, tn in [(6, 2, 4, 88), (0, 0, 0, 10), (0, 0, 5, 5), (0, 3, 0, 7)]:
+        ours = evaluate.rates(np.array([tp, fp, fn, tn]))
+        theirs = train.metrics_from_counts(tp, fp, fn, tn)
+        for mine, key in [("foreground_iou", "iou"), ("dice", "dice"),
+                          ("precision", "precision"), ("recall", "recall"),
+                          ("pixel_accuracy", "accuracy")]:
+            assert float(ours[mine]) == pytest.approx(theirs[key])
+
+
+def test_summarize_dataset_level_vs_mean_image_iou():
+    per_image = np.array([[1, 0, 1, 8],     # IoU 0.5
+                          [9, 1, 0, 0],     # IoU 0.9
+                          [0, 0, 0, 10],    # empty and predicted empty: 1.0
+                          [0, 0, 0, 0]])    # all ignore: not in the mean
+    s = evaluate.summarize(per_image)
+    assert s["foreground_iou"] == pytest.approx(10 / 12)
+    assert s["mean_image_iou"] == pytest.approx((0.5 + 0.9 + 1.0) / 3)
+    assert s["pixel_accuracy"] == pytest.approx(28 / 30)
+    base = evaluate.summarize(evaluate.all_background(per_image))
+    assert base == pytest.approx({"foreground_iou": 0.0, "dice": 0.0, "precision": 0.0,
+                                  "recall": 0.0, "pixel_accuracy": 19 / 30,
+                                  "mean_image_iou": (0 + 0 + 1) / 3})
+
+
+# ------------------------------------------------------------ evaluate()
+
+
+def encode_png(array):
+    data = array if array.ndim == 2 else cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    return cv2.imencode(".png", data)[1].tobytes()
+
+
+def make_images(seed=0):
+    """(image, mask, filename): blobs with ignore borders, a negative and an all-ignore image."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i, (h, w) in enumerate([(30, 41), (17, 23), (25, 25), (12, 40), (20, 9)]):
+        image = rng.integers(0, 256, [h, w, 3], dtype=np.uint8)
+        mask = np.zeros([h, w], np.uint8)
+        if i != 2:  # image 2 has no foreground at all
+            mask[h // 4: 3 * h // 4, w // 3:] = F
+            mask[0, :] = X
+        if i == 4:
+            mask[:] = X
+        items.append((image, mask, f"{i:012d}.png"))
+    return items
+
+
+def write_records(path, items):
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for i, (image, mask, name) in enumerate(items):
+            h, w_ = mask.shape
+            w.write(records.make_example(encode_png(image), "png", h, w_, 100 + i, name,
+                                         encode_png(mask)))
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    run = tmp / "run"
+    make_run(run)
+    items = make_images()
+    write_records(tmp / "val-00000-of-00002.tfrecord", items[:3])
+    write_records(tmp / "val-00001-of-00002.tfrecord", items[3:])
+    result = evaluate.evaluate(str(run), str(tmp / "val-*"), save_overlays=2, progress=False)
+    return run, items, result
+
+
+def test_metrics_equal_numpy_on_full_image_forward_passes(evaluated):
+    run, items, result = evaluated
+    counts = np.stack([evaluate.confusion(reference_probabilities(run, image), mask,
+                                          [0.5] + list(evaluate.SWEEP))
+                       for image, mask, _ in items])
+    assert result["images"] == 5 and result["record_files"] == 2
+    assert result["images_without_valid_pixels"] == 1
+    assert result["valid_pixels"] == sum(int((m != X).sum()) for _, m, _ in items)
+    assert result["foreground_pixels"] == sum(int((m == F).sum()) for _, m, _ in items)
+    assert result["model"] == pytest.approx(evaluate.summarize(counts[:, 0]))
+    assert result["all_background"]["foreground_iou"] == 0.0
+    assert 0 < result["model"]["foreground_iou"] < 1
+    ious = [evaluate.summarize(counts[:, 1 + i])["foreground_iou"]
+            for i in range(len(evaluate.SWEEP))]
+    assert [r["threshold"] for r in result["sweep"]] == pytest.approx(list(evaluate.SWEEP))
+    assert [r["foreground_iou"] for r in result["sweep"]] == pytest.approx(ious)
+    assert result["best_threshold_iou"] == pytest.approx(max(ious))
+    assert result["best_threshold"] in list(evaluate.SWEEP)
+    per_image = evaluate.rates(counts[:4, 0])["foreground_iou"]
+    assert [e["iou"] for e in result["worst_images"]] == pytest.approx(sorted(per_image))
+    assert result["worst_images"][0]["image_id"] == 100 + int(np.argmin(per_image))
+
+
+def test_eval_json_is_written_and_predict_uses_its_threshold(evaluated):
+    run, _, result = evaluated
+    with open(run / config.EVAL_JSON) as f:
+        stored = json.load(f)
+    assert stored["best_threshold"] == result["best_threshold"]
+    assert stored["model"] == pytest.approx(result["model"])
+    assert stored["global_step"] == 7
+    assert predict.default_threshold(str(run))[0] == result["best_threshold"]
+
+
+def test_tensorboard_has_pr_curve_and_scalars_at_the_checkpoint_step(evaluated):
+    run, _, result = evaluated
+    events = [os.path.join(run, "eval", n) for n in os.listdir(run / "eval")
+              if n.startswith("events")]
+    assert len(events) == 1
+    tags = {}
+    for event in tf.compat.v1.train.summary_iterator(events[0]):
+        for value in event.summary.value:
+            tags[value.tag] = (event.step, value)
+    step, pr = tags["foreground/pr_curves"]
+    assert step == 7 and pr.metadata.plugin_data.plugin_name == "pr_curves"
+    data = tf.make_ndarray(pr.tensor)  # [6 (tp, fp, tn, fn, precision, recall), 101]
+    assert data.shape == (6, 101)
+    assert data[0, 0] + data[3, 0] == result["foreground_pixels"]  # tp + fn at threshold 0
+    assert tags["eval/foreground_iou"][1].simple_value == pytest.approx(
+        result["model"]["foreground_iou"])
+    assert tags["eval/best_threshold"][1].simple_value == pytest.approx(result["best_threshold"])
+
+
+def test_overlays_of_worst_and_best_images(evaluated):
+    run, items, result = evaluated
+    names = sorted(os.listdir(run / "eval" / "overlays"))
+    assert len(names) == 4 and [n[:8] for n in names] == ["best-01-", "best-02-",
+                                                          "worst-01", "worst-02"]
+    worst = result["worst_images"][0]
+    assert names[2] == f"worst-01-iou{worst['iou']:.3f}-{worst['filename'][:-4]}.png"
+    image = items[worst["image_id"] - 100][0]
+    overlay = cv2.imread(str(run / "eval" / "overlays" / names[2]))
+    assert overlay.shape == image.shape
+
+
+def test_table_lists_model_and_baseline(evaluated):
+    table = evaluate.format_table(evaluated[2])
+    assert "foreground IoU" in table and "all-background" in table
+    assert f"best threshold {evaluated[2]['best_threshold']:.2f}" in table
+
+
+def test_corrupt_and_missing_records_are_one_clear_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    make_run(run)
+    items = make_images()[:2]
+    write_records(tmp_path / "good.tfrecord", items)
+    data = (tmp_path / "good.tfrecord").read_bytes()
+    (tmp_path / "bad.tfrecord").write_bytes(data[: len(data) - 30])  # truncated 2nd record
+
+    def error(*argv):
+        code = cli.run_main(evaluate.main, ["--run", str(run), "--no-progress", *argv])
+        lines = capsys.readouterr().err.strip().splitlines()
+        return code, lines[-1]
+
+    code, line = error("--records", str(tmp_path / "bad.tfrecord"))
+    assert code == 1 and "bad.tfrecord: record #1 is unreadable" in line
+    code, line = error("--records", str(tmp_path / "none-*"))
+    assert code == 1 and "no record files match" in line
+    code, line = error("--records", str(tmp_path / "good.tfrecord"), "--threshold", "-0.1")
+    assert code == 2 and "must be in [0, 1]" in line
+    assert not os.path.exists(run / config.EVAL_JSON)
+    # A mask whose size disagrees with its image.
+    with tf.io.TFRecordWriter(str(tmp_path / "odd.tfrecord")) as w:
+        image, mask, name = items[0]
+        w.write(records.make_example(encode_png(image), "png", *mask.shape, 1, name,
+                                     encode_png(mask[:-1])))
+    code, line = error("--records", str(tmp_path / "odd.tfrecord"))
+    assert code == 1 and "record #0 is unreadable (record mask size" in line
