@@ -48,7 +48,10 @@ def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7):
                 else:
                     continue
                 var.load(np.asarray(value, np.float32), sess)
-            # Centre the logits on random pixels so masks are neither empty nor full.
+            # Spread the logits and centre them on random pixels, so that masks are
+            # neither empty nor full and move with the threshold.
+            weights = variables["unet/output/weights"]
+            weights.load(sess.run(weights) * 20, sess)
             pixels = rng.uniform(0, 1, [1, input_size, input_size, 3])
             median = np.median(sess.run(logits, {x: pixels}))
             bias = variables["unet/output/biases"]

@@ -1,0 +1,129 @@
+"""Export a trained run as a TensorFlow SavedModel for serving.
+
+    python export.py --run logs/demo --out exported/cat_unet
+
+The serving signature ("serving_default") takes one encoded image and returns
+full-size maps, with the mirror-pad / tile / stitch of tiling.py inside the
+graph, so clients need no U-Net geometry:
+
+    inputs   image          string []       JPEG or PNG bytes, any size
+    outputs  probabilities  float32 [H, W]  foreground probability
+             mask           uint8 [H, W]    255 where probability >= threshold, else 0
+
+The threshold is baked in: --threshold, else the run's eval.json best
+threshold, else 0.5 (as predict.py). The graph is the same one predict.py runs,
+so the SavedModel gives predict.py's masks. It is a TF1-style SavedModel
+(tf.compat.v1.saved_model.Builder), because unet.py builds its variables with
+tf.compat.v1.get_variable; tf.saved_model.load, saved_model_cli and TensorFlow
+Serving all read it. assets.extra/coco_unet.json records the config, checkpoint
+and threshold it was made from.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+
+import tensorflow as tf
+
+import cli
+import config
+import predict
+import tiling
+from cli import UserError
+
+v1 = tf.compat.v1
+
+SIGNATURE = "serving_default"
+INFO_FILE = os.path.join("assets.extra", "coco_unet.json")
+
+
+def build(cfg, threshold, batch_size):
+    """In the default graph: (encoded string [] placeholder, {"probabilities", "mask"})."""
+    encoded = v1.placeholder(tf.string, [], name="image")
+    prob = tiling.probabilities(tiling.decode_image(encoded), cfg, batch_size)  # [H, W]
+    mask = tf.cast(prob >= tf.constant(threshold, prob.dtype), tf.uint8) * 255
+    return encoded, {"probabilities": tf.identity(prob, "probabilities"),
+                     "mask": tf.identity(mask, "mask")}
+
+
+def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, overwrite=False):
+    """Write the SavedModel to out_dir (complete or not at all); returns its info dict."""
+    cfg = config.load_config(run_dir)
+    checkpoint = tiling.resolve_checkpoint(run_dir, checkpoint)
+    if threshold is None:
+        threshold, _ = predict.default_threshold(run_dir)
+    if not 0.0 <= threshold <= 1.0:
+        raise cli.UsageError(f"threshold must be in [0, 1], got {threshold}")
+    if os.path.exists(out_dir) and not overwrite:
+        raise UserError(f"{out_dir} already exists: pass --overwrite to replace it, or "
+                        "another --out")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        raise UserError(f"cannot create {parent}: {e.strerror}") from None
+
+    info = {"config": dataclasses.asdict(cfg), "checkpoint": os.path.abspath(checkpoint),
+            "threshold": float(threshold), "signature": SIGNATURE,
+            "inputs": {"image": "string [] encoded JPEG/PNG"},
+            "outputs": {"probabilities": "float32 [H, W]", "mask": "uint8 [H, W] 0/255"}}
+    try:
+        with tf.Graph().as_default() as graph, v1.Session(graph=graph) as sess:
+            encoded, outputs = build(cfg, threshold, batch_size)
+            tiling.restore(sess, checkpoint, cfg)
+            signature = v1.saved_model.signature_def_utils.predict_signature_def(
+                inputs={"image": encoded}, outputs=outputs)
+            builder = v1.saved_model.Builder(tmp)
+            builder.add_meta_graph_and_variables(
+                sess, [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={SIGNATURE: signature}, strip_default_attrs=True)
+            builder.save()
+        os.makedirs(os.path.join(tmp, os.path.dirname(INFO_FILE)))
+        with open(os.path.join(tmp, INFO_FILE), "w") as f:
+            json.dump(info, f, indent=2, sort_keys=True)
+            f.write("\n")
+        # Swap in the finished model; the old one is removed only after that.
+        old = f"{tmp}.old"
+        if os.path.exists(out_dir):
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise UserError(f"cannot write {out_dir}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return info
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(
+        description="Export a trained run as a SavedModel: encoded image in, full-size "
+                    "probabilities and mask out.")
+    parser.add_argument("--run", required=True, help="run directory written by train.py")
+    parser.add_argument("--out", required=True, help="SavedModel directory to write "
+                        "(for TensorFlow Serving: <model>/<version>, e.g. exported/cat_unet/1)")
+    parser.add_argument("--checkpoint", help="checkpoint prefix or directory "
+                        "(default: the run's best/, else its latest)")
+    parser.add_argument("--threshold", type=cli.fraction, help="mask threshold in [0, 1] "
+                        "(default: eval.json's best_threshold, else 0.5)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=4,
+                        help="tiles per network run inside the graph (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    args = parser.parse_args(argv)
+    info = export(args.run, args.out, args.checkpoint, args.threshold, args.batch_size,
+                  args.overwrite)
+    print(f"wrote SavedModel {args.out} from {info['checkpoint']} (threshold "
+          f"{info['threshold']:g}); inspect it with: saved_model_cli show --dir {args.out} "
+          "--all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

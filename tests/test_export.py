@@ -1,0 +1,110 @@
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from test_predict import make_run, write_image
+
+import cli
+import config
+import export
+import predict
+
+# Runs in a fresh interpreter: nothing from this process (graph, variables,
+# imported project modules) can leak into the loaded model.
+LOAD = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+model = tf.saved_model.load(sys.argv[1])
+serve = model.signatures["serving_default"]
+spec = serve.structured_input_signature[1]["image"]
+outputs = serve.structured_outputs
+assert spec.dtype == tf.string and spec.shape.rank == 0, spec
+assert outputs["probabilities"].dtype == tf.float32, outputs
+assert outputs["mask"].dtype == tf.uint8, outputs
+result = {}
+for i, path in enumerate(sys.argv[3:]):
+    out = serve(image=tf.constant(open(path, "rb").read()))
+    result[f"prob{i}"] = out["probabilities"].numpy()
+    result[f"mask{i}"] = out["mask"].numpy()
+np.savez(sys.argv[2], **result)
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    run = tmp / "run"
+    make_run(run)
+    (run / config.EVAL_JSON).write_text(json.dumps({"best_threshold": 0.45}))
+    rng = np.random.default_rng(5)
+    # Neither size is a multiple of the 20 px output tile; one is grayscale JPEG.
+    images = [tmp / "colour.png", tmp / "gray.jpg"]
+    write_image(images[0], rng.integers(0, 256, [45, 70, 3], dtype=np.uint8))
+    write_image(images[1], rng.integers(0, 256, [13, 29], dtype=np.uint8))
+    info = export.export(str(run), str(tmp / "model"))
+    return tmp, run, images, info
+
+
+def test_saved_model_in_fresh_process_matches_predict(exported):
+    tmp, run, images, _ = exported
+    out = tmp / "outputs.npz"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", LOAD, str(tmp / "model"), str(out),
+                           *map(str, images)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = np.load(out)
+    result = predict.predict(str(run), [str(p) for p in images], str(tmp / "pred"),
+                             save_probabilities=True, progress=False)
+    assert result["threshold"] == 0.45 and not result["failed"]
+    with predict.Predictor(str(run)) as predictor:
+        for i, path in enumerate(images):
+            stem = path.stem
+            mask = cv2.imread(str(tmp / "pred" / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+            assert served[f"mask{i}"].shape == mask.shape == cv2.imread(str(path), 0).shape
+            np.testing.assert_array_equal(served[f"mask{i}"], mask)
+            assert 0 < (mask == 255).mean() < 1
+            _, prob = predictor(path.read_bytes())
+            np.testing.assert_allclose(served[f"prob{i}"], prob, atol=1e-6, rtol=0)
+
+
+def test_export_records_its_origin_and_threshold(exported):
+    tmp, run, _, info = exported
+    with open(tmp / "model" / export.INFO_FILE) as f:
+        stored = json.load(f)
+    assert stored == json.loads(json.dumps(info))
+    assert stored["threshold"] == 0.45
+    assert stored["checkpoint"].endswith("model.ckpt-7")
+    assert stored["config"]["depth"] == 2 and stored["config"]["base_filters"] == 4
+    assert os.path.exists(tmp / "model" / "saved_model.pb")
+    assert not [n for n in os.listdir(tmp) if ".tmp" in n]
+
+
+def test_existing_output_needs_overwrite(exported, capsys):
+    tmp, run, _, _ = exported
+    argv = ["--run", str(run), "--out", str(tmp / "model"), "--threshold", "0.7"]
+    assert cli.run_main(export.main, argv) == 1
+    assert "already exists: pass --overwrite" in capsys.readouterr().err
+    assert cli.run_main(export.main, argv + ["--overwrite"]) == 0
+    with open(tmp / "model" / export.INFO_FILE) as f:
+        assert json.load(f)["threshold"] == 0.7
+    assert not [n for n in os.listdir(tmp) if ".tmp" in n]
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["--threshold", "2"], 2, "must be in [0, 1], got 2"),
+    (["--checkpoint", "missing"], 1, "checkpoint missing not found"),
+])
+def test_bad_input_is_one_error_line_and_no_output(exported, capsys, argv, code, message):
+    tmp, run, _, _ = exported
+    out = tmp / "never"
+    assert cli.run_main(export.main, ["--run", str(run), "--out", str(out), *argv]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
