@@ -191,13 +191,13 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
     if not paths:
         reasons = "; ".join(f"{p}: {m}" for p, m in failed)
         raise UserError(f"no images to predict ({reasons})")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output directory {out_dir}: {e.strerror}") from None
-
     written = []
     with Predictor(run_dir, checkpoint, batch_size) as predictor:
+        # Only now: a bad run or checkpoint leaves no empty output directory behind.
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create output directory {out_dir}: {e.strerror}") from None
         for path in tqdm(paths, unit="image", disable=not progress, file=sys.stderr):
             try:
                 try:

@@ -114,9 +114,12 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
     patches = tf.image.extract_patches(padded[None], size, step, [1, 1, 1, 1], "VALID")
     tiles = tf.reshape(patches, [-1, lay.input, lay.input, 3])  # [ny * nx, in, in, 3]
     n = ny * nx
+    # Equal batches of at most batch_size: fewer than `batches` padding tiles are
+    # computed in vain (a 1-tile image runs 1 tile, not batch_size).
     batches = -(-n // batch_size)
-    tiles = tf.pad(tiles, [[0, batches * batch_size - n], [0, 0], [0, 0], [0, 0]])
-    tiles = tf.reshape(tiles, [batches, batch_size, lay.input, lay.input, 3])
+    per_batch = -(-n // batches)
+    tiles = tf.pad(tiles, [[0, batches * per_batch - n], [0, 0], [0, 0], [0, 0]])
+    tiles = tf.reshape(tiles, [batches, per_batch, lay.input, lay.input, 3])
 
     def run(batch):  # uint8 [B, in, in, 3] -> float32 [B, out, out, C]
         x = tf.cast(batch, tf.float32) / 255.0
@@ -125,7 +128,7 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
 
     # One batch at a time bounds memory for large photos.
     out = tf.map_fn(run, tiles, fn_output_signature=tf.float32, parallel_iterations=1)
-    out = tf.reshape(out, [batches * batch_size, lay.output, lay.output, num_outputs])[:n]
+    out = tf.reshape(out, [batches * per_batch, lay.output, lay.output, num_outputs])[:n]
     out = tf.reshape(out, [ny, nx, lay.output, lay.output, num_outputs])
     strip = tf.reshape(tf.transpose(out, [0, 2, 1, 3, 4]),
                        [ny * lay.output, nx * lay.output, num_outputs])

@@ -299,7 +299,7 @@ def test_run_problems_are_one_clear_error(tmp_path, capsys):
     make_run(deeper, depth=2)
     config.save_config(config.Config(input_size=44, depth=1, base_filters=4), str(deeper))
     assert "does not match config.json" in error(deeper)
-    assert not os.path.exists(tmp_path / "o" / "x_mask.png")
+    assert not os.path.exists(tmp_path / "o")
 
 
 def test_command_line_prints_no_traceback(run, tmp_path):
