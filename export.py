@@ -117,6 +117,7 @@ def main(argv=None):
                         help="tiles per network run inside the graph (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
+    tf.get_logger().setLevel("ERROR")  # the v1 Builder's deprecation notes are not for users
     info = export(args.run, args.out, args.checkpoint, args.threshold, args.batch_size,
                   args.overwrite)
     print(f"wrote SavedModel {args.out} from {info['checkpoint']} (threshold "

@@ -211,7 +211,9 @@ def restore(sess, checkpoint, cfg):
             if problem:
                 break
         names = {var.op.name for var in variables}
-        extra = sorted(k for k in stored if k.startswith("unet/") and k not in names)
+        # Optimizer slots (<variable>/Adam, ...) sit under "unet/" too; skip them.
+        extra = sorted(k for k in stored if k.startswith("unet/") and k not in names
+                       and not any(k.startswith(v + "/") for v in stored))
         if problem is None and extra:
             problem = f"it has variable {extra[0]} that this network lacks"
         if problem:

@@ -22,7 +22,7 @@ def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7):
     """A run dir like train.py's: config.json and a checkpoint of a random tiny U-Net.
 
     Batch-norm statistics are random too, so inference-mode BN is really exercised,
-    and global_step plus an optimizer-like slot are saved as training does.
+    and global_step plus Adam slots are saved as training does.
     """
     cfg = config.Config(input_size=input_size, depth=depth, base_filters=base_filters)
     config.save_config(cfg, str(run_dir))
@@ -33,7 +33,10 @@ def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7):
         x = v1.placeholder(tf.float32, [1, input_size, input_size, 3])
         logits = unet.unet(x, False, depth=depth, base_filters=base_filters)
         v1.train.get_or_create_global_step()
-        v1.get_variable("unet_slot/Adam", [3], initializer=v1.zeros_initializer())
+        for var in v1.global_variables("unet"):  # Adam's slots, named as train.py's
+            for slot in ("Adam", "Adam_1"):
+                v1.get_variable(f"{var.op.name}/{slot}", var.shape,
+                                initializer=v1.zeros_initializer())
         with v1.Session() as sess:
             sess.run(v1.global_variables_initializer())  # the paper's He-style weights
             variables = {var.op.name: var for var in v1.global_variables("unet")}
