@@ -44,6 +44,7 @@ class Config:
     run_dir: str = "logs/unet"  # checkpoints, config.json and TensorBoard events (train.py)
     # ---- more data (train.py / data.py)
     val_input_size: int = 0  # validation window; 0 = input_size. Bigger sees more of each image
+    val_every: int = 1  # validate every this many epochs (and always at the end)
     stats: str = ""  # converter stats JSON for pos_weight "auto"; "" = next to train_records
     shuffle_buffer: int = 256  # records mixed by the shuffle; ~1 MB of encoded JPEG per 5
     # ---- optimisation

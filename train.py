@@ -254,7 +254,10 @@ def build_graph(cfg, total_steps):
 
     if cfg.val_records:
         val_size = cfg.val_input_size or cfg.input_size
-        val_ds = data.make_dataset(cfg.val_records, cfg.batch_size, False, val_size, cfg.depth,
+        # Inference holds no activations for backprop, but a big window still needs a
+        # smaller batch to stay within the training step's memory.
+        val_batch = max(1, round(cfg.batch_size * (cfg.input_size / val_size) ** 2))
+        val_ds = data.make_dataset(cfg.val_records, val_batch, False, val_size, cfg.depth,
                                    cfg.seed)
         g["val_iterator"] = data.make_initializable_iterator(val_ds)
         val_images, val_masks = g["val_iterator"].get_next()
@@ -365,9 +368,10 @@ def _save(sess, g, cfg, step):
 def train(cfg):
     """Train (or resume) the run in cfg.run_dir; returns the final metrics as a dict.
 
-    Keys: step, epoch, loss (mean over the last log window), best_val_iou,
-    checkpoint, interrupted (None, "SIGINT" or "SIGTERM"), and the latest
-    validation metrics (iou, dice, ..., baseline_iou, ...) when validating.
+    Keys: step, epoch, train_loss (mean over the last log window), best_val_iou,
+    checkpoint, interrupted (None, "SIGINT" or "SIGTERM"), and the last
+    validation's metrics when validating: val_iou, val_dice, val_precision,
+    val_recall, val_accuracy, val_loss and val_baseline_* (all-background).
     """
     cfg = resolve(cfg)
     check_resumable(cfg)
@@ -461,7 +465,8 @@ def _loop(sess, g, cfg, total_steps, stop):
                     checkpoint = _save(sess, g, cfg, step)
             if epoch_done:
                 epoch = int(sess.run(g["next_epoch"]))
-            if stop.signum is None and (epoch_done or finished()):
+            if stop.signum is None and ((epoch_done and epoch % cfg.val_every == 0)
+                                        or finished()):
                 metrics, validated = _validate(sess, g, cfg, stop), True
                 _report(sess, g, cfg, val_writer, metrics, step, epoch)
                 checkpoint = _save(sess, g, cfg, step)
@@ -478,15 +483,23 @@ def _loop(sess, g, cfg, total_steps, stop):
         train_writer.close()
         val_writer.close()
     return {
-        "step": step, "epoch": epoch, "loss": float(np.mean(losses[-cfg.log_every:]))
-        if losses else None, "best_val_iou": float(sess.run(g["best_iou"])),
+        "step": step, "epoch": epoch,
+        "train_loss": float(np.mean(losses[-cfg.log_every:])) if losses else None,
+        "best_val_iou": float(sess.run(g["best_iou"])),
         "checkpoint": checkpoint or config.latest_checkpoint(cfg.run_dir),
         "interrupted": signal.Signals(stop.signum).name if stop.signum else None,
-        **(metrics or {}),
+        **{f"val_{k}": v for k, v in (metrics or {}).items()},
     }
 
 
 # ------------------------------------------------------------ command line
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
 
 
 def pos_weight_arg(text):
@@ -501,37 +514,46 @@ def build_parser():
     a("--train-records", default=d.train_records, help="glob of training TFRecord shards")
     a("--val-records", default=d.val_records, help="glob of validation shards; '' = none")
     a("--run-name", default="unet", help="run directory is logs/<run-name>")
-    a("--run-dir", help="run directory (overrides --run-name)")
+    a("--run-dir", help="run directory; overrides --run-name")
     a("--input-size", type=cli.positive_int, default=d.input_size,
       help="network input window in pixels (572 -> 388 output at depth 4)")
     a("--val-input-size", type=cli.non_negative_int, default=d.val_input_size,
       help="validation window; 0 = --input-size; bigger covers more of each image")
+    a("--val-every", type=cli.positive_int, default=d.val_every,
+      help="validate every N epochs (and at the end)")
     a("--depth", type=cli.positive_int, default=d.depth, help="U-Net levels (2x2 max pools)")
     a("--base-filters", type=cli.positive_int, default=d.base_filters,
       help="channels of the first level; doubles per level")
-    a("--batch-size", type=cli.positive_int, default=d.batch_size)
+    a("--batch-size", type=cli.positive_int, default=d.batch_size, help="windows per step")
     a("--epochs", type=cli.positive_int, default=d.epochs, help="total passes over the data")
     a("--max-steps", type=cli.non_negative_int, default=d.max_steps,
       help="stop at this global step; 0 = no limit")
     a("--learning-rate", type=cli.positive_float, default=d.learning_rate, help="Adam's")
-    a("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule)
+    a("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+      help="cosine decays to 0 at the last step")
     a("--lr-decay-rate", type=cli.positive_float, default=d.lr_decay_rate,
       help="exponential: factor per --lr-decay-steps")
-    a("--lr-decay-steps", type=cli.positive_int, default=d.lr_decay_steps)
+    a("--lr-decay-steps", type=cli.positive_int, default=d.lr_decay_steps,
+      help="exponential: steps per --lr-decay-rate factor")
     a("--pos-weight", type=pos_weight_arg, default=d.pos_weight,
       help="foreground weight in the loss, or 'auto' = (1-f)/f from the converter's stats")
     a("--stats", default=d.stats,
-      help="converter stats JSON for --pos-weight auto; default: next to --train-records")
-    a("--dice-weight", type=float, default=d.dice_weight, help="weight of a soft-Dice term")
-    a("--seed", type=int, default=d.seed, help="makes runs repeatable; default random")
-    a("--shuffle-buffer", type=cli.positive_int, default=d.shuffle_buffer)
+      help="converter stats JSON for --pos-weight auto; '' = the one next to the shards")
+    a("--dice-weight", type=non_negative_float, default=d.dice_weight,
+      help="adds this times (1 - soft Dice) to the loss")
+    a("--seed", type=cli.non_negative_int, default=d.seed,
+      help="makes runs repeatable; None draws one and saves it in config.json")
+    a("--shuffle-buffer", type=cli.positive_int, default=d.shuffle_buffer,
+      help="records mixed by the shuffle")
     a("--log-every", type=cli.positive_int, default=d.log_every, help="steps per log line")
     a("--image-summary-every", type=cli.positive_int, default=d.image_summary_every,
       help="steps between TensorBoard image writes")
-    a("--checkpoint-every", type=cli.positive_int, default=d.checkpoint_every)
-    a("--keep-checkpoints", type=cli.positive_int, default=d.keep_checkpoints)
+    a("--checkpoint-every", type=cli.positive_int, default=d.checkpoint_every,
+      help="steps between checkpoints (one is also saved every epoch end)")
+    a("--keep-checkpoints", type=cli.positive_int, default=d.keep_checkpoints,
+      help="newest checkpoints kept in the run dir (best/ keeps its own)")
     a("--log-device-placement", action="store_true", help="log the device of every op")
-    a("-v", "--verbose", action="store_true")
+    a("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 

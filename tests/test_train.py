@@ -1,0 +1,255 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+import cli
+import config
+import records
+import train
+from cli import UsageError, UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(depth=2, base_filters=8, input_size=92, batch_size=4, learning_rate=3e-3,
+            log_every=2, image_summary_every=4, seed=1)  # 92 -> 52 output
+
+
+def blobs(rng, h, w):
+    """Orange disks (the class) and blue squares (a distractor) on grey noise."""
+    image = rng.integers(60, 140, (h, w, 3)).astype(np.uint8)
+    rows, cols = np.mgrid[:h, :w]
+    mask = np.zeros((h, w), np.uint8)
+    for _ in range(rng.integers(1, 3)):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(6, 14)
+        disk = (rows - cy) ** 2 + (cols - cx) ** 2 < r * r
+        image[disk], mask[disk] = (220, 150, 40), records.FOREGROUND
+    cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(4, 9)
+    image[(abs(rows - cy) < r) & (abs(cols - cx) < r) & (mask == 0)] = (40, 80, 200)
+    return image, mask[..., None]
+
+
+def write_blobs(path, n, seed):
+    rng = np.random.default_rng(seed)
+    fg = total = 0
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(n):
+            h, w = (int(v) for v in rng.integers(40, 90, 2))
+            image, mask = blobs(rng, h, w)
+            fg, total = fg + int((mask == 1).sum()), total + mask.size
+            writer.write(records.make_example(
+                tf.io.encode_jpeg(image, quality=95).numpy(), "jpeg", h, w, i, f"{i}.jpg",
+                tf.io.encode_png(mask).numpy()))
+    return fg / total
+
+
+@pytest.fixture(scope="module")
+def blob_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("records")
+    fraction = write_blobs(d / "blobs-train-00000-of-00001.tfrecord", 16, 0)
+    (d / "blobs-train-stats.json").write_text(json.dumps({"foreground_fraction": fraction,
+                                                          "classes": ["ball"]}))
+    write_blobs(d / "blobs-val-00000-of-00001.tfrecord", 6, 1)
+    return {"train_records": str(d / "blobs-train-*"), "val_records": str(d / "blobs-val-*"),
+            "fraction": fraction}
+
+
+def make_cfg(blob_data, run_dir, **overrides):
+    fields = dict(TINY, train_records=blob_data["train_records"],
+                  val_records=blob_data["val_records"], run_dir=str(run_dir))
+    return config.Config(**{**fields, **overrides})
+
+
+def scalars(directory):
+    acc = event_accumulator.EventAccumulator(str(directory), size_guidance={"images": 0})
+    acc.Reload()
+    return acc
+
+
+# ------------------------------------------------------------- pure parts
+
+
+def test_metrics_from_counts_exact():
+    m = train.metrics_from_counts(tp=6, fp=2, fn=4, tn=88)
+    assert m == pytest.approx({"iou": 0.5, "dice": 12 / 18, "precision": 0.75, "recall": 0.6,
+                               "accuracy": 0.94})
+    # Nothing to find and nothing found is perfect; predicting nothing when there is
+    # something to find scores zero.
+    assert train.metrics_from_counts(0, 0, 0, 5)["iou"] == 1.0
+    assert train.metrics_from_counts(0, 0, 3, 5) == pytest.approx(
+        {"iou": 0.0, "dice": 0.0, "precision": 0.0, "recall": 0.0, "accuracy": 5 / 8})
+
+
+def test_validation_metrics_include_all_background_baseline():
+    m = train.validation_metrics(np.array([6, 2, 4, 88]), ce_sum=5.0, n_valid=100.0)
+    assert m["iou"] == 0.5 and m["loss"] == 0.05
+    assert m["baseline_iou"] == 0.0 and m["baseline_recall"] == 0.0
+    assert m["baseline_accuracy"] == pytest.approx(0.90)  # (fp + tn) / all: truth is bg
+
+
+def test_pixel_loss_and_counts_ignore_255():
+    logits = np.array([2.0, -1.0, 0.5, -3.0, 4.0], np.float32).reshape(1, 1, 5, 1)
+    masks = np.array([1, 0, 0, 1, 255], np.uint8).reshape(1, 1, 5, 1)
+    loss, ce_sum, n_valid = train.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0)
+    x, y = logits.ravel()[:4], np.array([1, 0, 0, 1.0])
+    ce = 3.0 * y * np.log1p(np.exp(-x)) + (1 - y) * np.log1p(np.exp(x))
+    assert float(n_valid) == 4.0
+    np.testing.assert_allclose(float(loss), ce.mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(ce_sum), ce.sum(), rtol=1e-6)
+    # Dice term: soft Dice over the valid pixels only.
+    p = 1 / (1 + np.exp(-x))
+    dice = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+    with_dice, _, _ = train.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0, 0.5)
+    np.testing.assert_allclose(float(with_dice), ce.mean() + 0.5 * (1 - dice), rtol=1e-6)
+    counts = train.confusion_counts(tf.constant(logits), tf.constant(masks)).numpy()
+    assert counts.tolist() == [1, 1, 1, 1]  # tp, fp, fn, tn; the 255 pixel is in none
+
+
+def test_stats_path_from_train_glob():
+    assert train.stats_path_for("data/cat-train2017-*") == "data/cat-train2017-stats.json"
+    assert train.stats_path_for("d/x-val-*.tfrecord") == "d/x-val-stats.json"
+    with pytest.raises(UsageError, match="--stats"):
+        train.stats_path_for("data/shard0.tfrecord")
+
+
+# ------------------------------------------------------------- flags and errors
+
+
+def run_cli(argv, capsys):
+    code = cli.run_main(train.main, argv)
+    return code, capsys.readouterr().err
+
+
+def test_invalid_input_size_lists_nearest_valid(capsys):
+    code, err = run_cli(["--input-size", "98", "--depth", "2"], capsys)
+    assert code == 2
+    assert "--input-size 98 is not valid for a depth-2 U-Net" in err
+    assert "96 and 100" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["--pos-weight", "-1"], 2, "--pos-weight"),
+    (["--lr-schedule", "linear"], 2, "invalid choice"),
+    (["--run-name", "a/b"], 2, "--run-dir"),
+])
+def test_bad_flags_exit_2(argv, code, message, capsys):
+    got, err = run_cli(argv, capsys)
+    assert got == code and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_records_exit_1(tmp_path, capsys):
+    code, err = run_cli(["--train-records", str(tmp_path / "none-*"), "--run-dir",
+                         str(tmp_path / "run")], capsys)
+    assert code == 1 and "no record files match" in err and "none-*" in err
+
+
+def test_pos_weight_auto_reads_converter_stats(blob_data, tmp_path):
+    cfg = train.resolve(make_cfg(blob_data, tmp_path, pos_weight="auto"))
+    f = blob_data["fraction"]
+    assert cfg.pos_weight == pytest.approx((1 - f) / f)
+    assert cfg.classes == ("ball",) and cfg.stats.endswith("blobs-train-stats.json")
+    with pytest.raises(UserError, match="stats file .*missing"):
+        train.resolve(make_cfg(blob_data, tmp_path, pos_weight="auto",
+                               stats=str(tmp_path / "nope.json")))
+
+
+# ------------------------------------------------------------- training runs
+
+
+def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
+    caplog.set_level("INFO", logger="train")
+    run = tmp_path / "run"
+    first = train.train(make_cfg(blob_data, run, epochs=8, checkpoint_every=6,
+                                 keep_checkpoints=3))
+    steps_per_epoch = 4  # 16 records, batch 4
+    assert first["step"] == 8 * steps_per_epoch and first["epoch"] == 8
+    assert first["interrupted"] is None
+    assert first["val_iou"] > 0.5 > first["val_baseline_iou"] == 0.0
+    assert first["best_val_iou"] >= first["val_iou"]
+
+    # Run dir contract: config.json, checkpoints (pruned to --keep-checkpoints), best/.
+    saved = config.load_config(str(run))
+    assert (saved.depth, saved.base_filters, saved.seed) == (2, 8, 1)
+    assert config.latest_checkpoint(str(run)).endswith("model.ckpt-32")
+    assert len(tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths) == 3
+    best = tf.train.latest_checkpoint(str(run / config.BEST_DIR))
+    assert best and config.best_checkpoint(str(run)) == best
+    names = {name for name, _ in tf.train.list_variables(best)}
+    assert {"global_step", "epoch", "unet/contract1/conv1/moving_mean",
+            "unet/output/weights"} <= names
+    assert any(name.endswith("/Adam") for name in names)
+
+    # TensorBoard: per-step cost, learning rate, images, graph; val scalars apart.
+    tb = scalars(run / "train")
+    tags = tb.Tags()
+    assert {"cost", "learning_rate"} <= set(tags["scalars"])
+    assert {"images", "masks", "predictions"} <= {t.split("/")[0] for t in tags["images"]}
+    assert tags["graph"]
+    cost = [e.value for e in tb.Scalars("cost")]
+    assert len(cost) == 32 and np.mean(cost[-4:]) < 0.7 * np.mean(cost[:4])  # loss falls
+    val = scalars(run / "val")
+    assert {"cost", "iou", "dice", "precision", "recall", "accuracy",
+            "baseline_iou", "baseline_accuracy"} <= set(val.Tags()["scalars"])
+    assert [e.step for e in val.Scalars("iou")] == [4 * k for k in range(1, 9)]
+
+    # Same command with more epochs resumes: step, epoch and Adam state carry over.
+    caplog.clear()
+    second = train.train(make_cfg(blob_data, run, epochs=9, checkpoint_every=6,
+                                  keep_checkpoints=3))
+    assert "resuming from" in caplog.text and "step 32, epoch 8" in caplog.text
+    assert second["step"] == 36 and second["epoch"] == 9
+    reader = tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
+    assert reader.get_tensor("beta1_power") == pytest.approx(0.9 ** 37, rel=1e-4)
+    assert len(tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths) == 3
+
+    # Nothing left to do: the run reports where it stands without training.
+    third = train.train(make_cfg(blob_data, run, epochs=9))
+    assert third["step"] == 36 and third["train_loss"] is None
+    assert third["val_iou"] == pytest.approx(second["val_iou"], abs=1e-6)
+
+    # A different network cannot resume from these checkpoints.
+    with pytest.raises(UserError, match="another network .*base_filters 8 -> 4"):
+        train.train(make_cfg(blob_data, run, base_filters=4))
+
+
+def test_same_seed_repeats_and_max_steps_stops_mid_epoch(blob_data, tmp_path):
+    costs = []
+    for name in ("a", "b"):
+        result = train.train(make_cfg(blob_data, tmp_path / name, max_steps=3, val_records="",
+                                      depth=1, input_size=44, lr_schedule="cosine"))
+        assert result["step"] == 3 and result["epoch"] == 0 and "val_iou" not in result
+        costs.append([e.value for e in scalars(tmp_path / name / "train").Scalars("cost")])
+    np.testing.assert_allclose(costs[0], costs[1], rtol=1e-5)
+    lr = [e.value for e in scalars(tmp_path / "a" / "train").Scalars("learning_rate")]
+    # Cosine over the 3 steps; each summary sees the step before its update.
+    np.testing.assert_allclose(lr, 3e-3 * 0.5 * (1 + np.cos(np.pi * np.arange(3) / 3)),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("signum,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_signal_saves_checkpoint_and_exits(blob_data, tmp_path, signum, exit_code):
+    run = tmp_path / "run"
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"),
+           "--train-records", blob_data["train_records"], "--val-records", "",
+           "--run-dir", str(run), "--depth", "1", "--base-filters", "4", "--input-size", "44",
+           "--epochs", "100000", "--log-every", "1"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if " step 2/" in line:
+            proc.send_signal(signum)
+            break
+    err = "".join(lines) + proc.stderr.read()
+    assert proc.wait(timeout=120) == exit_code, err
+    stopped = [line for line in err.splitlines() if "stopped by" in line]
+    assert len(stopped) == 1 and signal.Signals(signum).name in stopped[0]
+    step = int(stopped[0].split(" at step ")[1].split(":")[0])
+    assert step >= 2 and config.latest_checkpoint(str(run)).endswith(f"model.ckpt-{step}")
+    assert "re-run the same command to resume" in stopped[0] and "Traceback" not in err
