@@ -53,14 +53,17 @@ def _sizes(input_size, depth):
         return None
     for _ in range(depth):
         size = size * 2 - 4
+        if size <= 0:
+            return None
     return size
 
 
 def is_valid_input_size(input_size, depth=4):
     """True when every pooling stage sees an even size and nothing vanishes.
 
-    For depth d the valid sizes are input = 2**d * k + 4 * (2**d - 1) with
-    k >= 5, i.e. for depth 4: 140, 156, 172, ..., 556, 572, 588, ... (16 apart).
+    For depth d the valid sizes are input = 2**d * k + 4 * (2**d - 1), with k
+    large enough that the output is at least one pixel: for depth 4 that is
+    188, 204, 220, ..., 556, 572, 588, ... (16 apart).
     """
     return _sizes(input_size, depth) is not None
 

@@ -17,11 +17,11 @@ def test_output_size(size, depth, out):
 
 def test_valid_sizes_are_16_apart_for_depth_4():
     valid = [s for s in range(1, 700) if unet.is_valid_input_size(s, 4)]
-    assert valid[0] == 140 and 572 in valid
+    assert valid[0] == 188 and 572 in valid
     assert set(np.diff(valid)) == {16}
 
 
-@pytest.mark.parametrize("size", [571, 573, 100, 0])
+@pytest.mark.parametrize("size", [571, 573, 100, 140, 172, 0])
 def test_invalid_size_rejected_with_neighbours(size):
     with pytest.raises(ValueError, match="nearest valid sizes"):
         unet.output_size(size, 4)
