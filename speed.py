@@ -1,0 +1,116 @@
+"""Session and optimiser settings for a fast training step (measured: benchmarks/run.py).
+
+What won on a 2-core AVX-512 CPU (docs/performance.md has the figures):
+
+  - TensorFlow's default oneDNN kernels in a plain tf.compat.v1 graph, NHWC,
+    fed by tf.data: grappler already fuses conv + bias + ReLU into one
+    oneDNN op, and the step never leaves the graph side.
+  - intra/inter-op threads left to TensorFlow (0 = one per core); pinning
+    them was never faster and sometimes much slower.
+  - XLA off on CPU: XLA's CPU backend does its convolutions with Eigen, not
+    oneDNN, and every XLA variant (auto-clustering, explicit compilation) was
+    slower. On a GPU, xla="auto" is worth trying.
+  - bfloat16 (opt-in, trades accuracy): grappler's oneDNN auto-mixed-precision
+    rewrite runs convs in bfloat16 with float32 weights and optimiser state.
+    Much faster on CPUs with AVX512_BF16 / AMX, slower elsewhere.
+  - mixed_float16 (opt-in, GPU only): the float16 auto-mixed-precision rewrite
+    plus dynamic loss scaling (required, or small gradients flush to zero).
+
+How train.py uses it (three lines):
+
+    session_config = speed.session_config(cfg, gpu=bool(gpus))  # before any Session
+    opt = speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg)
+    train_op = speed.minimize(opt, loss, global_step)          # + UPDATE_OPS
+
+Every setting is read with getattr from a config-like object, so a Config
+without these fields gets the defaults below.
+"""
+
+import logging
+import os
+
+import tensorflow as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
+
+from cli import UsageError
+
+v1 = tf.compat.v1
+log = logging.getLogger("speed")
+
+XLA_MODES = ("off", "auto")
+PRECISIONS = ("float32", "bfloat16", "mixed_float16")
+DEFAULTS = {
+    "intra_op_threads": 0,  # threads inside one op; 0 = TensorFlow's choice (all cores)
+    "inter_op_threads": 0,  # ops run side by side; 0 = TensorFlow's choice
+    "xla": "off",  # "auto" = XLA auto-clustering; slower on CPU, try it on a GPU
+    "precision": "float32",  # "bfloat16" (CPU with AVX512_BF16) / "mixed_float16" (GPU)
+}
+# XLA's CPU auto-clustering also needs this flag; TF reads it when the first Session starts.
+XLA_CPU_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
+
+
+def settings(cfg_like=None):
+    """The four speed settings of cfg_like (a Config, namespace or None), validated."""
+    s = {k: getattr(cfg_like, k, v) for k, v in DEFAULTS.items()}
+    for key in ("intra_op_threads", "inter_op_threads"):
+        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 0:
+            raise UsageError(f"{key} must be an integer >= 0 (0 = one per core), "
+                             f"got {s[key]!r}")
+    if s["xla"] not in XLA_MODES:
+        raise UsageError(f"xla must be one of {', '.join(XLA_MODES)}, got {s['xla']!r}")
+    if s["precision"] not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                         f"got {s['precision']!r}")
+    return s
+
+
+def session_config(cfg_like=None, gpu=False):
+    """A ConfigProto with the threads, XLA and precision settings of cfg_like.
+
+    Raises UsageError for an unknown value or a precision the device cannot
+    use (mixed_float16 needs a GPU; bfloat16 is the CPU option). With xla="auto"
+    on a CPU, call it first thing: TensorFlow reads the XLA flag it sets once,
+    at the first Session or the first traced tf.data / tf.function function.
+    """
+    s = settings(cfg_like)
+    if s["precision"] == "mixed_float16" and not gpu:
+        raise UsageError("precision mixed_float16 needs a GPU; on a CPU use bfloat16 "
+                         "(fast with AVX512_BF16) or float32")
+    if s["precision"] == "bfloat16" and gpu:
+        raise UsageError("precision bfloat16 is the CPU option; on a GPU use mixed_float16")
+    config = v1.ConfigProto(intra_op_parallelism_threads=s["intra_op_threads"],
+                            inter_op_parallelism_threads=s["inter_op_threads"],
+                            allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
+    if s["xla"] == "auto":
+        config.graph_options.optimizer_options.global_jit_level = v1.OptimizerOptions.ON_2
+        if not gpu:
+            enable_xla_on_cpu()
+    rewrite = config.graph_options.rewrite_options
+    if s["precision"] == "bfloat16":
+        rewrite.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
+    elif s["precision"] == "mixed_float16":
+        rewrite.auto_mixed_precision = rewriter_config_pb2.RewriterConfig.ON
+    return config
+
+
+def enable_xla_on_cpu():
+    """Let XLA auto-clustering compile CPU ops; a no-op once TF has read its XLA flags."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "--tf_xla_cpu_global_jit" not in flags:
+        os.environ["TF_XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAGS}".strip()
+        log.info("TF_XLA_FLAGS=%s (ignored if TensorFlow already read its XLA flags)",
+                 os.environ["TF_XLA_FLAGS"])
+
+
+def wrap_optimizer(optimizer, cfg_like=None):
+    """The optimizer, with dynamic loss scaling when the precision is mixed_float16."""
+    if settings(cfg_like)["precision"] == "mixed_float16":
+        return v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, "dynamic")
+    return optimizer
+
+
+def minimize(optimizer, loss, global_step=None, var_list=None):
+    """The train op: one optimizer step that also runs the batch-norm UPDATE_OPS."""
+    with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+        return optimizer.minimize(loss, global_step=global_step, var_list=var_list)
