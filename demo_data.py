@@ -25,7 +25,7 @@ Every image's pixels are painted from the rasterization of its own annotation
 over 200-800 px a side (some below the 572 input tile, some above); about one
 image in seven is grayscale. The first images of each split are fixed
 showcases, so even a tiny dataset has them: several cats; a crowd of cats next
-to a crowd of people; no cat; grayscale.
+to a crowd of people; a dog and no cat; grayscale.
 
 The output depends only on the seed (the same bytes every run), and image i
 depends only on (seed, split, i), so asking for more images keeps the first.
@@ -399,7 +399,9 @@ def _render(rng, index):
             placed += 1
         else:
             failed += 1
-    for _ in range(int(rng.integers(0, 4)) + (index == 2)):
+    if index == 2:  # showcase: a dog and no cat, the hardest "no"
+        scene.add(DOG, _draw_dog, rng.uniform(0.35, 0.8))
+    for _ in range(int(rng.integers(0, 4))):
         category, drawer, _, size = DISTRACTORS[rng.choice(len(DISTRACTORS), p=DISTRACTOR_P)]
         scene.add(category, drawer, rng.uniform(*size))
     grayscale = index == 3 or (index > 3 and rng.random() < GRAYSCALE_P)
