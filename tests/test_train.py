@@ -253,3 +253,14 @@ def test_signal_saves_checkpoint_and_exits(blob_data, tmp_path, signum, exit_cod
     step = int(stopped[0].split(" at step ")[1].split(":")[0])
     assert step >= 2 and config.latest_checkpoint(str(run)).endswith(f"model.ckpt-{step}")
     assert "re-run the same command to resume" in stopped[0] and "Traceback" not in err
+
+
+def test_corrupt_shard_is_named_before_training(blob_data, tmp_path):
+    good = blob_data["train_records"].replace("*", "00000-of-00001.tfrecord")
+    bad = tmp_path / "cut-train-00000-of-00001.tfrecord"
+    with open(good, "rb") as f:
+        bad.write_bytes(f.read()[:-100])
+    with pytest.raises(UserError, match=r"cannot read records .*cut-train-00000-of-00001"
+                                        r".*truncated record.*convert_coco\.py"):
+        train.train(make_cfg(blob_data, tmp_path / "run", train_records=str(bad)))
+    assert not os.path.exists(tmp_path / "run" / "checkpoint")
