@@ -58,6 +58,11 @@ class Config:
     pos_weight: float = 1.0  # foreground weight in the CE; flag "auto" = (1 - f) / f from stats
     dice_weight: float = 0.0  # adds dice_weight * (1 - soft Dice) to the loss; 0 = CE only
     seed: int | None = None  # graph and data seed; None draws one (saved here for repeats)
+    # ---- speed (speed.py; defaults are what measured fastest on a 2-core CPU)
+    intra_op_threads: int = 0  # threads inside one op; 0 = TensorFlow's choice (all cores)
+    inter_op_threads: int = 0  # ops run side by side; 0 = TensorFlow's choice
+    xla: str = "off"  # "auto" = XLA auto-clustering: slower on CPU, worth a try on a GPU
+    precision: str = "float32"  # "bfloat16" (CPU with AVX512_BF16) / "mixed_float16" (GPU)
     # ---- logging and checkpoints
     log_every: int = 20  # steps between progress lines
     image_summary_every: int = 100  # steps between TensorBoard image/mask/prediction writes

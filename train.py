@@ -40,6 +40,7 @@ import tensorflow as tf  # noqa: E402  (after quieting its C++ logging)
 
 import data  # noqa: E402
 import records  # noqa: E402
+import speed  # noqa: E402
 import unet  # noqa: E402
 
 v1 = tf.compat.v1
@@ -236,8 +237,8 @@ def build_graph(cfg, total_steps):
     loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
     lr = learning_rate(cfg, global_step, total_steps)
     # Batch-norm moving statistics update with every step (unet.py puts them here).
-    with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
-        train_op = v1.train.AdamOptimizer(lr).minimize(loss, global_step)
+    optimizer = speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg)
+    train_op = speed.minimize(optimizer, loss, global_step)  # runs the BN UPDATE_OPS too
     with tf.control_dependencies([train_op]):
         g["step"] = tf.identity(global_step.read_value())
     g["global_step"], g["loss"] = global_step, loss
@@ -277,6 +278,7 @@ def build_graph(cfg, total_steps):
 
 
 def _session_config(cfg):
+    """Device log line, GPU memory growth and speed.py's settings; call before any Session."""
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:
@@ -287,8 +289,8 @@ def _session_config(cfg):
         log.info("device: GPU (%s)", ", ".join(gpu.name for gpu in gpus))
     else:
         log.info("device: CPU (TensorFlow sees no GPU)")
-    session_config = v1.ConfigProto(log_device_placement=cfg.log_device_placement,
-                                    allow_soft_placement=True)
+    session_config = speed.session_config(cfg, gpu=bool(gpus))
+    session_config.log_device_placement = cfg.log_device_placement
     session_config.gpu_options.allow_growth = True
     return session_config
 
@@ -375,6 +377,7 @@ def train(cfg):
     """
     cfg = resolve(cfg)
     check_resumable(cfg)
+    session_config = _session_config(cfg)  # first: XLA flags are read at the first Session
     num_train = count_records(cfg.train_records)
     if cfg.val_records:
         data.list_records(cfg.val_records)
@@ -393,7 +396,7 @@ def train(cfg):
     with tf.Graph().as_default() as graph:
         g = build_graph(cfg, total_steps)
         graph.finalize()  # any op added inside the loop would be a leak
-        with v1.Session(config=_session_config(cfg)) as sess, _StopFlag() as stop:
+        with v1.Session(config=session_config) as sess, _StopFlag() as stop:
             return _loop(sess, g, cfg, total_steps, stop)
 
 
@@ -552,6 +555,15 @@ def build_parser():
       help="steps between checkpoints (one is also saved every epoch end)")
     a("--keep-checkpoints", type=cli.positive_int, default=d.keep_checkpoints,
       help="newest checkpoints kept in the run dir (best/ keeps its own)")
+    a("--precision", choices=speed.PRECISIONS, default=d.precision,
+      help="bfloat16: faster on CPUs with AVX512_BF16; mixed_float16: GPUs; both trade "
+      "some accuracy")
+    a("--xla", choices=speed.XLA_MODES, default=d.xla,
+      help="auto = XLA auto-clustering (slower on CPU; try it on a GPU)")
+    a("--intra-op-threads", type=cli.non_negative_int, default=d.intra_op_threads,
+      help="threads inside one op; 0 = one per core")
+    a("--inter-op-threads", type=cli.non_negative_int, default=d.inter_op_threads,
+      help="ops run side by side; 0 = TensorFlow's choice")
     a("--log-device-placement", action="store_true", help="log the device of every op")
     a("-v", "--verbose", action="store_true", help="debug logging")
     return p
