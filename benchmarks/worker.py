@@ -46,6 +46,7 @@ def spec_env(spec):
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
     if spec.get("onednn") is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = "1" if spec["onednn"] else "0"
+    env.update(spec.get("env") or {})  # experiments, e.g. {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}
     return env
 
 
@@ -132,9 +133,22 @@ def build_train_step(spec):
     return session, loss
 
 
+def ran_xla(session, fetch):
+    """Run fetch once with tracing; True when XLA-compiled clusters executed."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    meta = v1.RunMetadata()
+    session.run(fetch, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE),
+                run_metadata=meta)
+    return any("_XlaRun" in node.timeline_label or "XlaLaunch" in node.timeline_label
+               for dev in meta.step_stats.dev_stats for node in dev.node_stats)
+
+
 def ours_steps(spec):
     session, loss = build_train_step(spec)
-    return {"train": lambda: float(session.run(loss))}, {}
+    # Also a warm-up step: proves an XLA setting took effect (it can silently not).
+    return {"train": lambda: float(session.run(loss))}, {"xla_ran": ran_xla(session, loss)}
 
 
 def keras_steps(spec):

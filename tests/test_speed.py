@@ -1,0 +1,86 @@
+import os
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
+
+import speed
+import unet
+from cli import UsageError
+
+v1 = tf.compat.v1
+ON = rewriter_config_pb2.RewriterConfig.ON
+
+
+def cfg(**kw):
+    return types.SimpleNamespace(**kw)
+
+
+def test_defaults_leave_threads_to_tensorflow_and_xla_off():
+    c = speed.session_config(None)
+    assert c.intra_op_parallelism_threads == 0 and c.inter_op_parallelism_threads == 0
+    assert c.graph_options.optimizer_options.global_jit_level == 0
+    assert c.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 != ON
+    assert c.graph_options.rewrite_options.auto_mixed_precision != ON
+    assert c.allow_soft_placement and c.gpu_options.allow_growth
+
+
+def test_threads_and_precision_reach_the_config():
+    c = speed.session_config(cfg(intra_op_threads=2, inter_op_threads=1, precision="bfloat16"))
+    assert (c.intra_op_parallelism_threads, c.inter_op_parallelism_threads) == (2, 1)
+    assert c.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == ON
+    g = speed.session_config(cfg(precision="mixed_float16"), gpu=True)
+    assert g.graph_options.rewrite_options.auto_mixed_precision == ON
+
+
+def test_xla_auto_sets_jit_level_and_the_cpu_flag(monkeypatch):
+    monkeypatch.setenv("TF_XLA_FLAGS", "--xla_other")
+    c = speed.session_config(cfg(xla="auto"))
+    assert c.graph_options.optimizer_options.global_jit_level == v1.OptimizerOptions.ON_2
+    assert os.environ["TF_XLA_FLAGS"] == "--xla_other " + speed.XLA_CPU_FLAGS
+    speed.session_config(cfg(xla="auto"))  # idempotent
+    assert os.environ["TF_XLA_FLAGS"].count("--tf_xla_cpu_global_jit") == 1
+
+
+@pytest.mark.parametrize("bad,gpu,match", [
+    (dict(precision="mixed_float16"), False, "needs a GPU"),
+    (dict(precision="bfloat16"), True, "CPU option"),
+    (dict(precision="float16"), False, "precision must be one of"),
+    (dict(xla="on"), False, "xla must be one of"),
+    (dict(intra_op_threads=-1), False, "intra_op_threads must be"),
+    (dict(inter_op_threads="2"), False, "inter_op_threads must be"),
+])
+def test_bad_settings_are_one_line_usage_errors(bad, gpu, match):
+    with pytest.raises(UsageError, match=match):
+        speed.session_config(cfg(**bad), gpu=gpu)
+
+
+def _train(precision, steps=4):
+    """Losses of a tiny U-Net trained with speed.wrap_optimizer / speed.minimize."""
+    g = tf.Graph()
+    with g.as_default():
+        v1.set_random_seed(0)
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.random([2, 44, 44, 3], dtype=np.float32))
+        y = tf.constant((rng.random([2, 28, 28, 1]) < 0.3).astype(np.float32))
+        logits = unet.unet(x, True, depth=1, base_filters=4)
+        loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits))
+        opt = speed.wrap_optimizer(v1.train.AdamOptimizer(1e-2), cfg(precision=precision))
+        train_op = speed.minimize(opt, loss, v1.train.get_or_create_global_step())
+        mean = [v for v in v1.global_variables() if v.name.endswith("moving_mean:0")][0]
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            losses = [sess.run([loss, train_op])[0] for _ in range(steps)]
+            return losses, sess.run(mean), type(opt).__name__
+
+
+def test_loss_scaling_wraps_the_optimizer_and_trains_like_plain_adam():
+    plain, mean, name = _train("float32")
+    scaled, _, scaled_name = _train("mixed_float16")
+    assert name == "AdamOptimizer" and scaled_name == "MixedPrecisionLossScaleOptimizer"
+    # On a CPU the graph stays float32, and power-of-two loss scaling is exact.
+    np.testing.assert_allclose(scaled, plain, rtol=1e-6)
+    assert plain[-1] < plain[0]
+    assert np.any(mean != 0.0)  # minimize() ran the batch-norm moving-average updates
