@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 CROWD_POLICIES = ("ignore", "positive", "skip")
 TARGET_SHARD_BYTES = 150 * 2**20  # ~100-200 MB: few files, yet enough of them to interleave
+POOL_MIN_IMAGES = 1000  # one process encodes ~50-80 COCO images/s; a pool takes ~5 s to start
 MASK_OVERHEAD = 1.1  # PNG masks add a few percent to the image bytes
 # Real COCO geometry strays a little past the border (rounding, hand drawing);
 # only errors beyond this are data bugs worth stopping for.
@@ -316,6 +317,12 @@ def _init_worker():
 @contextlib.contextmanager
 def _mapper(workers):
     """An ordered map of encode_image over tasks: in-process for 1 worker, else a pool."""
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    if workers > 1 and main_file and not os.path.exists(main_file):
+        # e.g. "<stdin>": pool workers must re-import the main script and would die
+        # and be restarted forever
+        log.warning("running in one process: worker processes cannot import %s", main_file)
+        workers = 1
     if workers <= 1:
         yield functools.partial(map, encode_image)
         return
@@ -459,8 +466,8 @@ def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=Non
     num_shards = num_shards or _default_num_shards(image_dir, coco, ids)
     plan = {"annotations_sha1": digest, "split": split, "classes": list(classes),
             "category_ids": cat_ids, "crowd": crowd, "negatives": negatives, "seed": seed,
-            "num_shards": num_shards, "images": len(ids), "schema_version":
-            records.SCHEMA_VERSION, "skip_bad_images": skip_bad_images}
+            "num_shards": num_shards, "images": len(ids),
+            "schema_version": records.SCHEMA_VERSION}  # not skip_bad_images: the fix it suggests
 
     try:
         os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
@@ -476,7 +483,8 @@ def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=Non
     tasks = [(i, image_dir, coco.imgs[ids[i]],
               [a for a in coco.imgToAnns[ids[i]] if a["category_id"] in wanted], crowd)
              for k in todo for i in range(bounds[k], bounds[k + 1])]
-    workers = workers or _cpu_count()
+    if workers is None:  # a pool costs seconds to start (TensorFlow import): worth it only at scale
+        workers = _cpu_count() if len(tasks) >= POOL_MIN_IMAGES else 1
     positive_ids = set(positives)
     positive_set = {i for i, image_id in enumerate(ids) if image_id in positive_ids}
     with _mapper(min(workers, max(1, len(tasks)))) as imap, \
@@ -560,7 +568,8 @@ def main(argv=None):
     p.add_argument("--num-shards", type=cli.positive_int,
                    help="number of shards (default: sized to ~150 MB each)")
     p.add_argument("--workers", type=cli.positive_int,
-                   help="encoding processes (default: the CPU count)")
+                   help=f"encoding processes (default: the CPU count, or 1 below "
+                   f"{POOL_MIN_IMAGES} images)")
     p.add_argument("--crowd", choices=CROWD_POLICIES, default="ignore",
                    help="crowd regions of the classes: 255 ignore, 1 positive, or skip (stay "
                    "0) (default: ignore)")

@@ -446,6 +446,22 @@ def test_skip_bad_images_counts_them(demo, demo_copy, tmp_path, how, reason):
     assert len(recs) == stats["images"] == len(holding(_coco(demo), {CAT})) - 1
 
 
+def test_bad_image_mid_run_then_skip_resumes(demo, demo_copy, reference, tmp_path):
+    coco = _coco(str(demo_copy))
+    last = coco.imgs[holding(coco, {CAT})[-1]]  # in the last of 3 shards
+    os.remove(os.path.join(demo_copy, "train2017", last["file_name"]))
+    out = str(tmp_path / "cat")
+    with pytest.raises(cli.UserError, match=f"{last['file_name']} not found.*--skip-bad-images"):
+        run(str(demo_copy), out, num_shards=3)
+    first = out + "-train2017-00000-of-00003.tfrecord"
+    before = os.stat(first).st_mtime_ns
+    stats = run(str(demo_copy), out, num_shards=3, skip_bad_images=True)  # the suggested fix
+    assert os.stat(first).st_mtime_ns == before  # finished shards are kept, not redone
+    assert stats["skipped"] == {"missing": 1} and stats["images"] == reference[1]["images"] - 1
+    got, ref = shard_bytes(out), reference[0]
+    assert [got[k] == ref[k] for k in sorted(ref)] == [True, True, False]
+
+
 @pytest.mark.parametrize("where", ["polygon", "bbox"])
 def test_out_of_bounds_annotation_names_it(demo_copy, capsys, tmp_path, where):
     img = _first_cat_image(str(demo_copy))
