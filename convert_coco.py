@@ -7,8 +7,9 @@ reads DIR/annotations/instances_<split>.json (pycocotools) and DIR/<split>/*.jpg
     <output>-<split>-00000-of-0000N.tfrecord ...  one tf.train.Example per image
     <output>-<split>-stats.json                   counts and pixel fractions (written last)
 
-Records: the schema (feature keys, dtypes, meaning) lives once in records.py and
-every record is made by records.make_example. The image is the file's own bytes
+Records: the schema (feature keys, dtypes, meaning) lives once in records.py, whose
+docstring tabulates it; every record is made by records.make_example (and then
+serialized with sorted map keys, so the bytes repeat across runs). The image is the file's own bytes
 when it is a 3-channel JPEG; anything else (grayscale or CMYK JPEG, PNG with
 alpha or 16 bits, ...) is decoded and re-encoded losslessly as 8-bit RGB PNG.
 Images are checked by decoding them, and their size must match the annotation.
@@ -27,6 +28,13 @@ Selection: every image holding an annotation (crowd or not) of any chosen class
 many images holding none of them, drawn with --seed. Records are in image id
 order and shard k holds the k-th contiguous slice, so the output is identical
 whatever --workers is.
+
+Stats sidecar keys: split, classes, category_ids, crowd, negatives, seed, images,
+positive_images, negative_images, instances, crowd_regions (of the chosen
+classes), skipped ({reason: count}), bytes_written, num_shards, shards,
+records_per_shard, pixels, foreground_pixels, ignore_pixels, and
+foreground_fraction / ignore_fraction (over all pixels of all written masks;
+train.py --pos-weight auto reads the first), schema_version.
 
 Atomic and resumable: a shard is written as <name>.partial and renamed when
 complete; <output>-<split>-progress.json records finished shards and the
@@ -276,7 +284,10 @@ def read_image(path, height, width):
                        "images again)") from None
     except OSError as e:
         raise BadImage("unreadable", f"cannot read image {path} ({e.strerror})") from None
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:  # OpenCV raises rather than returning None on an empty buffer
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        pixels = None
     if pixels is None:
         raise BadImage("corrupt", f"image {path} is corrupt or truncated: download it again")
     if pixels.shape[:2] != (height, width):
@@ -349,6 +360,13 @@ def _write_json(path, obj):
     os.replace(tmp, path)
 
 
+def _refuse_finished(output, split):
+    stats = stats_path(output, split)
+    if os.path.exists(stats):
+        raise cli.UserError(f"{stats} exists, so {shard_pattern(output, split)} is a finished "
+                            "conversion: pass --overwrite to redo it, or choose another --output")
+
+
 def _prepare_output(output, split, plan, overwrite):
     """Shard stats already finished by an interrupted run of this same plan."""
     prefix = glob.escape(output) + f"-{split}-"
@@ -359,9 +377,7 @@ def _prepare_output(output, split, plan, overwrite):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
         return {}
-    if os.path.exists(stats):
-        raise cli.UserError(f"{stats} exists, so {shard_pattern(output, split)} is a finished "
-                            "conversion: pass --overwrite to redo it, or choose another --output")
+    _refuse_finished(output, split)
     state = None
     with contextlib.suppress(OSError, ValueError):
         with open(progress) as f:
@@ -452,6 +468,8 @@ def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=Non
                              f"got {crowd!r}")
     if not classes or negatives < 0 or (num_shards is not None and num_shards < 1):
         raise cli.UsageError("need at least one class, negatives >= 0 and num_shards >= 1")
+    if not overwrite:
+        _refuse_finished(output, split)  # before spending ~20 s loading COCO's train JSON
     coco, digest = load_annotations(coco_dir, split)
     cat_ids = category_ids(coco, classes)
     positives, negative_ids = select_images(coco, cat_ids, negatives, seed)

@@ -407,6 +407,8 @@ def _damage(root, how):
     elif how == "corrupt image":
         with open(img_path, "wb") as f:
             f.write(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    elif how == "empty image":
+        open(img_path, "wb").close()
     elif how == "truncated image":
         with open(img_path, "r+b") as f:
             f.truncate(os.path.getsize(img_path) // 2)
@@ -423,6 +425,7 @@ def _damage(root, how):
     ("missing image", "not found"),
     ("corrupt image", "corrupt"),
     ("truncated image", "corrupt or truncated"),
+    ("empty image", "corrupt or truncated"),
     ("size mismatch", "the annotations say"),
 ])
 def test_bad_input_is_one_clear_line(demo_copy, tmp_path, capsys, how, words):
