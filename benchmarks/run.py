@@ -51,7 +51,11 @@ FULL = {
     "train": [(16, 1, 8, True), (16, 4, 5, True), (64, 1, 4, True), (64, 4, 3, False)],
     "bf16_at": (64, 1),  # where the opt-in bfloat16 step joins the train group
     "keras_default_batch": 1,  # Keras without XLA too, at batch 1 (it is slow)
-    "options": {"base": 16, "batch": 1, "rounds": 8},
+    # Thread settings and the rest in two groups: fewer live workers, less memory.
+    "options": {"base": 16, "batch": 1, "rounds": 8, "groups": [
+        ["threads intra 2 inter 1", "threads intra 1 inter 2", "threads intra 1 inter 1"],
+        ["xla auto-clustering", "xla compile (explicit)", "oneDNN off", "bfloat16 (opt-in)",
+         "real records input"]]},
     "peak": {"convs": [(570, 64), (282, 128), (138, 256), (66, 512), (30, 1024)],
              "matmuls": [2048, 3072], "bf16_conv": 256},
     "demo": {"num_train": 96, "num_val": 2}, "shards": 4,
@@ -64,7 +68,9 @@ QUICK = {
     "train": [(4, 1, 2, True), (8, 2, 2, False)],
     "bf16_at": (8, 2),
     "keras_default_batch": 1,
-    "options": {"base": 4, "batch": 1, "rounds": 2},
+    "options": {"base": 4, "batch": 1, "rounds": 2, "groups": [
+        ["threads intra 1 inter 1", "xla auto-clustering", "xla compile (explicit)",
+         "oneDNN off", "bfloat16 (opt-in)", "real records input"]]},
     "peak": {"convs": [(34, 64)], "matmuls": [256], "bf16_conv": 64},
     "demo": {"num_train": 6, "num_val": 2}, "shards": 2,
     "pipeline": {"batch": 2, "windows": 2, "batches": 2},
@@ -216,12 +222,14 @@ def step_summary(result, base, batch, plan):
     return {"s_per_step": median, "s_min": min(times), "steps": len(times),
             "images_per_s": batch / median, "gflops": step_flops / median / 1e9,
             "rss_mb": result.get("done", {}).get("rss_mb"),
-            "first_loss": result["ready"].get("warmup_values", {}).get("train")}
+            "loss_after_warmup": result["ready"].get("warmup_values", {}).get("train"),
+            "xla_ran": result["ready"].get("xla_ran")}
 
 
-def train_section(plan, log_dir, records=None):
+def train_section(plan, log_dir, log=print):
     rows, peaks = [], []
     for base, batch, rounds, interleave in plan["train"]:
+        log(f"  base {base}, batch {batch}: {rounds} rounds (load {os.getloadavg()[0]:.1f})")
         common = {"base": base, "batch": batch, "depth": plan["depth"], "size": plan["size"],
                   "warmup": plan["warmup"]}
         members = [("peak", {"kind": "peak", "warmup": 1, **plan["peak"]}),
@@ -257,24 +265,34 @@ def train_section(plan, log_dir, records=None):
     return {"peak": peak, "peak_per_group": peaks, "steps": rows}
 
 
-def options_section(plan, log_dir, records=None):
+OPTION_SETTINGS = {
+    "default": {},
+    "threads intra 2 inter 1": {"intra": 2, "inter": 1},
+    "threads intra 1 inter 2": {"intra": 1, "inter": 2},
+    "threads intra 1 inter 1": {"intra": 1, "inter": 1},
+    "xla auto-clustering": {"xla": "auto"},
+    "xla compile (explicit)": {"xla": "compile"},
+    "oneDNN off": {"onednn": False},
+    "bfloat16 (opt-in)": {"precision": "bfloat16"},
+    "real records input": {"records": None},  # filled in with the shards
+}
+
+
+def options_section(plan, log_dir, records=None, log=print):
     o = plan["options"]
     common = {"kind": "ours", "base": o["base"], "batch": o["batch"], "depth": plan["depth"],
               "size": plan["size"], "warmup": plan["warmup"]}
-    groups = [
-        [("default", common),
-         ("threads intra 2 inter 1", {**common, "intra": 2, "inter": 1}),
-         ("threads intra 1 inter 2", {**common, "intra": 1, "inter": 2}),
-         ("threads intra 1 inter 1", {**common, "intra": 1, "inter": 1})],
-        [("default", common),
-         ("xla auto-clustering", {**common, "xla": "auto"}),
-         ("xla compile (explicit)", {**common, "xla": "compile"}),
-         ("oneDNN off", {**common, "onednn": False}),
-         ("bfloat16 (opt-in)", {**common, "precision": "bfloat16"})]
-        + ([("real records input", {**common, "records": records})] if records else []),
-    ]
     rows = []
-    for i, members in enumerate(groups):
+    for i, labels in enumerate(o["groups"]):
+        members = []
+        for label in ["default"] + labels:
+            setting = dict(OPTION_SETTINGS[label])
+            if "records" in setting:
+                if not records:
+                    continue
+                setting["records"] = records
+            members.append((label, {**common, **setting}))
+        log(f"  {', '.join(label for label, _ in members)} (load {os.getloadavg()[0]:.1f})")
         results = run_group(members, o["rounds"], log_dir)
         base_time = statistics.median(step_times(results["default"]) or [float("nan")])
         for label, result in results.items():
@@ -358,12 +376,14 @@ def missing_modules(section):
     return [m for m in NEEDS[section] if importlib.util.find_spec(m) is None]
 
 
-def run(out, quick=False, sections=SECTIONS, records=None, keep_tmp=False, log=print):
+def run(out, quick=False, sections=SECTIONS, records=None, keep_tmp=False, log=print,
+        command=None):
     """Run the chosen sections; writes `out` (JSON) and `out` with .md; returns the report."""
     plan = QUICK if quick else FULL
-    report = {"command": " ".join(["python -m benchmarks.run"] + (["--quick"] if quick else [])),
+    command = command or "python -m benchmarks.run" + (" --quick" if quick else "")
+    report = {"command": command, "quick": quick,
               "started": datetime.datetime.now().isoformat(timespec="seconds"),
-              "quick": quick, "machine": machine(), "skipped": {}}
+              "machine": machine(), "plan": plan, "skipped": {}}
     tmp = tempfile.mkdtemp(prefix="coco-unet-bench-")
     log_dir = os.path.join(tmp, "logs")
     os.makedirs(log_dir)
@@ -387,14 +407,14 @@ def run(out, quick=False, sections=SECTIONS, records=None, keep_tmp=False, log=p
                     report[section] = pipeline_section(plan, log_dir, records,
                                                        report.get("train"))
                 elif section == "train":
-                    report[section] = train_section(plan, log_dir)
+                    report[section] = train_section(plan, log_dir, log)
                 elif section == "options":
-                    report[section] = options_section(plan, log_dir, records)
+                    report[section] = options_section(plan, log_dir, records, log)
                 else:
                     report[section] = predict_section(plan, log_dir, tmp)
-            except (WorkerError, cli.UserError, OSError) as e:
-                report["skipped"][section] = f"failed: {e}"
-                log(f"[{section}] failed: {e}")
+            except Exception as e:  # one broken section must not sink the others
+                report["skipped"][section] = f"failed: {type(e).__name__}: {e}"
+                log(f"[{section}] failed: {type(e).__name__}: {e}")
     finally:
         report["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         if keep_tmp:
@@ -450,13 +470,15 @@ def format_table(report):
     if options:
         lines += [f"Speed options (base {options['base']}, batch {options['batch']}; speedup "
                   "over the default in the same group):", "",
-                  "| group | setting | s/step | speedup | first loss |", "|---|---|---|---|---|"]
+                  "| group | setting | s/step | speedup | loss after warm-up | XLA ran |",
+                  "|---|---|---|---|---|---|"]
         for r in options["steps"]:
             if "error" in r:
-                lines.append(f"| {r['group']} | {r['variant']} | error: {r['error'][:80]} | | |")
+                lines.append(f"| {r['group']} | {r['variant']} | error: {r['error'][:80]} | | | |")
                 continue
+            loss = _fmt(r.get("loss_after_warmup"), ".5f")
             lines.append(f"| {r['group']} | {r['variant']} | {r['s_per_step']:.3f} | "
-                         f"{r['speedup_vs_default']:.2f}x | {_fmt(r.get('first_loss'), '.5f')} |")
+                         f"{r['speedup_vs_default']:.2f}x | {loss} | {r.get('xla_ran')} |")
         lines.append("")
     conv = report.get("converter")
     if conv:
@@ -507,7 +529,8 @@ def main(argv=None):
 
         if not glob.glob(args.records):
             raise cli.UsageError(f"--records {args.records!r} matches no file")
-    run(args.out, args.quick, args.sections, args.records, args.keep_tmp)
+    command = " ".join(["python -m benchmarks.run"] + list(sys.argv[1:] if argv is None else argv))
+    run(args.out, args.quick, args.sections, args.records, args.keep_tmp, command=command)
     return 0
 
 
