@@ -1,0 +1,66 @@
+"""cli.py and quiet.py: one error line, the right exit codes, a quiet TensorFlow start."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main_raising(error):
+    def main(argv):
+        raise error
+    return main
+
+
+@pytest.mark.parametrize("error,code", [(cli.UserError("no such file x.json: pass --coco-dir"), 1),
+                                        (cli.UsageError("--epochs must be > 0"), 2),
+                                        (KeyboardInterrupt(), 130)])
+def test_run_main_turns_errors_into_one_line_and_exit_code(error, code, capsys):
+    assert cli.run_main(_main_raising(error)) == code
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    if isinstance(error, cli.UserError):
+        assert err == f"error: {error}\n"
+
+
+def test_parser_errors_are_usage_errors():
+    parser = cli.ArgumentParser(prog="tool")
+    parser.add_argument("--n", type=cli.positive_int, required=True)
+    with pytest.raises(cli.UsageError, match=r"--n: .*positive integer.*see tool --help"):
+        parser.parse_args(["--n", "0"])
+    with pytest.raises(cli.UsageError, match="required"):
+        parser.parse_args([])
+
+
+@pytest.mark.parametrize("fn,text,ok", [(cli.fraction, "1.0", True), (cli.fraction, "1.5", False),
+                                        (cli.non_negative_int, "0", True),
+                                        (cli.positive_float, "0", False)])
+def test_argument_types(fn, text, ok):
+    if ok:
+        fn(text)
+    else:
+        with pytest.raises(Exception, match="must be"):
+            fn(text)
+
+
+def test_quiet_tensorflow_start_leaves_stderr_empty():
+    code = ("import quiet\nimport tensorflow as tf\n"
+            "with tf.compat.v1.Session() as s: print(s.run(tf.constant(41) + 1))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "42\n"
+    assert done.stderr == ""
+
+
+def test_quiet_replays_unknown_stderr_lines():
+    code = ("import os, sys\nsys.modules.pop('tensorflow', None)\nimport quiet\n"
+            "quiet._captured(lambda: os.write(2, b'real warning\\ncpu_feature_guard x\\n'))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "real warning\n"
