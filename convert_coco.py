@@ -416,16 +416,6 @@ def _empty_counts():
             "skipped": {}, "bytes": 0}
 
 
-def _canonical(example):
-    """The serialized Example with its feature map in key order.
-
-    Protobuf otherwise orders map entries by a per-process string hash, so the
-    same record would differ between runs, and a resumed run's shards from
-    those of an uninterrupted one.
-    """
-    return tf.train.Example.FromString(example).SerializeToString(deterministic=True)
-
-
 def _write_shard(path, results, positives, skip_bad_images, bar):
     """Write results to path atomically; returns the shard's counts."""
     counts = _empty_counts()
@@ -441,7 +431,7 @@ def _write_shard(path, results, positives, skip_bad_images, bar):
                     counts["skipped"][reason] = counts["skipped"].get(reason, 0) + 1
                     bar.write(f"warning: skipped {message}", file=sys.stderr)
                     continue
-                writer.write(_canonical(records.make_example(*parts)))
+                writer.write(records.make_example(*parts))
                 counts["images"] += 1
                 counts["positive_images" if index in positives else "negative_images"] += 1
                 for key, value in image_counts.items():

@@ -68,7 +68,10 @@ def make_example(image_bytes, image_format, height, width, image_id, filename, m
         MASK: _bytes(mask_png),
         VERSION: _int64(SCHEMA_VERSION),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    # Map entries are otherwise ordered by a per-process hash: the same record would
+    # get different bytes in a resumed conversion than in an uninterrupted one.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(serialized):
