@@ -72,6 +72,9 @@ class Config:
     # ---- distribution (distribute.py, docs/distributed.md)
     strategy: str = "none"  # none | mirrored (GPUs of one machine) | multi-worker (TF_CONFIG)
     devices: str = ""  # mirrored: "/gpu:0,/gpu:1"; "" = all GPUs; "/cpu:0,/cpu:1" = logical CPUs
+    # ---- reliability (guard.py, docs/reliability.md)
+    skip_corrupt_records: bool = False  # True: skip and count bad records instead of stopping
+    on_nan: str = "stop"  # non-finite loss: "stop" with the step, or "skip" that batch's update
 
 
 def save_config(cfg, run_dir):

@@ -140,7 +140,8 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     shuffle, windows and flips per epoch; `seed` None draws a random seed.
     Raises UserError when no file matches, ValueError for an invalid input size.
     """
-    files = list_records(file_pattern)
+    # A list is files already checked (guard.scan_records: clean copies of damaged shards).
+    files = list_records(file_pattern) if isinstance(file_pattern, str) else list(file_pattern)
     output_size = unet.output_size(input_size, depth)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
