@@ -39,7 +39,9 @@ cli.quiet_tensorflow()
 import tensorflow as tf  # noqa: E402  (after quieting its C++ logging)
 
 import data  # noqa: E402
+import guard  # noqa: E402
 import records  # noqa: E402
+import runlock  # noqa: E402
 import speed  # noqa: E402
 import unet  # noqa: E402
 
@@ -49,6 +51,7 @@ log = logging.getLogger("train")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
 EXIT_ON_SIGNAL = {signal.SIGINT: cli.EXIT_INTERRUPTED, signal.SIGTERM: 0}
+MAX_NAN_SKIPS = 20  # --on-nan skip: more non-finite steps in a row means training diverged
 
 
 # ------------------------------------------------------------ config checks
@@ -237,7 +240,7 @@ def build_graph(cfg, total_steps):
     loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
     lr = learning_rate(cfg, global_step, total_steps)
     # Batch-norm moving statistics update with every step (unet.py puts them here).
-    optimizer = speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg)
+    optimizer = guard.wrap_optimizer(speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg), cfg)
     train_op = speed.minimize(optimizer, loss, global_step)  # runs the BN UPDATE_OPS too
     with tf.control_dependencies([train_op]):
         g["step"] = tf.identity(global_step.read_value())
@@ -270,6 +273,7 @@ def build_graph(cfg, total_steps):
     # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
     g["saver"] = v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True)
     g["best_saver"] = v1.train.Saver(max_to_keep=1, save_relative_paths=True)
+    g["finite"] = guard.all_finite(v1.global_variables())  # checked before every save
     g["init"] = v1.global_variables_initializer()
     return g
 
@@ -323,7 +327,7 @@ def _validate(sess, g, cfg, stop):
         return None
     sess.run(g["val_iterator"].initializer)
     counts, ce_sum, n_valid = np.zeros(4, np.int64), 0.0, 0.0
-    with data.record_errors(cfg.val_records):
+    with guard.record_errors(cfg.val_records):
         while stop.signum is None:
             try:
                 out = sess.run(g["val"])
@@ -363,6 +367,9 @@ def _hms(seconds):
 
 
 def _save(sess, g, cfg, step):
+    if not sess.run(g["finite"]):
+        raise UserError(f"weights became NaN/Inf by step {step}: not saving them (the last good "
+                        "checkpoint is kept); lower --learning-rate")
     return g["saver"].save(sess, os.path.join(cfg.run_dir, config.CKPT_PREFIX), step,
                            write_meta_graph=False)
 
@@ -376,11 +383,20 @@ def train(cfg):
     val_recall, val_accuracy, val_loss and val_baseline_* (all-background).
     """
     cfg = resolve(cfg)
+    if cfg.on_nan not in ("stop", "skip"):
+        raise UsageError(f"--on-nan must be stop or skip, got {cfg.on_nan!r}")
     check_resumable(cfg)
+    with runlock.RunLock(cfg.run_dir), guard.disk_errors(cfg.run_dir):
+        return _train_locked(cfg)
+
+
+def _train_locked(cfg):
     session_config = _session_config(cfg)  # first: XLA flags are read at the first Session
-    num_train = count_records(cfg.train_records)
-    if cfg.val_records:
-        data.list_records(cfg.val_records)
+    # Checks every record once (the count reads them all anyway); see guard.py.
+    train_files, num_train = guard.scan_records(cfg.train_records, cfg.run_dir,
+                                                cfg.skip_corrupt_records, "train")
+    val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
+                                   "val")[0] if cfg.val_records else ""
     steps_per_epoch = math.ceil(num_train / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
@@ -394,14 +410,15 @@ def train(cfg):
     config.save_config(cfg, cfg.run_dir)
 
     with tf.Graph().as_default() as graph:
-        g = build_graph(cfg, total_steps)
+        g = build_graph(dataclasses.replace(cfg, train_records=train_files,
+                                            val_records=val_files), total_steps)
         graph.finalize()  # any op added inside the loop would be a leak
         with v1.Session(config=session_config) as sess, _StopFlag() as stop:
             return _loop(sess, g, cfg, total_steps, stop)
 
 
 def _restore(sess, g, cfg):
-    checkpoint = config.latest_checkpoint(cfg.run_dir)
+    checkpoint = guard.restorable_checkpoint(cfg.run_dir)  # skips one torn by a crash
     if not checkpoint:
         sess.run(g["init"])
         log.info("starting a new run in %s", cfg.run_dir)
@@ -429,7 +446,7 @@ def _loop(sess, g, cfg, total_steps, stop):
     val_writer = v1.summary.FileWriter(os.path.join(cfg.run_dir, "val"))
     # Tells TensorBoard to drop events logged after this step by a killed earlier run.
     train_writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step)
-    metrics, checkpoint, losses, validated = None, None, [], False
+    metrics, checkpoint, losses, validated, nan_skips = None, None, [], False, 0
     tick, tick_step = time.time(), step
 
     def finished():
@@ -444,13 +461,23 @@ def _loop(sess, g, cfg, total_steps, stop):
                 if (step + 1) % cfg.image_summary_every == 0 or step == 0:
                     fetches["images"] = g["image_summary"]
                 try:
-                    with data.record_errors(cfg.train_records):
+                    with guard.record_errors(cfg.train_records):
                         out = sess.run(fetches)
                 except tf.errors.OutOfRangeError:
                     epoch_done = True
                     break
                 step = int(out["step"])
                 losses.append(float(out["loss"]))
+                if not math.isfinite(losses[-1]) and cfg.on_nan == "skip":
+                    nan_skips += 1
+                    log.warning("loss %s at step %d: update skipped (%d in a row)",
+                                losses.pop(), step, nan_skips)
+                    if nan_skips >= MAX_NAN_SKIPS:
+                        raise UserError(f"loss was not finite for {nan_skips} steps in a row up "
+                                        f"to step {step}: lower --learning-rate (the last good "
+                                        "checkpoint is kept)")
+                    continue
+                nan_skips = 0
                 if not math.isfinite(losses[-1]):
                     raise UserError(f"loss became {losses[-1]} at step {step}: lower "
                                     "--learning-rate (the last good checkpoint is kept)")
@@ -565,6 +592,11 @@ def build_parser():
     a("--inter-op-threads", type=cli.non_negative_int, default=d.inter_op_threads,
       help="ops run side by side; 0 = TensorFlow's choice")
     a("--log-device-placement", action="store_true", help="log the device of every op")
+    a("--skip-corrupt-records", action="store_true",
+      help="skip and count records that fail their checksum or do not decode, instead of "
+      "stopping (decodes every record once at start)")
+    a("--on-nan", choices=("stop", "skip"), default=d.on_nan,
+      help="non-finite loss: stop with the step, or skip that batch's update")
     a("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
