@@ -44,6 +44,9 @@ refused unless --overwrite. Readers should treat the stats file as the
 "complete" marker.
 """
 
+import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+
+# isort: split
 import argparse
 import contextlib
 import functools

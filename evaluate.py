@@ -25,14 +25,14 @@ under <run>/eval/overlays/ (prediction tinted red and outlined yellow, ground
 truth outlined green).
 """
 
+import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+
+# isort: split
 import heapq
 import json
 import os
 import shutil
 import sys
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 import numpy as np
 import tensorflow as tf

@@ -19,14 +19,14 @@ Serving all read it. assets.extra/coco_unet.json records the config, checkpoint
 and threshold it was made from.
 """
 
+import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+
+# isort: split
 import dataclasses
 import json
 import os
 import shutil
 import sys
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 import tensorflow as tf
 

@@ -16,12 +16,12 @@ in the run's eval.json, else 0.5. Bad images get one error line each; the rest
 are still predicted, and the exit code is 1 if any failed.
 """
 
+import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+
+# isort: split
 import json
 import os
 import sys
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 import cv2
 import numpy as np
