@@ -32,6 +32,7 @@ import errno
 import json
 import logging
 import os
+import threading
 
 import tensorflow as tf
 
@@ -360,28 +361,47 @@ def wrap_optimizer(optimizer, cfg):
 
 
 def _disk_problem(error):
+    """("what", "where") if error says the disk refused a write, else None."""
     if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
-        return DISK_ERRNOS[error.errno]
-    if isinstance(error, tf.errors.OpError):
-        for words in DISK_WORDS:
-            if words.lower() in (error.message or "").lower():
-                return words.lower()
+        return DISK_ERRNOS[error.errno], error.filename
+    # TensorFlow reports it as OutOfRange/Unknown/..., and its event writer thread even as
+    # IndexError: "<path>; File too large".
+    text = (getattr(error, "message", None) or str(error)).strip()
+    for words in DISK_WORDS:
+        if words.lower() in text.lower():
+            head = text.splitlines()[0].split(";")[0].strip()
+            return words.lower(), head if head.startswith(os.sep) else None
     return None
 
 
 @contextlib.contextmanager
 def disk_errors(run_dir):
-    """Turn a full disk / file-size limit / unwritable dir while writing run_dir into one line."""
+    """Turn a full disk / file-size limit / unwritable dir while writing run_dir into one line.
+
+    Also quiets the traceback TensorFlow's event-writer thread prints for the same
+    failure; the error reaches the trainer again when the writer is flushed.
+    """
+    previous = threading.excepthook
+
+    def thread_hook(args):
+        if _disk_problem(args.exc_value) is None:
+            previous(args)
+
+    threading.excepthook = thread_hook
     try:
         yield
-    except (OSError, tf.errors.OpError) as e:
-        problem = _disk_problem(e)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a disk problem
+        problem = _disk_problem(e) or _disk_problem(e.__context__ or e)
         if problem is None:
             raise
-        where = getattr(e, "filename", None) or run_dir
-        raise UserError(f"cannot write {where} ({problem}): free space or fix permissions, "
-                        "then re-run the same command; it resumes from the last complete "
-                        "checkpoint") from None
+        what, where = problem
+        raise UserError(f"cannot write {where or run_dir} ({what}): free space or fix "
+                        "permissions, then re-run the same command; it resumes from the last "
+                        "complete checkpoint") from None
+    finally:
+        threading.excepthook = previous
 
 
 def _readable_checkpoint(prefix):
@@ -389,7 +409,8 @@ def _readable_checkpoint(prefix):
         reader = tf.train.load_checkpoint(prefix)
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)  # reads the data file: a torn one fails here
-    except (tf.errors.OpError, ValueError):
+    # The pybind reader raises IndexError for a short read, RuntimeError for a bad index.
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError):
         return False
     return True
 

@@ -1,0 +1,395 @@
+"""Faults caused for real: kills, corrupt shards, NaNs, a full disk, two trainings at once.
+
+Each test causes the fault (SIGKILL/SIGINT/SIGTERM to a real training or
+conversion process, flipped and cut bytes, an absurd learning rate, a file-size
+limit, a second trainer) and checks that nothing is lost beyond the documented
+checkpoint interval. Networks are tiny (depth 1, 4 filters, 44 px input) so the
+whole file runs in about two minutes on two cores.
+"""
+
+import glob
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cli
+import config
+import convert_coco
+import demo_data
+import guard
+import records
+import runlock
+import train
+from cli import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+TINY = dict(depth=1, base_filters=4, input_size=44, batch_size=2, log_every=1, seed=3,
+            val_records="", image_summary_every=1000)
+CHECKPOINT_EVERY = 4
+
+
+def write_records(path, n, seed=0, bad_png_at=None):
+    """n small random image+mask records; record `bad_png_at` gets a mask that is not a PNG."""
+    rng = np.random.default_rng(seed)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(n):
+            h, w = (int(v) for v in rng.integers(30, 60, 2))
+            image = rng.integers(0, 255, (h, w, 3)).astype(np.uint8)
+            mask = (image[..., :1] > 128).astype(np.uint8)
+            png = tf.io.encode_png(mask).numpy()
+            if i == bad_png_at:
+                png = b"\x89PNG\r\n\x1a\n" + bytes(rng.integers(0, 255, 40, dtype=np.uint8))
+            writer.write(records.make_example(tf.io.encode_jpeg(image).numpy(), "jpeg", h, w,
+                                              i, f"{i}.jpg", png))
+
+
+def offsets(path):
+    """Byte offset of every record header, from the framing alone."""
+    raw, found, at = open(path, "rb").read(), [], 0
+    while at < len(raw):
+        found.append(at)
+        at += 16 + int.from_bytes(raw[at:at + 8], "little")
+    return found
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shards")
+    write_records(d / "r-00000-of-00001.tfrecord", 10)
+    return str(d / "r-*")
+
+
+def cfg_for(shards, run_dir, **kw):
+    return config.Config(**{**TINY, "train_records": shards, "run_dir": str(run_dir), **kw})
+
+
+def train_cmd(shards, run_dir, *extra):
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--train-records", shards,
+            "--val-records", "", "--run-dir", str(run_dir), "--depth", "1", "--base-filters",
+            "4", "--input-size", "44", "--batch-size", "2", "--log-every", "1", "--seed", "3",
+            "--checkpoint-every", str(CHECKPOINT_EVERY), *extra]
+
+
+def run_cmd(cmd, timeout=180, **kw):
+    return subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def start_and_wait_for_step(cmd, step):
+    """Start cmd; return (process, stderr lines so far) once it logged `step` (None: any)."""
+    proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if f" step {step}/" in line or (step is None and " step " in line and "/" in line):
+            return proc, lines
+    proc.wait(timeout=60)
+    raise AssertionError(f"training ended before step {step}:\n{''.join(lines)}")
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def resumed_step(stderr):
+    line = next(line for line in stderr.splitlines() if "resuming from" in line)
+    return int(line.split("(step ")[1].split(",")[0])
+
+
+def all_listed_readable(run_dir):
+    state = tf.train.get_checkpoint_state(str(run_dir))
+    return state is None or all(guard._readable_checkpoint(p)
+                                for p in state.all_model_checkpoint_paths)
+
+
+# ------------------------------------------------------------------ kills
+
+
+def test_sigkill_at_random_steps_loses_at_most_the_checkpoint_interval(shards, tmp_path):
+    run = tmp_path / "run"
+    rng = random.Random()
+    seed = rng.randrange(10**6)
+    rng = random.Random(seed)
+    cmd = train_cmd(shards, run, "--max-steps", "24")
+    lost = []
+    for kill_after in sorted(rng.sample(range(3, 20), 2)):
+        proc, lines = start_and_wait_for_step(cmd, kill_after)
+        proc.kill()  # SIGKILL: no handler, no save, no lock release
+        proc.wait(timeout=60)
+        seen = int(lines[-1].split(" step ")[1].split("/")[0])
+        assert os.path.exists(runlock.lock_path(run))  # left behind by the killed run
+        assert all_listed_readable(run)
+        saved = int(tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
+                    .get_tensor("global_step"))
+        # Everything after the last save is lost: at most the checkpoint interval.
+        assert 0 <= seen - saved < CHECKPOINT_EVERY, (seed, seen, saved)
+        lost.append(int(seen - saved))
+    done = run_cmd(cmd)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "taking over the stale lock" in done.stderr
+    assert resumed_step(done.stderr) == saved
+    final = tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
+    assert final.get_tensor("global_step") == 24
+    print(f"SIGKILL seed {seed}: steps lost per kill {lost} (interval {CHECKPOINT_EVERY})")
+
+
+def test_sigkill_during_saves_leaves_a_restorable_checkpoint(shards, tmp_path):
+    """Saving every step, a kill at a random moment mostly lands inside Saver.save."""
+    run = tmp_path / "run"
+    cmd = train_cmd(shards, run, "--max-steps", "400", "--checkpoint-every", "1")
+    rng = random.Random()
+    for wait_for in (3, None):  # step 3 logged: checkpoints 1 and 2 are saved
+        proc, _ = start_and_wait_for_step(cmd, wait_for)
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.kill()
+        proc.wait(timeout=60)
+        assert guard.restorable_checkpoint(str(run)) == config.latest_checkpoint(str(run))
+        assert all_listed_readable(run)
+    # A torn newest checkpoint (as a crash mid-write could leave on another file system):
+    # resume falls back to the one before it.
+    latest = config.latest_checkpoint(str(run))
+    state = tf.train.get_checkpoint_state(str(run))
+    previous = state.all_model_checkpoint_paths[-2]
+    with open(latest + ".data-00000-of-00001", "r+b") as f:
+        f.truncate(100)
+    assert guard.restorable_checkpoint(str(run)) == previous
+    done = run_cmd(train_cmd(shards, run, "--max-steps",
+                             str(tf.train.load_checkpoint(previous).get_tensor("global_step")
+                                 + 2), "--checkpoint-every", "1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "is unreadable (torn by a crash?)" in done.stderr
+    assert f"resuming from {previous}" in done.stderr
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_sigint_sigterm_save_then_resume_exactly(shards, tmp_path, signum, code):
+    run = tmp_path / "run"
+    proc, lines = start_and_wait_for_step(train_cmd(shards, run, "--max-steps", "1000"), 3)
+    proc.send_signal(signum)
+    err = "".join(lines) + proc.stderr.read()
+    assert proc.wait(timeout=60) == code, err
+    stopped = [line for line in err.splitlines() if "stopped by" in line]
+    step = int(stopped[0].split(" at step ")[1].split(":")[0])
+    assert "Traceback" not in err and not os.path.exists(runlock.lock_path(run))
+    done = run_cmd(train_cmd(shards, run, "--max-steps", str(step + 3)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert resumed_step(done.stderr) == step  # nothing lost: the signal saved this step
+    reader = tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
+    assert reader.get_tensor("global_step") == step + 3
+    # Adam applied exactly step + 3 updates across the two processes.
+    assert reader.get_tensor("beta1_power") == pytest.approx(0.9 ** (step + 4), rel=1e-5)
+
+
+def test_converter_sigkill_then_rerun_gives_identical_records(tmp_path):
+    coco = str(tmp_path / "coco")
+    demo_data.generate(coco, seed=5, num_train=8, num_val=1)
+    reference = str(tmp_path / "ref" / "cat")
+    args = ["--coco-dir", coco, "--num-shards", "4", "--workers", "1", "--no-progress"]
+    assert cli.run_main(convert_coco.main, args + ["--output", reference]) == 0
+    out = str(tmp_path / "out" / "cat")
+    cmd = [sys.executable, os.path.join(ROOT, "convert_coco.py"), *args, "--output", out]
+    proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not glob.glob(out + "-train2017-00001-of-*.tfrecord*") and time.time() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not os.path.exists(convert_coco.stats_path(out, "train2017"))
+    complete = glob.glob(out + "-*.tfrecord")
+    assert len(complete) < 4  # killed mid-run
+    for shard in complete:  # whatever looks complete is complete
+        assert not any(isinstance(rec, guard.BadRecord) for _, _, rec in
+                       guard.iterate_shard(shard))
+    assert run_cmd(cmd).returncode == 0
+    for ref in sorted(glob.glob(reference + "-*.tfrecord")):
+        mine = out + ref[len(reference):]
+        assert open(mine, "rb").read() == open(ref, "rb").read(), mine
+    assert not glob.glob(out + "*.partial")
+
+
+# ------------------------------------------------------------------ corrupt data
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_corrupt_shard_names_shard_record_and_offset(tmp_path, how):
+    path = tmp_path / "c-00000-of-00001.tfrecord"
+    write_records(path, 6)
+    starts = offsets(path)
+    raw = bytearray(path.read_bytes())
+    if how == "flip":
+        raw[starts[3] + 40] ^= 0xFF  # inside record #3's data: its CRC no longer matches
+    else:
+        raw = raw[:starts[4] + 30]  # cut in the middle of record #4
+    path.write_bytes(bytes(raw))
+    bad = 3 if how == "flip" else 4
+    with pytest.raises(UserError, match=rf"c-00000-of-00001\.tfrecord: record #{bad} at byte "
+                                        rf"offset {starts[bad]} is corrupt .*--skip-corrupt"):
+        train.train(cfg_for(str(path), tmp_path / "run", max_steps=2))
+    assert config.latest_checkpoint(str(tmp_path / "run")) is None  # never trained on it
+
+    result = train.train(cfg_for(str(path), tmp_path / "run", max_steps=2,
+                                 skip_corrupt_records=True))
+    assert result["step"] == 2
+    report = json.loads((tmp_path / "run" / guard.REPORT).read_text())["train"]
+    assert report["skipped"] == 1 and report["good"] == (5 if how == "flip" else 4)
+    assert report["bad"][0]["index"] == bad and report["bad"][0]["offset"] == starts[bad]
+
+
+def test_corrupt_length_header_resyncs_to_the_next_record(tmp_path):
+    path = tmp_path / "h-00000-of-00001.tfrecord"
+    write_records(path, 5)
+    starts = offsets(path)
+    raw = bytearray(path.read_bytes())
+    raw[starts[2] + 1] ^= 0x10  # the length of record #2: its header CRC fails
+    path.write_bytes(bytes(raw))
+    walked = list(guard.iterate_shard(str(path), skip_corrupt=True))
+    kinds = [(i, off, isinstance(rec, guard.BadRecord)) for i, off, rec in walked]
+    assert kinds == [(0, starts[0], False), (1, starts[1], False), (2, starts[2], True),
+                     (3, starts[3], False), (4, starts[4], False)]
+
+
+def test_record_with_an_undecodable_mask_is_named_or_skipped(tmp_path):
+    path = tmp_path / "p-00000-of-00001.tfrecord"
+    write_records(path, 6, bad_png_at=2)
+    starts = offsets(path)
+    # Its framing is fine, so the error surfaces in training and is located then.
+    with pytest.raises(UserError, match=rf"p-00000-of-00001\.tfrecord: record #2 at byte offset "
+                                        rf"{starts[2]} is corrupt"):
+        train.train(cfg_for(str(path), tmp_path / "run", max_steps=20))
+    result = train.train(cfg_for(str(path), tmp_path / "run2", max_steps=6,
+                                 skip_corrupt_records=True))
+    assert result["step"] == 6
+    report = json.loads((tmp_path / "run2" / guard.REPORT).read_text())["train"]
+    assert report["skipped"] == 1 and report["good"] == 5 and report["bad"][0]["index"] == 2
+    clean = guard.scan_records(str(tmp_path / "run2" / guard.CLEAN_DIR / "train" / "*"))
+    assert clean[1] == 5
+
+
+# ------------------------------------------------------------------ numbers
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(shards, tmp_path):
+    run = tmp_path / "run"
+    train.train(cfg_for(shards, run, max_steps=4, checkpoint_every=4))
+    good = config.latest_checkpoint(str(run))
+    before = {n: tf.train.load_checkpoint(good).get_tensor(n)
+              for n, _ in tf.train.list_variables(good)}
+    with pytest.raises(UserError, match=r"(loss became (nan|inf)|weights became NaN/Inf)"
+                                        r" (at|by) step \d+.*last good checkpoint is kept"):
+        train.train(cfg_for(shards, run, max_steps=400, checkpoint_every=1000,
+                            learning_rate=1e30))
+    assert config.latest_checkpoint(str(run)) == good
+    reader = tf.train.load_checkpoint(good)
+    for name, value in before.items():
+        np.testing.assert_array_equal(reader.get_tensor(name), value)
+
+
+def test_on_nan_skip_skips_exactly_the_bad_updates(shards, tmp_path, monkeypatch, caplog):
+    real = train.pixel_loss
+
+    def every_third_nan(logits, masks, pos_weight, dice_weight=0.0):
+        loss, ce_sum, n_valid = real(logits, masks, pos_weight, dice_weight)
+        step = tf.compat.v1.train.get_or_create_global_step()
+        # A factor, so the gradients are NaN too, as from a real overflow.
+        poison = tf.where(tf.equal(step % 3, 1), np.float32("nan"), np.float32(1.0))
+        return loss * poison, ce_sum, n_valid
+
+    monkeypatch.setattr(train, "pixel_loss", every_third_nan)
+    caplog.set_level("WARNING", logger="train")
+    result = train.train(cfg_for(shards, tmp_path / "run", max_steps=9, on_nan="skip"))
+    assert result["step"] == 9 and np.isfinite(result["train_loss"])
+    skipped = [r for r in caplog.records if "update skipped" in r.getMessage()]
+    assert len(skipped) == 3  # steps 2, 5, 8 (global step 1, 4, 7 before each)
+    reader = tf.train.load_checkpoint(config.latest_checkpoint(str(tmp_path / "run")))
+    assert reader.get_tensor("global_step") == 9
+    assert reader.get_tensor("beta1_power") == pytest.approx(0.9 ** (6 + 1), rel=1e-5)
+    assert all(np.isfinite(reader.get_tensor(n)).all() for n, _ in
+               tf.train.list_variables(config.latest_checkpoint(str(tmp_path / "run"))))
+
+
+# ------------------------------------------------------------------ disks
+
+
+def _file_size_limit(limit):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        # Like a full disk: writes fail with an error instead of the signal killing us.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return apply
+
+
+def test_disk_full_is_one_clear_error_and_the_last_checkpoint_restores(shards, tmp_path):
+    run = tmp_path / "run"
+    first = run_cmd(train_cmd(shards, run, "--max-steps", "4"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    good = config.latest_checkpoint(str(run))
+    size = os.path.getsize(good + ".data-00000-of-00001")
+    cmd = train_cmd(shards, run, "--max-steps", "40")
+    full = run_cmd(cmd, preexec_fn=_file_size_limit(size - 1))
+    assert full.returncode == 1, full.stderr[-2000:]
+    errors = error_lines(full.stderr)
+    assert len(errors) == 1 and "file too large" in errors[0], full.stderr[-2000:]
+    assert "Traceback" not in full.stderr
+    assert guard.restorable_checkpoint(str(run)) == good == config.latest_checkpoint(str(run))
+    assert not os.path.exists(runlock.lock_path(run))
+    again = run_cmd(cmd)
+    assert again.returncode == 0 and resumed_step(again.stderr) == 4
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_run_dir_is_one_clear_error(shards, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    run.chmod(0o555)
+    done = run_cmd(train_cmd(shards, run, "--max-steps", "2"))
+    assert done.returncode == 1 and len(error_lines(done.stderr)) == 1
+    assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------ two trainings
+
+
+def test_second_training_on_a_run_dir_refuses(shards, tmp_path):
+    run = tmp_path / "run"
+    first, _ = start_and_wait_for_step(train_cmd(shards, run, "--max-steps", "100000"), 2)
+    try:
+        second = run_cmd(train_cmd(shards, run, "--max-steps", "100000"))
+        assert second.returncode == 1
+        errors = error_lines(second.stderr)
+        assert len(errors) == 1 and f"is in use by pid {first.pid}" in errors[0]
+        assert "Traceback" not in second.stderr
+        assert first.poll() is None  # the first one trains on, untouched
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.stderr.read()
+        assert first.wait(timeout=60) == 0
+    assert not os.path.exists(runlock.lock_path(run))
+
+
+def test_stale_and_foreign_locks(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = runlock.lock_path(str(run))
+    with open(lock, "w") as f:
+        json.dump({"pid": dead.pid, "host": runlock.socket.gethostname()}, f)
+    with runlock.RunLock(str(run)):  # the dead pid's lock is stale: taken over
+        assert runlock.read_owner(lock)["pid"] == os.getpid()
+        with pytest.raises(UserError, match=f"in use by pid {os.getpid()}"):
+            runlock.RunLock(str(run)).acquire()
+    assert not os.path.exists(lock)
+    with open(lock, "w") as f:
+        json.dump({"pid": 1, "host": "gpu-box-7"}, f)
+    with pytest.raises(UserError, match="locked by pid 1 on gpu-box-7.*delete .*train.lock"):
+        runlock.RunLock(str(run)).acquire()
