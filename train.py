@@ -17,6 +17,7 @@ background everywhere, so a model that finds nothing cannot look good.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -39,6 +40,7 @@ cli.quiet_tensorflow()
 import tensorflow as tf  # noqa: E402  (after quieting its C++ logging)
 
 import data  # noqa: E402
+import distribute  # noqa: E402
 import guard  # noqa: E402
 import records  # noqa: E402
 import runlock  # noqa: E402
@@ -213,20 +215,48 @@ def learning_rate(cfg, global_step, total_steps):
     return tf.constant(cfg.learning_rate, tf.float32)
 
 
+def _distributed_step(cfg, g, strategy, optimizer, global_step):
+    """The train step run by every replica of `strategy` (see distribute.py)."""
+    def dataset_fn(workers, index):
+        files = distribute.shard_files(distribute.record_files(cfg.train_records), workers, index)
+        return data.make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth,
+                                 distribute.worker_seed(cfg.seed, index), g["data_epoch"],
+                                 cfg.shuffle_buffer)
+
+    g["train_iterator"] = distribute.make_iterator(strategy, dataset_fn, g.get("worker_steps"))
+
+    def loss_fn(images, masks):
+        logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
+        return pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0], logits
+
+    out = distribute.build_step(strategy, g["train_iterator"], loss_fn,
+                                lambda loss: speed.minimize(optimizer, loss, global_step),
+                                global_step)
+    return out["step"], out["loss"], out["images"], out["masks"], out["logits"]
+
+
 def _to_image(x):
     """[B, h, w, 1] in [0, 1] or mask values -> uint8 for tf.summary.image."""
     return tf.cast(tf.clip_by_value(x * 255.0, 0.0, 255.0), tf.uint8)
 
 
-def build_graph(cfg, total_steps):
-    """All ops of a run, in the current default graph; returns them in a dict."""
-    g = {}
+def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
+    """All ops of a run, in the current default graph; returns them in a dict.
+
+    strategy: a tf.distribute strategy from distribute.make_strategy (build inside
+    distribute.scope(strategy)), or None for the single-device graph.
+    worker_steps: multi-worker only, steps per epoch that every worker can feed.
+    """
+    g = {"strategy": strategy, "chief": distribute.is_chief(strategy),
+         "global_batch": cfg.batch_size * distribute.num_replicas(strategy),
+         "worker_steps": worker_steps}
     v1.set_random_seed(cfg.seed)
     g["data_epoch"] = v1.placeholder_with_default(tf.constant(0, tf.int64), [], "data_epoch")
-    train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True, cfg.input_size,
-                                 cfg.depth, cfg.seed, g["data_epoch"], cfg.shuffle_buffer)
-    g["train_iterator"] = data.make_initializable_iterator(train_ds)
-    images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
+    if strategy is None:
+        train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True, cfg.input_size,
+                                     cfg.depth, cfg.seed, g["data_epoch"], cfg.shuffle_buffer)
+        g["train_iterator"] = data.make_initializable_iterator(train_ds)
+        images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
 
     global_step = v1.train.get_or_create_global_step()
     g["epoch"] = v1.get_variable("epoch", [], tf.int64, v1.zeros_initializer(), trainable=False)
@@ -236,14 +266,19 @@ def build_graph(cfg, total_steps):
     g["new_best"] = v1.placeholder(tf.float32, [], "new_best_iou")
     g["set_best"] = g["best_iou"].assign(g["new_best"])
 
-    logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
-    loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
+    if strategy is None:
+        logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
+        loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
     lr = learning_rate(cfg, global_step, total_steps)
     # Batch-norm moving statistics update with every step (unet.py puts them here).
     optimizer = guard.wrap_optimizer(speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg), cfg)
-    train_op = speed.minimize(optimizer, loss, global_step)  # runs the BN UPDATE_OPS too
-    with tf.control_dependencies([train_op]):
-        g["step"] = tf.identity(global_step.read_value())
+    if strategy is None:
+        train_op = speed.minimize(optimizer, loss, global_step)  # runs the BN UPDATE_OPS too
+        with tf.control_dependencies([train_op]):
+            g["step"] = tf.identity(global_step.read_value())
+    else:
+        g["step"], loss, images, masks, logits = _distributed_step(cfg, g, strategy, optimizer,
+                                                                   global_step)
     g["global_step"], g["loss"] = global_step, loss
 
     g["summary"] = v1.summary.merge([v1.summary.scalar("cost", loss),
@@ -355,6 +390,8 @@ def _report(sess, g, cfg, writer, metrics, step, epoch):
     writer.flush()
     if metrics["iou"] > sess.run(g["best_iou"]):
         sess.run(g["set_best"], {g["new_best"]: metrics["iou"]})
+        if not g["chief"]:
+            return
         path = g["best_saver"].save(sess, os.path.join(cfg.run_dir, config.BEST_DIR,
                                                        config.CKPT_PREFIX), step,
                                     write_meta_graph=False)
@@ -367,6 +404,8 @@ def _hms(seconds):
 
 
 def _save(sess, g, cfg, step):
+    if not g["chief"]:  # the chief's checkpoint is every worker's
+        return None
     if not sess.run(g["finite"]):
         raise UserError(f"weights became NaN/Inf by step {step}: not saving them (the last good "
                         "checkpoint is kept); lower --learning-rate")
@@ -386,18 +425,24 @@ def train(cfg):
     if cfg.on_nan not in ("stop", "skip"):
         raise UsageError(f"--on-nan must be stop or skip, got {cfg.on_nan!r}")
     check_resumable(cfg)
-    with runlock.RunLock(cfg.run_dir), guard.disk_errors(cfg.run_dir):
-        return _train_locked(cfg)
+    # First: logical CPU devices for --devices must exist before TF's runtime starts.
+    strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
+    # Non-chief workers share the chief's run dir but never write to it.
+    lock = runlock.RunLock(cfg.run_dir) if distribute.is_chief(strategy) else (
+        contextlib.nullcontext())
+    with lock, guard.disk_errors(cfg.run_dir):
+        return _train_locked(cfg, strategy)
 
 
-def _train_locked(cfg):
+def _train_locked(cfg, strategy=None):
     session_config = _session_config(cfg)  # first: XLA flags are read at the first Session
     # Checks every record once (the count reads them all anyway); see guard.py.
     train_files, num_train = guard.scan_records(cfg.train_records, cfg.run_dir,
                                                 cfg.skip_corrupt_records, "train")
     val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
                                    "val")[0] if cfg.val_records else ""
-    steps_per_epoch = math.ceil(num_train / cfg.batch_size)
+    steps_per_epoch = distribute.steps_per_epoch(strategy, num_train, cfg.batch_size,
+                                                 train_files)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -407,13 +452,18 @@ def _train_locked(cfg):
              num_train, steps_per_epoch, total_steps, cfg.depth, cfg.base_filters,
              unet.parameter_count(cfg.depth, cfg.base_filters, cfg.num_outputs),
              cfg.input_size, unet.output_size(cfg.input_size, cfg.depth))
-    config.save_config(cfg, cfg.run_dir)
+    log.info(distribute.describe(strategy, cfg.batch_size))
+    if distribute.is_chief(strategy):
+        config.save_config(cfg, cfg.run_dir)
+    # The multi-worker gRPC server must stay referenced while the Session runs.
+    target, session_config, _server = distribute.session_target(strategy, session_config)
 
-    with tf.Graph().as_default() as graph:
+    with tf.Graph().as_default() as graph, distribute.scope(strategy):
         g = build_graph(dataclasses.replace(cfg, train_records=train_files,
-                                            val_records=val_files), total_steps)
+                                            val_records=val_files), total_steps, strategy,
+                        steps_per_epoch if distribute.num_workers(strategy) > 1 else None)
         graph.finalize()  # any op added inside the loop would be a leak
-        with v1.Session(config=session_config) as sess, _StopFlag() as stop:
+        with v1.Session(target, config=session_config) as sess, _StopFlag() as stop:
             return _loop(sess, g, cfg, total_steps, stop)
 
 
@@ -442,8 +492,9 @@ def _restore(sess, g, cfg):
 def _loop(sess, g, cfg, total_steps, stop):
     _restore(sess, g, cfg)
     step, epoch = (int(x) for x in sess.run([g["global_step"], g["epoch"]]))
-    train_writer = v1.summary.FileWriter(os.path.join(cfg.run_dir, "train"), sess.graph)
-    val_writer = v1.summary.FileWriter(os.path.join(cfg.run_dir, "val"))
+    train_writer = distribute.summary_writer(g["strategy"], os.path.join(cfg.run_dir, "train"),
+                                             sess.graph)
+    val_writer = distribute.summary_writer(g["strategy"], os.path.join(cfg.run_dir, "val"))
     # Tells TensorBoard to drop events logged after this step by a killed earlier run.
     train_writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step)
     metrics, checkpoint, losses, validated, nan_skips = None, None, [], False, 0
@@ -485,8 +536,8 @@ def _loop(sess, g, cfg, total_steps, stop):
                 if "images" in out:
                     train_writer.add_summary(out["images"], step)
                 if step % cfg.log_every == 0:
-                    rate = (step - tick_step) * cfg.batch_size / max(time.time() - tick, 1e-9)
-                    eta = (total_steps - step) * cfg.batch_size / max(rate, 1e-9)
+                    rate = (step - tick_step) * g["global_batch"] / max(time.time() - tick, 1e-9)
+                    eta = (total_steps - step) * g["global_batch"] / max(rate, 1e-9)
                     log.info("step %d/%d epoch %d/%d loss %.4f %.1f images/s ETA %s",
                              step, total_steps, epoch + 1, cfg.epochs,
                              np.mean(losses[-cfg.log_every:]), rate, _hms(eta))
@@ -592,6 +643,11 @@ def build_parser():
     a("--inter-op-threads", type=cli.non_negative_int, default=d.inter_op_threads,
       help="ops run side by side; 0 = TensorFlow's choice")
     a("--log-device-placement", action="store_true", help="log the device of every op")
+    a("--strategy", choices=distribute.STRATEGIES, default=d.strategy,
+      help="mirrored: all GPUs of this machine (or --devices); multi-worker: the machines in "
+      "TF_CONFIG; the global batch is --batch-size x replicas (docs/distributed.md)")
+    a("--devices", default=d.devices,
+      help="--strategy mirrored: devices to use, e.g. /gpu:0,/gpu:1; '' = all GPUs")
     a("--skip-corrupt-records", action="store_true",
       help="skip and count records that fail their checksum or do not decode, instead of "
       "stopping (decodes every record once at start)")
