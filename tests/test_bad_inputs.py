@@ -1,0 +1,413 @@
+"""Every bad input of docs/bad_inputs.md, per command: one `error:` line, exit code, no traceback.
+
+Most cases call the command's main() through cli.run_main in this process (an
+unexpected exception would fail the test with its traceback); one case per
+command also runs as a real subprocess to see exactly what a user sees. Odd
+but valid images (1x1, 16-bit, grayscale, CMYK, big) must give correct results.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cli
+import config
+import convert_coco
+import demo_data
+import evaluate
+import export
+import predict
+import records
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAINS = {"convert_coco": convert_coco.main, "demo_data": demo_data.main, "train": train.main,
+         "evaluate": evaluate.main, "predict": predict.main, "export": export.main}
+DOC = os.path.join(ROOT, "docs", "bad_inputs.md")
+
+
+def _odd_images(d):
+    """Valid images of odd modes and sizes: name -> (path, height, width)."""
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(0)
+    made = {}
+
+    def put(name, ok_and_bytes, h, w):
+        path = os.path.join(d, name)
+        with open(path, "wb") as f:
+            f.write(ok_and_bytes[1].tobytes())
+        made[name] = (path, h, w)
+
+    put("one.png", cv2.imencode(".png", np.full((1, 1, 3), 200, np.uint8)), 1, 1)
+    put("gray.jpg", cv2.imencode(".jpg", rng.integers(0, 255, (37, 53), dtype=np.uint8)), 37, 53)
+    put("deep.png", cv2.imencode(".png", rng.integers(0, 65535, (30, 40, 3), dtype=np.uint16)),
+        30, 40)
+    put("alpha.png", cv2.imencode(".png", rng.integers(0, 255, (20, 25, 4), dtype=np.uint8)),
+        20, 25)
+    put("big.jpg", cv2.imencode(".jpg", rng.integers(0, 255, (1500, 2000, 3), dtype=np.uint8)),
+        1500, 2000)
+    pil = pytest.importorskip("PIL.Image")
+    path = os.path.join(d, "cmyk.jpg")
+    pil.new("CMYK", (31, 23), (10, 200, 30, 0)).save(path, "JPEG")
+    made["cmyk.jpg"] = (path, 23, 31)
+    return made
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A demo COCO dir, its records, a tiny trained run, and good/odd/bad image files."""
+    d = tmp_path_factory.mktemp("world")
+    coco = str(d / "coco")
+    demo_data.generate(coco, seed=2, num_train=3, num_val=2)
+    out = str(d / "data" / "cat")
+    for split in ("train2017", "val2017"):
+        convert_coco.convert(coco, split, output=out, progress=False)
+    run = str(d / "run")
+    train.train(config.Config(train_records=out + "-train2017-*", val_records="",
+                              run_dir=run, depth=1, base_filters=4, input_size=44,
+                              batch_size=2, max_steps=2, seed=1, log_every=1))
+    images = str(d / "images")
+    odd = _odd_images(images)
+    bad = {"text.jpg": b"this is not an image\n", "empty.png": b"",
+           "trunc.jpg": open(odd["big.jpg"][0], "rb").read()[:3000]}
+    for name, content in bad.items():
+        with open(os.path.join(images, name), "wb") as f:
+            f.write(content)
+    other_schema = str(d / "other-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(other_schema) as w:
+        w.write(tf.train.Example(features=tf.train.Features(feature={
+            "image/raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}))
+            .SerializeToString())
+    empty_shard = str(d / "empty-00000-of-00001.tfrecord")
+    open(empty_shard, "wb").close()
+    return {"dir": str(d), "coco": coco, "train": out + "-train2017-*",
+            "val": out + "-val2017-*", "run": run, "images": images, "odd": odd,
+            "other_schema": other_schema, "empty_shard": empty_shard}
+
+
+def copy_run(world, tmp_path, edit=None):
+    run = str(tmp_path / "run")
+    shutil.copytree(world["run"], run)
+    if edit:
+        edit(run)
+    return run
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def set_config(run, **changes):
+    path = os.path.join(run, config.RUN_CONFIG)
+    cfg = json.load(open(path))
+    cfg.update(changes)
+    write(path, json.dumps(cfg))
+
+
+def coco_copy(world, tmp_path, edit):
+    coco = str(tmp_path / "coco")
+    shutil.copytree(world["coco"], coco)
+    edit(coco)
+    return coco
+
+
+def ann_path(coco, split="train2017"):
+    return os.path.join(coco, "annotations", f"instances_{split}.json")
+
+
+def first_image(coco):
+    doc = json.load(open(ann_path(coco)))
+    return os.path.join(coco, "train2017", doc["images"][0]["file_name"])
+
+
+T = {"--depth": "1", "--base-filters": "4", "--input-size": "44", "--batch-size": "2",
+     "--max-steps": "2", "--val-records": ""}
+
+
+def tiny(w, tmp, **extra):
+    args = {"--train-records": w["train"], "--run-dir": str(tmp / "newrun"), **T, **extra}
+    return [x for k, v in args.items() for x in (k, v)]
+
+
+# (case id, command, what is wrong, argv(world, tmp_path), exit code, words in the error)
+CASES = [
+    # ---------------------------------------------------------------- convert_coco
+    ("convert-no-coco-dir-flag", "convert_coco", "--coco-dir missing",
+     lambda w, t: [], 2, "--coco-dir"),
+    ("convert-missing-dir", "convert_coco", "COCO directory does not exist",
+     lambda w, t: ["--coco-dir", str(t / "nope")], 1, "does not exist"),
+    ("convert-missing-annotations", "convert_coco", "annotation file missing",
+     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: os.remove(ann_path(c))),
+                   "--output", str(t / "o")], 1, "not found"),
+    ("convert-empty-annotations", "convert_coco", "annotation file empty",
+     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(ann_path(c), "")),
+                   "--output", str(t / "o")], 1, "not valid JSON"),
+    ("convert-malformed-json", "convert_coco", "annotation file is broken JSON",
+     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(ann_path(c), '{"images": [')),
+                   "--output", str(t / "o")], 1, "not valid JSON"),
+    ("convert-not-coco", "convert_coco", "JSON that is not a COCO instances file",
+     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(ann_path(c), "[1, 2]")),
+                   "--output", str(t / "o")], 1, "not a COCO instances file"),
+    ("convert-unknown-class", "convert_coco", "unknown class name",
+     lambda w, t: ["--coco-dir", w["coco"], "--classes", "unicorn", "--output", str(t / "o")],
+     1, "unknown class 'unicorn'"),
+    ("convert-bad-split", "convert_coco", "split that does not exist",
+     lambda w, t: ["--coco-dir", w["coco"], "--split", "test2099", "--output", str(t / "o")],
+     1, "instances_test2099.json not found"),
+    ("convert-num-shards-0", "convert_coco", "--num-shards 0",
+     lambda w, t: ["--coco-dir", w["coco"], "--num-shards", "0"], 2, "positive integer"),
+    ("convert-num-shards-text", "convert_coco", "--num-shards abc",
+     lambda w, t: ["--coco-dir", w["coco"], "--num-shards", "abc"], 2, "invalid positive_int"),
+    ("convert-negatives-negative", "convert_coco", "--negatives -1",
+     lambda w, t: ["--coco-dir", w["coco"], "--negatives", "-1"], 2, "must be >= 0"),
+    ("convert-bad-crowd", "convert_coco", "--crowd bogus",
+     lambda w, t: ["--coco-dir", w["coco"], "--crowd", "bogus"], 2, "invalid choice"),
+    ("convert-missing-image", "convert_coco", "an image file is missing",
+     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: os.remove(first_image(c))),
+                   "--output", str(t / "o")], 1, "not found"),
+    ("convert-corrupt-image", "convert_coco", "an image file is not a JPEG",
+     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(first_image(c), "garbage")),
+                   "--output", str(t / "o")], 1, "corrupt or truncated"),
+    ("convert-empty-image", "convert_coco", "an image file is empty (0 bytes)",
+     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(first_image(c), "")),
+                   "--output", str(t / "o")], 1, "corrupt or truncated"),
+    ("convert-finished-output", "convert_coco", "output already converted, no --overwrite",
+     lambda w, t: ["--coco-dir", w["coco"], "--output", w["train"][:-len("-train2017-*")]],
+     1, "--overwrite"),
+    ("convert-unknown-flag", "convert_coco", "unknown flag",
+     lambda w, t: ["--coco-dir", w["coco"], "--frobnicate"], 2, "unrecognized arguments"),
+    # ---------------------------------------------------------------- demo_data
+    ("demo-num-train-0", "demo_data", "--num-train 0",
+     lambda w, t: ["--out", str(t / "d"), "--num-train", "0"], 2, "positive integer"),
+    ("demo-num-val-text", "demo_data", "--num-val many",
+     lambda w, t: ["--out", str(t / "d"), "--num-val", "many"], 2, "invalid positive_int"),
+    ("demo-negative-seed", "demo_data", "--seed -1",
+     lambda w, t: ["--out", str(t / "d"), "--seed", "-1"], 2, "must be >= 0"),
+    ("demo-out-is-a-file", "demo_data", "--out names an existing file",
+     lambda w, t: (write(str(t / "f"), "x"), ["--out", str(t / "f"), "--num-train", "1",
+                                              "--num-val", "1"])[1], 1, "cannot write"),
+    # ---------------------------------------------------------------- train
+    ("train-invalid-input-size", "train", "--input-size not valid for the depth",
+     lambda w, t: tiny(w, t, **{"--input-size": "45"}), 2, "nearest valid sizes"),
+    ("train-batch-size-0", "train", "--batch-size 0",
+     lambda w, t: tiny(w, t, **{"--batch-size": "0"}), 2, "positive integer"),
+    ("train-negative-lr", "train", "--learning-rate -1",
+     lambda w, t: tiny(w, t, **{"--learning-rate": "-1"}), 2, "positive number"),
+    ("train-nan-lr", "train", "--learning-rate nan",
+     lambda w, t: tiny(w, t, **{"--learning-rate": "nan"}), 2, "positive number"),
+    ("train-bad-schedule", "train", "--lr-schedule bogus",
+     lambda w, t: tiny(w, t, **{"--lr-schedule": "bogus"}), 2, "invalid choice"),
+    ("train-bad-on-nan", "train", "--on-nan maybe",
+     lambda w, t: tiny(w, t, **{"--on-nan": "maybe"}), 2, "invalid choice"),
+    ("train-run-name-path", "train", "--run-name with a slash",
+     lambda w, t: ["--run-name", "a/b", "--train-records", w["train"]], 2, "plain name"),
+    ("train-pos-weight-0", "train", "--pos-weight 0",
+     lambda w, t: tiny(w, t, **{"--pos-weight": "0"}), 2, "positive number"),
+    ("train-no-records", "train", "no file matches --train-records",
+     lambda w, t: tiny(w, t, **{"--train-records": str(t / "none-*")}), 1, "no record files"),
+    ("train-empty-shard", "train", "a 0-byte shard",
+     lambda w, t: tiny(w, t, **{"--train-records": w["empty_shard"]}), 1,
+     "hold no readable examples"),
+    ("train-other-schema", "train", "records of a different schema",
+     lambda w, t: tiny(w, t, **{"--train-records": w["other_schema"]}), 1,
+     "record #0 at byte offset 0 is corrupt"),
+    ("train-truncated-shard", "train", "a shard cut in the middle",
+     lambda w, t: tiny(w, t, **{"--train-records": _cut(w, t)}), 1,
+     "truncated record"),
+    ("train-stats-missing", "train", "--pos-weight auto without the stats file",
+     lambda w, t: tiny(w, t, **{"--pos-weight": "auto", "--stats": str(t / "no.json")}), 1,
+     "is missing"),
+    ("train-stats-malformed", "train", "--pos-weight auto with a broken stats file",
+     lambda w, t: (write(str(t / "s.json"), "{"), tiny(w, t, **{
+         "--pos-weight": "auto", "--stats": str(t / "s.json")}))[1], 1, "unreadable"),
+    ("train-config-vs-checkpoint", "train", "resume with another network than the checkpoint",
+     lambda w, t: tiny(w, t, **{"--run-dir": copy_run(w, t), "--base-filters": "8"}), 1,
+     "another network"),
+    ("train-malformed-run-config", "train", "resume a run dir whose config.json is broken",
+     lambda w, t: tiny(w, t, **{"--run-dir": copy_run(w, t, lambda r: write(
+         os.path.join(r, config.RUN_CONFIG), "{oops"))}), 1, "not valid JSON"),
+    ("train-unknown-flag", "train", "unknown flag",
+     lambda w, t: ["--frobnicate", "3"], 2, "unrecognized arguments"),
+    # ---------------------------------------------------------------- evaluate
+    ("evaluate-no-run-flag", "evaluate", "--run missing",
+     lambda w, t: [], 2, "--run"),
+    ("evaluate-missing-run", "evaluate", "run directory does not exist",
+     lambda w, t: ["--run", str(t / "nope")], 1, "does not exist"),
+    ("evaluate-not-a-run", "evaluate", "directory without config.json",
+     lambda w, t: ["--run", str(t)], 1, "is missing"),
+    ("evaluate-config-unknown-keys", "evaluate", "config.json with unknown keys",
+     lambda w, t: ["--run", copy_run(w, t, lambda r: set_config(r, colour="red")),
+                   "--records", w["val"]], 1, "unknown keys"),
+    ("evaluate-threshold-2", "evaluate", "--threshold 2",
+     lambda w, t: ["--run", w["run"], "--threshold", "2"], 2, "must be in [0, 1]"),
+    ("evaluate-no-records", "evaluate", "run without val records and no --records",
+     lambda w, t: ["--run", w["run"]], 2, "no records to evaluate"),
+    ("evaluate-records-missing", "evaluate", "--records matches nothing",
+     lambda w, t: ["--run", w["run"], "--records", str(t / "x-*")], 1, "no record files"),
+    ("evaluate-other-schema", "evaluate", "records of a different schema",
+     lambda w, t: ["--run", w["run"], "--records", w["other_schema"], "--no-progress"], 1,
+     "record #0 is unreadable"),
+    ("evaluate-no-checkpoint", "evaluate", "run dir without checkpoints",
+     lambda w, t: ["--run", copy_run(w, t, _drop_checkpoints), "--records", w["val"]], 1,
+     "no checkpoint"),
+    ("evaluate-config-vs-checkpoint", "evaluate", "config.json does not match the checkpoint",
+     lambda w, t: ["--run", copy_run(w, t, lambda r: set_config(r, base_filters=8)),
+                   "--records", w["val"]], 1, "does not match config.json"),
+    ("evaluate-bad-checkpoint-flag", "evaluate", "--checkpoint that does not exist",
+     lambda w, t: ["--run", w["run"], "--records", w["val"], "--checkpoint",
+                   str(t / "model.ckpt-9")], 1, "not found"),
+    # ---------------------------------------------------------------- predict
+    ("predict-no-inputs", "predict", "no image arguments",
+     lambda w, t: ["--run", w["run"]], 2, "required: inputs"),
+    ("predict-missing-image", "predict", "image path does not exist",
+     lambda w, t: ["--run", w["run"], str(t / "no.jpg"), "--out", str(t / "p")], 1,
+     "no such file"),
+    ("predict-empty-dir", "predict", "directory with no images",
+     lambda w, t: ["--run", w["run"], str(t), "--out", str(t / "p")], 1, "has no .jpg"),
+    ("predict-not-an-image", "predict", "a text file named .jpg",
+     lambda w, t: ["--run", w["run"], os.path.join(w["images"], "text.jpg"), "--out",
+                   str(t / "p"), "--no-progress"], 1, "not a readable JPEG/PNG image (Unknown"),
+    ("predict-empty-image", "predict", "a 0-byte .png",
+     lambda w, t: ["--run", w["run"], os.path.join(w["images"], "empty.png"), "--out",
+                   str(t / "p"), "--no-progress"], 1, "Input is empty"),
+    ("predict-truncated-jpeg", "predict", "a JPEG cut short",
+     lambda w, t: ["--run", w["run"], os.path.join(w["images"], "trunc.jpg"), "--out",
+                   str(t / "p"), "--no-progress"], 1, "Invalid JPEG data"),
+    ("predict-threshold-negative", "predict", "--threshold -0.1",
+     lambda w, t: ["--run", w["run"], w["images"], "--threshold", "-0.1"], 2,
+     "must be in [0, 1]"),
+    ("predict-batch-size-0", "predict", "--batch-size 0",
+     lambda w, t: ["--run", w["run"], w["images"], "--batch-size", "0"], 2, "positive integer"),
+    ("predict-broken-eval-json", "predict", "run's eval.json is broken",
+     lambda w, t: ["--run", copy_run(w, t, lambda r: write(os.path.join(r, config.EVAL_JSON),
+                                                            "[")), w["images"]], 1,
+     "not a valid evaluate.py result"),
+    ("predict-config-vs-checkpoint", "predict", "config.json does not match the checkpoint",
+     lambda w, t: ["--run", copy_run(w, t, lambda r: set_config(r, depth=2, input_size=92)),
+                   w["odd"]["one.png"][0], "--out", str(t / "p")], 1,
+     "does not match config.json"),
+    # ---------------------------------------------------------------- export
+    ("export-no-out", "export", "--out missing",
+     lambda w, t: ["--run", w["run"]], 2, "--out"),
+    ("export-out-exists", "export", "--out exists, no --overwrite",
+     lambda w, t: ["--run", w["run"], "--out", str(t)], 1, "--overwrite"),
+    ("export-missing-run", "export", "run directory does not exist",
+     lambda w, t: ["--run", str(t / "nope"), "--out", str(t / "m")], 1, "does not exist"),
+    ("export-threshold-5", "export", "--threshold 5",
+     lambda w, t: ["--run", w["run"], "--out", str(t / "m"), "--threshold", "5"], 2,
+     "must be in [0, 1]"),
+    ("export-config-vs-checkpoint", "export", "config.json does not match the checkpoint",
+     lambda w, t: ["--run", copy_run(w, t, lambda r: set_config(r, base_filters=8)),
+                   "--out", str(t / "m")], 1, "does not match config.json"),
+]
+
+
+def _cut(w, t):
+    src = w["train"].replace("*", "00000-of-00001.tfrecord")
+    dst = str(t / "cut-00000-of-00001.tfrecord")
+    data = open(src, "rb").read()
+    with open(dst, "wb") as f:
+        f.write(data[:len(data) // 2])
+    return dst
+
+
+def _drop_checkpoints(run):
+    for name in os.listdir(run):
+        if name.startswith(("model.ckpt", "checkpoint")) or name == config.BEST_DIR:
+            path = os.path.join(run, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def error_lines(stderr):
+    """The `error:` lines, less predict's closing count (it reports each bad image, then
+    "error: N of M inputs failed" so a batch shows every failure)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    if len(lines) > 1 and " inputs failed: " in lines[-1]:
+        lines.pop()
+    return lines
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_error_line(world, tmp_path, capsys, monkeypatch, case):
+    name, command, _, argv, code, words = case
+    monkeypatch.chdir(tmp_path)  # defaults like logs/ and predictions/ land here
+    args = argv(world, tmp_path)
+    capsys.readouterr()
+    got = cli.run_main(MAINS[command], args)
+    err = capsys.readouterr().err
+    errors = error_lines(err)
+    assert got == code, err[-2000:]
+    assert len(errors) == 1, err[-2000:]
+    assert words in errors[0], errors[0]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["convert-unknown-class", "demo-num-train-0",
+                                  "train-other-schema", "evaluate-config-vs-checkpoint",
+                                  "predict-not-an-image", "export-out-exists"])
+def test_as_a_subprocess_exactly_one_error_line(world, tmp_path, name):
+    _, command, _, argv, code, words = next(c for c in CASES if c[0] == name)
+    done = subprocess.run([sys.executable, os.path.join(ROOT, f"{command}.py"),
+                           *argv(world, tmp_path)], cwd=str(tmp_path), capture_output=True,
+                          text=True, timeout=180,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    errors = error_lines(done.stderr)
+    assert done.returncode == code, done.stderr[-2000:]
+    assert len(errors) == 1 and words in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+def test_every_case_is_in_the_docs_table():
+    text = open(DOC).read()
+    missing = [c[0] for c in CASES if f"`{c[0]}`" not in text]
+    assert not missing, f"add these cases to {DOC}: {missing}"
+
+
+# ---------------------------------------------------------------- odd but valid images
+
+
+@pytest.mark.parametrize("name", ["one.png", "gray.jpg", "deep.png", "alpha.png", "cmyk.jpg",
+                                  "big.jpg"])
+def test_predict_handles_odd_images_at_full_size(world, tmp_path, name):
+    path, h, w = world["odd"][name]
+    result = predict.predict(world["run"], [path], str(tmp_path / "p"), threshold=0.5,
+                             progress=False)
+    assert result["failed"] == []
+    mask = cv2.imread(result["written"][0], cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+
+
+def test_convert_handles_odd_images(world, tmp_path):
+    """1x1, 16-bit, RGBA and CMYK sources become records of the right size and RGB pixels."""
+    coco = str(tmp_path / "coco")
+    os.makedirs(os.path.join(coco, "annotations"))
+    shutil.copytree(world["images"], os.path.join(coco, "train2017"))
+    images, anns = [], []
+    for i, name in enumerate(["one.png", "gray.jpg", "deep.png", "alpha.png", "cmyk.jpg"]):
+        _, h, w = world["odd"][name]
+        images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 17, "iscrowd": 0,
+                     "segmentation": [[0, 0, w, 0, w, h, 0, h]], "area": w * h,
+                     "bbox": [0, 0, w, h]})
+    write(ann_path(coco), json.dumps({"images": images, "annotations": anns,
+                                      "categories": [{"id": 17, "name": "cat"}]}))
+    out = str(tmp_path / "cat")
+    stats = convert_coco.convert(coco, "train2017", output=out, progress=False)
+    assert stats["images"] == 5 and stats["skipped"] == {}
+    got = {}
+    for raw in tf.data.TFRecordDataset(out + "-train2017-00000-of-00001.tfrecord"):
+        parsed = records.parse_example(raw)
+        image, mask = records.decode(parsed)
+        got[parsed[records.FILENAME].numpy().decode()] = (image.shape, mask.numpy())
+    for name, (shape, mask) in got.items():
+        _, h, w = world["odd"][name]
+        assert tuple(shape) == (h, w, 3) and mask.shape == (h, w, 1)
+        assert (mask == records.FOREGROUND).all()  # the polygon covers the whole image
