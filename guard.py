@@ -50,6 +50,7 @@ v1 = tf.compat.v1
 log = logging.getLogger("guard")
 
 CLEAN_DIR = "clean-records"
+MALFORMED = "not a tf.train.Example: malformed protocol buffer"
 REPORT = "corrupt_records.json"
 HEADER = 12  # uint64 length + uint32 crc of the length
 FOOTER = 4  # uint32 crc of the data
@@ -178,6 +179,8 @@ class _Decoder:
             self.session.run(self.out, {self.serialized: record})
         except tf.errors.OpError as e:
             return data.error_summary(e)
+        except UnicodeDecodeError:  # TF fails to build the message about a malformed proto
+            return MALFORMED
         return None
 
     def close(self):
@@ -300,15 +303,17 @@ def record_errors(file_pattern, files=None):
     """Like data.record_errors, but names the shard, record and offset of the bad record."""
     try:
         yield
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    # TensorFlow raises UnicodeDecodeError instead of InvalidArgumentError when the record
+    # is not a valid Example proto (its message quotes the raw bytes).
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, UnicodeDecodeError) as e:
         try:
             where = locate_bad_record(files or data.list_records(file_pattern))
         except (UserError, OSError, tf.errors.OpError):
             where = None
         if where is None:
+            reason = MALFORMED if isinstance(e, UnicodeDecodeError) else data.error_summary(e)
             raise UserError(f"cannot read records {file_pattern!r} ({type(e).__name__}: "
-                            f"{data.error_summary(e)}): re-create them with convert_coco.py"
-                            ) from None
+                            f"{reason}): re-create them with convert_coco.py") from None
         raise UserError(f"{where.describe()}: re-create the shard with convert_coco.py, or "
                         "pass --skip-corrupt-records to train without its bad records") from None
 

@@ -85,11 +85,14 @@ def world(tmp_path_factory):
         w.write(tf.train.Example(features=tf.train.Features(feature={
             "image/raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}))
             .SerializeToString())
+    malformed = str(d / "malformed-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(malformed) as w:
+        w.write(b"\n\xa4")  # frames fine, but is no Example proto (found by test_fuzz)
     empty_shard = str(d / "empty-00000-of-00001.tfrecord")
     open(empty_shard, "wb").close()
     return {"dir": str(d), "coco": coco, "train": out + "-train2017-*",
             "val": out + "-val2017-*", "run": run, "images": images, "odd": odd,
-            "other_schema": other_schema, "empty_shard": empty_shard}
+            "other_schema": other_schema, "empty_shard": empty_shard, "malformed": malformed}
 
 
 def copy_run(world, tmp_path, edit=None):
@@ -219,6 +222,9 @@ CASES = [
     ("train-other-schema", "train", "records of a different schema",
      lambda w, t: tiny(w, t, **{"--train-records": w["other_schema"]}), 1,
      "record #0 at byte offset 0 is corrupt"),
+    ("train-malformed-example", "train", "a record that is not an Example proto",
+     lambda w, t: tiny(w, t, **{"--train-records": w["malformed"]}), 1,
+     "not a tf.train.Example"),
     ("train-truncated-shard", "train", "a shard cut in the middle",
      lambda w, t: tiny(w, t, **{"--train-records": _cut(w, t)}), 1,
      "truncated record"),
@@ -254,6 +260,9 @@ CASES = [
      lambda w, t: ["--run", w["run"], "--records", str(t / "x-*")], 1, "no record files"),
     ("evaluate-other-schema", "evaluate", "records of a different schema",
      lambda w, t: ["--run", w["run"], "--records", w["other_schema"], "--no-progress"], 1,
+     "record #0 is unreadable"),
+    ("evaluate-malformed-example", "evaluate", "a record that is not an Example proto",
+     lambda w, t: ["--run", w["run"], "--records", w["malformed"], "--no-progress"], 1,
      "record #0 is unreadable"),
     ("evaluate-no-checkpoint", "evaluate", "run dir without checkpoints",
      lambda w, t: ["--run", copy_run(w, t, _drop_checkpoints), "--records", w["val"]], 1,
@@ -335,7 +344,17 @@ def error_lines(stderr):
     return lines
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+# Known gaps, each needing a change in a file this test does not own.
+KNOWN_GAPS = {
+    "evaluate-malformed-example": "evaluate.py catches TF errors only; TensorFlow raises "
+                                  "UnicodeDecodeError for a malformed Example proto",
+}
+PARAMS = [pytest.param(c, id=c[0], marks=pytest.mark.xfail(reason=KNOWN_GAPS[c[0]],
+                                                           strict=True))
+          if c[0] in KNOWN_GAPS else pytest.param(c, id=c[0]) for c in CASES]
+
+
+@pytest.mark.parametrize("case", PARAMS)
 def test_bad_input_is_one_clear_error_line(world, tmp_path, capsys, monkeypatch, case):
     name, command, _, argv, code, words = case
     monkeypatch.chdir(tmp_path)  # defaults like logs/ and predictions/ land here
