@@ -306,6 +306,8 @@ def record_errors(file_pattern, files=None):
     # TensorFlow raises UnicodeDecodeError instead of InvalidArgumentError when the record
     # is not a valid Example proto (its message quotes the raw bytes).
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, UnicodeDecodeError) as e:
+        log.warning("a record of %s failed to read or decode: scanning the shards to name it",
+                    file_pattern)
         try:
             where = locate_bad_record(files or data.list_records(file_pattern))
         except (UserError, OSError, tf.errors.OpError):
