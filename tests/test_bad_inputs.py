@@ -9,8 +9,10 @@ but valid images (1x1, 16-bit, grayscale, CMYK, big) must give correct results.
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 
 import cv2
 import numpy as np
@@ -60,6 +62,15 @@ def _odd_images(d):
     return made
 
 
+def _png_header_only(w, h):
+    """A tiny PNG that claims w x h pixels (a decompression bomb's header)."""
+    def chunk(kind, payload):
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * (w + 1) * 2)) + chunk(b"IEND", b""))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A demo COCO dir, its records, a tiny trained run, and good/odd/bad image files."""
@@ -77,6 +88,7 @@ def world(tmp_path_factory):
     odd = _odd_images(images)
     bad = {"text.jpg": b"this is not an image\n", "empty.png": b"",
            "trunc.jpg": open(odd["big.jpg"][0], "rb").read()[:3000]}
+    bad["bomb.png"] = _png_header_only(100_000, 100_000)
     for name, content in bad.items():
         with open(os.path.join(images, name), "wb") as f:
             f.write(content)
@@ -290,6 +302,9 @@ CASES = [
     ("predict-truncated-jpeg", "predict", "a JPEG cut short",
      lambda w, t: ["--run", w["run"], os.path.join(w["images"], "trunc.jpg"), "--out",
                    str(t / "p"), "--no-progress"], 1, "Invalid JPEG data"),
+    ("predict-huge-png", "predict", "a PNG claiming 100000x100000 pixels",
+     lambda w, t: ["--run", w["run"], os.path.join(w["images"], "bomb.png"), "--out",
+                   str(t / "p"), "--no-progress"], 1, "PNG size too large"),
     ("predict-threshold-negative", "predict", "--threshold -0.1",
      lambda w, t: ["--run", w["run"], w["images"], "--threshold", "-0.1"], 2,
      "must be in [0, 1]"),
