@@ -10,8 +10,8 @@ train.py --strategy picks one of:
                   one process per machine, configured by the standard TF_CONFIG
 
 How a step runs (build_step): every replica runs the same function on its own
-per-replica batch (forward, loss, gradients); the v1 optimizer scales each
-replica's loss by 1/replicas and all-reduces (sums) the gradients, so the
+per-replica batch (forward, loss, gradients); each replica's loss is scaled by
+1/replicas and the v1 optimizer all-reduces (sums) the gradients, so the
 update is the gradient of the mean of the replica losses, i.e. the same as one
 device on the global batch = --batch-size x replicas -- except for batch norm,
 whose batch statistics are per replica (as in every data-parallel BN without
@@ -127,7 +127,10 @@ def make_strategy(name, devices=None):
             raise UsageError("--devices applies to --strategy mirrored; a multi-worker run uses "
                              "every GPU of each machine (limit them with CUDA_VISIBLE_DEVICES)")
         read_tf_config()
-        return v1.distribute.experimental.MultiWorkerMirroredStrategy()
+        # Made eagerly, the strategy would start an eager gRPC server on this worker's port;
+        # in a graph it leaves the port to the Server that session_target starts.
+        with tf.Graph().as_default():
+            return v1.distribute.experimental.MultiWorkerMirroredStrategy()
     if devices:
         cpus = [int(d.split(":")[1]) for d in devices if d.startswith("/cpu:")]
         # Listing logical devices starts the runtime, so decide from the configuration.
@@ -298,7 +301,9 @@ def build_step(strategy, iterator, loss_fn, minimize_fn, global_step):
     def replica_step(images, masks):
         with tf.variable_creator_scope(_moving_stats_averaged):
             loss, logits = loss_fn(images, masks)
-        train_op = minimize_fn(loss)
+        # The v1 optimizer sums the replicas' gradients (it scales only under Estimator), so
+        # scale here: the update is then the gradient of the mean loss over the global batch.
+        train_op = minimize_fn(loss / strategy.num_replicas_in_sync)
         with tf.control_dependencies([train_op]):
             return tf.identity(loss), images, masks, logits
 
