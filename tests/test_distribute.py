@@ -54,6 +54,8 @@ def test_make_strategy_rejects_bad_combinations(monkeypatch):
         distribute.make_strategy("none", ["/gpu:0"])
     with pytest.raises(UsageError, match="CUDA_VISIBLE_DEVICES"):
         distribute.make_strategy("multi-worker", ["/gpu:0"])
+    with pytest.raises(UserError, match=r"--devices /gpu:7 not found; this machine has"):
+        distribute.make_strategy("mirrored", ["/cpu:0", "/gpu:7"])
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(UserError, match="needs the TF_CONFIG environment variable"):
         distribute.make_strategy("multi-worker")
