@@ -172,8 +172,11 @@ def run_group(members, rounds, log_dir, interleave=True):
                 results[label] = {"error": str(e)}
                 w.kill()
         load = [os.getloadavg()[0]]
-        for _ in range(rounds):
-            for w in list(live):
+        for i in range(rounds):
+            # Rotate the order so no member always follows the same one (e.g. the peak's
+            # big convs), which would bias it on a machine others are using.
+            shift = i % len(live) if live else 0
+            for w in live[shift:] + live[:shift]:
                 try:
                     results[w.label]["rounds"].append(w.step())
                 except WorkerError as e:
@@ -220,6 +223,7 @@ def step_summary(result, base, batch, plan):
     median = statistics.median(times)
     step_flops = flops.train_step_flops(plan["size"], plan["depth"], base, batch)
     return {"s_per_step": median, "s_min": min(times), "steps": len(times),
+            "times": [round(t, 4) for t in times], "load_1min": result.get("load_1min"),
             "images_per_s": batch / median, "gflops": step_flops / median / 1e9,
             "rss_mb": result.get("done", {}).get("rss_mb"),
             "loss_after_warmup": result["ready"].get("warmup_values", {}).get("train"),
@@ -453,15 +457,15 @@ def format_table(report):
         lines += [f"Peak (TensorFlow, one op): conv2d {_fmt(p.get('conv_gflops'), '.1f')} "
                   f"GFLOP/s, matmul {_fmt(p.get('matmul_gflops'), '.1f')} GFLOP/s, bfloat16 "
                   f"conv2d {_fmt(p.get('conv_bf16_gflops'), '.1f')} GFLOP/s", "",
-                  "| group | step | s/step | images/s | GFLOP/s | of conv peak | "
-                  "ours faster by | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+                  "| group | step | s/step | best s/step | images/s | GFLOP/s | of conv peak | "
+                  "ours faster by | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
         for r in train["steps"]:
             if "error" in r:
                 lines.append(f"| {r['group']} | {r['variant']} | error: {r['error'][:80]} "
-                             "| | | | | |")
+                             "| | | | | | |")
                 continue
             lines.append(
-                f"| {r['group']} | {r['variant']} | {r['s_per_step']:.3f} | "
+                f"| {r['group']} | {r['variant']} | {r['s_per_step']:.3f} | {r['s_min']:.3f} | "
                 f"{r['images_per_s']:.2f} | {r['gflops']:.1f} | "
                 f"{_fmt(r.get('ratio_to_conv_peak'))} | {_fmt(r.get('speedup_of_ours'))}x | "
                 f"{_fmt(r.get('rss_mb'), '.0f')} |")

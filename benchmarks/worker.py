@@ -58,7 +58,7 @@ def rss_mb():
 # ------------------------------------------------------------ our step
 
 
-def synthetic_dataset(batch, input_size, depth, seed=0, distinct=2):
+def synthetic_dataset(batch, input_size, depth, seed=0, distinct=2, static_batch=False):
     """tf.data of (image [B, in, in, 3] float32 in [0, 1], mask [B, out, out, 1] uint8).
 
     uint8 tensors cast on the graph side, like data.make_dataset's output; the
@@ -77,7 +77,7 @@ def synthetic_dataset(batch, input_size, depth, seed=0, distinct=2):
     masks[:, :2] = records.IGNORE
     ds = tf.data.Dataset.from_tensor_slices((images, masks)).repeat()
     ds = ds.map(lambda i, m: (tf.cast(i, tf.float32) / 255.0, m))
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch, drop_remainder=static_batch).prefetch(tf.data.AUTOTUNE)
 
 
 def settings_of(spec):
@@ -111,7 +111,8 @@ def build_train_step(spec):
             ds = data.make_dataset(spec["records"], spec["batch"], True, spec["size"],
                                    spec["depth"], spec["seed"]).repeat()
         else:
-            ds = synthetic_dataset(spec["batch"], spec["size"], spec["depth"], spec["seed"])
+            ds = synthetic_dataset(spec["batch"], spec["size"], spec["depth"], spec["seed"],
+                                   static_batch=spec.get("static_batch", False))
         images, masks = v1.data.make_one_shot_iterator(ds).get_next()
         global_step = v1.train.get_or_create_global_step()
         optimizer = speed.wrap_optimizer(v1.train.AdamOptimizer(LEARNING_RATE), cfg)

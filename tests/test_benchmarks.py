@@ -148,6 +148,33 @@ def test_peak_worker_reports_every_op(tmp_path):
     assert all(v > 0 for v in summary["ops_gflops"].values())
 
 
+def test_group_members_take_turns_in_rotating_order(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeWorker:
+        def __init__(self, label, spec, log_dir):
+            self.label = label
+
+        def expect(self, tag):
+            return {"warmup_values": {}}
+
+        def step(self):
+            calls.append(self.label)
+            return {"times": {"train": 1.0}, "values": {}}
+
+        def close(self):
+            return {"rss_mb": 1.0}
+
+        def kill(self):
+            pass
+
+    monkeypatch.setattr(run, "Worker", FakeWorker)
+    results = run.run_group([("a", {}), ("b", {}), ("c", {})], 4, str(tmp_path))
+    assert calls == list("abc" "bca" "cab" "abc")
+    assert [len(results[m]["rounds"]) for m in "abc"] == [4, 4, 4]
+    assert len(results["a"]["load_1min"]) == 5  # before the first round and after each
+
+
 def test_a_crashing_worker_is_reported_not_raised(tmp_path):
     results = run.run_group([("bad", {"kind": "ours", **TINY, "size": 45})], 1, str(tmp_path))
     assert "ValueError" in results["bad"]["error"] and "before READY" in results["bad"]["error"]
