@@ -110,6 +110,14 @@ def use_logical_cpus(count):
                         "already initialised in this process; choose the devices first") from None
 
 
+def check_flags(cfg):
+    """Refuse settings the distributed step cannot run, before any work starts."""
+    if cfg.strategy != "none" and getattr(cfg, "on_nan", "stop") == "skip":
+        raise UsageError(f"--on-nan skip does not work with --strategy {cfg.strategy}: its "
+                         "conditional update would sit inside the replicas' gradient "
+                         "all-reduce; use --on-nan stop")
+
+
 def make_strategy(name, devices=None):
     """The tf.distribute strategy for --strategy/--devices, or None for 'none'.
 

@@ -426,6 +426,7 @@ def train(cfg):
         raise UsageError(f"--on-nan must be stop or skip, got {cfg.on_nan!r}")
     check_resumable(cfg)
     # First: logical CPU devices for --devices must exist before TF's runtime starts.
+    distribute.check_flags(cfg)
     strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
     # Non-chief workers share the chief's run dir but never write to it.
     lock = runlock.RunLock(cfg.run_dir) if distribute.is_chief(strategy) else (

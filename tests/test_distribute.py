@@ -110,8 +110,14 @@ def test_describe_and_chief_without_strategy():
     assert distribute.is_chief(None) and distribute.num_replicas(None) == 1
 
 
-def test_train_flags(capsys):
+def test_train_flags(capsys, tmp_path):
     import train
+
+    argv = ["--strategy", "mirrored", "--on-nan", "skip", "--train-records", "nothing-*",
+            "--run-dir", str(tmp_path / "run")]
+    assert cli.run_main(train.main, argv) == 2
+    assert "--on-nan skip does not work with --strategy mirrored" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
     cfg = train.config_from_args(["--strategy", "mirrored", "--devices", "/gpu:0,/gpu:1"])
     assert (cfg.strategy, cfg.devices) == ("mirrored", "/gpu:0,/gpu:1")
