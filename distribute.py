@@ -165,17 +165,6 @@ def num_workers(strategy):
     return getattr(strategy.extended, "_num_workers", 1)
 
 
-def worker_index(strategy):
-    """This worker's position among the workers (0 for single-machine runs)."""
-    if strategy is None or num_workers(strategy) == 1:
-        return 0
-    resolver = strategy.cluster_resolver
-    spec = resolver.cluster_spec().as_dict()
-    # The chief counts as worker 0, the workers after it, as TF's input contexts do.
-    offset = 1 if "chief" in spec and resolver.task_type == "worker" else 0
-    return resolver.task_id + offset
-
-
 def is_chief(strategy):
     """True where summaries, checkpoints and config.json are written."""
     return strategy is None or bool(strategy.extended.should_checkpoint)
