@@ -166,6 +166,10 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
                     raise UserError(f"{path}: record #{index} is unreadable "
                                     f"({tiling.error_reason(e)}): re-create it with "
                                     "convert_coco.py") from None
+                except UnicodeDecodeError:  # TF's answer to bytes that are no Example proto
+                    raise UserError(f"{path}: record #{index} is unreadable (not a "
+                                    "tf.train.Example): re-create it with convert_coco.py"
+                                    ) from None
                 c = confusion(got["prob"], got["mask"][..., 0], thresholds)
                 counts.append(c)
                 names.append((got["filename"].decode(errors="replace"), int(got["id"])))

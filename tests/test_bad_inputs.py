@@ -360,10 +360,7 @@ def error_lines(stderr):
 
 
 # Known gaps, each needing a change in a file this test does not own.
-KNOWN_GAPS = {
-    "evaluate-malformed-example": "evaluate.py catches TF errors only; TensorFlow raises "
-                                  "UnicodeDecodeError for a malformed Example proto",
-}
+KNOWN_GAPS = {}
 PARAMS = [pytest.param(c, id=c[0], marks=pytest.mark.xfail(reason=KNOWN_GAPS[c[0]],
                                                            strict=True))
           if c[0] in KNOWN_GAPS else pytest.param(c, id=c[0]) for c in CASES]
