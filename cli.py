@@ -78,13 +78,6 @@ def setup_logging(verbose=False):
     )
 
 
-def quiet_tensorflow():
-    """Silence TensorFlow's C++ start-up chatter before it is imported."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def run_main(main, argv=None):
     """Call `main(argv)` and turn UserError / Ctrl-C into an exit code."""
     try:

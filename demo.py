@@ -18,6 +18,9 @@ again). Delete logs/demo to train from scratch.
 Measured on 2 shared CPU cores: see docs/train.md ("The demo").
 """
 
+import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+
+# isort: split
 import json
 import logging
 import os
@@ -27,11 +30,9 @@ import time
 
 import cli
 import config
-
-cli.quiet_tensorflow()
-import convert_coco  # noqa: E402  (imports TensorFlow: after quieting it)
-import demo_data  # noqa: E402
-import train  # noqa: E402
+import convert_coco
+import demo_data
+import train
 
 log = logging.getLogger("demo")
 

@@ -16,6 +16,9 @@ precision, recall and pixel accuracy, next to the same metrics for predicting
 background everywhere, so a model that finds nothing cannot look good.
 """
 
+import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+
+# isort: split
 import argparse
 import contextlib
 import dataclasses
@@ -31,21 +34,18 @@ import threading
 import time
 
 import numpy as np
+import tensorflow as tf
 
 import cli
 import config
+import data
+import distribute
+import guard
+import records
+import runlock
+import speed
+import unet
 from cli import UsageError, UserError
-
-cli.quiet_tensorflow()
-import tensorflow as tf  # noqa: E402  (after quieting its C++ logging)
-
-import data  # noqa: E402
-import distribute  # noqa: E402
-import guard  # noqa: E402
-import records  # noqa: E402
-import runlock  # noqa: E402
-import speed  # noqa: E402
-import unet  # noqa: E402
 
 v1 = tf.compat.v1
 log = logging.getLogger("train")
