@@ -45,8 +45,8 @@ DEFAULTS = {
     "xla": "off",  # "auto" = XLA auto-clustering; slower on CPU, try it on a GPU
     "precision": "float32",  # "bfloat16" (CPU with AVX512_BF16) / "mixed_float16" (GPU)
 }
-# XLA's CPU auto-clustering also needs this flag; TF reads it when the first Session starts.
-XLA_CPU_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
+# XLA auto-clustering of CPU ops needs this flag besides the session's global_jit_level.
+XLA_CPU_FLAGS = "--tf_xla_cpu_global_jit"
 
 
 def settings(cfg_like=None):
@@ -69,8 +69,7 @@ def session_config(cfg_like=None, gpu=False):
 
     Raises UsageError for an unknown value or a precision the device cannot
     use (mixed_float16 needs a GPU; bfloat16 is the CPU option). With xla="auto"
-    on a CPU, call it first thing: TensorFlow reads the XLA flag it sets once,
-    at the first Session or the first traced tf.data / tf.function function.
+    on a CPU, call it before the process creates its first Session.
     """
     s = settings(cfg_like)
     if s["precision"] == "mixed_float16" and not gpu:
@@ -95,12 +94,23 @@ def session_config(cfg_like=None, gpu=False):
 
 
 def enable_xla_on_cpu():
-    """Let XLA auto-clustering compile CPU ops; a no-op once TF has read its XLA flags."""
+    """Let sessions with a global_jit_level compile CPU ops with XLA.
+
+    TensorFlow reads TF_XLA_FLAGS once, at its first device query or traced
+    function, and then silently ignores later changes; so the flag is also set
+    in the running process through the C API. Either way it must happen
+    before the process's first Session, which fixes XLA's CPU clustering policy.
+    """
     flags = os.environ.get("TF_XLA_FLAGS", "")
-    if "--tf_xla_cpu_global_jit" not in flags:
-        os.environ["TF_XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAGS}".strip()
-        log.info("TF_XLA_FLAGS=%s (ignored if TensorFlow already read its XLA flags)",
-                 os.environ["TF_XLA_FLAGS"])
+    if XLA_CPU_FLAGS not in flags:
+        os.environ["TF_XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAGS}".strip()  # child processes
+    try:
+        from tensorflow.python.client import pywrap_tf_session
+    except ImportError:  # a TensorFlow without it: the environment variable must do
+        return
+    setter = getattr(pywrap_tf_session, "TF_SetTfXlaCpuGlobalJit", None)
+    if setter is not None:
+        setter(True)
 
 
 def wrap_optimizer(optimizer, cfg_like=None):

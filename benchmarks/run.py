@@ -35,9 +35,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import cli  # noqa: E402
+import quiet  # noqa: E402, F401  (first: flops imports unet, which imports TensorFlow)
 
-cli.quiet_tensorflow()  # flops imports unet, which imports TensorFlow
+# isort: split
+import cli  # noqa: E402
 from benchmarks import flops, worker  # noqa: E402
 
 SECTIONS = ("converter", "train", "options", "pipeline", "predict")

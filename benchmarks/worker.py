@@ -26,9 +26,6 @@ import resource
 import sys
 import time
 
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
-
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -327,6 +324,8 @@ ONE_SHOT = {"pipeline": pipeline_result, "converter": converter_result,
 
 
 def main(argv=None):
+    import quiet  # noqa: F401  (TensorFlow's start-up lines would bury a worker's error)
+
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(argv[0])
     if spec["kind"] in STEPPING:

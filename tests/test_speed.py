@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -35,13 +37,55 @@ def test_threads_and_precision_reach_the_config():
     assert g.graph_options.rewrite_options.auto_mixed_precision == ON
 
 
-def test_xla_auto_sets_jit_level_and_the_cpu_flag(monkeypatch):
-    monkeypatch.setenv("TF_XLA_FLAGS", "--xla_other")
+@pytest.fixture
+def cpu_jit_reset():
+    """speed.enable_xla_on_cpu flips a process-wide flag: leave the process as found."""
+    from tensorflow.python.client import pywrap_tf_session
+
+    yield
+    pywrap_tf_session.TF_SetTfXlaCpuGlobalJit(False)
+
+
+def test_xla_auto_sets_jit_level_and_the_cpu_flag(monkeypatch, cpu_jit_reset):
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_enable_lazy_compilation=true")  # a default
     c = speed.session_config(cfg(xla="auto"))
     assert c.graph_options.optimizer_options.global_jit_level == v1.OptimizerOptions.ON_2
-    assert os.environ["TF_XLA_FLAGS"] == "--xla_other " + speed.XLA_CPU_FLAGS
+    flags = ["--tf_xla_enable_lazy_compilation=true", speed.XLA_CPU_FLAGS]
+    assert os.environ["TF_XLA_FLAGS"].split() == flags
     speed.session_config(cfg(xla="auto"))  # idempotent
-    assert os.environ["TF_XLA_FLAGS"].count("--tf_xla_cpu_global_jit") == 1
+    assert os.environ["TF_XLA_FLAGS"].split() == flags
+
+
+XLA_PROBE = """
+import quiet  # entry points do this first: TensorFlow reads TF_XLA_FLAGS there
+import types
+import tensorflow as tf
+import speed
+v1 = tf.compat.v1
+config = speed.session_config(types.SimpleNamespace(xla="auto"))
+with tf.Graph().as_default():
+    x = v1.get_variable("x", [8, 8])
+    y = tf.reduce_sum(tf.nn.relu(tf.matmul(x, x) + 1.0) * 2.0)
+    with v1.Session(config=config) as sess:
+        sess.run(v1.global_variables_initializer())
+        meta = v1.RunMetadata()
+        sess.run(y, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE),
+                 run_metadata=meta)
+print(sorted({n.timeline_label.split(" = ")[-1].split("(")[0]
+              for d in meta.step_stats.dev_stats for n in d.node_stats}))
+"""
+
+
+def test_xla_auto_compiles_even_after_tensorflow_read_its_flags():
+    # A fresh process: XLA's CPU device fixes its clustering policy at the first Session.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": root}
+    env.pop("TF_XLA_FLAGS", None)
+    done = subprocess.run([sys.executable, "-c", XLA_PROBE], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ops = done.stdout.strip().splitlines()[-1]
+    assert "'_XlaRun'" in ops and "MatMul'" not in ops
 
 
 @pytest.mark.parametrize("bad,gpu,match", [
