@@ -382,9 +382,18 @@ def missing_modules(section):
 
 
 def run(out, quick=False, sections=SECTIONS, records=None, keep_tmp=False, log=print,
-        command=None):
-    """Run the chosen sections; writes `out` (JSON) and `out` with .md; returns the report."""
+        command=None, train_groups=None):
+    """Run the chosen sections; writes `out` (JSON) and `out` with .md; returns the report.
+
+    train_groups: [(base, batch)] to run only those train groups (default: all).
+    """
     plan = QUICK if quick else FULL
+    if train_groups:
+        chosen = [g for g in plan["train"] if (g[0], g[1]) in set(train_groups)]
+        if not chosen:
+            have = ", ".join(f"{g[0]}x{g[1]}" for g in plan["train"])
+            raise cli.UsageError(f"--train-groups matches none of this plan's groups ({have})")
+        plan = {**plan, "train": chosen}
     command = command or "python -m benchmarks.run" + (" --quick" if quick else "")
     report = {"command": command, "quick": quick,
               "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -513,6 +522,16 @@ def parse_sections(text):
     return chosen
 
 
+def parse_groups(text):
+    try:
+        groups = [tuple(int(n) for n in item.lower().split("x")) for item in text.split(",")]
+    except ValueError:
+        groups = []
+    if not groups or any(len(g) != 2 for g in groups):
+        raise argparse.ArgumentTypeError(f"expected BASExBATCH[,BASExBATCH...], got {text!r}")
+    return groups
+
+
 def main(argv=None):
     parser = cli.ArgumentParser(
         prog="python -m benchmarks.run",
@@ -526,6 +545,9 @@ def main(argv=None):
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--records", help="glob of real record shards for the pipeline and "
                         "input options (default: the converter section's demo shards)")
+    parser.add_argument("--train-groups", type=parse_groups,
+                        help="only these train groups, as BASExBATCH, e.g. 16x1,64x1 "
+                        "(default: all)")
     parser.add_argument("--keep-tmp", action="store_true",
                         help="keep the temp dir (demo data, shards, worker logs)")
     args = parser.parse_args(argv)
@@ -535,7 +557,8 @@ def main(argv=None):
         if not glob.glob(args.records):
             raise cli.UsageError(f"--records {args.records!r} matches no file")
     command = " ".join(["python -m benchmarks.run"] + list(sys.argv[1:] if argv is None else argv))
-    run(args.out, args.quick, args.sections, args.records, args.keep_tmp, command=command)
+    run(args.out, args.quick, args.sections, args.records, args.keep_tmp, command=command,
+        train_groups=args.train_groups)
     return 0
 
 

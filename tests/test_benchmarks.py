@@ -217,6 +217,9 @@ def test_report_skips_sections_whose_modules_are_missing(tmp_path, monkeypatch):
     (["--sections", "train,bogus"], "sections are"),
     (["--records", "/nonexistent/*.tfrecord"], "matches no file"),
     (["--rounds"], "unrecognized arguments"),
+    (["--train-groups", "16by1"], "expected BASExBATCH"),
+    (["--quick", "--sections", "train", "--train-groups", "64x1", "--out", "/dev/null/x.json"],
+     "matches none of this plan's groups"),
 ])
 def test_bad_flags_are_usage_errors(argv, match, capsys):
     assert cli.run_main(run.main, argv) == cli.EXIT_USAGE
