@@ -16,7 +16,8 @@ Kinds:
 
 Protocol of a stepping worker: it builds, runs `warmup` rounds, prints
 `READY <json>`; then every stdin line `run` runs one round of each of its
-steps and prints `TIMES {"name": seconds, ...}`; `quit` (or EOF) prints
+steps and prints `TIMES {"times": {name: seconds}, "values": {name: value}}`
+(the value of a training step is its loss); `quit` (or EOF) prints
 `DONE {"rss_mb": ...}`. Only protocol lines go to stdout.
 """
 
@@ -35,7 +36,7 @@ if ROOT not in sys.path:
 LEARNING_RATE = 1e-4
 STEP_DEFAULTS = {"base": 16, "depth": 4, "size": 572, "batch": 1, "xla": "off",
                  "precision": "float32", "intra": 0, "inter": 0, "onednn": True,
-                 "records": None, "seed": 0, "warmup": 2}
+                 "records": None, "static_batch": False, "seed": 0, "warmup": 2}
 
 
 def spec_env(spec):
@@ -59,7 +60,8 @@ def synthetic_dataset(batch, input_size, depth, seed=0, distinct=2, static_batch
     """tf.data of (image [B, in, in, 3] float32 in [0, 1], mask [B, out, out, 1] uint8).
 
     uint8 tensors cast on the graph side, like data.make_dataset's output; the
-    batch dimension is unknown, as in the trainer. A few pixels are IGNORE.
+    batch dimension is unknown, as in the trainer, unless static_batch (which
+    measured the same speed). A few mask pixels are IGNORE.
     """
     import tensorflow as tf
 
@@ -97,8 +99,7 @@ def build_train_step(spec):
     v1 = tf.compat.v1
     spec = {**STEP_DEFAULTS, **spec}
     cfg = settings_of(spec)
-    # First: XLA's CPU flag only counts if set before any tf.data function is traced.
-    session_config = speed.session_config(cfg)
+    session_config = speed.session_config(cfg)  # first: xla=auto must precede any Session
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(spec["seed"])
@@ -109,7 +110,7 @@ def build_train_step(spec):
                                    spec["depth"], spec["seed"]).repeat()
         else:
             ds = synthetic_dataset(spec["batch"], spec["size"], spec["depth"], spec["seed"],
-                                   static_batch=spec.get("static_batch", False))
+                                   static_batch=spec["static_batch"])
         images, masks = v1.data.make_one_shot_iterator(ds).get_next()
         global_step = v1.train.get_or_create_global_step()
         optimizer = speed.wrap_optimizer(v1.train.AdamOptimizer(LEARNING_RATE), cfg)
