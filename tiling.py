@@ -72,13 +72,6 @@ def reflect_indices(start, stop, n):
     return np.where(m < n, m, period - m)
 
 
-def _reflect_indices(start, stop, n):
-    """Graph version of reflect_indices (tensors in, int32 [stop - start] out)."""
-    period = tf.maximum(2 * (n - 1), 1)
-    m = tf.math.floormod(tf.range(start, stop), period)
-    return tf.where(m < n, m, period - m)
-
-
 def _stitch_indices(size, lay, count):
     """For each output pixel along an axis: its row in the [count * output] tile strip."""
     r = tf.range(size)
@@ -105,8 +98,10 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
         ny = 1 + (tf.maximum(height - lay.output, 0) + lay.stride - 1) // lay.stride
         nx = 1 + (tf.maximum(width - lay.output, 0) + lay.stride - 1) // lay.stride
     # The padded canvas is exactly covered by the input tiles.
-    rows = _reflect_indices(-lay.border, lay.output + (ny - 1) * lay.stride + lay.border, height)
-    cols = _reflect_indices(-lay.border, lay.output + (nx - 1) * lay.stride + lay.border, width)
+    rows = data.reflect_indices(-lay.border, lay.output + (ny - 1) * lay.stride + 2 * lay.border,
+                                height)
+    cols = data.reflect_indices(-lay.border, lay.output + (nx - 1) * lay.stride + 2 * lay.border,
+                                width)
     padded = tf.gather(tf.gather(image, rows), cols, axis=1)  # uint8 [Hp, Wp, 3]
 
     size = [1, lay.input, lay.input, 1]

@@ -131,20 +131,6 @@ def check_resumable(cfg):
                         " use the same flags to resume, or a new --run-name")
 
 
-def count_records(file_pattern):
-    """Records in all shards (for steps per epoch and the ETA); UserError if unreadable."""
-    total = 0
-    with tf.Graph().as_default(), v1.Session() as sess:
-        path = v1.placeholder(tf.string, [])
-        count = tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1)
-        for name in data.list_records(file_pattern):
-            with data.record_errors(name):
-                total += int(sess.run(count, {path: name}))
-    if total == 0:
-        raise UserError(f"records {file_pattern!r} hold no examples: re-run convert_coco.py")
-    return total
-
-
 # ------------------------------------------------------------ graph pieces
 
 
