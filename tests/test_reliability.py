@@ -134,7 +134,8 @@ def test_sigkill_at_random_steps_loses_at_most_the_checkpoint_interval(shards, t
         saved = int(tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
                     .get_tensor("global_step"))
         # Everything after the last save is lost: at most the checkpoint interval.
-        assert 0 <= seen - saved < CHECKPOINT_EVERY, (seed, seen, saved)
+        # A kill between logging step k*interval and saving it loses the whole interval.
+        assert 0 <= seen - saved <= CHECKPOINT_EVERY, (seed, seen, saved)
         lost.append(int(seen - saved))
     done = run_cmd(cmd)
     assert done.returncode == 0, done.stderr[-2000:]
