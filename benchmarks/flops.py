@@ -23,32 +23,47 @@ def conv_flops(out_height, out_width, kernel, in_channels, out_channels):
     return 2 * out_height * out_width * kernel * kernel * in_channels * out_channels
 
 
-def layer_flops(input_size, depth=4, base_filters=64, num_outputs=1, in_channels=3):
-    """[(name, FLOPs)] for every conv of the network on one square input image."""
+def layers(input_size, depth=4, base_filters=64, num_outputs=1, in_channels=3):
+    """[(name, kind, input size, in channels, out channels)] for every conv, in order.
+
+    kind is "conv3x3" (valid), "up_conv" (2x2, stride 2) or "conv1x1"; sizes are
+    the square spatial size of the layer's input.
+    """
     unet.output_size(input_size, depth)  # ValueError for an invalid size
-    layers, size, cin = [], input_size, in_channels
+    out, size, cin = [], input_size, in_channels
     for level in range(depth + 1):
         name = f"contract{level + 1}" if level < depth else "bottom"
         cout = base_filters * 2**level
         if level:
             size //= 2  # 2x2 max pool
         for conv in ("conv1", "conv2"):
-            size -= 2
-            layers.append((f"{name}/{conv}", conv_flops(size, size, 3, cin, cout)))
-            cin = cout
+            out.append((f"{name}/{conv}", "conv3x3", size, cin, cout))
+            size, cin = size - 2, cout
     for level in reversed(range(depth)):
         name = f"expand{level + 1}"
         cout = base_filters * 2**level
-        size *= 2
-        # Stride 2 with a 2x2 kernel: every output pixel gets exactly one tap.
-        layers.append((f"{name}/up_conv", conv_flops(size, size, 1, cin, cout)))
-        cin = 2 * cout  # concat with the cropped skip connection
+        out.append((f"{name}/up_conv", "up_conv", size, cin, cout))
+        size, cin = size * 2, 2 * cout  # concat with the cropped skip connection
         for conv in ("conv1", "conv2"):
-            size -= 2
-            layers.append((f"{name}/{conv}", conv_flops(size, size, 3, cin, cout)))
-            cin = cout
-    layers.append(("output", conv_flops(size, size, 1, cin, num_outputs)))
-    return layers
+            out.append((f"{name}/{conv}", "conv3x3", size, cin, cout))
+            size, cin = size - 2, cout
+    out.append(("output", "conv1x1", size, cin, num_outputs))
+    return out
+
+
+def flops_of(kind, size, cin, cout):
+    """FLOPs of one layer of `layers` on one image."""
+    if kind == "conv3x3":
+        return conv_flops(size - 2, size - 2, 3, cin, cout)
+    if kind == "up_conv":  # stride 2 with a 2x2 kernel: every output pixel gets one tap
+        return conv_flops(2 * size, 2 * size, 1, cin, cout)
+    return conv_flops(size, size, 1, cin, cout)
+
+
+def layer_flops(input_size, depth=4, base_filters=64, num_outputs=1, in_channels=3):
+    """[(name, FLOPs)] for every conv of the network on one square input image."""
+    return [(name, flops_of(kind, size, cin, cout)) for name, kind, size, cin, cout
+            in layers(input_size, depth, base_filters, num_outputs, in_channels)]
 
 
 def forward_flops(input_size, depth=4, base_filters=64, num_outputs=1, in_channels=3):

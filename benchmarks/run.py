@@ -6,8 +6,11 @@
 Sections (each independent; a missing module skips only its own):
 
   converter  convert_coco.convert images/s on the demo dataset, 1 and 2 workers
-  train      our step, the machine's conv/matmul peak and the Keras 3 peers,
+  train      our step, the machine's conv/matmul peak, the Keras 3 peers and
+             (when torch is installed) the PyTorch eager peer,
              base 16 and 64 at 572, batch 1 and 4; images/s, GFLOP/s, ratios
+  ceiling    every conv of the base-64 network timed alone (benchmarks/ceiling.py):
+             the fastest step TensorFlow's conv kernels allow, vs the peak and ours
   options    speed settings against the default: threads, XLA, oneDNN, bfloat16,
              real-record input
   pipeline   data.make_dataset records/s on the converted shards, vs training rate
@@ -41,9 +44,10 @@ import quiet  # noqa: E402, F401  (first: flops imports unet, which imports Tens
 import cli  # noqa: E402
 from benchmarks import flops, worker  # noqa: E402
 
-SECTIONS = ("converter", "train", "options", "pipeline", "predict")
+SECTIONS = ("converter", "train", "ceiling", "options", "pipeline", "predict")
 NEEDS = {"converter": ("convert_coco", "demo_data"), "pipeline": ("data",),
-         "train": ("train", "keras"), "options": ("train",), "predict": ("predict", "tiling")}
+         "train": ("train", "keras"), "ceiling": ("unet",), "options": ("train",),
+         "predict": ("predict", "tiling")}
 
 FULL = {
     "depth": 4, "size": 572,
@@ -59,6 +63,7 @@ FULL = {
          "real records input"]]},
     "peak": {"convs": [(570, 64), (282, 128), (138, 256), (66, 512), (30, 1024)],
              "matmuls": [2048, 3072], "bf16_conv": 256},
+    "ceiling": {"base": 64, "repeats": 4},  # ~40 s
     "demo": {"num_train": 96, "num_val": 2}, "shards": 4,
     "pipeline": {"batch": 4, "windows": 5, "batches": 10},
     "predict": {"base": 64, "repeats": 3},
@@ -73,6 +78,7 @@ QUICK = {
         ["threads intra 1 inter 1", "xla auto-clustering", "xla compile (explicit)",
          "oneDNN off", "bfloat16 (opt-in)", "real records input"]]},
     "peak": {"convs": [(34, 64)], "matmuls": [256], "bf16_conv": 64},
+    "ceiling": {"base": 4, "repeats": 1},
     "demo": {"num_train": 6, "num_val": 2}, "shards": 2,
     "pipeline": {"batch": 2, "windows": 2, "batches": 2},
     "predict": {"base": 4, "repeats": 1},
@@ -242,6 +248,8 @@ def train_section(plan, log_dir, log=print):
                    ("keras jit_compile", {"kind": "keras", "jit": True, **common})]
         if batch == plan["keras_default_batch"]:
             members.append(("keras default", {"kind": "keras", "jit": False, **common}))
+            if has_torch():  # optional peer: not a project requirement
+                members.append(("pytorch eager", {"kind": "torch", **common}))
         if (base, batch) == tuple(plan["bf16_at"]):
             members.append(("ours bfloat16", {"kind": "ours", "precision": "bfloat16",
                                               **common}))
@@ -256,7 +264,7 @@ def train_section(plan, log_dir, log=print):
                    "batch": batch, **step_summary(result, base, batch, plan)}
             if peak.get("conv_gflops") and "gflops" in row:
                 row["ratio_to_conv_peak"] = row["gflops"] / peak["conv_gflops"]
-            if label.startswith("keras") and "ready" in result:
+            if label.startswith(("keras", "pytorch")) and "ready" in result:
                 row["same_parameters_as_unet"] = result["ready"].get("same_parameters_as_unet")
             rows.append(row)
         ours = next((r for r in rows[-len(members) + 1:] if r["variant"] == "ours"), {})
@@ -339,6 +347,21 @@ def pipeline_section(plan, log_dir, records, train=None):
     return result
 
 
+def ceiling_section(plan, log_dir, train=None):
+    c = plan["ceiling"]
+    result = one_shot("ceiling", {"kind": "ceiling", "base": c["base"], "depth": plan["depth"],
+                                  "size": plan["size"], "repeats": c["repeats"]}, log_dir)
+    peak = (train or {}).get("peak", {}).get("conv_gflops")
+    if peak and "bound_gflops" in result:
+        result["bound_ratio_to_conv_peak"] = result["bound_gflops"] / peak
+    ours = [r for r in (train or {}).get("steps", []) if r["variant"] == "ours"
+            and r.get("base") == c["base"] and r.get("batch") == 1 and "s_per_step" in r]
+    if ours and "bound_s" in result:
+        result["ours_s_per_step"] = ours[0]["s_per_step"]
+        result["ours_ratio_to_bound"] = result["bound_s"] / ours[0]["s_per_step"]
+    return result
+
+
 def predict_section(plan, log_dir, tmp):
     p = plan["predict"]
     return one_shot("predict", {"kind": "predict", "run_dir": os.path.join(tmp, "run"),
@@ -371,8 +394,14 @@ def machine():
     return {"cpu": model, "cores": os.cpu_count(), "avx512f": "avx512f" in flags,
             "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_tile" in flags,
             "python": platform.python_version(), "tensorflow": version("tensorflow"),
-            "keras": version("keras"),
+            "keras": version("keras"), "torch": version("torch"),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")}
+
+
+def has_torch():
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def missing_modules(section):
@@ -422,6 +451,8 @@ def run(out, quick=False, sections=SECTIONS, records=None, keep_tmp=False, log=p
                                                        report.get("train"))
                 elif section == "train":
                     report[section] = train_section(plan, log_dir, log)
+                elif section == "ceiling":
+                    report[section] = ceiling_section(plan, log_dir, report.get("train"))
                 elif section == "options":
                     report[section] = options_section(plan, log_dir, records, log)
                 else:
@@ -460,7 +491,8 @@ def format_table(report):
     m = report["machine"]
     lines = [f"# Benchmark {'(quick) ' if report['quick'] else ''}{report['started']}", "",
              f"`{report['command']}` on {m['cpu']}, {m['cores']} cores, TensorFlow "
-             f"{m['tensorflow']}, Keras {m['keras']}, AVX512_BF16 {m['avx512_bf16']}", ""]
+             f"{m['tensorflow']}, Keras {m['keras']}, PyTorch {m.get('torch') or 'absent'}, "
+             f"AVX512_BF16 {m['avx512_bf16']}", ""]
     train = report.get("train")
     if train:
         p = train["peak"]
@@ -480,6 +512,14 @@ def format_table(report):
                 f"{_fmt(r.get('ratio_to_conv_peak'))} | {_fmt(r.get('speedup_of_ours'))}x | "
                 f"{_fmt(r.get('rss_mb'), '.0f')} |")
         lines.append("")
+    ceiling = report.get("ceiling")
+    if ceiling and "bound_s" in ceiling:
+        lines += [f"Ceiling (base {ceiling['base']}, batch 1): every conv timed alone sums to "
+                  f"{ceiling['bound_s']:.3f} s per step, {ceiling['bound_gflops']:.1f} GFLOP/s"
+                  + (f" = {ceiling['bound_ratio_to_conv_peak']:.2f} of the conv peak"
+                     if "bound_ratio_to_conv_peak" in ceiling else "")
+                  + (f"; ours runs at {ceiling['ours_ratio_to_bound']:.2f} of that bound"
+                     if "ours_ratio_to_bound" in ceiling else ""), ""]
     options = report.get("options")
     if options:
         lines += [f"Speed options (base {options['base']}, batch {options['batch']}; speedup "

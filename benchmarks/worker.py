@@ -8,11 +8,13 @@ Kinds:
     ours   one training step of the project's graph (unet + train.pixel_loss +
            Adam + UPDATE_OPS, speed.py settings), fed by tf.data
     keras  the Keras 3 peer (keras_peer.py) with train_on_batch
+    torch  the PyTorch eager peer (torch_peer.py), when torch is installed
     peak   TensorFlow's conv2d and matmul throughput on large shapes
   one-shot workers (print one RESULT line and exit):
     pipeline   data.make_dataset records/s on real shards
     converter  convert_coco.convert images/s on a demo dataset
     predict    predict.Predictor megapixels/s on a 640x480 image
+    ceiling    benchmarks/ceiling.py: every conv of the network timed alone
 
 Protocol of a stepping worker: it builds, runs `warmup` rounds, prints
 `READY <json>`; then every stdin line `run` runs one round of each of its
@@ -165,6 +167,22 @@ def keras_steps(spec):
     return {"train": lambda: float(model.train_on_batch(x, y))}, info
 
 
+def torch_steps(spec):
+    import torch
+
+    import unet
+    from benchmarks import torch_peer
+
+    spec = {**STEP_DEFAULTS, **spec}
+    step, model = torch_peer.train_step_fn(spec["size"], spec["depth"], spec["base"],
+                                           spec["batch"])
+    params = torch_peer.trainable_parameter_count(model)
+    info = {"parameters": params, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "same_parameters_as_unet": params == unet.parameter_count(spec["depth"],
+                                                                      spec["base"])}
+    return {"train": step}, info
+
+
 # ------------------------------------------------------------ peak
 
 
@@ -204,7 +222,8 @@ def peak_steps(spec):
     return steps, {"flops": flops}
 
 
-STEPPING = {"ours": ours_steps, "keras": keras_steps, "peak": peak_steps}
+STEPPING = {"ours": ours_steps, "keras": keras_steps, "torch": torch_steps,
+            "peak": peak_steps}
 
 
 def serve(spec, stdin=sys.stdin, stdout=sys.stdout):
@@ -320,8 +339,15 @@ def predict_result(spec):
             **(spec.get("make_run") or {})}
 
 
+def ceiling_result(spec):
+    from benchmarks import ceiling
+
+    return ceiling.measure(spec["size"], spec["depth"], spec["base"], spec["repeats"],
+                           log=lambda line: print(line, file=sys.stderr))
+
+
 ONE_SHOT = {"pipeline": pipeline_result, "converter": converter_result,
-            "predict": predict_result}
+            "predict": predict_result, "ceiling": ceiling_result}
 
 
 def main(argv=None):

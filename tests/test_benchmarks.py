@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import cli
 import unet
-from benchmarks import flops, keras_peer, run, worker
+from benchmarks import ceiling, flops, keras_peer, run, worker
 
 v1 = tf.compat.v1
 
@@ -44,10 +44,20 @@ def test_flops_match_tensorflows_own_count_of_the_graph(size, depth, base, outpu
         opts["output"] = "none"
         profile = v1.profiler.profile(g, options=opts)
     convs = {c.name: c.total_float_ops for c in profile.children
-             if c.name.endswith(("Conv2D", "conv2d_transpose"))}
+             if c.name.endswith(("Conv2D", "MatMul"))}  # up-convs are matmuls
     ours = flops.layer_flops(size, depth, base, outputs)
     assert len(convs) == len(ours)
     assert sum(convs.values()) == flops.forward_flops(size, depth, base, outputs)
+
+
+def test_layers_list_the_papers_shapes():
+    layers = flops.layers(572)
+    assert len(layers) == 10 + 4 * 3 + 1
+    assert layers[0] == ("contract1/conv1", "conv3x3", 572, 3, 64)
+    assert layers[9] == ("bottom/conv2", "conv3x3", 30, 1024, 1024)
+    assert layers[10] == ("expand4/up_conv", "up_conv", 28, 1024, 512)
+    assert layers[11] == ("expand4/conv1", "conv3x3", 56, 1024, 512)
+    assert layers[-1] == ("output", "conv1x1", 388, 64, 1)
 
 
 def test_flops_of_the_papers_network_match_the_issue():
@@ -78,6 +88,18 @@ def test_keras_peer_trains():
     assert x.shape == (2, 44, 44, 3) and y.shape == (2, 28, 28, 1)
     losses = [float(model.train_on_batch(x, y)) for _ in range(5)]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.skipif(not run.has_torch(), reason="torch not installed (an optional peer)")
+def test_torch_peer_worker_has_the_same_network_and_trains(tmp_path):
+    # In its own worker, as the suite runs it: torch never shares a process with TensorFlow.
+    results = run.run_group([("pytorch", {"kind": "torch", **TINY})], 3, str(tmp_path))
+    r = results["pytorch"]
+    assert "error" not in r, r.get("error")
+    assert r["ready"]["parameters"] == unet.parameter_count(TINY["depth"], TINY["base"])
+    assert r["ready"]["same_parameters_as_unet"] is True
+    losses = [r["ready"]["warmup_values"]["train"]] + [x["values"]["train"] for x in r["rounds"]]
+    assert 0.3 < losses[0] < 3.0 and losses[-1] < losses[0]
 
 
 # ------------------------------------------------------------ our step and options
@@ -225,3 +247,26 @@ def test_bad_flags_are_usage_errors(argv, match, capsys):
     assert cli.run_main(run.main, argv) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------ ceiling
+
+
+def test_ceiling_times_every_conv_of_a_tiny_net():
+    lines = []
+    result = ceiling.measure(44, depth=1, base_filters=4, repeats=1, log=lines.append)
+    layers = result["layers"]
+    assert [r["layer"] for r in layers] == [name for name, *_ in flops.layers(44, 1, 4)]
+    assert "input_grad" not in layers[0]["seconds"]  # no gradient w.r.t. the images
+    assert all(set(r["seconds"]) == set(ceiling.PARTS) for r in layers[1:])
+    total = sum(sum(r["seconds"].values()) for r in layers)
+    assert result["bound_s"] == pytest.approx(total)
+    assert result["bound_gflops"] == pytest.approx(
+        flops.train_step_flops(44, 1, 4) / total / 1e9)
+    assert len(lines) == len(layers) and lines[0].startswith("| contract1/conv1 | 44x44x3 -> 4")
+
+
+def test_ceiling_rejects_an_invalid_size(capsys):
+    assert cli.run_main(ceiling.main, ["--size", "571"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--size 571 is not valid for depth 4; try 572" in err and err.count("\n") == 1
