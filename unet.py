@@ -216,7 +216,7 @@ def _up_conv(x, filters):
     simply emits a 2x2 block: one matmul [N*h*w, C] x [C, 2*2*filters], then
     depth_to_space lays the blocks out. Exactly conv2d_transpose with the same
     [2, 2, filters, C] weights, but its gradient is two matmuls instead of
-    oneDNN's slow stride-2 backward convs (1.6x on the up-convs, benchmarks).
+    oneDNN's slow stride-2 backward convs (1.7x on the up-convs, benchmarks).
     """
     cin = x.shape[-1]
     w = v1.get_variable(
