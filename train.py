@@ -247,11 +247,9 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
     global_step = v1.train.get_or_create_global_step()
     g["epoch"] = v1.get_variable("epoch", [], tf.int64, v1.zeros_initializer(), trainable=False)
     g["next_epoch"] = g["epoch"].assign_add(1)
-    # float64, as the metrics are: a float32 copy rounds down, so the same IoU
-    # would count as a new best again and the report would show best < last.
-    g["best_iou"] = v1.get_variable("best_val_iou", [], tf.float64,
+    g["best_iou"] = v1.get_variable("best_val_iou", [], tf.float32,
                                     v1.constant_initializer(-1.0), trainable=False)
-    g["new_best"] = v1.placeholder(tf.float64, [], "new_best_iou")
+    g["new_best"] = v1.placeholder(tf.float32, [], "new_best_iou")
     g["set_best"] = g["best_iou"].assign(g["new_best"])
 
     if strategy is None:
@@ -376,7 +374,9 @@ def _report(sess, g, cfg, writer, metrics, step, epoch):
     writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
                                          for k, v in tags.items()]), step)
     writer.flush()
-    if metrics["iou"] > sess.run(g["best_iou"]):
+    # The best is checkpointed as float32 (run dirs from before must still resume):
+    # compare at that precision, or the same IoU would count as a new best again.
+    if np.float32(metrics["iou"]) > sess.run(g["best_iou"]):
         sess.run(g["set_best"], {g["new_best"]: metrics["iou"]})
         if not g["chief"]:
             return
