@@ -436,8 +436,9 @@ def restorable_checkpoint(run_dir):
     if not candidates:  # no (readable) state file: fall back to the index files on disk
         names = tf.io.gfile.glob(os.path.join(run_dir, config.CKPT_PREFIX + "-*.index"))
         candidates = [n[:-len(".index")] for n in names]
-    paths = [c if os.path.isabs(c) else os.path.join(run_dir, c) for c in candidates]
-    paths.sort(key=_step, reverse=True)
+    # get_checkpoint_state already puts run_dir in front of the state file's relative
+    # entries, and the glob's names carry it: joining again doubled a relative run_dir.
+    paths = sorted(candidates, key=_step, reverse=True)
     for path in paths:
         if _readable_checkpoint(path):
             return path

@@ -174,6 +174,34 @@ def test_sigkill_during_saves_leaves_a_restorable_checkpoint(shards, tmp_path):
     assert f"resuming from {previous}" in done.stderr
 
 
+def test_a_relative_run_dir_resumes(shards, tmp_path, monkeypatch, caplog):
+    # `python demo.py` passes logs/demo: the state file's entries are relative to it.
+    monkeypatch.chdir(tmp_path)
+    run = os.path.join("logs", "rel")
+    assert train.train(cfg_for(shards, run, max_steps=3))["step"] == 3
+    latest = guard.restorable_checkpoint(run)
+    assert latest == os.path.join(run, "model.ckpt-3") == config.latest_checkpoint(run)
+    caplog.set_level("INFO", logger="train")
+    assert train.train(cfg_for(shards, run, max_steps=5))["step"] == 5
+    assert resumed_step(caplog.text) == 3 and "unreadable" not in caplog.text
+    os.remove(os.path.join(run, "checkpoint"))  # no state file: found by name, same answer
+    assert guard.restorable_checkpoint(run) == os.path.join(run, "model.ckpt-5")
+
+
+def test_no_readable_checkpoint_is_refused_not_overwritten(shards, tmp_path):
+    run = tmp_path / "run"
+    assert train.train(cfg_for(shards, run, max_steps=2))["step"] == 2
+    for data_file in glob.glob(str(run / "model.ckpt-*.data-*")):
+        with open(data_file, "r+b") as f:
+            f.truncate(10)
+    before = sorted(os.listdir(run))
+    done = run_cmd(train_cmd(shards, run, "--max-steps", "4"))
+    errors = error_lines(done.stderr)
+    assert done.returncode == 1 and len(errors) == 1, done.stderr[-2000:]
+    assert "reads completely" in errors[0] and "--run-name" in errors[0]
+    assert sorted(os.listdir(run)) == before  # nothing written over
+
+
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
 def test_sigint_sigterm_save_then_resume_exactly(shards, tmp_path, signum, code, caplog):
     run = tmp_path / "run"
