@@ -423,26 +423,32 @@ def _readable_checkpoint(prefix):
 
 
 def restorable_checkpoint(run_dir):
-    """Newest checkpoint of run_dir that reads completely, or None; logs any it passes over."""
+    """Newest checkpoint of run_dir that reads completely, or None when it has none.
+
+    Logs any it passes over. Raises UserError when checkpoints are there but
+    none reads: starting over would overwrite them, so the user decides.
+    """
     try:
         state = tf.train.get_checkpoint_state(run_dir)
     except (tf.errors.OpError, ValueError, UnicodeDecodeError) as e:
         log.warning("the checkpoint state file in %s is unreadable (%s): looking for "
                     "checkpoints by name", run_dir, _reason(e))
         state = None
+    on_disk = [n[:-len(".index")] for n in
+               tf.io.gfile.glob(os.path.join(run_dir, config.CKPT_PREFIX + "-*.index"))]
     candidates = list(state.all_model_checkpoint_paths) if state else []
     if state and state.model_checkpoint_path and state.model_checkpoint_path not in candidates:
         candidates.append(state.model_checkpoint_path)
-    if not candidates:  # no (readable) state file: fall back to the index files on disk
-        names = tf.io.gfile.glob(os.path.join(run_dir, config.CKPT_PREFIX + "-*.index"))
-        candidates = [n[:-len(".index")] for n in names]
     # get_checkpoint_state already puts run_dir in front of the state file's relative
     # entries, and the glob's names carry it: joining again doubled a relative run_dir.
-    paths = sorted(candidates, key=_step, reverse=True)
-    for path in paths:
+    # No (readable) state file: fall back to the index files on disk.
+    for path in sorted(candidates or on_disk, key=_step, reverse=True):
         if _readable_checkpoint(path):
             return path
         log.warning("checkpoint %s is unreadable (torn by a crash?): trying an older one", path)
+    if on_disk:
+        raise UserError(f"no checkpoint in {run_dir} reads completely (see the warnings "
+                        "above): move them aside to start over, or use a new --run-name")
     return None
 
 

@@ -458,11 +458,6 @@ def _train_locked(cfg, strategy=None):
 
 def _restore(sess, g, cfg):
     checkpoint = guard.restorable_checkpoint(cfg.run_dir)  # skips one torn by a crash
-    if not checkpoint and tf.io.gfile.glob(os.path.join(cfg.run_dir,
-                                                        config.CKPT_PREFIX + "-*.index")):
-        # Starting over would overwrite them: the user decides, not the trainer.
-        raise UserError(f"no checkpoint in {cfg.run_dir} reads completely (see the warnings "
-                        "above): move them aside to start over, or use a new --run-name")
     if not checkpoint:
         sess.run(g["init"])
         log.info("starting a new run in %s", cfg.run_dir)
