@@ -25,6 +25,8 @@ with AUTO_REUSE, so a training graph and an evaluation graph built in the same
 tf.Graph share weights.
 """
 
+import functools
+
 import tensorflow as tf
 
 v1 = tf.compat.v1
@@ -148,6 +150,7 @@ def _conv3x3_relu_bn(x, filters, training, name):
 _SERIAL_CONV_GRAD = "UNetSerialConv2DGrad"
 
 
+@functools.cache  # registers once, on first use
 def _serial_conv_grad():
     """Name of Conv2D's gradient computed weight gradient first, then input gradient.
 
@@ -158,13 +161,8 @@ def _serial_conv_grad():
     next layer waits for, ends the chain. Registered on first use (TensorFlow's
     registry is global and refuses a second registration).
     """
-    if not _REGISTERED:
-        tf.RegisterGradient(_SERIAL_CONV_GRAD)(_conv_grad_weights_then_input)
-        _REGISTERED.append(_SERIAL_CONV_GRAD)
+    tf.RegisterGradient(_SERIAL_CONV_GRAD)(_conv_grad_weights_then_input)
     return _SERIAL_CONV_GRAD
-
-
-_REGISTERED = []
 
 
 def _conv_grad_weights_then_input(op, grad):
