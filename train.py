@@ -321,10 +321,15 @@ def _session_config(cfg):
 
 
 class _StopFlag:
-    """Ctrl-C / SIGTERM ask the loop to save and stop; a second Ctrl-C aborts at once."""
+    """Ctrl-C / SIGTERM ask the loop to save and stop; a second Ctrl-C aborts at once.
+
+    The handler only records the signal: it may run while the main thread is inside a
+    write to stderr, and logging from it there re-enters the buffered writer and prints
+    a traceback. The loop polls `requested`, which says what happened once.
+    """
 
     def __init__(self):
-        self.signum, self._previous = None, {}
+        self.signum, self._previous, self._announced = None, {}, False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -335,8 +340,14 @@ class _StopFlag:
     def _handle(self, signum, frame):
         self.signum = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        log.warning("%s received: saving a checkpoint after this step (Ctrl-C again to abort)",
-                    signal.Signals(signum).name)
+
+    @property
+    def requested(self):
+        if self.signum is not None and not self._announced:
+            self._announced = True
+            log.warning("%s received: saving a checkpoint after this step (Ctrl-C again to "
+                        "abort)", signal.Signals(self.signum).name)
+        return self.signum is not None
 
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
@@ -349,7 +360,7 @@ def _validate(sess, g, cfg, stop):
     sess.run(g["val_iterator"].initializer)
     counts, ce_sum, n_valid = np.zeros(4, np.int64), 0.0, 0.0
     with guard.record_errors(cfg.val_records):
-        while stop.signum is None:
+        while not stop.requested:
             try:
                 out = sess.run(g["val"])
             except tf.errors.OutOfRangeError:
@@ -357,7 +368,7 @@ def _validate(sess, g, cfg, stop):
             counts += out["counts"]
             ce_sum += float(out["ce_sum"])
             n_valid += float(out["n_valid"])
-    if stop.signum is not None:
+    if stop.requested:
         return None
     return validation_metrics(counts, ce_sum, n_valid)
 
@@ -493,10 +504,10 @@ def _loop(sess, g, cfg, total_steps, stop):
         return (cfg.max_steps and step >= cfg.max_steps) or epoch >= cfg.epochs
 
     try:
-        while not finished() and stop.signum is None:
+        while not finished() and not stop.requested:
             sess.run(g["train_iterator"].initializer, {g["data_epoch"]: epoch})
             epoch_done = False
-            while stop.signum is None and not (cfg.max_steps and step >= cfg.max_steps):
+            while not stop.requested and not (cfg.max_steps and step >= cfg.max_steps):
                 fetches = {"step": g["step"], "loss": g["loss"], "summary": g["summary"]}
                 if (step + 1) % cfg.image_summary_every == 0 or step == 0:
                     fetches["images"] = g["image_summary"]
@@ -535,13 +546,13 @@ def _loop(sess, g, cfg, total_steps, stop):
                     checkpoint = _save(sess, g, cfg, step)
             if epoch_done:
                 epoch = int(sess.run(g["next_epoch"]))
-            if stop.signum is None and ((epoch_done and epoch % cfg.val_every == 0)
+            if not stop.requested and ((epoch_done and epoch % cfg.val_every == 0)
                                         or finished()):
                 metrics, validated = _validate(sess, g, cfg, stop), True
                 _report(sess, g, cfg, val_writer, metrics, step, epoch)
                 checkpoint = _save(sess, g, cfg, step)
                 tick, tick_step = time.time(), step  # validation time is not training speed
-        if stop.signum is not None:
+        if stop.requested:
             checkpoint = _save(sess, g, cfg, step)
             log.warning("stopped by %s at step %d: saved %s; re-run the same command to resume",
                         signal.Signals(stop.signum).name, step, checkpoint)
