@@ -69,7 +69,7 @@ class Config:
     checkpoint_every: int = 500  # steps between periodic checkpoints (plus each epoch end)
     keep_checkpoints: int = 5  # periodic/epoch checkpoints kept; best/ keeps its own one
     log_device_placement: bool = False  # TF logs the device of every op (debugging)
-    # ---- distribution (distribute.py; README "Training on several GPUs or machines")
+    # ---- distribution (distribute.py; docs/distributed.md)
     strategy: str = "none"  # none | mirrored (GPUs of one machine) | multi-worker (TF_CONFIG)
     devices: str = ""  # mirrored: "/gpu:0,/gpu:1"; "" = all GPUs; "/cpu:0,/cpu:1" = logical CPUs
     # ---- reliability (guard.py, docs/reliability.md)

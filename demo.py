@@ -15,7 +15,7 @@ Re-running reuses the generated images and the records when they are complete,
 and resumes the run in logs/demo (or, when it is finished, just validates it
 again). Delete logs/demo to train from scratch.
 
-Measured on 2 shared CPU cores: see the README ("The demo").
+Measured on 2 shared CPU cores: see docs/train.md ("The demo").
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)

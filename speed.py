@@ -1,6 +1,6 @@
 """Session and optimiser settings for a fast training step (measured: benchmarks/run.py).
 
-What won on a 2-core AVX-512 CPU (README "Performance" has the figures):
+What won on a 2-core AVX-512 CPU (docs/performance.md has the figures):
 
   - TensorFlow's default oneDNN kernels in a plain tf.compat.v1 graph, NHWC,
     fed by tf.data: grappler already fuses conv + bias + ReLU into one

@@ -645,7 +645,7 @@ def build_parser():
     a("--log-device-placement", action="store_true", help="log the device of every op")
     a("--strategy", choices=distribute.STRATEGIES, default=d.strategy,
       help="mirrored: all GPUs of this machine (or --devices); multi-worker: the machines in "
-      "TF_CONFIG; the global batch is --batch-size x replicas (README: several GPUs)")
+      "TF_CONFIG; the global batch is --batch-size x replicas (docs/distributed.md)")
     a("--devices", default=d.devices,
       help="--strategy mirrored: devices to use, e.g. /gpu:0,/gpu:1; '' = all GPUs")
     a("--skip-corrupt-records", action="store_true",
