@@ -62,7 +62,9 @@ class Config:
     intra_op_threads: int = 0  # threads inside one op; 0 = TensorFlow's choice (all cores)
     inter_op_threads: int = 0  # ops run side by side; 0 = TensorFlow's choice
     xla: str = "off"  # "auto" = XLA auto-clustering: slower on CPU, worth a try on a GPU
-    precision: str = "float32"  # "bfloat16" (CPU with AVX512_BF16) / "mixed_float16" (GPU)
+    # bfloat16: CPUs with AVX512_BF16/AMX; mixed_float16: GPUs. The flag's "auto" is resolved
+    # by speed.resolve_precision and saved here as the precision it picked (what ran).
+    precision: str = "float32"
     # ---- logging and checkpoints
     log_every: int = 20  # steps between progress lines
     image_summary_every: int = 100  # steps between TensorBoard image/mask/prediction writes

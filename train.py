@@ -83,7 +83,7 @@ def read_stats(path):
 
 
 def resolve(cfg):
-    """Check flags, resolve pos_weight 'auto' and the seed; returns a new Config."""
+    """Check flags, resolve pos_weight and precision 'auto' and the seed; returns a new Config."""
     if not unet.is_valid_input_size(cfg.input_size, cfg.depth):
         raise UsageError(
             f"--input-size {cfg.input_size} is not valid for a depth-{cfg.depth} U-Net; the "
@@ -115,6 +115,10 @@ def resolve(cfg):
         changes["pos_weight"] = float(cfg.pos_weight)
     if cfg.seed is None:
         changes["seed"] = random.SystemRandom().randrange(2**31)
+    if cfg.precision == "auto":  # config.json must say what ran, not what was asked
+        gpu = bool(tf.config.list_physical_devices("GPU"))  # lists, starts no runtime
+        changes["precision"], why = speed.resolve_precision("auto", gpu)
+        log.info("precision auto: %s -> %s", why, changes["precision"])
     return dataclasses.replace(cfg, **changes)
 
 
@@ -633,9 +637,10 @@ def build_parser():
       help="steps between checkpoints (one is also saved every epoch end)")
     a("--keep-checkpoints", type=cli.positive_int, default=d.keep_checkpoints,
       help="newest checkpoints kept in the run dir (best/ keeps its own)")
-    a("--precision", choices=speed.PRECISIONS, default=d.precision,
-      help="bfloat16: faster on CPUs with AVX512_BF16; mixed_float16: GPUs; both trade "
-      "some accuracy")
+    a("--precision", choices=speed.PRECISION_CHOICES, default=d.precision,
+      help="bfloat16: faster on CPUs with AVX512_BF16/AMX; mixed_float16: GPUs; both trade "
+      "some accuracy; auto: mixed_float16 on a GPU, bfloat16 on a Linux CPU with "
+      "amx_bf16/avx512_bf16, else float32 (config.json records the choice)")
     a("--xla", choices=speed.XLA_MODES, default=d.xla,
       help="auto = XLA auto-clustering (slower on CPU; try it on a GPU)")
     a("--intra-op-threads", type=cli.non_negative_int, default=d.intra_op_threads,

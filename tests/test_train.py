@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 import cli
 import config
 import records
+import speed
 import train
 from cli import UsageError, UserError
 
@@ -158,6 +159,11 @@ def test_pos_weight_auto_reads_converter_stats(blob_data, tmp_path):
                                stats=str(tmp_path / "nope.json")))
 
 
+def test_precision_flag_accepts_auto_and_keeps_float32_the_default():
+    assert train.config_from_args(["--precision", "auto"]).precision == "auto"
+    assert train.config_from_args([]).precision == "float32"
+
+
 # ------------------------------------------------------------- training runs
 
 
@@ -264,3 +270,16 @@ def test_corrupt_shard_is_named_before_training(blob_data, tmp_path):
                                         r".*truncated record.*convert_coco\.py"):
         train.train(make_cfg(blob_data, tmp_path / "run", train_records=str(bad)))
     assert not os.path.exists(tmp_path / "run" / "checkpoint")
+
+
+def test_precision_auto_is_resolved_logged_and_saved(blob_data, tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="train")
+    cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"  # no bfloat16 math
+    monkeypatch.setattr(speed, "read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(speed.platform, "system", lambda: "Linux")
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    expected, why = speed.resolve_precision("auto", gpu, cpuinfo, "Linux")
+    train.train(make_cfg(blob_data, tmp_path / "run", precision="auto", max_steps=1,
+                         val_records="", depth=1, input_size=44))
+    assert config.load_config(str(tmp_path / "run")).precision == expected != "auto"
+    assert f"precision auto: {why} -> {expected}" in caplog.text
