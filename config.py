@@ -47,6 +47,9 @@ class Config:
     val_every: int = 1  # validate every this many epochs (and always at the end)
     stats: str = ""  # converter stats JSON for pos_weight "auto"; "" = next to train_records
     shuffle_buffer: int = 256  # records mixed by the shuffle; ~1 MB of encoded JPEG per 5
+    # every image is resized so its longer side is N px before windows are cut; 0 = as stored
+    # (evaluate/predict/export do the same and map the probabilities back to full size)
+    long_side: int = 0
     # ---- optimisation
     batch_size: int = 4  # tiles per step; the paper used 1 big tile, BN wants a few
     epochs: int = 50  # passes over the train records (the total, also when resuming)

@@ -4,7 +4,10 @@
 
 Every record's whole image goes through the same overlap-tile graph as
 predict.py (not just a centre crop, as the training-time validation does), and
-the metrics count the valid pixels (mask != 255) of the full masks:
+the metrics count the valid pixels (mask != 255) of the full masks. A run
+trained with long_side sees each image at that scale, and its probabilities are
+resized back to the stored size, so it is scored against the full-resolution
+mask, as predict.py's masks would be:
 
     foreground IoU     dataset-level: total intersection / total union
     mean image IoU     the mean of per-image IoUs (images with no valid pixel skipped)
@@ -185,6 +188,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     counts = np.stack(counts)  # [N, T + 1, 4]
     result = _results(counts, names, thresholds, threshold, checkpoint, records_pattern,
                       len(files), save_overlays)
+    result["long_side"] = cfg.long_side
     _write_json(os.path.join(run_dir, config.EVAL_JSON), result)
     _write_tensorboard(os.path.join(run_dir, EVAL_DIR), counts, result)
     if save_overlays:

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_predict import make_run, reference_probabilities
+from test_predict import make_run, reference_probabilities, scaled_reference_probabilities
 
 import cli
 import config
@@ -130,6 +130,20 @@ def test_metrics_equal_numpy_on_full_image_forward_passes(evaluated):
     per_image = evaluate.rates(counts[:4, 0])["foreground_iou"]
     assert [e["iou"] for e in result["worst_images"]] == pytest.approx(sorted(per_image))
     assert result["worst_images"][0]["image_id"] == 100 + int(np.argmin(per_image))
+
+
+def test_long_side_run_is_scored_against_the_full_resolution_masks(tmp_path):
+    run = tmp_path / "run"
+    make_run(run, long_side=20)
+    items = make_images()
+    write_records(tmp_path / "val.tfrecord", items)
+    result = evaluate.evaluate(str(run), str(tmp_path / "val.tfrecord"), progress=False)
+    counts = np.stack([evaluate.confusion(scaled_reference_probabilities(run, image, 20), mask,
+                                          [0.5])[0] for image, mask, _ in items])
+    assert result["long_side"] == 20
+    assert result["valid_pixels"] == sum(int((m != X).sum()) for _, m, _ in items)
+    assert result["model"] == pytest.approx(evaluate.summarize(counts))
+    assert 0 < result["model"]["foreground_iou"] < 1
 
 
 def test_eval_json_is_written_and_predict_uses_its_threshold(evaluated):

@@ -136,10 +136,18 @@ def test_invalid_input_size_lists_nearest_valid(capsys):
     (["--pos-weight", "-1"], 2, "--pos-weight"),
     (["--lr-schedule", "linear"], 2, "invalid choice"),
     (["--run-name", "a/b"], 2, "--run-dir"),
+    (["--long-side", "-1"], 2, "--long-side: must be >= 0, got -1"),
 ])
 def test_bad_flags_exit_2(argv, code, message, capsys):
     got, err = run_cli(argv, capsys)
     assert got == code and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_long_side_flag_is_a_config_field_checked_by_resolve():
+    assert train.config_from_args([]).long_side == 0
+    assert train.config_from_args(["--long-side", "320"]).long_side == 320
+    with pytest.raises(UsageError, match="--long-side must be >= 0"):
+        train.resolve(config.Config(long_side=-5))
 
 
 def test_missing_records_exit_1(tmp_path, capsys):
