@@ -12,7 +12,10 @@ A run directory holds:
     best/model.ckpt-*     the best checkpoint by validation foreground IoU
     best/checkpoint
     train/, val/          TensorBoard event files (`tensorboard --logdir logs`)
-    eval.json             written by evaluate.py (incl. the best threshold)
+    eval.json, eval/      evaluate.py's report on the run's own val_records (+ TensorBoard)
+    eval-<name>.json      its reports on other records, named for them (+ eval-<name>/)
+    threshold.json        the adopted threshold predict.py and export.py default to
+                          (docs/inference_notes.md says when evaluate.py adopts one)
 """
 
 import dataclasses
@@ -27,6 +30,7 @@ RUN_CONFIG = "config.json"
 CKPT_PREFIX = "model.ckpt"
 BEST_DIR = "best"
 EVAL_JSON = "eval.json"
+THRESHOLD_JSON = "threshold.json"
 
 
 @dataclasses.dataclass

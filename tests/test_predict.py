@@ -186,14 +186,27 @@ def test_overlay_tints_foreground_and_outlines_it():
                                   predict.TRUTH_OUTLINE)
 
 
-def test_default_threshold_reads_eval_json(tmp_path):
+def test_default_threshold_is_the_adopted_one(tmp_path):
+    config.save_config(config.Config(val_records="data/cat-val2017-*"), str(tmp_path))
     assert predict.default_threshold(str(tmp_path)) == (0.5, "default")
-    path = tmp_path / config.EVAL_JSON
-    path.write_text(json.dumps({"best_threshold": 0.35}))
-    assert predict.default_threshold(str(tmp_path)) == (0.35, str(path))
-    for bad in ('{"best_threshold": 1.5}', "{not json", '["a"]'):
+    adopted, report = tmp_path / config.THRESHOLD_JSON, tmp_path / config.EVAL_JSON
+    # A run dir from before threshold.json: eval.json counts if tuned on the run's val_records.
+    report.write_text(json.dumps({"best_threshold": 0.25, "records": "data/cat-val2017-*"}))
+    assert predict.default_threshold(str(tmp_path)) == (0.25, str(report))
+    for other in ({"best_threshold": 0.25, "records": "photos/real-*"},
+                  {"best_threshold": 0.25, "records": "data/cat-val2017-*",
+                   "adopted_threshold": False}):
+        report.write_text(json.dumps(other))
+        assert predict.default_threshold(str(tmp_path)) == (0.5, "default")
+    adopted.write_text(json.dumps({"threshold": 0.35}))
+    assert predict.default_threshold(str(tmp_path)) == (0.35, str(adopted))
+    for path, bad in [(adopted, '{"threshold": 1.5}'), (adopted, "{not json"),
+                      (adopted, '["a"]'), (report, '{"best_threshold": "x", "records": '
+                                                   '"data/cat-val2017-*"}')]:
+        if path == report:
+            os.remove(adopted)
         path.write_text(bad)
-        with pytest.raises(cli.UserError, match="eval.json"):
+        with pytest.raises(cli.UserError, match=f"{path.name} (is not a valid|has)"):
             predict.default_threshold(str(tmp_path))
 
 
@@ -268,15 +281,16 @@ def test_old_config_without_long_side_loads_as_stored(tmp_path):
     assert config.load_config(str(tmp_path)).long_side == 0
 
 
-def test_threshold_default_comes_from_eval_json_and_bounds_are_inclusive(run, tmp_path):
+def test_threshold_default_is_the_adopted_one_and_bounds_are_inclusive(run, tmp_path):
     image = tmp_path / "x.png"
     write_image(image, np.random.default_rng(3).integers(0, 256, [20, 20, 3], dtype=np.uint8))
-    (run / config.EVAL_JSON).write_text(json.dumps({"best_threshold": 0.0}))
+    (run / config.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.0}))
     try:
         result = predict.predict(str(run), [str(image)], str(tmp_path / "a"), progress=False)
     finally:
-        os.remove(run / config.EVAL_JSON)
-    assert result["threshold"] == 0.0 and result["threshold_source"].endswith("eval.json")
+        os.remove(run / config.THRESHOLD_JSON)
+    assert result["threshold"] == 0.0
+    assert result["threshold_source"].endswith(config.THRESHOLD_JSON)
     assert (cv2.imread(str(tmp_path / "a" / "x_mask.png"), 0) == 255).all()
     predict.predict(str(run), [str(image)], str(tmp_path / "b"), threshold=1.0, progress=False)
     assert (cv2.imread(str(tmp_path / "b" / "x_mask.png"), 0) == 0).all()
