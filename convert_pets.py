@@ -201,8 +201,9 @@ def read_trimap(path, height, width):
                               "file or trimap")
     values = set(np.unique(trimap).tolist()) - {TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER}
     if values:
-        raise photos.BadImage("bad_trimap", f"trimap {path} holds value {min(values)}; a "
-                              "trimap holds only 1 (pet), 2 (background), 3 (border)")
+        raise photos.BadImage("bad_trimap", f"trimap {path} holds value {min(values)} (a "
+                              "trimap holds only 1 pet, 2 background, 3 border): unpack "
+                              "annotations.tar.gz again")
     return trimap
 
 
