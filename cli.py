@@ -55,6 +55,13 @@ def non_negative_int(text):
     return value
 
 
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def positive_float(text):
     value = float(text)
     if not value > 0:
