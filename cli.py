@@ -12,6 +12,7 @@ traceback, because those are our bugs and the traceback is what we need.
 
 import argparse
 import logging
+import math
 import sys
 
 EXIT_ERROR = 1
@@ -57,7 +58,7 @@ def non_negative_int(text):
 
 def non_negative_float(text):
     value = float(text)
-    if not value >= 0:  # also refuses nan
+    if not (value >= 0 and math.isfinite(value)):  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 

@@ -699,13 +699,6 @@ def _loop(sess, g, cfg, total_steps, stop, clock=time.monotonic):
 # ------------------------------------------------------------ command line
 
 
-def non_negative_float(text):
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
 def pos_weight_arg(text):
     return text if text == "auto" else cli.positive_float(text)
 
@@ -736,7 +729,7 @@ def build_parser():
     a("--epochs", type=cli.positive_int, default=argparse.SUPPRESS,
       help=f"total passes over the data (default {d.epochs}; with --minutes: no limit, "
       "or a cap if given)")
-    a("--minutes", type=non_negative_float, default=d.minutes,
+    a("--minutes", type=cli.non_negative_float, default=d.minutes,
       help="train for this many minutes (the total, also when resuming), then validate "
       "and save; --lr-schedule cosine ends when the time does; 0 = no time budget")
     a("--max-steps", type=cli.non_negative_int, default=d.max_steps,
@@ -752,7 +745,7 @@ def build_parser():
       help="foreground weight in the loss, or 'auto' = (1-f)/f from the converter's stats")
     a("--stats", default=d.stats,
       help="converter stats JSON for --pos-weight auto; '' = the one next to the shards")
-    a("--dice-weight", type=non_negative_float, default=d.dice_weight,
+    a("--dice-weight", type=cli.non_negative_float, default=d.dice_weight,
       help="adds this times (1 - soft Dice) to the loss")
     a("--seed", type=cli.non_negative_int, default=d.seed,
       help="makes runs repeatable; None draws one and saves it in config.json")
