@@ -19,13 +19,12 @@ groups compose into this one map, so a window is resampled once: the image
 bilinearly, the mask by nearest neighbour (labels are never blended). The mask
 window is the centre of the same coordinate field, so the two stay aligned.
 
-Cost is bounded by the window, not the photo: data.py cuts a square region
-around the output window (`region`), big enough for the smallest scale, the
-largest rotation and displacement, with its usual mirror padding for the image
-and IGNORE (255) for the mask. Pixels that come from outside the photo are
-therefore mirrored context in the image and ignored in the mask. Without
-rotate/scale/elastic the region is the window itself and nothing is resampled:
-the windows are exactly data.py's plain ones, flipped and coloured if asked.
+With rotate, scale or elastic on, `warp` samples the windows straight from
+the decoded photo, so the cost follows the window size, not the photo's or the
+zoom's. Outside the photo the image is mirrored exactly as data.py pads its
+windows, and the mask is IGNORE (255): pixels from outside count neither in
+the loss nor in the metrics. Without them nothing is resampled: data.py cuts
+its plain windows and `flip_and_color` flips and colours them.
 
 Randomness is stateless, from the per-record seed data.py derives from (seed,
 epoch, record index): runs repeat exactly, every epoch differs.
@@ -43,7 +42,7 @@ from cli import UsageError
 GROUPS = ("flip", "rotate", "scale", "elastic", "color")
 _WARPS = ("rotate", "scale", "elastic")
 # Elastic displacements are clipped at this many sigmas (a 1-in-15000 event per
-# control point) so that the region cut around the window always holds the source.
+# control point), so a window never folds over itself far outside.
 _MAX_SIGMAS = 4.0
 # Sub-seeds: each group draws its own numbers, so toggling one leaves the others.
 _FLIP, _ROTATE, _SCALE, _ELASTIC, _COLOR = range(1, 6)
@@ -123,54 +122,42 @@ def from_config(cfg):
                     cfg.max_rotation, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
 
 
-@dataclasses.dataclass(frozen=True)
-class Region:
-    """What data.crop_window cuts for `apply`: offset by -margin, these two sizes."""
-
-    margin: int
-    image_size: int
-    mask_size: int
-
-
-def region(settings, input_size, output_size):
-    """The square cut around the output window that holds every source pixel."""
-    if not settings.warps:
-        return Region(0, input_size, output_size)
-    half = (input_size - 1) / 2  # farthest a window pixel lies from the centre, per axis
-    if "elastic" in settings.groups:
-        half += _MAX_SIGMAS * settings.elastic_sigma
-    if "scale" in settings.groups:
-        half /= settings.min_scale
-    if "rotate" in settings.groups:  # a square turned by a grows by cos a + sin a (max at 45)
-        angle = math.radians(min(settings.max_rotation, 45.0))
-        half *= math.cos(angle) + math.sin(angle)
-    size = 2 * math.ceil(half) + 4  # the bilinear neighbour and float slack on each side
-    size += (size - output_size) % 2  # same parity: the region centre is the window centre
-    return Region((size - output_size) // 2, size, size)
-
-
 def _seed(seed, stream):
     return tf.random.experimental.stateless_fold_in(seed, stream)
 
 
-def apply(image, mask, settings, seed, input_size, output_size):
-    """Augment one training region cut as `region` says.
+def flip_and_color(image, mask, settings, seed):
+    """Augment plainly cut windows (settings without warps: flip and color only).
 
-    image: [r, r, 3] uint8, mask: [r', r', 1] uint8; seed: [2] int64, the record's.
-    Returns image [input_size, input_size, 3] float32 in [0, 1] and mask
-    [output_size, output_size, 1] uint8.
+    image: [in, in, 3] uint8, mask: [out, out, 1] uint8, centred on each other
+    (data.crop_window); seed: [2] int64, the record's. Returns image float32 in
+    [0, 1] and mask, same shapes.
     """
-    if settings.warps:
-        coords = window_coords(settings, seed, input_size, image.shape[0])
-        border = (input_size - output_size) // 2
-        mask = sample_nearest(mask, coords[border:border + output_size,
-                                           border:border + output_size], records.IGNORE)
-        image = sample_bilinear(image, coords)
-    elif "flip" in settings.groups:
-        flip = tf.random.stateless_uniform([], _seed(seed, _FLIP)) < 0.5
+    if "flip" in settings.groups:
+        flip = _flips(seed)
         image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
         mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
     image = tf.cast(image, tf.float32) / 255.0
+    if "color" in settings.groups:
+        image = color(image, settings, _seed(seed, _COLOR))
+    return image, mask
+
+
+def warp(image, mask, offset, settings, seed, input_size, output_size):
+    """Augmented windows resampled straight from the photo (settings with warps).
+
+    image: [H, W, 3] uint8, mask: [H, W, 1] uint8, the whole photo; offset: [2]
+    int32, top-left of the output window in it (data.window_offset); seed: [2]
+    int64, the record's. Returns image [in, in, 3] float32 in [0, 1] and mask
+    [out, out, 1] uint8.
+    """
+    border = (input_size - output_size) // 2
+    centre = tf.cast(offset, tf.float32) + (output_size - 1) / 2  # of both windows
+    rows, cols = window_coords(settings, seed, input_size)
+    rows, cols = rows + centre[0], cols + centre[1]
+    inner = slice(border, border + output_size)
+    mask = sample_nearest(mask, rows[inner, inner], cols[inner, inner], records.IGNORE)
+    image = sample_bilinear(image, rows, cols) / 255.0
     if "color" in settings.groups:
         image = color(image, settings, _seed(seed, _COLOR))
     image.set_shape([input_size, input_size, 3])
@@ -178,22 +165,20 @@ def apply(image, mask, settings, seed, input_size, output_size):
     return image, mask
 
 
-def window_coords(settings, seed, input_size, region_size):
-    """Source (row, col) in the region of every input-window pixel: [in, in, 2] float32."""
+def _flips(seed):
+    return tf.random.stateless_uniform([], _seed(seed, _FLIP)) < 0.5
+
+
+def window_coords(settings, seed, input_size):
+    """Source rows and cols of the input window's pixels, relative to its centre.
+
+    Returns two [input_size, input_size] float32; the identity is the plain window.
+    """
     groups = settings.groups
-    centred = tf.range(input_size, dtype=tf.float32) - (input_size - 1) / 2
-    q = tf.stack(tf.meshgrid(centred, centred, indexing="ij"), -1)  # [in, in, 2]
-    if "elastic" in groups:
-        limit = _MAX_SIGMAS * settings.elastic_sigma
-        coarse = settings.elastic_sigma * tf.random.stateless_normal(
-            [settings.elastic_grid, settings.elastic_grid, 2], _seed(seed, _ELASTIC))
-        dense = tf.image.resize(coarse, [input_size, input_size], method="bicubic")
-        q += tf.clip_by_value(dense, -limit, limit)
-    # [2, 2] acting on (row, col) columns: rotation, flip, scale composed.
+    # [2, 2] acting on (row, col) columns: flip, rotation and scale composed.
     matrix = tf.eye(2)
     if "flip" in groups:
-        flip = tf.random.stateless_uniform([], _seed(seed, _FLIP)) < 0.5
-        matrix = tf.where(flip, tf.constant([[1.0, 0.0], [0.0, -1.0]]), matrix)
+        matrix = tf.where(_flips(seed), tf.constant([[1.0, 0.0], [0.0, -1.0]]), matrix)
     if "rotate" in groups:
         limit = math.radians(settings.max_rotation)
         angle = tf.random.stateless_uniform([], _seed(seed, _ROTATE), -limit, limit)
@@ -203,41 +188,66 @@ def window_coords(settings, seed, input_size, region_size):
         log_scale = tf.random.stateless_uniform(
             [], _seed(seed, _SCALE), math.log(settings.min_scale), math.log(settings.max_scale))
         matrix /= tf.exp(log_scale)  # zoom in by s: the window covers 1/s of the source
-    return (region_size - 1) / 2 + tf.einsum("ij,hwj->hwi", matrix, q)
+    centred = tf.range(input_size, dtype=tf.float32) - (input_size - 1) / 2
+    q_row, q_col = centred[:, None], centred[None, :]  # the grid, as outer sums below
+    rows = matrix[0, 0] * q_row + matrix[0, 1] * q_col
+    cols = matrix[1, 0] * q_row + matrix[1, 1] * q_col
+    if "elastic" in groups:  # displacements of the window's own pixels, before the rest
+        limit = _MAX_SIGMAS * settings.elastic_sigma
+        coarse = settings.elastic_sigma * tf.random.stateless_normal(
+            [settings.elastic_grid, settings.elastic_grid, 2], _seed(seed, _ELASTIC))
+        dense = tf.image.resize(coarse, [input_size, input_size], method="bicubic")
+        d_row, d_col = tf.unstack(tf.clip_by_value(dense, -limit, limit), axis=-1)
+        rows += matrix[0, 0] * d_row + matrix[0, 1] * d_col
+        cols += matrix[1, 0] * d_row + matrix[1, 1] * d_col
+    return rows, cols
 
 
-def sample_bilinear(image, coords):
-    """image [H, W, C] (dynamic H, W) at float (row, col) coords [..., 2] -> [..., C] float32.
+def mirror(x, n):
+    """Float coordinates folded into [0, n - 1] by mirroring about the edge pixels.
 
-    Coordinates outside the image are clamped to its edge.
+    At whole numbers this is data.reflect_indices' padding (np.pad "reflect");
+    between them, the bilinear interpolation of the mirrored photo at x equals
+    the photo's at mirror(x), so one fold serves all four neighbours.
+    """
+    period = tf.maximum(2.0 * tf.cast(n - 1, tf.float32), 1.0)  # n == 1: all fold to 0
+    x = tf.math.floormod(x, period)
+    return tf.minimum(x, period - x)
+
+
+def sample_bilinear(image, rows, cols):
+    """image [H, W, C] (dynamic H, W) at float rows, cols [...] -> [..., C] float32.
+
+    Outside the image it is mirrored, as data.py pads its windows.
     """
     height, width = tf.shape(image)[0], tf.shape(image)[1]
-    flat = tf.reshape(tf.cast(image, tf.float32), [-1, image.shape[-1]])
-    rows = tf.clip_by_value(coords[..., 0], 0.0, tf.cast(height - 1, tf.float32))
-    cols = tf.clip_by_value(coords[..., 1], 0.0, tf.cast(width - 1, tf.float32))
+    flat = tf.reshape(image, [-1, image.shape[-1]])  # cast after the gather: 4x less work
+    rows, cols = mirror(rows, height), mirror(cols, width)
     row0, col0 = tf.floor(rows), tf.floor(cols)
     wr, wc = (rows - row0)[..., None], (cols - col0)[..., None]
     r0, c0 = tf.cast(row0, tf.int32), tf.cast(col0, tf.int32)
-    r1, c1 = tf.minimum(r0 + 1, height - 1), tf.minimum(c0 + 1, width - 1)
+    r1, c1 = tf.minimum(r0 + 1, height - 1) * width, tf.minimum(c0 + 1, width - 1)
+    r0 *= width
 
     def at(r, c):
-        return tf.gather(flat, r * width + c)
+        return tf.cast(tf.gather(flat, r + c), tf.float32)
 
-    top = at(r0, c0) * (1 - wc) + at(r0, c1) * wc
-    bottom = at(r1, c0) * (1 - wc) + at(r1, c1) * wc
-    return top * (1 - wr) + bottom * wr
+    p00, p01, p10, p11 = at(r0, c0), at(r0, c1), at(r1, c0), at(r1, c1)
+    top = p00 + (p01 - p00) * wc
+    bottom = p10 + (p11 - p10) * wc
+    return top + (bottom - top) * wr
 
 
-def sample_nearest(mask, coords, fill):
-    """mask [H, W, C] at the nearest pixel of coords [..., 2]; `fill` outside the mask."""
-    height, width = tf.shape(mask)[0], tf.shape(mask)[1]
-    rows = tf.cast(tf.floor(coords[..., 0] + 0.5), tf.int32)
-    cols = tf.cast(tf.floor(coords[..., 1] + 0.5), tf.int32)
+def sample_nearest(image, rows, cols, fill):
+    """image [H, W, C] at the pixels nearest to rows, cols [...] -> [..., C]; `fill` outside."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    rows = tf.cast(tf.floor(rows + 0.5), tf.int32)
+    cols = tf.cast(tf.floor(cols + 0.5), tf.int32)
     inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-    flat = tf.reshape(mask, [-1, mask.shape[-1]])
+    flat = tf.reshape(image, [-1, image.shape[-1]])
     values = tf.gather(flat, tf.clip_by_value(rows, 0, height - 1) * width +
                        tf.clip_by_value(cols, 0, width - 1))
-    return tf.where(inside[..., None], values, tf.constant(fill, mask.dtype))
+    return tf.where(inside[..., None], values, tf.constant(fill, image.dtype))
 
 
 def color(image, settings, seed):

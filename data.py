@@ -161,7 +161,6 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed + 1)
 
     augmentation = augment.Settings() if augmentation is None else augmentation
-    region = augment.region(augmentation, input_size, output_size)
 
     def load(index, serialized):
         image, mask = records.decode(records.parse_example(serialized))
@@ -170,13 +169,14 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
                 _seed_pair(seed, epoch), index)
             uniform = tf.random.stateless_uniform([2], element_seed)
             offset = window_offset(tf.shape(image)[:2], output_size, uniform)
-            # augment.py resamples the windows from this region around the output window.
-            image, mask = crop_window(image, mask, offset - region.margin, region.image_size,
-                                      region.mask_size)
-            return augment.apply(image, mask, augmentation, element_seed, input_size,
-                                 output_size)
-        offset = window_offset(tf.shape(image)[:2], output_size)
+            if augmentation.warps:  # rotate / scale / elastic: resampled from the photo
+                return augment.warp(image, mask, offset, augmentation, element_seed,
+                                    input_size, output_size)
+        else:
+            offset = window_offset(tf.shape(image)[:2], output_size)
         image, mask = crop_window(image, mask, offset, input_size, output_size)
+        if training:
+            return augment.flip_and_color(image, mask, augmentation, element_seed)
         return tf.cast(image, tf.float32) / 255.0, mask
 
     ds = ds.enumerate().map(load, num_parallel_calls=num_parallel_calls, deterministic=True)

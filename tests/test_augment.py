@@ -108,99 +108,101 @@ def test_bad_flags_give_one_error_line(argv, message, tmp_path, capsys):
 # ------------------------------------------------------------- geometry pieces
 
 
+def numpy_mirrored(image, pad=300):
+    return np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect"), pad
+
+
 def numpy_bilinear(image, coords):
-    h, w = image.shape[:2]
-    r = np.clip(coords[..., 0], 0, h - 1)
-    c = np.clip(coords[..., 1], 0, w - 1)
+    """Bilinear sampling of the mirror-extended image (np.pad reflect)."""
+    padded, pad = numpy_mirrored(image)
+    r, c = coords[..., 0] + pad, coords[..., 1] + pad
     r0, c0 = np.floor(r).astype(int), np.floor(c).astype(int)
-    r1, c1 = np.minimum(r0 + 1, h - 1), np.minimum(c0 + 1, w - 1)
     wr, wc = (r - r0)[..., None], (c - c0)[..., None]
-    img = image.astype(np.float64)
-    top = img[r0, c0] * (1 - wc) + img[r0, c1] * wc
-    bottom = img[r1, c0] * (1 - wc) + img[r1, c1] * wc
+    img = padded.astype(np.float64)
+    top = img[r0, c0] * (1 - wc) + img[r0, c0 + 1] * wc
+    bottom = img[r0 + 1, c0] * (1 - wc) + img[r0 + 1, c0 + 1] * wc
     return top * (1 - wr) + bottom * wr
+
+
+def numpy_nearest_mask(mask, coords):
+    """Nearest pixel of the mask; IGNORE where that pixel is outside it."""
+    h, w = mask.shape[:2]
+    rows = np.floor(coords[..., 0] + 0.5).astype(int)
+    cols = np.floor(coords[..., 1] + 0.5).astype(int)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    out = np.full(coords.shape[:-1] + mask.shape[2:], records.IGNORE, mask.dtype)
+    out[inside] = mask[rows[inside], cols[inside]]
+    return out, inside
+
+
+def coords(settings, seed):
+    rows, cols = augment.window_coords(settings, tf.constant(seed, tf.int64), INPUT)
+    return np.stack([rows.numpy(), cols.numpy()], -1)
+
+
+def test_mirror_matches_data_reflect_at_whole_pixels_and_folds_between():
+    positions = np.array([[-13, -1, 0, 4], [5, 6, 11, 40]], np.float32)
+    for n in (1, 2, 6):
+        padded = np.pad(np.arange(n), 100, mode="reflect")
+        got = augment.mirror(tf.constant(positions), tf.constant(n)).numpy()
+        np.testing.assert_array_equal(got, padded[positions.astype(int) + 100])
+    got = augment.mirror(tf.constant([-0.25, 5.5, 6.5, 10.75]), 6).numpy()
+    np.testing.assert_allclose(got, [0.25, 4.5, 3.5, 0.75])
 
 
 def test_samplers_work_on_dynamic_shapes():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (13, 17, 3)).astype(np.uint8)
-    coords = rng.uniform(-3, 20, (6, 5, 2)).astype(np.float32)
-    coords[0, 0] = [4, 9]  # integer coordinates sample the pixel itself
+    points = rng.uniform(-30, 45, (6, 5, 2)).astype(np.float32)
+    points[0, 0] = [4, 9]  # integer coordinates sample the pixel itself
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
                                   tf.TensorSpec([None, None, 2], tf.float32)])
-    def sample(image, coords):
-        return (augment.sample_bilinear(image, coords),
-                augment.sample_nearest(image, coords, records.IGNORE))
+    def sample(image, points):
+        rows, cols = points[..., 0], points[..., 1]
+        return (augment.sample_bilinear(image, rows, cols),
+                augment.sample_nearest(image, rows, cols, records.IGNORE))
 
-    bilinear, nearest = (t.numpy() for t in sample(image, coords))
-    np.testing.assert_allclose(bilinear, numpy_bilinear(image, coords), atol=1e-3)
+    bilinear, nearest = (t.numpy() for t in sample(image, points))
+    np.testing.assert_allclose(bilinear, numpy_bilinear(image, points), atol=1e-2)
     assert np.array_equal(bilinear[0, 0], image[4, 9].astype(np.float32))
-    rows, cols = np.floor(coords[..., 0] + 0.5).astype(int), np.floor(coords[..., 1] + 0.5)
-    cols = cols.astype(int)
-    inside = (rows >= 0) & (rows < 13) & (cols >= 0) & (cols < 17)
+    want, inside = numpy_nearest_mask(image, points)
     assert 0 < inside.sum() < inside.size
-    assert np.array_equal(nearest[inside], image[rows[inside], cols[inside]])
-    assert np.all(nearest[~inside] == records.IGNORE)
-
-
-@pytest.mark.parametrize("settings", [
-    ALL, augment.Settings(("rotate",), max_rotation=30.0), augment.Settings(("scale",)),
-    augment.Settings(("elastic", "flip"), elastic_sigma=25.0),
-    augment.Settings(("scale", "rotate"), min_scale=1.5, max_scale=3.0)])
-def test_region_holds_every_source_pixel(settings):
-    region = augment.region(settings, INPUT, OUTPUT)
-    assert region.image_size == region.mask_size
-    assert (region.image_size - OUTPUT) % 2 == 0 and region.margin * 2 + OUTPUT == \
-        region.image_size
-    coords = tf.function(lambda seed: augment.window_coords(settings, seed, INPUT,
-                                                            region.image_size))
-    lows, highs = [], []
-    for k in range(200):
-        c = coords(tf.constant([k, 7], tf.int64)).numpy()
-        lows.append(c.min())
-        highs.append(c.max())
-    # The bilinear sampler reads floor(src) and floor(src) + 1: both inside the region.
-    assert min(lows) >= 0 and max(highs) <= region.image_size - 2
-    assert max(highs) - min(lows) > 0.8 * (region.image_size - 4) / 2  # not needlessly big
-
-
-def test_region_without_warps_is_the_window():
-    for groups in [(), ("flip",), ("flip", "color")]:
-        assert augment.region(augment.Settings(groups), INPUT, OUTPUT) == \
-            augment.Region(0, INPUT, OUTPUT)
+    np.testing.assert_array_equal(nearest, want)
 
 
 @pytest.mark.parametrize("h,w,oy,ox", [(20, 16, -4, -6), (60, 45, 10, 3), (9, 70, -10, 30)])
 def test_warped_windows_match_a_numpy_oracle(h, w, oy, ox):
-    """Mask: nearest source pixel, 255 outside the photo; image: bilinear from the mirror."""
+    """Image: bilinear from the mirrored photo; mask: nearest pixel, 255 outside the photo."""
     rng = np.random.default_rng(h)
     image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
     mask = rng.integers(0, 2, (h, w, 1)).astype(np.uint8)
     mask[0, 0] = records.IGNORE
-    pad = 400
-    mirrored = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    region = augment.region(GEOMETRY, INPUT, OUTPUT)
     saw_outside = 0
     for k in range(6):
-        seed = tf.constant([k, 11], tf.int64)
-        cut = data.crop_window(tf.constant(image), tf.constant(mask),
-                               tf.constant([oy - region.margin, ox - region.margin]),
-                               region.image_size, region.mask_size)
-        got_image, got_mask = augment.apply(*cut, GEOMETRY, seed, INPUT, OUTPUT)
-        src = augment.window_coords(GEOMETRY, seed, INPUT, region.image_size).numpy() + \
-            [oy - region.margin, ox - region.margin]
-        want_image = numpy_bilinear(mirrored, src + pad) / 255.0
-        np.testing.assert_allclose(got_image.numpy(), want_image, atol=1e-5)
-
-        near = np.floor(src[BORDER:BORDER + OUTPUT, BORDER:BORDER + OUTPUT] + 0.5).astype(int)
-        rows, cols = near[..., 0], near[..., 1]
-        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-        want_mask = np.full((OUTPUT, OUTPUT, 1), records.IGNORE, np.uint8)
-        want_mask[inside] = mask[rows[inside], cols[inside]]
+        got_image, got_mask = augment.warp(tf.constant(image), tf.constant(mask),
+                                           tf.constant([oy, ox]), GEOMETRY,
+                                           tf.constant([k, 11], tf.int64), INPUT, OUTPUT)
+        src = coords(GEOMETRY, [k, 11]) + np.array([oy, ox]) + (OUTPUT - 1) / 2
+        np.testing.assert_allclose(got_image.numpy(), numpy_bilinear(image, src) / 255.0,
+                                   atol=1e-4)
+        want_mask, inside = numpy_nearest_mask(mask, src[BORDER:BORDER + OUTPUT,
+                                                         BORDER:BORDER + OUTPUT])
         np.testing.assert_array_equal(got_mask.numpy(), want_mask)
         saw_outside += (~inside).sum()
     assert saw_outside > 0  # the cases reach past the photo
+
+
+def test_elastic_displacements_are_smooth_and_bounded():
+    settings = augment.Settings(("elastic",), elastic_sigma=5.0)
+    identity = coords(NONE, [0, 0])
+    spread = []
+    for k in range(20):
+        d = coords(settings, [k, 3]) - identity
+        assert np.abs(d).max() <= 4 * 5.0  # clipped at 4 sigma
+        assert np.abs(np.diff(d, axis=0)).max() < 2.0  # smooth: no tearing between pixels
+        spread.append(d.std())
+    assert 2.0 < np.mean(spread) < 8.0  # about sigma
 
 
 def test_color_leaves_the_mask_and_geometry_alone(tmp_path):
