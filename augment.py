@@ -42,7 +42,7 @@ from cli import UsageError
 GROUPS = ("flip", "rotate", "scale", "elastic", "color")
 _WARPS = ("rotate", "scale", "elastic")
 # Elastic displacements are clipped at this many sigmas (a 1-in-15000 event per
-# control point), so a window never folds over itself far outside.
+# control point): no window pixel moves further than that.
 _MAX_SIGMAS = 4.0
 # Sub-seeds: each group draws its own numbers, so toggling one leaves the others.
 _FLIP, _ROTATE, _SCALE, _ELASTIC, _COLOR = range(1, 6)
