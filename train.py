@@ -5,10 +5,12 @@
 Everything lands in the run dir (default logs/<run-name>, see config.py):
 config.json, Saver checkpoints model.ckpt-<step> (periodic, every epoch end,
 on Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and
-TensorBoard events in train/ (cost every step, learning rate, images, masks
-and predictions every --image-summary-every steps, the graph) and val/
-(metrics at every epoch end). Re-running the same command resumes from the
-latest checkpoint: global step, epoch, Adam slots and the best IoU so far.
+TensorBoard events in train/ (cost and learning rate every step; every
+--image-summary-every steps `windows`: input window, ground truth and prediction
+side by side; the graph), val/ (metrics at every validation) and baseline/ (the
+all-background metrics under the same tags, so each chart shows both; see
+docs/tensorboard.md). Re-running the same command resumes from the latest
+checkpoint: global step, epoch, Adam slots and the best IoU so far.
 
 Validation metrics are dataset-level over valid (non-255) pixels of the
 validation windows: foreground IoU = total intersection / total union, Dice,
@@ -54,6 +56,7 @@ LR_SCHEDULES = ("constant", "exponential", "cosine")
 MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
 EXIT_ON_SIGNAL = {signal.SIGINT: cli.EXIT_INTERRUPTED, signal.SIGTERM: 0}
 MAX_NAN_SKIPS = 20  # --on-nan skip: more non-finite steps in a row means training diverged
+METRIC_TAGS = ("iou", "dice", "precision", "recall", "accuracy")  # metrics_from_counts' keys
 
 
 # ------------------------------------------------------------ config checks
@@ -404,7 +407,34 @@ def _validate(sess, g, cfg, stop):
     return validation_metrics(counts, ce_sum, n_valid)
 
 
-def _report(sess, g, cfg, writer, metrics, step, epoch):
+@dataclasses.dataclass
+class _ValWriters:
+    """val/ gets the model's metrics and baseline/ the all-background ones under the same
+    tags, so TensorBoard draws the two as lines of one chart per metric."""
+
+    val: object
+    baseline: object
+
+    @classmethod
+    def open(cls, strategy, run_dir):
+        return cls(*(distribute.summary_writer(strategy, os.path.join(run_dir, name))
+                     for name in ("val", "baseline")))
+
+    def write(self, metrics, step):
+        """metrics: validation_metrics()'s dict; its 'loss' is the val/ tag 'cost'."""
+        model = {"cost": metrics["loss"], **{k: metrics[k] for k in METRIC_TAGS}}
+        baseline = {k: metrics[f"baseline_{k}"] for k in METRIC_TAGS}
+        for writer, tags in ((self.val, model), (self.baseline, baseline)):
+            writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
+                                                 for k, v in tags.items()]), step)
+            writer.flush()
+
+    def close(self):
+        self.val.close()
+        self.baseline.close()
+
+
+def _report(sess, g, cfg, writers, metrics, step, epoch):
     if metrics is None:
         return
     log.info("epoch %d step %d val: IoU %.4f  Dice %.4f  precision %.4f  recall %.4f  "
@@ -412,10 +442,7 @@ def _report(sess, g, cfg, writer, metrics, step, epoch):
              epoch, step, metrics["iou"], metrics["dice"], metrics["precision"],
              metrics["recall"], metrics["accuracy"], metrics["loss"], metrics["baseline_iou"],
              metrics["baseline_accuracy"])
-    tags = {"cost": metrics["loss"], **{k: v for k, v in metrics.items() if k != "loss"}}
-    writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
-                                         for k, v in tags.items()]), step)
-    writer.flush()
+    writers.write(metrics, step)
     # The best is checkpointed as float32 (run dirs from before must still resume):
     # compare at that precision, or the same IoU would count as a new best again.
     if np.float32(metrics["iou"]) > sess.run(g["best_iou"]):
@@ -525,7 +552,7 @@ def _loop(sess, g, cfg, total_steps, stop):
     step, epoch = (int(x) for x in sess.run([g["global_step"], g["epoch"]]))
     train_writer = distribute.summary_writer(g["strategy"], os.path.join(cfg.run_dir, "train"),
                                              sess.graph)
-    val_writer = distribute.summary_writer(g["strategy"], os.path.join(cfg.run_dir, "val"))
+    val_writer = _ValWriters.open(g["strategy"], cfg.run_dir)
     # Tells TensorBoard to drop events logged after this step by a killed earlier run.
     train_writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step)
     metrics, checkpoint, losses, validated, nan_skips = None, None, [], False, 0

@@ -65,6 +65,16 @@ def make_cfg(blob_data, run_dir, **overrides):
     return config.Config(**{**fields, **overrides})
 
 
+def event_scalars(directory):
+    """{tag: [(step, value), ...]} from the event files of one TensorBoard run."""
+    found = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return found
+
+
 def scalars(directory):
     acc = event_accumulator.EventAccumulator(str(directory), size_guidance={"images": 0})
     acc.Reload()
@@ -222,10 +232,17 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
     assert tags["graph"]
     cost = [e.value for e in tb.Scalars("cost")]
     assert len(cost) == 32 and np.mean(cost[-4:]) < 0.7 * np.mean(cost[:4])  # loss falls
-    val = scalars(run / "val")
-    assert {"cost", "iou", "dice", "precision", "recall", "accuracy",
-            "baseline_iou", "baseline_accuracy"} <= set(val.Tags()["scalars"])
-    assert [e.step for e in val.Scalars("iou")] == [4 * k for k in range(1, 9)]
+    # Validation: the model in val/, all-background in baseline/, under the same tags so
+    # TensorBoard draws them in one chart; the last values are what train() returned.
+    val, baseline = event_scalars(run / "val"), event_scalars(run / "baseline")
+    assert set(val) == {"cost", *train.METRIC_TAGS} and set(baseline) == set(train.METRIC_TAGS)
+    for tag in train.METRIC_TAGS:
+        assert [s for s, _ in val[tag]] == [s for s, _ in baseline[tag]] == [
+            4 * k for k in range(1, 9)]
+        assert val[tag][-1][1] == pytest.approx(first[f"val_{tag}"], abs=1e-6)
+        assert baseline[tag][-1][1] == pytest.approx(first[f"val_baseline_{tag}"], abs=1e-6)
+    assert val["cost"][-1][1] == pytest.approx(first["val_loss"], rel=1e-6)
+    assert {v for _, v in baseline["iou"]} == {0.0} and val["iou"][-1][1] > 0.5
 
     # Same command with more epochs resumes: step, epoch and Adam state carry over.
     caplog.clear()
