@@ -241,27 +241,28 @@ def window_panels(images, masks, probs, outline=2):
     column mean the same place in all three; around it, the context the output has no
     pixel for is blue, and a yellow outline (drawn in the context) marks the output area.
     """
-    size, out = int(images.shape[1]), int(masks.shape[1])
-    border = (size - out) // 2
-    width = min(outline, border)
+    with tf.name_scope("window_panels"):
+        size, out = int(images.shape[1]), int(masks.shape[1])
+        border = (size - out) // 2
+        width = min(outline, border)
 
-    def place(x, margin):  # [b, in - 2 margin, in - 2 margin, c] -> [b, in, in, c]
-        return tf.pad(x, [[0, 0], [margin, margin], [margin, margin], [0, 0]])
+        def place(x, margin):  # [b, in - 2 margin, in - 2 margin, c] -> [b, in, in, c]
+            return tf.pad(x, [[0, 0], [margin, margin], [margin, margin], [0, 0]])
 
-    inside = place(tf.ones([1, out, out, 1]), border)  # [1, in, in, 1], 1 on the output area
-    ring = place(tf.ones([1, out + 2 * width, out + 2 * width, 1]), border - width) - inside
-    context = (1.0 - inside) * tf.constant(CONTEXT_RGB)  # [1, in, in, 3]
+        inside = place(tf.ones([1, out, out, 1]), border)  # [1, in, in, 1], 1 on the output area
+        ring = place(tf.ones([1, out + 2 * width, out + 2 * width, 1]), border - width) - inside
+        context = (1.0 - inside) * tf.constant(CONTEXT_RGB)  # [1, in, in, 3]
 
-    def output_panel(grey):  # [B, out, out, 1] in [0, 1] -> [B, in, in, 3]
-        return place(grey, border) * inside + context
+        def output_panel(grey):  # [B, out, out, 1] in [0, 1] -> [B, in, in, 3]
+            return place(grey, border) * inside + context
 
-    truth = tf.cast(masks, tf.float32)
-    truth = tf.where(tf.equal(masks, records.IGNORE), tf.fill(tf.shape(truth), 0.5), truth)
-    panels = [images, output_panel(truth), output_panel(probs)]
-    panels = [p * (1.0 - ring) + ring * tf.constant(OUTPUT_OUTLINE_RGB) for p in panels]
-    gap = tf.ones_like(images[:, :, :PANEL_GAP, :])
-    row = tf.concat([panels[0], gap, panels[1], gap, panels[2]], axis=2)
-    return tf.cast(tf.round(tf.clip_by_value(row * 255.0, 0.0, 255.0)), tf.uint8)
+        truth = tf.cast(masks, tf.float32)
+        truth = tf.where(tf.equal(masks, records.IGNORE), tf.fill(tf.shape(truth), 0.5), truth)
+        panels = [images, output_panel(truth), output_panel(probs)]
+        panels = [p * (1.0 - ring) + ring * tf.constant(OUTPUT_OUTLINE_RGB) for p in panels]
+        gap = tf.ones_like(images[:, :, :PANEL_GAP, :])
+        row = tf.concat([panels[0], gap, panels[1], gap, panels[2]], axis=2)
+        return tf.cast(tf.round(tf.clip_by_value(row * 255.0, 0.0, 255.0)), tf.uint8)
 
 
 def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
@@ -276,11 +277,14 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
          "worker_steps": worker_steps}
     v1.set_random_seed(cfg.seed)
     g["data_epoch"] = v1.placeholder_with_default(tf.constant(0, tf.int64), [], "data_epoch")
+    # Name scopes keep TensorBoard's graph to a few blocks around unet/ (see docs/tensorboard.md).
     if strategy is None:
-        train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True, cfg.input_size,
-                                     cfg.depth, cfg.seed, g["data_epoch"], cfg.shuffle_buffer)
-        g["train_iterator"] = data.make_initializable_iterator(train_ds)
-        images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
+        with tf.name_scope("train_input"):
+            train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True,
+                                         cfg.input_size, cfg.depth, cfg.seed, g["data_epoch"],
+                                         cfg.shuffle_buffer)
+            g["train_iterator"] = data.make_initializable_iterator(train_ds)
+            images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
 
     global_step = v1.train.get_or_create_global_step()
     g["epoch"] = v1.get_variable("epoch", [], tf.int64, v1.zeros_initializer(), trainable=False)
@@ -292,7 +296,8 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
 
     if strategy is None:
         logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
-        loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
+        with tf.name_scope("loss"):
+            loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
     lr = learning_rate(cfg, global_step, total_steps)
     # Batch-norm moving statistics update with every step (unet.py puts them here).
     optimizer = guard.wrap_optimizer(speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg), cfg)
@@ -316,19 +321,22 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
         # Inference holds no activations for backprop, but a big window still needs a
         # smaller batch to stay within the training step's memory.
         val_batch = max(1, round(cfg.batch_size * (cfg.input_size / val_size) ** 2))
-        val_ds = data.make_dataset(cfg.val_records, val_batch, False, val_size, cfg.depth,
-                                   cfg.seed)
-        g["val_iterator"] = data.make_initializable_iterator(val_ds)
-        val_images, val_masks = g["val_iterator"].get_next()
-        val_logits = unet.unet(val_images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
-        _, ce_sum, n_valid = pixel_loss(val_logits, val_masks, cfg.pos_weight)
-        g["val"] = {"counts": confusion_counts(val_logits, val_masks), "ce_sum": ce_sum,
-                    "n_valid": n_valid}
+        with tf.name_scope("validation"):  # the weights stay unet/'s: get_variable ignores it
+            val_ds = data.make_dataset(cfg.val_records, val_batch, False, val_size, cfg.depth,
+                                       cfg.seed)
+            g["val_iterator"] = data.make_initializable_iterator(val_ds)
+            val_images, val_masks = g["val_iterator"].get_next()
+            val_logits = unet.unet(val_images, False, cfg.depth, cfg.base_filters,
+                                   cfg.num_outputs)
+            _, ce_sum, n_valid = pixel_loss(val_logits, val_masks, cfg.pos_weight)
+            g["val"] = {"counts": confusion_counts(val_logits, val_masks), "ce_sum": ce_sum,
+                        "n_valid": n_valid}
 
     # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
     g["saver"] = v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True)
     g["best_saver"] = v1.train.Saver(max_to_keep=1, save_relative_paths=True)
-    g["finite"] = guard.all_finite(v1.global_variables())  # checked before every save
+    with tf.name_scope("finite_check"):
+        g["finite"] = guard.all_finite(v1.global_variables())  # checked before every save
     g["init"] = v1.global_variables_initializer()
     return g
 
