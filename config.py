@@ -88,7 +88,7 @@ class Config:
     precision: str = "float32"
     # ---- logging and checkpoints
     log_every: int = 20  # steps between progress lines
-    image_summary_every: int = 100  # steps between TensorBoard image/mask/prediction writes
+    image_summary_every: int = 100  # steps between TensorBoard `windows` images (in|truth|pred)
     checkpoint_every: int = 500  # steps between periodic checkpoints (plus each epoch end)
     keep_checkpoints: int = 5  # periodic/epoch checkpoints kept; best/ keeps its own one
     log_device_placement: bool = False  # TF logs the device of every op (debugging)

@@ -5,11 +5,13 @@
 Everything lands in the run dir (default logs/<run-name>, see config.py):
 config.json, Saver checkpoints model.ckpt-<step> (periodic, every epoch end,
 on Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and
-TensorBoard events in train/ (cost every step, learning rate, images, masks
-and predictions every --image-summary-every steps, the graph) and val/
-(metrics at every epoch end). Re-running the same command resumes from the
-latest checkpoint: global step, epoch, Adam slots, the best IoU so far and
-the training time so far.
+TensorBoard events in train/ (cost and learning rate every step; every
+--image-summary-every steps `windows`: input window, ground truth and prediction
+side by side; the graph), val/ (metrics at every validation) and baseline/ (the
+all-background metrics under the same tags, so each chart shows both; see
+docs/tensorboard.md). Re-running the same command resumes from the latest
+checkpoint: global step, epoch, Adam slots, the best IoU so far and the
+training time so far.
 
 --minutes M trains for a time budget instead of a number of epochs: the
 cosine schedule is a function of progress = training time / budget (fed to
@@ -64,6 +66,7 @@ LR_SCHEDULES = ("constant", "exponential", "cosine")
 MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
 EXIT_ON_SIGNAL = {signal.SIGINT: cli.EXIT_INTERRUPTED, signal.SIGTERM: 0}
 MAX_NAN_SKIPS = 20  # --on-nan skip: more non-finite steps in a row means training diverged
+METRIC_TAGS = ("iou", "dice", "precision", "recall", "accuracy")  # metrics_from_counts' keys
 
 
 # ------------------------------------------------------------ config checks
@@ -260,9 +263,45 @@ def _distributed_step(cfg, g, strategy, optimizer, global_step):
     return out["step"], out["loss"], out["images"], out["masks"], out["logits"]
 
 
-def _to_image(x):
-    """[B, h, w, 1] in [0, 1] or mask values -> uint8 for tf.summary.image."""
-    return tf.cast(tf.clip_by_value(x * 255.0, 0.0, 255.0), tf.uint8)
+# The colours of the paper's overlap-tile figure (Fig. 2): the prediction covers the yellow
+# area and sees the blue one.
+OUTPUT_OUTLINE_RGB = (1.0, 0.8, 0.0)
+CONTEXT_RGB = (0.1, 0.25, 0.6)
+PANEL_GAP = 4  # white pixels between the panels of a window summary
+
+
+def window_panels(images, masks, probs, outline=2):
+    """Input | ground truth | prediction of each window, side by side, as one uint8 image.
+
+    images [B, in, in, 3] f32 in [0, 1]; masks [B, out, out, 1] u8 (0, 1, 255 = ignore);
+    probs [B, out, out, 1] f32 in [0, 1] -> [B, in, 3 * in + 2 * PANEL_GAP, 3] u8.
+    Mask (0 black, 1 white, ignore grey) and probability panels are as big as the input
+    with the output pasted where it lies in the input window, so the same pixel row and
+    column mean the same place in all three; around it, the context the output has no
+    pixel for is blue, and a yellow outline (drawn in the context) marks the output area.
+    """
+    with tf.name_scope("window_panels"):
+        size, out = int(images.shape[1]), int(masks.shape[1])
+        border = (size - out) // 2
+        width = min(outline, border)
+
+        def place(x, margin):  # [b, in - 2 margin, in - 2 margin, c] -> [b, in, in, c]
+            return tf.pad(x, [[0, 0], [margin, margin], [margin, margin], [0, 0]])
+
+        inside = place(tf.ones([1, out, out, 1]), border)  # [1, in, in, 1], 1 on the output area
+        ring = place(tf.ones([1, out + 2 * width, out + 2 * width, 1]), border - width) - inside
+        context = (1.0 - inside) * tf.constant(CONTEXT_RGB)  # [1, in, in, 3]
+
+        def output_panel(grey):  # [B, out, out, 1] in [0, 1] -> [B, in, in, 3]
+            return place(grey, border) * inside + context
+
+        truth = tf.cast(masks, tf.float32)
+        truth = tf.where(tf.equal(masks, records.IGNORE), tf.fill(tf.shape(truth), 0.5), truth)
+        panels = [images, output_panel(truth), output_panel(probs)]
+        panels = [p * (1.0 - ring) + ring * tf.constant(OUTPUT_OUTLINE_RGB) for p in panels]
+        gap = tf.ones_like(images[:, :, :PANEL_GAP, :])
+        row = tf.concat([panels[0], gap, panels[1], gap, panels[2]], axis=2)
+        return tf.cast(tf.round(tf.clip_by_value(row * 255.0, 0.0, 255.0)), tf.uint8)
 
 
 def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
@@ -277,13 +316,15 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
          "worker_steps": worker_steps}
     v1.set_random_seed(cfg.seed)
     g["data_epoch"] = v1.placeholder_with_default(tf.constant(0, tf.int64), [], "data_epoch")
+    # Name scopes keep TensorBoard's graph to a few blocks around unet/ (see docs/tensorboard.md).
     if strategy is None:
-        train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True, cfg.input_size,
-                                     cfg.depth, cfg.seed, g["data_epoch"], cfg.shuffle_buffer,
-                                     long_side=cfg.long_side,
-                                     augmentation=augment.from_config(cfg))
-        g["train_iterator"] = data.make_initializable_iterator(train_ds)
-        images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
+        with tf.name_scope("train_input"):
+            train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True,
+                                         cfg.input_size, cfg.depth, cfg.seed, g["data_epoch"],
+                                         cfg.shuffle_buffer, long_side=cfg.long_side,
+                                         augmentation=augment.from_config(cfg))
+            g["train_iterator"] = data.make_initializable_iterator(train_ds)
+            images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
 
     global_step = v1.train.get_or_create_global_step()
     g["epoch"] = v1.get_variable("epoch", [], tf.int64, v1.zeros_initializer(), trainable=False)
@@ -302,7 +343,8 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
 
     if strategy is None:
         logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
-        loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
+        with tf.name_scope("loss"):
+            loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
     lr = learning_rate(cfg, global_step, total_steps, g.get("progress"))
     # Batch-norm moving statistics update with every step (unet.py puts them here).
     optimizer = guard.wrap_optimizer(speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg), cfg)
@@ -318,26 +360,24 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
     g["summary"] = v1.summary.merge([v1.summary.scalar("cost", loss),
                                      v1.summary.scalar("learning_rate", lr)])
     n = min(cfg.batch_size, 3)
-    shown_masks = tf.cast(masks[:n], tf.float32)
-    shown_masks = tf.where(shown_masks == records.IGNORE, 0.5, shown_masks)  # ignore = grey
-    g["image_summary"] = v1.summary.merge([
-        v1.summary.image("images", _to_image(images[:n]), n),
-        v1.summary.image("masks", _to_image(shown_masks), n),
-        v1.summary.image("predictions", _to_image(tf.sigmoid(logits[:n])), n)])
+    g["image_summary"] = v1.summary.image(
+        "windows", window_panels(images[:n], masks[:n], tf.sigmoid(logits[:n])), n)
 
     if cfg.val_records:
         val_size = cfg.val_input_size or cfg.input_size
         # Inference holds no activations for backprop, but a big window still needs a
         # smaller batch to stay within the training step's memory.
         val_batch = max(1, round(cfg.batch_size * (cfg.input_size / val_size) ** 2))
-        val_ds = data.make_dataset(cfg.val_records, val_batch, False, val_size, cfg.depth,
-                                   cfg.seed, long_side=cfg.long_side)
-        g["val_iterator"] = data.make_initializable_iterator(val_ds)
-        val_images, val_masks = g["val_iterator"].get_next()
-        val_logits = unet.unet(val_images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
-        _, ce_sum, n_valid = pixel_loss(val_logits, val_masks, cfg.pos_weight)
-        g["val"] = {"counts": confusion_counts(val_logits, val_masks), "ce_sum": ce_sum,
-                    "n_valid": n_valid}
+        with tf.name_scope("validation"):  # the weights stay unet/'s: get_variable ignores it
+            val_ds = data.make_dataset(cfg.val_records, val_batch, False, val_size, cfg.depth,
+                                       cfg.seed, long_side=cfg.long_side)
+            g["val_iterator"] = data.make_initializable_iterator(val_ds)
+            val_images, val_masks = g["val_iterator"].get_next()
+            val_logits = unet.unet(val_images, False, cfg.depth, cfg.base_filters,
+                                   cfg.num_outputs)
+            _, ce_sum, n_valid = pixel_loss(val_logits, val_masks, cfg.pos_weight)
+            g["val"] = {"counts": confusion_counts(val_logits, val_masks), "ce_sum": ce_sum,
+                        "n_valid": n_valid}
 
     # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
     g["saver"] = v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True)
@@ -345,7 +385,8 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
     # Checkpoints from before the training clock existed still resume (from 0 seconds).
     g["clockless_saver"] = v1.train.Saver([v for v in v1.global_variables()
                                            if v is not g["train_seconds"]])
-    g["finite"] = guard.all_finite(v1.global_variables())  # checked before every save
+    with tf.name_scope("finite_check"):
+        g["finite"] = guard.all_finite(v1.global_variables())  # checked before every save
     g["init"] = v1.global_variables_initializer()
     return g
 
@@ -424,7 +465,34 @@ def _validate(sess, g, cfg, stop):
     return validation_metrics(counts, ce_sum, n_valid)
 
 
-def _report(sess, g, cfg, writer, metrics, step, epoch):
+@dataclasses.dataclass
+class _ValWriters:
+    """val/ gets the model's metrics and baseline/ the all-background ones under the same
+    tags, so TensorBoard draws the two as lines of one chart per metric."""
+
+    val: object
+    baseline: object
+
+    @classmethod
+    def open(cls, strategy, run_dir):
+        return cls(*(distribute.summary_writer(strategy, os.path.join(run_dir, name))
+                     for name in ("val", "baseline")))
+
+    def write(self, metrics, step):
+        """metrics: validation_metrics()'s dict; its 'loss' is the val/ tag 'cost'."""
+        model = {"cost": metrics["loss"], **{k: metrics[k] for k in METRIC_TAGS}}
+        baseline = {k: metrics[f"baseline_{k}"] for k in METRIC_TAGS}
+        for writer, tags in ((self.val, model), (self.baseline, baseline)):
+            writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
+                                                 for k, v in tags.items()]), step)
+            writer.flush()
+
+    def close(self):
+        self.val.close()
+        self.baseline.close()
+
+
+def _report(sess, g, cfg, writers, metrics, step, epoch):
     if metrics is None:
         return
     log.info("epoch %d step %d val: IoU %.4f  Dice %.4f  precision %.4f  recall %.4f  "
@@ -432,10 +500,7 @@ def _report(sess, g, cfg, writer, metrics, step, epoch):
              epoch, step, metrics["iou"], metrics["dice"], metrics["precision"],
              metrics["recall"], metrics["accuracy"], metrics["loss"], metrics["baseline_iou"],
              metrics["baseline_accuracy"])
-    tags = {"cost": metrics["loss"], **{k: v for k, v in metrics.items() if k != "loss"}}
-    writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
-                                         for k, v in tags.items()]), step)
-    writer.flush()
+    writers.write(metrics, step)
     # The best is checkpointed as float32 (run dirs from before must still resume):
     # compare at that precision, or the same IoU would count as a new best again.
     if np.float32(metrics["iou"]) > sess.run(g["best_iou"]):
@@ -605,7 +670,7 @@ def _loop(sess, g, cfg, total_steps, stop, clock=time.monotonic):
     timer = _TrainingClock(clock, cfg.minutes * 60.0, float(seconds))
     train_writer = distribute.summary_writer(g["strategy"], os.path.join(cfg.run_dir, "train"),
                                              sess.graph)
-    val_writer = distribute.summary_writer(g["strategy"], os.path.join(cfg.run_dir, "val"))
+    val_writer = _ValWriters.open(g["strategy"], cfg.run_dir)
     # Tells TensorBoard to drop events logged after this checkpoint by a killed earlier run;
     # it drops steps >= the one given, and the checkpointed step's own events are valid.
     train_writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step + 1)

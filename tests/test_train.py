@@ -66,6 +66,16 @@ def make_cfg(blob_data, run_dir, **overrides):
     return config.Config(**{**fields, **overrides})
 
 
+def event_scalars(directory):
+    """{tag: [(step, value), ...]} from the event files of one TensorBoard run."""
+    found = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return found
+
+
 def scalars(directory):
     acc = event_accumulator.EventAccumulator(str(directory), size_guidance={"images": 0})
     acc.Reload()
@@ -109,6 +119,33 @@ def test_pixel_loss_and_counts_ignore_255():
     np.testing.assert_allclose(float(with_dice), ce.mean() + 0.5 * (1 - dice), rtol=1e-6)
     counts = train.confusion_counts(tf.constant(logits), tf.constant(masks)).numpy()
     assert counts.tolist() == [1, 1, 1, 1]  # tp, fp, fn, tn; the 255 pixel is in none
+
+
+def test_window_panels_align_output_with_its_place_in_the_input():
+    # A 10 px input window, 4 px output: the output lies 3 px in from each edge.
+    images = np.full((1, 10, 10, 3), 0.2, np.float32)
+    masks = np.array([[0, 1, 255, 0]] * 4, np.uint8).reshape(1, 4, 4, 1)
+    probs = np.tile(np.array([0.0, 0.25, 0.5, 1.0], np.float32), (4, 1)).reshape(1, 4, 4, 1)
+    row = train.window_panels(tf.constant(images), tf.constant(masks), tf.constant(probs))
+    row = row.numpy()[0].astype(int)
+    gap = train.PANEL_GAP
+    assert row.shape == (10, 3 * 10 + 2 * gap, 3)
+    image, truth, prob = (row[:, k * (10 + gap):k * (10 + gap) + 10] for k in range(3))
+    assert (row[:, 10:10 + gap] == 255).all() and (row[:, 20 + gap:20 + 2 * gap] == 255).all()
+    yellow = [round(255 * c) for c in train.OUTPUT_OUTLINE_RGB]
+    blue = [round(255 * c) for c in train.CONTEXT_RGB]
+    for panel in (image, truth, prob):
+        # The 2 px outline sits in the context just outside the output area (rows 3..6).
+        ring = np.zeros((10, 10), bool)
+        ring[1:9, 1:9] = True
+        ring[3:7, 3:7] = False
+        assert (panel[ring] == yellow).all() and not (panel[~ring] == yellow).all(-1).any()
+    assert (image[3:7, 3:7] == 51).all() and (image[0] == 51).all()  # the input, untouched
+    # Ground truth: background black, foreground white, ignore grey, at the output's place.
+    assert truth[3:7, 3:7, 0].tolist() == [[0, 255, 128, 0]] * 4
+    assert (truth[3:7, 3:7] == truth[3:7, 3:7, :1]).all()  # grey levels, not colours
+    assert (prob[3:7, 3:7, 0] == [0, 64, 128, 255]).all()
+    assert (truth[0] == blue).all() and (prob[9] == blue).all() and (prob[:, 0] == blue).all()
 
 
 def test_stats_path_from_train_glob():
@@ -215,18 +252,31 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
             "unet/output/weights"} <= names
     assert any(name.endswith("/Adam") for name in names)
 
-    # TensorBoard: per-step cost, learning rate, images, graph; val scalars apart.
+    # TensorBoard: per-step cost, learning rate, the windows side by side, graph.
     tb = scalars(run / "train")
     tags = tb.Tags()
     assert {"cost", "learning_rate"} <= set(tags["scalars"])
-    assert {"images", "masks", "predictions"} <= {t.split("/")[0] for t in tags["images"]}
-    assert tags["graph"]
+    assert {t.split("/")[0] for t in tags["images"]} == {"windows"}
+    shown = tb.Images(tags["images"][0])
+    assert [e.step for e in shown] == [1, *range(4, 33, 4)]  # the first step, then every 4th
+    assert (shown[0].height, shown[0].width) == (92, 3 * 92 + 2 * train.PANEL_GAP)
+    # The graph tab shows a few named blocks around unet/, not hundreds of loose ops.
+    top = {node.name.split("/")[0] for node in tb.Graph().node}
+    assert {"train_input", "unet", "loss", "validation", "finite_check",
+            "window_panels"} <= top and len(top) < 50
     cost = [e.value for e in tb.Scalars("cost")]
     assert len(cost) == 32 and np.mean(cost[-4:]) < 0.7 * np.mean(cost[:4])  # loss falls
-    val = scalars(run / "val")
-    assert {"cost", "iou", "dice", "precision", "recall", "accuracy",
-            "baseline_iou", "baseline_accuracy"} <= set(val.Tags()["scalars"])
-    assert [e.step for e in val.Scalars("iou")] == [4 * k for k in range(1, 9)]
+    # Validation: the model in val/, all-background in baseline/, under the same tags so
+    # TensorBoard draws them in one chart; the last values are what train() returned.
+    val, baseline = event_scalars(run / "val"), event_scalars(run / "baseline")
+    assert set(val) == {"cost", *train.METRIC_TAGS} and set(baseline) == set(train.METRIC_TAGS)
+    for tag in train.METRIC_TAGS:
+        assert [s for s, _ in val[tag]] == [s for s, _ in baseline[tag]] == [
+            4 * k for k in range(1, 9)]
+        assert val[tag][-1][1] == pytest.approx(first[f"val_{tag}"], abs=1e-6)
+        assert baseline[tag][-1][1] == pytest.approx(first[f"val_baseline_{tag}"], abs=1e-6)
+    assert val["cost"][-1][1] == pytest.approx(first["val_loss"], rel=1e-6)
+    assert {v for _, v in baseline["iou"]} == {0.0} and val["iou"][-1][1] > 0.5
 
     # Same command with more epochs resumes: step, epoch and Adam state carry over.
     caplog.clear()
