@@ -49,7 +49,10 @@ class Config:
     shuffle_buffer: int = 256  # records mixed by the shuffle; ~1 MB of encoded JPEG per 5
     # ---- optimisation
     batch_size: int = 4  # tiles per step; the paper used 1 big tile, BN wants a few
-    epochs: int = 50  # passes over the train records (the total, also when resuming)
+    epochs: int = 50  # passes over the train records (total, also on resume); 0: minutes decides
+    # Training time budget in minutes (the total, also when resuming); 0 = none. The cosine
+    # schedule is fitted to it; epochs and max_steps, when set, still cap it (train.py).
+    minutes: float = 0.0
     max_steps: int = 0  # stop at this global step even mid-epoch; 0 = no step limit
     learning_rate: float = 1e-3  # Adam's initial step size
     lr_schedule: str = "constant"  # constant | exponential | cosine (to 0 at the last step)
@@ -62,7 +65,9 @@ class Config:
     intra_op_threads: int = 0  # threads inside one op; 0 = TensorFlow's choice (all cores)
     inter_op_threads: int = 0  # ops run side by side; 0 = TensorFlow's choice
     xla: str = "off"  # "auto" = XLA auto-clustering: slower on CPU, worth a try on a GPU
-    precision: str = "float32"  # "bfloat16" (CPU with AVX512_BF16) / "mixed_float16" (GPU)
+    # bfloat16: CPUs with AVX512_BF16/AMX; mixed_float16: GPUs. The flag's "auto" is resolved
+    # by speed.resolve_precision and saved here as the precision it picked (what ran).
+    precision: str = "float32"
     # ---- logging and checkpoints
     log_every: int = 20  # steps between progress lines
     image_summary_every: int = 100  # steps between TensorBoard image/mask/prediction writes

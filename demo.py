@@ -15,6 +15,10 @@ Re-running reuses the generated images and the records when they are complete,
 and resumes the run in logs/demo (or, when it is finished, just validates it
 again). Delete logs/demo to train from scratch.
 
+`python demo.py --minutes 15` trains for 15 minutes instead of 30 epochs, with
+the cosine schedule fitted to them (train.py --minutes), then validates: the
+best demo model 15 minutes of this CPU can give.
+
 Measured on 2 shared CPU cores: see docs/train.md ("The demo").
 """
 
@@ -109,6 +113,8 @@ def run(data_dir="data", run_dir="logs/demo", seed=0, num_train=demo_data.NUM_TR
     start = time.time()
     train_records, val_records = prepare_data(data_dir, seed, num_train, num_val)
     settings = {**DEMO_TRAINING, "seed": seed, **training}
+    if settings.get("minutes") and "epochs" not in training:
+        settings["epochs"] = 0  # as train.py --minutes: the budget decides, not 30 epochs
     cfg = config.Config(train_records=train_records, val_records=val_records,
                         run_dir=run_dir, classes=CLASSES, **settings)
     result = train.train(cfg)
@@ -144,12 +150,19 @@ def main(argv=None):
     p.add_argument("--run-dir", default="logs/demo", help="the training run directory")
     p.add_argument("--seed", type=cli.non_negative_int, default=0,
                    help="seed of the generated data and of training")
-    p.add_argument("--epochs", type=cli.positive_int, default=DEMO_TRAINING["epochs"],
-                   help="training epochs (a larger number continues a finished run)")
+    p.add_argument("--epochs", type=cli.positive_int,
+                   help=f"training epochs (a larger number continues a finished run); default "
+                   f"{DEMO_TRAINING['epochs']}, or with --minutes no limit (a cap if given)")
+    p.add_argument("--minutes", type=train.non_negative_float, default=0.0,
+                   help="train for this many minutes (the total, also when resuming) with the "
+                   "learning-rate schedule fitted to them, then validate; 0 = by --epochs")
     args = p.parse_args(argv)
     cli.setup_logging()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    result = run(args.data_dir, args.run_dir, args.seed, epochs=args.epochs)
+    training = {"minutes": args.minutes}
+    if args.epochs is not None:
+        training["epochs"] = args.epochs
+    result = run(args.data_dir, args.run_dir, args.seed, **training)
     print(report(result, args.run_dir))
     if result["interrupted"]:
         return train.EXIT_ON_SIGNAL[signal.Signals[result["interrupted"]]]

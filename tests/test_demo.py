@@ -54,3 +54,25 @@ def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path, caplog):
 def test_demo_flags_are_checked(capsys):
     assert cli.run_main(demo.main, ["--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
+    assert cli.run_main(demo.main, ["--minutes", "-5"]) == 2
+    assert "--minutes" in capsys.readouterr().err
+
+
+def test_demo_minutes_reach_training_and_lift_the_epoch_limit(monkeypatch):
+    calls, configs = [], []
+    monkeypatch.setattr(demo, "prepare_data", lambda *args: ("t-*", "v-*"))
+    monkeypatch.setattr(demo.train, "train", lambda cfg: configs.append(cfg) or {})
+    monkeypatch.setattr(demo, "report", lambda result, run_dir: "")
+    real_run = demo.run
+
+    def run(*args, **training):
+        calls.append(training)
+        return {**real_run(*args, **training), "interrupted": None}
+
+    monkeypatch.setattr(demo, "run", run)
+    for argv in (["--minutes", "15"], ["--minutes", "15", "--epochs", "40"], []):
+        assert demo.main(argv) == 0
+    assert calls == [{"minutes": 15.0}, {"minutes": 15.0, "epochs": 40}, {"minutes": 0.0}]
+    assert [(c.minutes, c.epochs) for c in configs] == [(15.0, 0), (15.0, 40),
+                                                        (0.0, demo.DEMO_TRAINING["epochs"])]
+    assert {c.lr_schedule for c in configs} == {"cosine"}  # what the budget fits
