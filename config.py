@@ -12,7 +12,10 @@ A run directory holds:
     best/model.ckpt-*     the best checkpoint by validation foreground IoU
     best/checkpoint
     train/, val/          TensorBoard event files (`tensorboard --logdir logs`)
-    eval.json             written by evaluate.py (incl. the best threshold)
+    eval.json, eval/      evaluate.py's report on the run's own val_records (+ TensorBoard)
+    eval-<name>.json      its reports on other records, named for them (+ eval-<name>/)
+    threshold.json        the adopted threshold predict.py and export.py default to
+                          (docs/inference_notes.md says when evaluate.py adopts one)
 """
 
 import dataclasses
@@ -27,6 +30,7 @@ RUN_CONFIG = "config.json"
 CKPT_PREFIX = "model.ckpt"
 BEST_DIR = "best"
 EVAL_JSON = "eval.json"
+THRESHOLD_JSON = "threshold.json"
 
 
 @dataclasses.dataclass
@@ -47,6 +51,9 @@ class Config:
     val_every: int = 1  # validate every this many epochs (and always at the end)
     stats: str = ""  # converter stats JSON for pos_weight "auto"; "" = next to train_records
     shuffle_buffer: int = 256  # records mixed by the shuffle; ~1 MB of encoded JPEG per 5
+    # every image is resized so its longer side is N px before windows are cut; 0 = as stored
+    # (evaluate/predict/export do the same and map the probabilities back to full size)
+    long_side: int = 0
     # ---- optimisation
     batch_size: int = 4  # tiles per step; the paper used 1 big tile, BN wants a few
     epochs: int = 50  # passes over the train records (total, also on resume); 0: minutes decides

@@ -104,6 +104,8 @@ def resolve(cfg):
             f" the nearest valid sizes are "
             f"{unet.valid_input_size(cfg.val_input_size, cfg.depth, 'down')} and "
             f"{unet.valid_input_size(cfg.val_input_size, cfg.depth)}")
+    if cfg.long_side < 0:
+        raise UsageError(f"--long-side must be >= 0 (0 = images as stored), got {cfg.long_side}")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
     check_budget(cfg)
@@ -241,7 +243,7 @@ def _distributed_step(cfg, g, strategy, optimizer, global_step):
         files = distribute.shard_files(distribute.record_files(cfg.train_records), workers, index)
         return data.make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth,
                                  distribute.worker_seed(cfg.seed, index), g["data_epoch"],
-                                 cfg.shuffle_buffer)
+                                 cfg.shuffle_buffer, long_side=cfg.long_side)
 
     g["train_iterator"] = distribute.make_iterator(strategy, dataset_fn, g.get("worker_steps"))
 
@@ -274,7 +276,8 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
     g["data_epoch"] = v1.placeholder_with_default(tf.constant(0, tf.int64), [], "data_epoch")
     if strategy is None:
         train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True, cfg.input_size,
-                                     cfg.depth, cfg.seed, g["data_epoch"], cfg.shuffle_buffer)
+                                     cfg.depth, cfg.seed, g["data_epoch"], cfg.shuffle_buffer,
+                                     long_side=cfg.long_side)
         g["train_iterator"] = data.make_initializable_iterator(train_ds)
         images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
 
@@ -324,7 +327,7 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
         # smaller batch to stay within the training step's memory.
         val_batch = max(1, round(cfg.batch_size * (cfg.input_size / val_size) ** 2))
         val_ds = data.make_dataset(cfg.val_records, val_batch, False, val_size, cfg.depth,
-                                   cfg.seed)
+                                   cfg.seed, long_side=cfg.long_side)
         g["val_iterator"] = data.make_initializable_iterator(val_ds)
         val_images, val_masks = g["val_iterator"].get_next()
         val_logits = unet.unet(val_images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
@@ -720,6 +723,9 @@ def build_parser():
       help="network input window in pixels (572 -> 388 output at depth 4)")
     a("--val-input-size", type=cli.non_negative_int, default=d.val_input_size,
       help="validation window; 0 = --input-size; bigger covers more of each image")
+    a("--long-side", type=cli.non_negative_int, default=d.long_side,
+      help="resize every image so its longer side is N px before windows are cut (saved in "
+      "config.json; evaluate/predict/export use it too); 0 = as stored")
     a("--val-every", type=cli.positive_int, default=d.val_every,
       help="validate every N epochs (and at the end)")
     a("--depth", type=cli.positive_int, default=d.depth, help="U-Net levels (2x2 max pools)")

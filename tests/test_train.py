@@ -140,10 +140,18 @@ def test_invalid_input_size_lists_nearest_valid(capsys):
     (["--minutes", "-1"], 2, "--minutes"),
     (["--minutes", "inf"], 2, "--minutes"),
     (["--minutes", "5", "--strategy", "multi-worker"], 2, "--minutes does not work"),
+    (["--long-side", "-1"], 2, "--long-side: must be >= 0, got -1"),
 ])
 def test_bad_flags_exit_2(argv, code, message, capsys):
     got, err = run_cli(argv, capsys)
     assert got == code and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_long_side_flag_is_a_config_field_checked_by_resolve():
+    assert train.config_from_args([]).long_side == 0
+    assert train.config_from_args(["--long-side", "320"]).long_side == 320
+    with pytest.raises(UsageError, match="--long-side must be >= 0"):
+        train.resolve(config.Config(long_side=-5))
 
 
 def test_missing_records_exit_1(tmp_path, capsys):
