@@ -154,6 +154,7 @@ class Outcome:
     recipe: str
     kind: str
     flags: list
+    about: str = ""
     steps: int | None = None
     images_per_s: float | None = None
     curve: list = dataclasses.field(default_factory=list)  # [[seconds, tune window IoU]]
@@ -350,7 +351,7 @@ def train_recipe(recipe, plan, sets, minutes, seed, work, core, log=print):
     """Train one recipe pinned to core, score its last checkpoint; an Outcome."""
     run_dir = os.path.join(work, "runs", recipe.name)
     log_path = os.path.join(work, "logs", f"{recipe.name}.log")
-    out = Outcome(recipe.name, recipe.kind, list(recipe.flags), log=log_path)
+    out = Outcome(recipe.name, recipe.kind, list(recipe.flags), recipe.about, log=log_path)
     log(f"{recipe.name}: training {minutes:g} min on core {core}")
     code, _ = run_logged(train_args(recipe, plan, sets, minutes, seed, run_dir), core, log_path)
     if code:
@@ -378,7 +379,7 @@ def train_recipe(recipe, plan, sets, minutes, seed, work, core, log=print):
 def peer_recipe(recipe, plan, sets, minutes, seed, work, core, log=print):
     """The Keras peer in its own process, pinned to core; an Outcome."""
     log_path = os.path.join(work, "logs", f"{recipe.name}.log")
-    out = Outcome(recipe.name, recipe.kind, [], log=log_path)
+    out = Outcome(recipe.name, recipe.kind, [], recipe.about, log=log_path)
     spec = keras_seg_peer.PeerSpec(
         train=sets.train, tune=sets.tune, sets=sets.scored(), minutes=minutes, seed=seed,
         img_size=plan.peer_img_size, batch_size=plan.peer_batch_size,
