@@ -54,6 +54,17 @@ class Config:
     # every image is resized so its longer side is N px before windows are cut; 0 = as stored
     # (evaluate/predict/export do the same and map the probabilities back to full size)
     long_side: int = 0
+    # ---- augmentation of training windows (augment.py; validation is never augmented)
+    augment: str = "flip"  # comma list of flip,rotate,scale,elastic,color, or all / none
+    elastic_grid: int = 3  # elastic: random displacements on this n x n grid (paper: 3)
+    elastic_sigma: float = 10.0  # elastic: their standard deviation in pixels (paper: 10)
+    min_scale: float = 0.5  # scale: zoom drawn log-uniformly in [min_scale, max_scale]
+    max_scale: float = 2.0  # scale: upper end of that range
+    max_rotation: float = 180.0  # rotate: angle uniform in [-max, max] degrees (180 = any)
+    brightness: float = 0.1  # color: up to this much added to [0, 1] pixel values
+    contrast: float = 0.2  # color: contrast scaled by a factor in [1 - c, 1 + c]
+    saturation: float = 0.2  # color: saturation scaled by a factor in [1 - s, 1 + s]
+    hue: float = 0.02  # color: hue turned by up to this fraction of the colour wheel
     # ---- optimisation
     batch_size: int = 4  # tiles per step; the paper used 1 big tile, BN wants a few
     epochs: int = 50  # passes over the train records (total, also on resume); 0: minutes decides

@@ -17,7 +17,8 @@ Output window placement (top-left corner `o`, per axis, image size n, output
 size m):
   - training: uniform over [min(0, n - m), max(0, n - m)]: every image pixel
     can land in an output window, and an image smaller than the window lands
-    anywhere inside it; plus a random horizontal flip of image and mask.
+    anywhere inside it; then augment.py's augmentation (by default a random
+    horizontal flip of image and mask).
   - evaluation: the centre, (n - m) // 2; deterministic.
 
 Mirror padding is REFLECT (edge pixel not repeated) extended periodically for
@@ -37,6 +38,7 @@ import re
 
 import tensorflow as tf
 
+import augment
 import records
 import unet
 from cli import UserError
@@ -164,14 +166,16 @@ def _seed_pair(seed, epoch):
 
 def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, seed=None,
                  epoch=0, shuffle_buffer=256, num_parallel_calls=tf.data.AUTOTUNE,
-                 long_side=0):
+                 long_side=0, augmentation=None):
     """Batches of (image [B, in, in, 3] float32 in [0, 1] RGB, mask [B, out, out, 1] uint8).
 
     One pass over the records (no repeat: the trainer re-initialises the
     iterator every epoch). `epoch` (int or int64 scalar tensor) varies the
-    shuffle, windows and flips per epoch; `seed` None draws a random seed.
+    shuffle, windows and augmentation per epoch; `seed` None draws a random seed.
     `long_side` > 0 resizes every image and mask (resize_image / resize_mask)
     before the windows are cut; 0 keeps them as stored.
+    augmentation: augment.Settings for training windows (None: flips only);
+    evaluation windows are never augmented.
     Raises UserError when no file matches, ValueError for an invalid input size.
     """
     # A list is files already checked (guard.scan_records: clean copies of damaged shards).
@@ -189,6 +193,8 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed + 1)
 
+    augmentation = augment.Settings() if augmentation is None else augmentation
+
     def load(index, serialized):
         image, mask = records.decode(records.parse_example(serialized))
         if long_side:
@@ -196,16 +202,16 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
         if training:
             element_seed = tf.random.experimental.stateless_fold_in(
                 _seed_pair(seed, epoch), index)
-            uniform = tf.random.stateless_uniform([3], element_seed)
-            offset = window_offset(tf.shape(image)[:2], output_size, uniform[:2])
+            uniform = tf.random.stateless_uniform([2], element_seed)
+            offset = window_offset(tf.shape(image)[:2], output_size, uniform)
+            if augmentation.warps:  # rotate / scale / elastic: resampled from the photo
+                return augment.warp(image, mask, offset, augmentation, element_seed,
+                                    input_size, output_size)
         else:
             offset = window_offset(tf.shape(image)[:2], output_size)
         image, mask = crop_window(image, mask, offset, input_size, output_size)
         if training:
-            # Both windows are centred on the same point, so one flip keeps them aligned.
-            flip = uniform[2] < 0.5
-            image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
-            mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+            return augment.flip_and_color(image, mask, augmentation, element_seed)
         return tf.cast(image, tf.float32) / 255.0, mask
 
     ds = ds.enumerate().map(load, num_parallel_calls=num_parallel_calls, deterministic=True)

@@ -45,6 +45,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+import augment
 import cli
 import config
 import data
@@ -109,7 +110,8 @@ def resolve(cfg):
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
     check_budget(cfg)
-    changes = {}
+    # Checks the augmentation flags; config.json then names every group ("all" spelled out).
+    changes = {"augment": augment.format_groups(augment.from_config(cfg).groups)}
     if cfg.pos_weight == "auto":
         path = cfg.stats or stats_path_for(cfg.train_records)
         stats, fraction = read_stats(path)
@@ -243,7 +245,8 @@ def _distributed_step(cfg, g, strategy, optimizer, global_step):
         files = distribute.shard_files(distribute.record_files(cfg.train_records), workers, index)
         return data.make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth,
                                  distribute.worker_seed(cfg.seed, index), g["data_epoch"],
-                                 cfg.shuffle_buffer, long_side=cfg.long_side)
+                                 cfg.shuffle_buffer, long_side=cfg.long_side,
+                                 augmentation=augment.from_config(cfg))
 
     g["train_iterator"] = distribute.make_iterator(strategy, dataset_fn, g.get("worker_steps"))
 
@@ -277,7 +280,8 @@ def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
     if strategy is None:
         train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True, cfg.input_size,
                                      cfg.depth, cfg.seed, g["data_epoch"], cfg.shuffle_buffer,
-                                     long_side=cfg.long_side)
+                                     long_side=cfg.long_side,
+                                     augmentation=augment.from_config(cfg))
         g["train_iterator"] = data.make_initializable_iterator(train_ds)
         images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
 
@@ -699,13 +703,6 @@ def _loop(sess, g, cfg, total_steps, stop, clock=time.monotonic):
 # ------------------------------------------------------------ command line
 
 
-def non_negative_float(text):
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
 def pos_weight_arg(text):
     return text if text == "auto" else cli.positive_float(text)
 
@@ -736,7 +733,7 @@ def build_parser():
     a("--epochs", type=cli.positive_int, default=argparse.SUPPRESS,
       help=f"total passes over the data (default {d.epochs}; with --minutes: no limit, "
       "or a cap if given)")
-    a("--minutes", type=non_negative_float, default=d.minutes,
+    a("--minutes", type=cli.non_negative_float, default=d.minutes,
       help="train for this many minutes (the total, also when resuming), then validate "
       "and save; --lr-schedule cosine ends when the time does; 0 = no time budget")
     a("--max-steps", type=cli.non_negative_int, default=d.max_steps,
@@ -752,12 +749,33 @@ def build_parser():
       help="foreground weight in the loss, or 'auto' = (1-f)/f from the converter's stats")
     a("--stats", default=d.stats,
       help="converter stats JSON for --pos-weight auto; '' = the one next to the shards")
-    a("--dice-weight", type=non_negative_float, default=d.dice_weight,
+    a("--dice-weight", type=cli.non_negative_float, default=d.dice_weight,
       help="adds this times (1 - soft Dice) to the loss")
     a("--seed", type=cli.non_negative_int, default=d.seed,
       help="makes runs repeatable; None draws one and saves it in config.json")
     a("--shuffle-buffer", type=cli.positive_int, default=d.shuffle_buffer,
       help="records mixed by the shuffle")
+    a("--augment", type=augment.groups_arg, default=d.augment,
+      help=f"training augmentation: comma list of {','.join(augment.GROUPS)}, or all, or none"
+      " (docs/augmentation.md)")
+    a("--elastic-grid", type=cli.positive_int, default=d.elastic_grid,
+      help="elastic: random displacement vectors on an N x N grid (>= 2)")
+    a("--elastic-sigma", type=cli.non_negative_float, default=d.elastic_sigma,
+      help="elastic: standard deviation of the displacements in pixels")
+    a("--min-scale", type=cli.positive_float, default=d.min_scale,
+      help="scale: smallest zoom factor (drawn log-uniformly up to --max-scale)")
+    a("--max-scale", type=cli.positive_float, default=d.max_scale,
+      help="scale: largest zoom factor")
+    a("--max-rotation", type=cli.non_negative_float, default=d.max_rotation,
+      help="rotate: angle uniform in [-N, N] degrees; 180 = any angle")
+    a("--brightness", type=cli.non_negative_float, default=d.brightness,
+      help="color: up to this much added to pixel values in [0, 1]")
+    a("--contrast", type=cli.non_negative_float, default=d.contrast,
+      help="color: contrast scaled by a factor in [1 - N, 1 + N]; N <= 1")
+    a("--saturation", type=cli.non_negative_float, default=d.saturation,
+      help="color: saturation scaled by a factor in [1 - N, 1 + N]; N <= 1")
+    a("--hue", type=cli.non_negative_float, default=d.hue,
+      help="color: hue turned by up to N of the colour wheel; N <= 0.5")
     a("--log-every", type=cli.positive_int, default=d.log_every, help="steps per log line")
     a("--image-summary-every", type=cli.positive_int, default=d.image_summary_every,
       help="steps between TensorBoard image writes")
