@@ -82,6 +82,24 @@ def test_split_dir_links_images_and_writes_the_three_split_files(tmp_path):
 # ------------------------------------------------------------ pieces
 
 
+@pytest.mark.parametrize("recipe", [r for r in quality.RECIPES if r.kind == "train"],
+                         ids=lambda r: r.name)
+def test_every_recipe_is_flags_train_py_accepts_over_the_common_base(recipe):
+    import train
+
+    sets = quality.Sets("/d/train-*", "/d/tune-*", "/d/test-*", None, {})
+    args = quality.train_args(recipe, quality.FULL, sets, 4.0, 7, "/r/x")
+    assert args[0] == "train.py"
+    cfg = train.resolve(train.config_from_args(args[1:]))
+    assert (cfg.depth, cfg.base_filters, cfg.input_size, cfg.batch_size) == (3, 16, 172, 8)
+    assert (cfg.lr_schedule, cfg.minutes, cfg.epochs, cfg.seed) == ("cosine", 4.0, 0, 7)
+    assert (cfg.intra_op_threads, cfg.inter_op_threads) == (1, 1)
+    assert cfg.val_records == "/d/tune-*" and cfg.train_records == "/d/train-*"
+    expected = {"long96": 96, "long128": 128, "long192": 192}.get(recipe.name, 0)
+    assert cfg.long_side == expected
+    assert cfg.precision == ("bfloat16" if recipe.name == "bfloat16" else "float32")
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
 def test_python_command_pins_the_child_to_one_core(tmp_path):
     core = sorted(os.sched_getaffinity(0))[-1]
