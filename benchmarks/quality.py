@@ -49,6 +49,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -283,20 +284,31 @@ def cores_to_use(parallel):
 
 
 def run_jobs(jobs, cores):
-    """Call every job(core) with a free core, len(cores) at a time; results in job order."""
-    free = queue.Queue()
+    """Call every job(core) with a free core, len(cores) at a time; results in job order.
+
+    After a job raises (e.g. Ctrl-C, which the running children get too), no other starts.
+    """
+    free, stop = queue.Queue(), threading.Event()
     for core in cores:
         free.put(core)
 
     def call(job):
+        if stop.is_set():
+            return None
         core = free.get()
         try:
             return job(core)
+        except BaseException:
+            stop.set()
+            raise
         finally:
             free.put(core)
 
-    with concurrent.futures.ThreadPoolExecutor(len(cores)) as pool:
-        return list(pool.map(call, jobs))
+    pool = concurrent.futures.ThreadPoolExecutor(len(cores))
+    try:
+        return [f.result() for f in [pool.submit(call, job) for job in jobs]]
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 # ------------------------------------------------------------ one recipe

@@ -110,6 +110,33 @@ def test_python_command_pins_the_child_to_one_core(tmp_path):
     assert quality.cores_to_use(1) == [sorted(os.sched_getaffinity(0))[0]]
 
 
+def test_jobs_run_in_order_at_most_one_per_core_and_none_after_a_failure():
+    import threading
+
+    lock, running, most, seen = threading.Lock(), [0], [0], []
+
+    def job(i):
+        def run(core):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+                seen.append(core)
+            with lock:
+                running[0] -= 1
+            if i == 3:
+                raise KeyboardInterrupt
+            return i
+
+        return run
+
+    assert quality.run_jobs([job(i) for i in range(3)], [5, 6]) == [0, 1, 2]
+    assert most[0] <= 2 and set(seen) <= {5, 6}
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        quality.run_jobs([job(3), job(4), job(5)], [5])
+    assert len(seen) == 1  # the failing job only: the two after it never started
+
+
 def test_read_events_gives_the_curve_from_the_loop_start_and_the_speed(tmp_path):
     run_dir = str(tmp_path / "run")
     import config
