@@ -22,6 +22,7 @@ from cli import UsageError, UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(depth=2, base_filters=8, input_size=92, batch_size=4, learning_rate=3e-3,
             log_every=2, image_summary_every=4, seed=1)  # 92 -> 52 output
+HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
 def blobs(rng, h, w):
@@ -250,8 +251,11 @@ def test_signal_saves_checkpoint_and_exits(blob_data, tmp_path, signum, exit_cod
         if " step 2/" in line:
             proc.send_signal(signum)
             break
-    err = "".join(lines) + proc.stderr.read()
-    assert proc.wait(timeout=120) == exit_code, err
+    try:
+        err = "".join(lines) + proc.communicate(timeout=HANG_GUARD)[1]
+    finally:
+        proc.kill()  # only if it hung: a process that exited cannot be signalled
+    assert proc.returncode == exit_code, err
     stopped = [line for line in err.splitlines() if "stopped by" in line]
     assert len(stopped) == 1 and signal.Signals(signum).name in stopped[0]
     step = int(stopped[0].split(" at step ")[1].split(":")[0])
