@@ -1,6 +1,7 @@
 """cli.py and quiet.py: one error line, the right exit codes, a quiet TensorFlow start."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -65,3 +66,16 @@ def test_quiet_replays_unknown_stderr_lines():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=HANG_GUARD)
     assert done.returncode == 0 and done.stderr == "real warning\n"
+
+
+def test_ctrl_c_while_tensorflow_imports_is_one_line(tmp_path):
+    # A stand-in TensorFlow whose import is interrupted, as by a Ctrl-C in its seconds
+    # of start-up, while quiet.py holds stderr.
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(
+        "import signal\nsignal.raise_signal(signal.SIGINT)\n")
+    done = subprocess.run([sys.executable, "-c", "import quiet"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                          timeout=HANG_GUARD)
+    assert done.stderr == "interrupted\n"
+    assert done.returncode == -signal.SIGINT  # as Python exits on Ctrl-C: a shell shows 130
