@@ -12,6 +12,7 @@ traceback, because those are our bugs and the traceback is what we need.
 
 import argparse
 import logging
+import math
 import sys
 
 EXIT_ERROR = 1
@@ -51,6 +52,13 @@ def positive_int(text):
 def non_negative_int(text):
     value = int(text)
     if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 

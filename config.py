@@ -12,7 +12,10 @@ A run directory holds:
     best/model.ckpt-*     the best checkpoint by validation foreground IoU
     best/checkpoint
     train/, val/          TensorBoard event files (`tensorboard --logdir logs`)
-    eval.json             written by evaluate.py (incl. the best threshold)
+    eval.json, eval/      evaluate.py's report on the run's own val_records (+ TensorBoard)
+    eval-<name>.json      its reports on other records, named for them (+ eval-<name>/)
+    threshold.json        the adopted threshold predict.py and export.py default to
+                          (docs/inference_notes.md says when evaluate.py adopts one)
 """
 
 import dataclasses
@@ -27,6 +30,7 @@ RUN_CONFIG = "config.json"
 CKPT_PREFIX = "model.ckpt"
 BEST_DIR = "best"
 EVAL_JSON = "eval.json"
+THRESHOLD_JSON = "threshold.json"
 
 
 @dataclasses.dataclass
@@ -47,9 +51,26 @@ class Config:
     val_every: int = 1  # validate every this many epochs (and always at the end)
     stats: str = ""  # converter stats JSON for pos_weight "auto"; "" = next to train_records
     shuffle_buffer: int = 256  # records mixed by the shuffle; ~1 MB of encoded JPEG per 5
+    # every image is resized so its longer side is N px before windows are cut; 0 = as stored
+    # (evaluate/predict/export do the same and map the probabilities back to full size)
+    long_side: int = 0
+    # ---- augmentation of training windows (augment.py; validation is never augmented)
+    augment: str = "flip"  # comma list of flip,rotate,scale,elastic,color, or all / none
+    elastic_grid: int = 3  # elastic: random displacements on this n x n grid (paper: 3)
+    elastic_sigma: float = 10.0  # elastic: their standard deviation in pixels (paper: 10)
+    min_scale: float = 0.5  # scale: zoom drawn log-uniformly in [min_scale, max_scale]
+    max_scale: float = 2.0  # scale: upper end of that range
+    max_rotation: float = 180.0  # rotate: angle uniform in [-max, max] degrees (180 = any)
+    brightness: float = 0.1  # color: up to this much added to [0, 1] pixel values
+    contrast: float = 0.2  # color: contrast scaled by a factor in [1 - c, 1 + c]
+    saturation: float = 0.2  # color: saturation scaled by a factor in [1 - s, 1 + s]
+    hue: float = 0.02  # color: hue turned by up to this fraction of the colour wheel
     # ---- optimisation
     batch_size: int = 4  # tiles per step; the paper used 1 big tile, BN wants a few
-    epochs: int = 50  # passes over the train records (the total, also when resuming)
+    epochs: int = 50  # passes over the train records (total, also on resume); 0: minutes decides
+    # Training time budget in minutes (the total, also when resuming); 0 = none. The cosine
+    # schedule is fitted to it; epochs and max_steps, when set, still cap it (train.py).
+    minutes: float = 0.0
     max_steps: int = 0  # stop at this global step even mid-epoch; 0 = no step limit
     learning_rate: float = 1e-3  # Adam's initial step size
     lr_schedule: str = "constant"  # constant | exponential | cosine (to 0 at the last step)
@@ -62,14 +83,16 @@ class Config:
     intra_op_threads: int = 0  # threads inside one op; 0 = TensorFlow's choice (all cores)
     inter_op_threads: int = 0  # ops run side by side; 0 = TensorFlow's choice
     xla: str = "off"  # "auto" = XLA auto-clustering: slower on CPU, worth a try on a GPU
-    precision: str = "float32"  # "bfloat16" (CPU with AVX512_BF16) / "mixed_float16" (GPU)
+    # bfloat16: CPUs with AVX512_BF16/AMX; mixed_float16: GPUs. The flag's "auto" is resolved
+    # by speed.resolve_precision and saved here as the precision it picked (what ran).
+    precision: str = "float32"
     # ---- logging and checkpoints
     log_every: int = 20  # steps between progress lines
-    image_summary_every: int = 100  # steps between TensorBoard image/mask/prediction writes
+    image_summary_every: int = 100  # steps between TensorBoard `windows` images (in|truth|pred)
     checkpoint_every: int = 500  # steps between periodic checkpoints (plus each epoch end)
     keep_checkpoints: int = 5  # periodic/epoch checkpoints kept; best/ keeps its own one
     log_device_placement: bool = False  # TF logs the device of every op (debugging)
-    # ---- distribution (distribute.py; README "Training on several GPUs or machines")
+    # ---- distribution (distribute.py; docs/distributed.md)
     strategy: str = "none"  # none | mirrored (GPUs of one machine) | multi-worker (TF_CONFIG)
     devices: str = ""  # mirrored: "/gpu:0,/gpu:1"; "" = all GPUs; "/cpu:0,/cpu:1" = logical CPUs
     # ---- reliability (guard.py, docs/reliability.md)

@@ -29,83 +29,43 @@ many images holding none of them, drawn with --seed. Records are in image id
 order and shard k holds the k-th contiguous slice, so the output is identical
 whatever --workers is.
 
-Stats sidecar keys: split, classes, category_ids, crowd, negatives, seed, images,
-positive_images, negative_images, instances, crowd_regions (of the chosen
-classes), skipped ({reason: count}), bytes_written, num_shards, shards,
-records_per_shard, pixels, foreground_pixels, ignore_pixels, and
-foreground_fraction / ignore_fraction (over all pixels of all written masks;
-train.py --pos-weight auto reads the first), schema_version.
-
-Atomic and resumable: a shard is written as <name>.partial and renamed when
-complete; <output>-<split>-progress.json records finished shards and the
-settings. Re-running the same command after a kill finishes the remaining
-shards; different settings, or a finished set (the stats file exists), are
-refused unless --overwrite. Readers should treat the stats file as the
-"complete" marker.
+Stats sidecar keys and the atomic, resumable shard writing are shared with
+convert_pets.py and documented in shards.py; for COCO, crowd is the --crowd
+policy, category_ids the COCO ids of the classes and instances / crowd_regions
+count their non-crowd / crowd annotations. Re-running the same command after a
+kill finishes the remaining shards.
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
-import argparse
 import contextlib
-import functools
-import glob
 import hashlib
-import importlib
 import io
-import itertools
 import json
-import logging
-import math
-import multiprocessing
 import os
-import signal
 import sys
-import threading
-from multiprocessing import resource_tracker
 
 import cv2
 import numpy as np
-import tensorflow as tf
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from tqdm import tqdm
 
 import cli
+import photos
 import records
-
-log = logging.getLogger(__name__)
+import shards
 
 CROWD_POLICIES = ("ignore", "positive", "skip")
-TARGET_SHARD_BYTES = 150 * 2**20  # ~100-200 MB: few files, yet enough of them to interleave
-POOL_MIN_IMAGES = 1000  # one process encodes ~50-80 COCO images/s; a pool takes ~5 s to start
-MASK_OVERHEAD = 1.1  # PNG masks add a few percent to the image bytes
 # Real COCO geometry strays a little past the border (rounding, hand drawing);
 # only errors beyond this are data bugs worth stopping for.
 BOUNDS_SLACK_PX = 2.0
 BOUNDS_SLACK_FRACTION = 0.01
 
-
-def shard_name(output, split, index, num_shards):
-    return f"{output}-{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def shard_pattern(output, split):
-    """Glob of a conversion's shards; `.partial` files never match it."""
-    return f"{output}-{split}-*.tfrecord"
-
-
-def stats_path(output, split):
-    return f"{output}-{split}-stats.json"
-
-
-def progress_path(output, split):
-    return f"{output}-{split}-progress.json"
-
-
-class BadImage(Exception):
-    """An image file that cannot be used; args are (reason, message)."""
+# The output side lives in shards.py; demo.py and the tests find these names here.
+shard_pattern, stats_path, progress_path = (shards.shard_pattern, shards.stats_path,
+                                            shards.progress_path)
+_jpeg_components = photos.jpeg_components
 
 
 # ---------------------------------------------------------------- annotations
@@ -181,9 +141,7 @@ def select_images(coco, cat_ids, negatives=0.0, seed=0):
         raise cli.UserError(f"an annotation refers to image id {min(unknown)}, which is not in "
                             "the file's images: the annotation file is damaged")
     others = sorted(set(coco.imgs) - positives)
-    count = min(len(others), round(negatives * len(positives)))
-    chosen = np.random.default_rng(seed).choice(others, count, replace=False) if count else []
-    return sorted(positives), sorted(int(i) for i in chosen)
+    return sorted(positives), shards.draw_negatives(others, len(positives), negatives, seed)
 
 
 def _check_bounds(ann, height, width, filename):
@@ -244,67 +202,14 @@ def build_mask(anns, height, width, crowd="ignore", filename=""):
 # ---------------------------------------------------------------- images
 
 
-def _jpeg_components(data):
-    """Colour components in a JPEG's frame header (1 gray, 3 YCbCr/RGB, 4 CMYK), or None."""
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # no length field
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            return data[i + 9] if i + 9 < len(data) else None
-        i += 2 + length
-    return None
-
-
-def _to_rgb8(pixels):
-    """OpenCV's decode ([H, W] or [H, W, C], 8 or 16 bit) to [H, W, 3] uint8 BGR."""
-    if pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
-        raise BadImage("unsupported", f"has {pixels.dtype} pixels; convert it to 8-bit RGB")
-    if pixels.ndim == 3 and pixels.shape[2] in (1, 2):  # gray (+ alpha)
-        pixels = pixels[..., 0]
-    if pixels.ndim == 2:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
-    if pixels.shape[2] == 4:
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
-    return pixels
-
-
 def read_image(path, height, width):
-    """(encoded bytes, "jpeg" | "png") for the record; raises BadImage(reason, message)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise BadImage("missing", f"image {path} not found: restore it (unzip the split's "
-                       "images again)") from None
-    except OSError as e:
-        raise BadImage("unreadable", f"cannot read image {path} ({e.strerror})") from None
-    try:  # OpenCV raises rather than returning None on an empty buffer
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        pixels = None
-    if pixels is None:
-        raise BadImage("corrupt", f"image {path} is corrupt or truncated: download it again")
+    """(encoded bytes, "jpeg" | "png") for the record; raises photos.BadImage(reason, message)."""
+    data, pixels = photos.decode(path, restore="unzip the split's images again")
     if pixels.shape[:2] != (height, width):
-        raise BadImage("size_mismatch", f"image {path} is {pixels.shape[1]}x{pixels.shape[0]} "
-                       f"but the annotations say {width}x{height}: wrong file or annotations")
-    if pixels.ndim == 3 and pixels.dtype == np.uint8 and _jpeg_components(data) == 3:
-        return data, "jpeg"
-    try:
-        bgr = _to_rgb8(pixels)
-    except BadImage as e:
-        raise BadImage(e.args[0], f"image {path} {e.args[1]}") from None
-    return cv2.imencode(".png", bgr)[1].tobytes(), "png"
+        raise photos.BadImage("size_mismatch", f"image {path} is {pixels.shape[1]}x"
+                              f"{pixels.shape[0]} but the annotations say {width}x{height}: "
+                              "wrong file or annotations")
+    return photos.record_image(path, data, pixels)
 
 
 def encode_image(task):
@@ -313,7 +218,7 @@ def encode_image(task):
     height, width, name = int(img["height"]), int(img["width"]), img["file_name"]
     try:
         data, fmt = read_image(os.path.join(image_dir, name), height, width)
-    except BadImage as e:
+    except photos.BadImage as e:
         return index, None, None, e.args
     mask = build_mask(anns, height, width, crowd, name)
     counts = {"instances": sum(not a.get("iscrowd") for a in anns),
@@ -325,162 +230,7 @@ def encode_image(task):
     return index, (data, fmt, height, width, int(img["id"]), name, png), counts, None
 
 
-def _init_worker():
-    cv2.setNumThreads(1)  # parallelism comes from the processes
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-
-
-@contextlib.contextmanager
-def _mapper(workers):
-    """An ordered map of encode_image over tasks: in-process for 1 worker, else a pool."""
-    main_file = getattr(sys.modules["__main__"], "__file__", None)
-    if workers > 1 and main_file and not os.path.exists(main_file):
-        # e.g. "<stdin>": pool workers must re-import the main script and would die
-        # and be restarted forever
-        log.warning("running in one process: worker processes cannot import %s", main_file)
-        workers = 1
-    if workers <= 1:
-        yield functools.partial(map, encode_image)
-        return
-    # Not plain fork: a child forked after TensorFlow ran ops (tests, a notebook, a
-    # driver script) can deadlock on locks of TF's threads. A fork server is a fresh
-    # process that imports this module once; the workers fork from it in no time.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["convert_coco"])
-    module = importlib.import_module("convert_coco")  # by name: __main__ cannot be pickled
-    with contextlib.ExitStack() as stack:
-        with _ctrl_c_held():
-            pool = stack.enter_context(ctx.Pool(workers, initializer=module._init_worker))
-        yield functools.partial(pool.imap, module.encode_image, chunksize=4)
-
-
-@contextlib.contextmanager
-def _ctrl_c_held():
-    """Hold Ctrl-C while processes start; it takes effect here once they are up.
-
-    The fork server and the workers inherit the blocked signal and never see a
-    Ctrl-C: one landing while the fork server imported TensorFlow, for seconds,
-    printed its traceback, and one stopping this process midway through starting
-    the pool left workers that printed theirs. (The resource tracker of
-    multiprocessing starts the same way.)
-    """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, no fork server
-        yield
-        return
-    pressed, previous = [], None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
-    resource_tracker.ensure_running()  # first: starting, it unblocks SIGINT in its caller
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    if pressed and callable(previous):
-        previous(signal.SIGINT, None)  # default_int_handler: KeyboardInterrupt
-
-
-# ---------------------------------------------------------------- output
-
-
-def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _refuse_finished(output, split):
-    stats = stats_path(output, split)
-    if os.path.exists(stats):
-        raise cli.UserError(f"{stats} exists, so {shard_pattern(output, split)} is a finished "
-                            "conversion: pass --overwrite to redo it, or choose another --output")
-
-
-def _prepare_output(output, split, plan, overwrite):
-    """Shard stats already finished by an interrupted run of this same plan."""
-    prefix = glob.escape(output) + f"-{split}-"
-    old = glob.glob(prefix + "*.tfrecord") + glob.glob(prefix + "*.tfrecord.partial")
-    stats, progress = stats_path(output, split), progress_path(output, split)
-    if overwrite:
-        for path in old + [stats, progress]:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-        return {}
-    _refuse_finished(output, split)
-    state = None
-    with contextlib.suppress(OSError, ValueError):
-        with open(progress) as f:
-            state = json.load(f)
-    if isinstance(state, dict) and state.get("plan") == plan:
-        done = {int(k): v for k, v in state.get("done", {}).items()
-                if os.path.exists(shard_name(output, split, int(k), plan["num_shards"]))}
-        log.info("resuming an interrupted conversion: %d of %d shards already done",
-                 len(done), plan["num_shards"])
-        return done
-    if old or state is not None:
-        raise cli.UserError(f"{shard_pattern(output, split)} holds shards of an unfinished "
-                            "conversion with other settings: pass --overwrite to replace them, "
-                            "or choose another --output")
-    return {}
-
-
-def _cpu_count():
-    try:
-        return len(os.sched_getaffinity(0))  # honours taskset / container CPU limits
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _default_num_shards(image_dir, coco, ids):
-    total = 0
-    for i in ids:
-        with contextlib.suppress(OSError):  # a missing file is reported when it is read
-            total += os.path.getsize(os.path.join(image_dir, coco.imgs[i]["file_name"]))
-    return max(1, math.ceil(total * MASK_OVERHEAD / TARGET_SHARD_BYTES))
-
-
-def _empty_counts():
-    return {"images": 0, "positive_images": 0, "negative_images": 0, "instances": 0,
-            "crowd_regions": 0, "foreground_pixels": 0, "ignore_pixels": 0, "pixels": 0,
-            "skipped": {}, "bytes": 0}
-
-
-def _write_shard(path, results, positives, skip_bad_images, bar):
-    """Write results to path atomically; returns the shard's counts."""
-    counts = _empty_counts()
-    part = path + ".partial"
-    try:
-        with tf.io.TFRecordWriter(part) as writer:
-            for index, parts, image_counts, bad in results:
-                bar.update()
-                if bad:
-                    reason, message = bad
-                    if not skip_bad_images:
-                        raise cli.UserError(f"{message}, or pass --skip-bad-images")
-                    counts["skipped"][reason] = counts["skipped"].get(reason, 0) + 1
-                    bar.write(f"warning: skipped {message}", file=sys.stderr)
-                    continue
-                writer.write(records.make_example(*parts))
-                counts["images"] += 1
-                counts["positive_images" if index in positives else "negative_images"] += 1
-                for key, value in image_counts.items():
-                    counts[key] += value
-        os.replace(part, path)
-    except (tf.errors.OpError, OSError) as e:
-        why = e.message if isinstance(e, tf.errors.OpError) else e.strerror
-        raise cli.UserError(f"cannot write {part} ({why}): check free space and "
-                            "permissions, or choose another --output") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(part)
-    counts["bytes"] = os.path.getsize(path)
-    return counts
+# ---------------------------------------------------------------- conversion
 
 
 def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=None, workers=None,
@@ -494,7 +244,7 @@ def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=Non
     if not classes or negatives < 0 or (num_shards is not None and num_shards < 1):
         raise cli.UsageError("need at least one class, negatives >= 0 and num_shards >= 1")
     if not overwrite:
-        _refuse_finished(output, split)  # before spending ~20 s loading COCO's train JSON
+        shards.refuse_finished(output, split)  # before spending ~20 s loading COCO's train JSON
     coco, digest = load_annotations(coco_dir, split)
     cat_ids = category_ids(coco, classes)
     positives, negative_ids = select_images(coco, cat_ids, negatives, seed)
@@ -506,95 +256,27 @@ def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=Non
     if not os.path.isdir(image_dir):
         raise cli.UserError(f"image folder {image_dir} not found: unzip {split}.zip into "
                             f"{coco_dir}")
-    num_shards = num_shards or _default_num_shards(image_dir, coco, ids)
-    plan = {"annotations_sha1": digest, "split": split, "classes": list(classes),
-            "category_ids": cat_ids, "crowd": crowd, "negatives": negatives, "seed": seed,
-            "num_shards": num_shards, "images": len(ids),
+    num_shards = num_shards or shards.default_num_shards(
+        os.path.join(image_dir, coco.imgs[i]["file_name"]) for i in ids)
+    settings = {"split": split, "classes": list(classes), "category_ids": cat_ids,
+                "crowd": crowd, "negatives": negatives, "seed": seed}
+    plan = {**settings, "annotations_sha1": digest, "num_shards": num_shards,
+            "images": len(ids),
             "schema_version": records.SCHEMA_VERSION}  # not skip_bad_images: the fix it suggests
-
-    try:
-        os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
-        done = _prepare_output(output, split, plan, overwrite)
-        _write_json(progress_path(output, split), {"plan": plan, "done": done})
-    except OSError as e:
-        raise cli.UserError(f"cannot write output {output}-{split}-* ({e.strerror}): choose a "
-                            "writable --output") from None
-
-    bounds = [k * len(ids) // num_shards for k in range(num_shards + 1)]
-    todo = [k for k in range(num_shards) if k not in done]
     wanted = set(cat_ids)
-    tasks = [(i, image_dir, coco.imgs[ids[i]],
-              [a for a in coco.imgToAnns[ids[i]] if a["category_id"] in wanted], crowd)
-             for k in todo for i in range(bounds[k], bounds[k + 1])]
-    if workers is None:  # a pool costs seconds to start (TensorFlow import): worth it only at scale
-        workers = _cpu_count() if len(tasks) >= POOL_MIN_IMAGES else 1
+    tasks = [(i, image_dir, coco.imgs[image_id],
+              [a for a in coco.imgToAnns[image_id] if a["category_id"] in wanted], crowd)
+             for i, image_id in enumerate(ids)]
     positive_ids = set(positives)
-    positive_set = {i for i, image_id in enumerate(ids) if image_id in positive_ids}
-    with _mapper(min(workers, max(1, len(tasks)))) as imap, \
-            tqdm(total=len(tasks), disable=not progress, unit="img", desc=split) as bar:
-        results = imap(tasks)
-        for k in todo:
-            shard = itertools.islice(results, bounds[k + 1] - bounds[k])
-            done[k] = _write_shard(shard_name(output, split, k, num_shards), shard,
-                                   positive_set, skip_bad_images, bar)
-            _write_json(progress_path(output, split), {"plan": plan, "done": done})
-
-    stats = _summarize(plan, [done[k] for k in range(num_shards)], output)
-    _write_json(stats_path(output, split), stats)
-    os.remove(progress_path(output, split))
-    return stats
-
-
-def _summarize(plan, shards, output):
-    total = _empty_counts()
-    for counts in shards:
-        for key, value in counts.items():
-            if key == "skipped":
-                for reason, n in value.items():
-                    total["skipped"][reason] = total["skipped"].get(reason, 0) + n
-            else:
-                total[key] += value
-    pixels = max(1, total["pixels"])
-    n, split = plan["num_shards"], plan["split"]
-    return {
-        "split": split, "classes": plan["classes"], "category_ids": plan["category_ids"],
-        "crowd": plan["crowd"], "negatives": plan["negatives"], "seed": plan["seed"],
-        "images": total["images"], "positive_images": total["positive_images"],
-        "negative_images": total["negative_images"], "instances": total["instances"],
-        "crowd_regions": total["crowd_regions"], "skipped": total["skipped"],
-        "bytes_written": total["bytes"], "num_shards": n,
-        "shards": [os.path.basename(shard_name(output, split, k, n)) for k in range(n)],
-        "records_per_shard": [c["images"] for c in shards],
-        "pixels": total["pixels"], "foreground_pixels": total["foreground_pixels"],
-        "ignore_pixels": total["ignore_pixels"],
-        "foreground_fraction": total["foreground_pixels"] / pixels,
-        "ignore_fraction": total["ignore_pixels"] / pixels,
-        "schema_version": records.SCHEMA_VERSION,
-    }
+    job = shards.Job(output, split, plan, settings, tasks,
+                     frozenset(i for i, image_id in enumerate(ids) if image_id in positive_ids),
+                     encode_image, "convert_coco")
+    return shards.write(job, workers, overwrite, skip_bad_images, progress)
 
 
 def summary(stats, output):
     """A few human lines about a finished conversion."""
-    skipped = sum(stats["skipped"].values())
-    why = ", ".join(f"{n} {reason}" for reason, n in sorted(stats["skipped"].items()))
-    return "\n".join([
-        f"wrote {stats['images']} images ({stats['positive_images']} with "
-        f"{'/'.join(stats['classes'])}, {stats['negative_images']} negatives), "
-        f"{stats['instances']} instances, {stats['crowd_regions']} crowd regions "
-        f"(--crowd {stats['crowd']})",
-        f"skipped {skipped} images" + (f" ({why})" if why else ""),
-        f"{stats['bytes_written'] / 2**20:.1f} MB in {stats['num_shards']} shards: "
-        f"{shard_pattern(output, stats['split'])}",
-        f"foreground {stats['foreground_fraction']:.2%} of pixels, ignore "
-        f"{stats['ignore_fraction']:.2%}; stats in {stats_path(output, stats['split'])}",
-    ])
-
-
-def non_negative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+    return shards.summary(stats, output)
 
 
 def main(argv=None):
@@ -612,11 +294,11 @@ def main(argv=None):
                    help="number of shards (default: sized to ~150 MB each)")
     p.add_argument("--workers", type=cli.positive_int,
                    help=f"encoding processes (default: the CPU count, or 1 below "
-                   f"{POOL_MIN_IMAGES} images)")
+                   f"{shards.POOL_MIN_IMAGES} images)")
     p.add_argument("--crowd", choices=CROWD_POLICIES, default="ignore",
                    help="crowd regions of the classes: 255 ignore, 1 positive, or skip (stay "
                    "0) (default: ignore)")
-    p.add_argument("--negatives", type=non_negative_float, default=0.0, metavar="FRACTION",
+    p.add_argument("--negatives", type=cli.non_negative_float, default=0.0, metavar="FRACTION",
                    help="add this many images without the classes, as a fraction of the "
                    "positive count (default: 0)")
     p.add_argument("--seed", type=cli.non_negative_int, default=0,

@@ -17,7 +17,8 @@ Output window placement (top-left corner `o`, per axis, image size n, output
 size m):
   - training: uniform over [min(0, n - m), max(0, n - m)]: every image pixel
     can land in an output window, and an image smaller than the window lands
-    anywhere inside it; plus a random horizontal flip of image and mask.
+    anywhere inside it; then augment.py's augmentation (by default a random
+    horizontal flip of image and mask).
   - evaluation: the centre, (n - m) // 2; deterministic.
 
 Mirror padding is REFLECT (edge pixel not repeated) extended periodically for
@@ -37,6 +38,7 @@ import re
 
 import tensorflow as tf
 
+import augment
 import records
 import unet
 from cli import UserError
@@ -127,17 +129,53 @@ def window_offset(image_shape, output_size, uniform=None):
     return low + tf.minimum(pick, span - 1)
 
 
+def scaled_size(shape, long_side):
+    """[2] int32 (h, w) with the longer side long_side px and the aspect ratio kept.
+
+    shape: [2] int32 (H, W). Rounded to the nearest pixel, at least 1; int64
+    arithmetic so the longer side comes out exactly long_side.
+    """
+    size = tf.cast(shape, tf.int64)
+    longest = tf.maximum(tf.reduce_max(size), 1)  # no division by 0: resize rejects 0 px
+    scaled = (2 * size * long_side + longest) // (2 * longest)
+    return tf.cast(tf.maximum(scaled, 1), tf.int32)
+
+
+def resize_image(image, long_side):
+    """uint8 [H, W, C] -> uint8 [h, w, C] with max(h, w) = long_side.
+
+    Shrinking averages the covered pixels (area), so fine detail does not alias;
+    enlarging is bilinear.
+    """
+    shape = tf.shape(image)[:2]
+    size = scaled_size(shape, long_side)
+    resized = tf.cond(long_side < tf.reduce_max(shape),
+                      lambda: tf.image.resize(image, size, "area"),
+                      lambda: tf.image.resize(image, size, "bilinear"))
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+
+def resize_mask(mask, long_side):
+    """uint8 [H, W, 1] -> [h, w, 1] as resize_image; nearest neighbour keeps 0 / 1 / IGNORE."""
+    return tf.image.resize(mask, scaled_size(tf.shape(mask)[:2], long_side), "nearest")
+
+
 def _seed_pair(seed, epoch):
     return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
 
 
 def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, seed=None,
-                 epoch=0, shuffle_buffer=256, num_parallel_calls=tf.data.AUTOTUNE):
+                 epoch=0, shuffle_buffer=256, num_parallel_calls=tf.data.AUTOTUNE,
+                 long_side=0, augmentation=None):
     """Batches of (image [B, in, in, 3] float32 in [0, 1] RGB, mask [B, out, out, 1] uint8).
 
     One pass over the records (no repeat: the trainer re-initialises the
     iterator every epoch). `epoch` (int or int64 scalar tensor) varies the
-    shuffle, windows and flips per epoch; `seed` None draws a random seed.
+    shuffle, windows and augmentation per epoch; `seed` None draws a random seed.
+    `long_side` > 0 resizes every image and mask (resize_image / resize_mask)
+    before the windows are cut; 0 keeps them as stored.
+    augmentation: augment.Settings for training windows (None: flips only);
+    evaluation windows are never augmented.
     Raises UserError when no file matches, ValueError for an invalid input size.
     """
     # A list is files already checked (guard.scan_records: clean copies of damaged shards).
@@ -155,21 +193,25 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed + 1)
 
+    augmentation = augment.Settings() if augmentation is None else augmentation
+
     def load(index, serialized):
         image, mask = records.decode(records.parse_example(serialized))
+        if long_side:
+            image, mask = resize_image(image, long_side), resize_mask(mask, long_side)
         if training:
             element_seed = tf.random.experimental.stateless_fold_in(
                 _seed_pair(seed, epoch), index)
-            uniform = tf.random.stateless_uniform([3], element_seed)
-            offset = window_offset(tf.shape(image)[:2], output_size, uniform[:2])
+            uniform = tf.random.stateless_uniform([2], element_seed)
+            offset = window_offset(tf.shape(image)[:2], output_size, uniform)
+            if augmentation.warps:  # rotate / scale / elastic: resampled from the photo
+                return augment.warp(image, mask, offset, augmentation, element_seed,
+                                    input_size, output_size)
         else:
             offset = window_offset(tf.shape(image)[:2], output_size)
         image, mask = crop_window(image, mask, offset, input_size, output_size)
         if training:
-            # Both windows are centred on the same point, so one flip keeps them aligned.
-            flip = uniform[2] < 0.5
-            image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
-            mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+            return augment.flip_and_color(image, mask, augmentation, element_seed)
         return tf.cast(image, tf.float32) / 255.0, mask
 
     ds = ds.enumerate().map(load, num_parallel_calls=num_parallel_calls, deterministic=True)

@@ -1,26 +1,34 @@
-"""The whole pipeline on the generated demo dataset, in one command (the Quick start).
+"""The whole pipeline on an embedded dataset, in one command (the Quick start).
 
-    python demo.py
+    python demo.py                   # real photos: the embedded Oxford-IIIT Pet sample
+    python demo.py --dataset drawn   # the generated COCO-format drawn dataset
 
-1. generates the demo COCO dataset (demo_data.py) into data/demo_coco/,
-2. converts its train2017 and val2017 splits (convert_coco.py) into
-   data/demo-{train2017,val2017}-*.tfrecord, with the cat-free images as negatives,
-3. trains a small U-Net on the CPU into logs/demo/ (checkpoints, TensorBoard),
-4. prints the validation foreground IoU next to the all-background baseline.
+Real photos (the default):
+1. converts samples/oxford_pets/ (300 genuine Oxford-IIIT Pet photos, 256 px; see
+   its README) with convert_pets.py: the cats are the foreground, the dogs
+   negatives; its trainval.txt photos into data/pets_cat-trainval-*, its 75
+   held-out test.txt photos into data/pets_cat-test-*,
+2. trains a small U-Net on the CPU into logs/demo/ (checkpoints, TensorBoard),
+   validating on the held-out photos (never trained on),
+3. scores the final checkpoint on those photos with evaluate.py: full images at
+   their stored size, threshold 0.5, next to the all-background baseline.
 
-Validation windows (892 px in, 804 px out) cover every demo image (at most 800
-px a side) whole, so the IoU printed is over full images, not centre crops.
+Drawn (`--dataset drawn`, logs/demo_drawn): generates the demo COCO dataset
+(demo_data.py) into data/demo_coco/, converts it with convert_coco.py and
+trains on it the same way.
 
-Re-running reuses the generated images and the records when they are complete,
-and resumes the run in logs/demo (or, when it is finished, just validates it
-again). Delete logs/demo to train from scratch.
+Re-running reuses the records when they are complete, and resumes the run (or,
+when it is finished, just scores it again). Delete the run dir to train from
+scratch. `--minutes M` trains for M minutes instead of a fixed number of
+epochs, with the cosine schedule fitted to them (train.py --minutes).
 
-Measured on 2 shared CPU cores: see the README ("The demo").
+Measured on 2 shared CPU cores: see docs/train.md ("The demo").
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
+import argparse
 import json
 import logging
 import os
@@ -31,22 +39,40 @@ import time
 import cli
 import config
 import convert_coco
+import convert_pets
 import demo_data
+import evaluate
+import shards
 import train
 
 log = logging.getLogger("demo")
 
 CLASSES = ("cat",)
 TARGET_IOU = 0.7  # what the demo promises; the run prints a warning below it
-# Tuned for 2 CPU cores: ~100 s of data preparation and compilation, ~3-6 min of training.
-DEMO_TRAINING = dict(
-    depth=3, base_filters=16,  # 483k parameters: learns stripes and shapes, fast on a CPU
+PETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "oxford_pets")
+PETS_SPLITS = ("trainval", "test")  # train on the first, validate and score on the second
+
+# The recommended small-CPU recipe for real photos (docs/quality.md has the measurements).
+PETS_TRAINING = dict(
+    depth=3, base_filters=16,  # 483k parameters: enough for pets at this scale, fast on a CPU
+    long_side=128,  # photos shrink to 128 px: a window sees the whole animal
+    input_size=220,  # -> 132 px output: one window covers a whole 128 px photo
+    val_input_size=220,  # so validation scores whole photos too
+    batch_size=8, epochs=30, val_every=10,
+    learning_rate=2e-3, lr_schedule="cosine",
+    seed=0, log_every=20, image_summary_every=60, checkpoint_every=120,
+)
+# The drawn dataset's recipe, tuned for 2 CPU cores (its images are up to 800 px).
+DRAWN_TRAINING = dict(
+    depth=3, base_filters=16,  # learns stripes and shapes, fast on a CPU
     input_size=188,  # -> 100 px output windows: 44 px of context each side
     val_input_size=892,  # -> 804 px output: every demo image is validated whole
     batch_size=8, epochs=30, val_every=10,
     learning_rate=2e-3, lr_schedule="cosine",
     seed=0, log_every=20, image_summary_every=60, checkpoint_every=120,
 )
+DATASETS = {"pets": PETS_TRAINING, "drawn": DRAWN_TRAINING}
+RUN_DIRS = {"pets": "logs/demo", "drawn": "logs/demo_drawn"}
 
 
 def _read_json(path):
@@ -57,63 +83,90 @@ def _read_json(path):
         return None
 
 
-def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, sort_keys=True)
-    os.replace(tmp, path)
+def _convert(convert, source, split, output, fresh=False, **settings):
+    """Convert one split unless its stats file (the converter's 'complete' marker) exists;
+    `fresh`: the source changed, so convert again over any earlier records."""
+    if not fresh and os.path.exists(convert_coco.stats_path(output, split)):
+        log.info("reusing the records %s", convert_coco.shard_pattern(output, split))
+        return
+    log.info("converting %s into %s", split, convert_coco.shard_pattern(output, split))
+    try:  # an interrupted conversion of the same data finishes where it stopped
+        convert(source, split, output=output, progress=False, overwrite=fresh, **settings)
+    except cli.UserError:  # left over from other settings: start it again
+        convert(source, split, output=output, progress=False, overwrite=True, **settings)
 
 
-def prepare_data(data_dir="data", seed=0, num_train=demo_data.NUM_TRAIN,
-                 num_val=demo_data.NUM_VAL):
-    """Generate and convert the demo data unless complete; returns (train glob, val glob)."""
+def prepare_pets(data_dir="data", seed=0, pets_dir=PETS_DIR):
+    """Convert the embedded photo sample unless done; returns (train glob, val glob)."""
+    output = os.path.join(data_dir, "pets_cat")
+    for split in PETS_SPLITS:
+        # Dogs are the negatives: a cat model must also learn what is not a cat.
+        _convert(convert_pets.convert, pets_dir, split, output, species="cat", negatives=1.0,
+                 seed=seed, workers=1)
+    return tuple(convert_coco.shard_pattern(output, split) for split in PETS_SPLITS)
+
+
+def prepare_drawn(data_dir="data", seed=0, num_train=demo_data.NUM_TRAIN,
+                  num_val=demo_data.NUM_VAL):
+    """Generate and convert the drawn demo data unless complete; returns (train, val) globs."""
     coco_dir = os.path.join(data_dir, "demo_coco")
     output = os.path.join(data_dir, "demo")
     params = {"seed": seed, "num_train": num_train, "num_val": num_val}
     # demo_data writes each split's annotation file last; this marker comes after both.
     marker = os.path.join(coco_dir, "demo-params.json")
-    regenerated = _read_json(marker) != params
-    if regenerated:
+    fresh = _read_json(marker) != params
+    if fresh:
         log.info("generating the demo dataset in %s (%d train, %d val images)",
                  coco_dir, num_train, num_val)
         demo_data.generate(coco_dir, seed, num_train, num_val)
-        _write_json(marker, params)
+        shards.write_json(marker, params)
     else:
         log.info("reusing the demo dataset in %s", coco_dir)
-
-    patterns = []
     for split in demo_data.SPLITS:
-        stats = convert_coco.stats_path(output, split)
-        if regenerated or not os.path.exists(stats):
-            log.info("converting %s into %s", split, convert_coco.shard_pattern(output, split))
-            # One worker: the demo's ~120 images convert in under a second, and forked
-            # workers can deadlock on OpenCV threads the generator started in this process.
-            settings = dict(classes=CLASSES, output=output, negatives=1.0, seed=seed,
-                            workers=1, progress=False)
-            try:  # an interrupted conversion of the same data finishes where it stopped
-                convert_coco.convert(coco_dir, split, overwrite=regenerated, **settings)
-            except cli.UserError:  # left over from other settings: start it again
-                convert_coco.convert(coco_dir, split, overwrite=True, **settings)
-        else:
-            log.info("reusing the records %s", convert_coco.shard_pattern(output, split))
-        patterns.append(convert_coco.shard_pattern(output, split))
-    return tuple(patterns)
+        # One worker: the demo's ~120 images convert in under a second, and forked
+        # workers can deadlock on OpenCV threads the generator started in this process.
+        _convert(convert_coco.convert, coco_dir, split, output, fresh, classes=CLASSES,
+                 negatives=1.0, seed=seed, workers=1)
+    return tuple(convert_coco.shard_pattern(output, split) for split in demo_data.SPLITS)
 
 
-def run(data_dir="data", run_dir="logs/demo", seed=0, num_train=demo_data.NUM_TRAIN,
+def run(dataset="pets", data_dir="data", run_dir=None, seed=0, num_train=demo_data.NUM_TRAIN,
         num_val=demo_data.NUM_VAL, **training):
-    """Prepare the data and train; returns train.train's metrics plus 'seconds'.
+    """Prepare the data, train, and score; returns train.train's metrics plus 'seconds'
+    and, for real photos, 'evaluation' (evaluate.evaluate's full-image results).
 
-    `training` overrides DEMO_TRAINING (the tests shrink the network with it).
+    `training` overrides the dataset's recipe (the tests shrink the network with it).
     """
     start = time.time()
-    train_records, val_records = prepare_data(data_dir, seed, num_train, num_val)
-    settings = {**DEMO_TRAINING, "seed": seed, **training}
+    run_dir = run_dir or RUN_DIRS[dataset]
+    if dataset == "pets":
+        train_records, val_records = prepare_pets(data_dir, seed)
+    else:
+        train_records, val_records = prepare_drawn(data_dir, seed, num_train, num_val)
+    settings = {**DATASETS[dataset], "seed": seed, **training}
+    if settings.get("minutes") and "epochs" not in training:
+        settings["epochs"] = 0  # as train.py --minutes: the budget decides, not 30 epochs
     cfg = config.Config(train_records=train_records, val_records=val_records,
                         run_dir=run_dir, classes=CLASSES, **settings)
     result = train.train(cfg)
+    if dataset == "pets" and not result["interrupted"]:
+        # The honest score: the last checkpoint (not the best-by-validation one), whole
+        # photos at their stored size, threshold 0.5, and no threshold adopted.
+        result["evaluation"] = evaluate.evaluate(run_dir, checkpoint=result["checkpoint"],
+                                                 progress=False, adopt=False)
     result["seconds"] = time.time() - start
     return result
+
+
+def _scores(result):
+    """(IoU, Dice, accuracy, baseline IoU, baseline accuracy, what was scored, its name)."""
+    if "evaluation" in result:
+        model, base = result["evaluation"]["model"], result["evaluation"]["all_background"]
+        return (model["foreground_iou"], model["dice"], model["pixel_accuracy"],
+                base["foreground_iou"], base["pixel_accuracy"],
+                f"{result['evaluation']['images']} held-out photos, full size", "held-out")
+    return (result["val_iou"], result["val_dice"], result["val_accuracy"],
+            result["val_baseline_iou"], result["val_baseline_accuracy"], "val images", "val")
 
 
 def report(result, run_dir):
@@ -121,36 +174,49 @@ def report(result, run_dir):
     if result["interrupted"]:
         return (f"demo stopped at step {result['step']}: run `python demo.py` again to "
                 "continue")
-    iou, baseline = result["val_iou"], result["val_baseline_iou"]
+    iou, dice, accuracy, base_iou, base_accuracy, scored, name = _scores(result)
     minutes, seconds = divmod(round(result["seconds"]), 60)
     lines = [
-        f"demo done in {minutes}m{seconds:02d}s: val foreground IoU {iou:.3f} "
-        f"(all-background baseline {baseline:.3f}), Dice {result['val_dice']:.3f}, "
-        f"pixel accuracy {result['val_accuracy']:.3f} "
-        f"(baseline {result['val_baseline_accuracy']:.3f})",
+        f"demo done in {minutes}m{seconds:02d}s: {name} foreground IoU {iou:.3f} "
+        f"(all-background baseline {base_iou:.3f}), Dice {dice:.3f}, "
+        f"pixel accuracy {accuracy:.3f} (baseline {base_accuracy:.3f}) on {scored}",
         f"checkpoints and TensorBoard logs: {run_dir} (tensorboard --logdir "
         f"{os.path.dirname(run_dir) or '.'})",
     ]
     if iou < TARGET_IOU:
         lines.append(f"warning: IoU below the expected {TARGET_IOU}; a heavily loaded machine "
-                     "or an interrupted run can cause this: re-run to train further")
+                     "(with --minutes) or an interrupted run can cause this: re-run to train "
+                     "further")
     return "\n".join(lines)
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(description="Generate the demo data, convert it, train a small "
-                           "U-Net and report its validation IoU.")
-    p.add_argument("--data-dir", default="data", help="where demo_coco/ and the records go")
-    p.add_argument("--run-dir", default="logs/demo", help="the training run directory")
+    p = cli.ArgumentParser(description="Convert an embedded dataset, train a small U-Net and "
+                           "report its IoU on held-out images next to the all-background "
+                           "baseline.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=tuple(DATASETS), default="pets",
+                   help="pets: real photos (samples/oxford_pets); drawn: the generated "
+                   "COCO-format dataset")
+    p.add_argument("--data-dir", default="data", help="where the records (and demo_coco/) go")
+    p.add_argument("--run-dir", help="the training run directory (default logs/demo, or "
+                   "logs/demo_drawn with --dataset drawn)")
     p.add_argument("--seed", type=cli.non_negative_int, default=0,
-                   help="seed of the generated data and of training")
-    p.add_argument("--epochs", type=cli.positive_int, default=DEMO_TRAINING["epochs"],
-                   help="training epochs (a larger number continues a finished run)")
+                   help="seed of training (and of the drawn data)")
+    p.add_argument("--epochs", type=cli.positive_int,
+                   help=f"training epochs (a larger number continues a finished run); default "
+                   f"{PETS_TRAINING['epochs']}, or with --minutes no limit (a cap if given)")
+    p.add_argument("--minutes", type=cli.non_negative_float, default=0.0,
+                   help="train for this many minutes (the total, also when resuming) with the "
+                   "learning-rate schedule fitted to them, then validate; 0 = by --epochs")
     args = p.parse_args(argv)
     cli.setup_logging()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    result = run(args.data_dir, args.run_dir, args.seed, epochs=args.epochs)
-    print(report(result, args.run_dir))
+    training = {"minutes": args.minutes}
+    if args.epochs is not None:
+        training["epochs"] = args.epochs
+    run_dir = args.run_dir or RUN_DIRS[args.dataset]
+    result = run(args.dataset, args.data_dir, run_dir, args.seed, **training)
+    print(report(result, run_dir))
     if result["interrupted"]:
         return train.EXIT_ON_SIGNAL[signal.Signals[result["interrupted"]]]
     return 0

@@ -4,7 +4,10 @@
 
 Every record's whole image goes through the same overlap-tile graph as
 predict.py (not just a centre crop, as the training-time validation does), and
-the metrics count the valid pixels (mask != 255) of the full masks:
+the metrics count the valid pixels (mask != 255) of the full masks. A run
+trained with long_side sees each image at that scale, and its probabilities are
+resized back to the stored size, so it is scored against the full-resolution
+mask, as predict.py's masks would be:
 
     foreground IoU     dataset-level: total intersection / total union
     mean image IoU     the mean of per-image IoUs (images with no valid pixel skipped)
@@ -16,21 +19,28 @@ threshold (--threshold, 0.5), as in TensorBoard's PR curves. A ratio with
 nothing to find and nothing found (0/0) counts as perfect, as in train.py.
 
 It also sweeps thresholds 0.05..0.95: precision, recall and IoU at each, and
-the best-IoU threshold, which predict.py and export.py then use by default.
-Note that this threshold is tuned on the records evaluated here.
+the best-IoU threshold. That threshold is tuned on the records evaluated here,
+so it is ADOPTED (written to <run>/threshold.json, which predict.py and
+export.py default to) only when they are the run's own val_records and the
+checkpoint is the run's default one, or with --adopt-threshold; evaluating
+other data (e.g. real photos) never moves it silently.
 
-Writes <run>/eval.json (atomically), a TensorBoard PR curve and scalars under
-<run>/eval/, and with --save-overlays N the N worst and N best images by IoU
-under <run>/eval/overlays/ (prediction tinted red and outlined yellow, ground
-truth outlined green).
+The report is named for what it evaluated: <run>/eval.json for the run's
+val_records, else <run>/eval-<records>-<hash>.json (atomically), with a
+TensorBoard PR curve and scalars in the directory of the same name, and with
+--save-overlays N the N worst and N best images by IoU in its overlays/
+(prediction tinted red and outlined yellow, ground truth outlined green).
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
+import argparse
+import hashlib
 import heapq
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -123,10 +133,12 @@ def all_background(counts):
 
 
 def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batch_size=4,
-             save_overlays=0, progress=True):
-    """Predict every record's full image, write eval.json and TensorBoard, return the results.
+             save_overlays=0, progress=True, adopt=None):
+    """Predict every record's full image, write the report and TensorBoard, return the results.
 
-    records_pattern defaults to the run config's val_records.
+    records_pattern defaults to the run config's val_records. adopt: None adopts
+    the best threshold when the records are the run's val_records and the
+    checkpoint its default; True / False force it either way.
     """
     if not 0.0 <= threshold <= 1.0:
         raise cli.UsageError(f"threshold must be in [0, 1], got {threshold}")
@@ -135,7 +147,10 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     if not records_pattern:
         raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")
     files = data.list_records(records_pattern)
+    own_records = _are_val_records(files, cfg)
     checkpoint = tiling.resolve_checkpoint(run_dir, checkpoint)
+    adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint)
+    name = EVAL_DIR if own_records else report_name(records_pattern)
 
     graph = tf.Graph()
     with graph.as_default():
@@ -185,12 +200,56 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     counts = np.stack(counts)  # [N, T + 1, 4]
     result = _results(counts, names, thresholds, threshold, checkpoint, records_pattern,
                       len(files), save_overlays)
-    _write_json(os.path.join(run_dir, config.EVAL_JSON), result)
-    _write_tensorboard(os.path.join(run_dir, EVAL_DIR), counts, result)
+    result.update(long_side=cfg.long_side, adopted_threshold=adopt, adoption_reason=reason)
+    report = os.path.join(run_dir, name + ".json")
+    _write_json(report, result)
+    if adopt:
+        _write_json(os.path.join(run_dir, config.THRESHOLD_JSON), {
+            "threshold": result["best_threshold"], "foreground_iou": result["best_threshold_iou"],
+            "records": records_pattern, "checkpoint": checkpoint,
+            "global_step": result["global_step"], "reason": reason,
+            "report": os.path.basename(report)})
+    _write_tensorboard(os.path.join(run_dir, name), counts, result)
+    result["report"] = report
     if save_overlays:
-        result["overlays"] = _write_overlays(os.path.join(run_dir, EVAL_DIR, OVERLAY_DIR),
+        result["overlays"] = _write_overlays(os.path.join(run_dir, name, OVERLAY_DIR),
                                              keep, threshold)
     return result
+
+
+def report_name(records_pattern):
+    """Report name for records other than the run's: eval-<shard stem>-<hash of the glob>."""
+    stem = os.path.basename(records_pattern).split(".tfrecord")[0]
+    stem = re.sub(r"[^\w.-]+", "", stem).strip("-_.") or "records"
+    digest = hashlib.sha1(os.path.abspath(records_pattern).encode()).hexdigest()[:6]
+    return f"{EVAL_DIR}-{stem}-{digest}"
+
+
+def _are_val_records(files, cfg):
+    """True when `files` are exactly the run's val_records, however the glob was spelled."""
+    try:
+        own = data.list_records(cfg.val_records) if cfg.val_records else []
+    except UserError:  # e.g. train.py ran in another directory
+        return False
+    return bool(own) and sorted(map(os.path.realpath, files)) == sorted(
+        map(os.path.realpath, own))
+
+
+def _adoption(adopt, own_records, run_dir, checkpoint):
+    """(adopt the best threshold?, why): the caller's True / False, else only for the
+    run's own val_records evaluated with the checkpoint predict.py would restore.
+    """
+    if adopt is not None:
+        return adopt, "--adopt-threshold" if adopt else "--no-adopt-threshold"
+    if not own_records:
+        return False, "not the run's val_records"
+    try:
+        default = tiling.resolve_checkpoint(run_dir)  # what predict.py and export.py restore
+    except UserError:
+        default = None
+    if default is None or os.path.abspath(default) != os.path.abspath(checkpoint):
+        return False, "not the run's default checkpoint"
+    return True, "the run's val_records and default checkpoint"
 
 
 def _load(serialized):
@@ -344,14 +403,25 @@ def main(argv=None):
                         help="tiles per network run (default: %(default)s)")
     parser.add_argument("--save-overlays", type=cli.non_negative_int, default=0, metavar="N",
                         help="write overlays of the N worst and N best images by IoU")
+    parser.add_argument("--adopt-threshold", action=argparse.BooleanOptionalAction,
+                        help="make the best threshold the run's default for predict.py and "
+                        "export.py (default: only when evaluating the run's val_records with "
+                        "its default checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     result = evaluate(args.run, args.records, args.checkpoint, args.threshold,
-                      args.batch_size, args.save_overlays, progress=not args.no_progress)
+                      args.batch_size, args.save_overlays, progress=not args.no_progress,
+                      adopt=args.adopt_threshold)
     print(format_table(result))
-    print(f"wrote {os.path.join(args.run, config.EVAL_JSON)} (predict.py now defaults to "
-          f"threshold {result['best_threshold']:.2f}) and TensorBoard "
-          f"{os.path.join(args.run, EVAL_DIR)}")
+    print(f"wrote {result['report']} and TensorBoard {os.path.splitext(result['report'])[0]}")
+    if result["adopted_threshold"]:
+        print(f"adopted threshold {result['best_threshold']:.2f} ({result['adoption_reason']}) "
+              f"into {os.path.join(args.run, config.THRESHOLD_JSON)}: predict.py and export.py "
+              "now default to it")
+    else:
+        print(f"threshold {result['best_threshold']:.2f} not adopted "
+              f"({result['adoption_reason']}): predict.py and export.py keep the run's "
+              "threshold; pass --adopt-threshold to adopt it")
     if result.get("overlays"):
         print(f"overlays in {os.path.dirname(result['overlays'][0])}")
     return 0

@@ -10,9 +10,11 @@ graph, so clients need no U-Net geometry:
     outputs  probabilities  float32 [H, W]  foreground probability
              mask           uint8 [H, W]    255 where probability >= threshold, else 0
 
-The threshold is baked in: --threshold, else the run's eval.json best
-threshold, else 0.5 (as predict.py). The graph is the same one predict.py runs,
-so the SavedModel gives predict.py's masks. It is a TF1-style SavedModel
+The threshold is baked in: --threshold, else the run's adopted threshold
+(threshold.json, written by evaluate.py; docs/inference_notes.md), else 0.5, as
+predict.py. The graph is the same one predict.py runs, so the SavedModel gives
+predict.py's masks; a run trained with long_side resizes the image to that
+scale inside the graph and the probabilities back to the input's size. It is a TF1-style SavedModel
 (tf.compat.v1.saved_model.Builder), because unet.py builds its variables with
 tf.compat.v1.get_variable; tf.saved_model.load, saved_model_cli and TensorFlow
 Serving all read it. assets.extra/coco_unet.json records the config, checkpoint
@@ -56,7 +58,9 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
     cfg = config.load_config(run_dir)
     checkpoint = tiling.resolve_checkpoint(run_dir, checkpoint)
     if threshold is None:
-        threshold, _ = predict.default_threshold(run_dir)
+        threshold, source = predict.default_threshold(run_dir)
+    else:
+        source = "--threshold"
     if not 0.0 <= threshold <= 1.0:
         raise cli.UsageError(f"threshold must be in [0, 1], got {threshold}")
     if os.path.exists(out_dir) and not overwrite:
@@ -71,7 +75,7 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
         raise UserError(f"cannot create {parent}: {e.strerror}") from None
 
     info = {"config": dataclasses.asdict(cfg), "checkpoint": os.path.abspath(checkpoint),
-            "threshold": float(threshold), "signature": SIGNATURE,
+            "threshold": float(threshold), "threshold_source": source, "signature": SIGNATURE,
             "inputs": {"image": "string [] encoded JPEG/PNG"},
             "outputs": {"probabilities": "float32 [H, W]", "mask": "uint8 [H, W] 0/255"}}
     try:
@@ -112,7 +116,8 @@ def main(argv=None):
     parser.add_argument("--checkpoint", help="checkpoint prefix or directory "
                         "(default: the run's best/, else its latest)")
     parser.add_argument("--threshold", type=cli.fraction, help="mask threshold in [0, 1] "
-                        "(default: eval.json's best_threshold, else 0.5)")
+                        "(default: the one evaluate.py adopted for the run, in "
+                        "threshold.json, else 0.5)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=4,
                         help="tiles per network run inside the graph (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")

@@ -11,9 +11,11 @@ it writes, named after the file's stem:
 
 The network is rebuilt from the run's config.json and the best checkpoint is
 restored (or --checkpoint). Images of any size go through the overlap-tile
-graph in tiling.py. The threshold defaults to the best one evaluate.py stored
-in the run's eval.json, else 0.5. Bad images get one error line each; the rest
-are still predicted, and the exit code is 1 if any failed.
+graph in tiling.py, at the scale the run was trained with (config.json's
+long_side; the probabilities are resized back, so masks are full size). The
+threshold defaults to the one evaluate.py adopted for the run (threshold.json,
+see docs/inference_notes.md), else 0.5. Bad images get one error line each;
+the rest are still predicted, and the exit code is 1 if any failed.
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -80,22 +82,45 @@ class Predictor:
 
 
 def default_threshold(run_dir):
-    """(threshold, where it came from): eval.json's best_threshold, else 0.5."""
+    """(threshold, where it came from): the run's adopted threshold, else 0.5.
+
+    evaluate.py adopts one into threshold.json only from the run's own
+    val_records or on --adopt-threshold (docs/inference_notes.md), so evaluating
+    other data never moves it. Run dirs from before threshold.json: eval.json's
+    best_threshold counts if it was tuned on the run's val_records.
+    """
+    path = os.path.join(run_dir, config.THRESHOLD_JSON)
+    stored = _read_result(path)
+    if stored is not None:
+        return _checked_threshold(stored.get("threshold"), path, "threshold"), path
     path = os.path.join(run_dir, config.EVAL_JSON)
+    stored = _read_result(path)
+    if (stored is None or "adopted_threshold" in stored or stored.get("best_threshold") is None
+            or stored.get("records") != config.load_config(run_dir).val_records):
+        return DEFAULT_THRESHOLD, "default"
+    return _checked_threshold(stored["best_threshold"], path, "best_threshold"), path
+
+
+def _read_result(path):
+    """An evaluate.py JSON file as a dict, None if it does not exist, else UserError."""
     try:
         with open(path) as f:
-            value = json.load(f).get("best_threshold")
+            stored = json.load(f)
     except FileNotFoundError:
-        return DEFAULT_THRESHOLD, "default"
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        stored = None
+    if not isinstance(stored, dict):
         raise UserError(f"{path} is not a valid evaluate.py result: re-run evaluate.py "
-                        "or pass --threshold") from None
-    if value is None:
-        return DEFAULT_THRESHOLD, "default"
+                        "or pass --threshold")
+    return stored
+
+
+def _checked_threshold(value, path, key):
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise UserError(f"{path} has best_threshold {value!r}, not a number in [0, 1]: "
+        raise UserError(f"{path} has {key} {value!r}, not a number in [0, 1]: "
                         "re-run evaluate.py or pass --threshold")
-    return float(value), path
+    return float(value)
 
 
 def collect_images(inputs, out_dir=None):
@@ -231,7 +256,8 @@ def main(argv=None):
     parser.add_argument("--checkpoint", help="checkpoint prefix or directory "
                         "(default: the run's best/, else its latest)")
     parser.add_argument("--threshold", type=cli.fraction, help="probability threshold in "
-                        "[0, 1] (default: eval.json's best_threshold, else 0.5)")
+                        "[0, 1] (default: the one evaluate.py adopted for the run, in "
+                        "threshold.json, else 0.5)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=4,
                         help="tiles per network run (default: %(default)s)")
     parser.add_argument("--save-probabilities", action="store_true",

@@ -1,16 +1,18 @@
-"""The TFRecord schema shared by the converter (writer) and data.py (reader).
+"""The TFRecord schema shared by the converters (writers) and data.py (reader).
 
 One `tf.train.Example` per image:
 
     key               dtype   meaning
-    image/encoded     bytes   RGB image, JPEG (the original COCO bytes when the
-                              source is a 3-channel JPEG) or PNG; decode with
+    image/encoded     bytes   RGB image, JPEG (the original file's bytes when
+                              the source is a 3-channel JPEG) or PNG; decode with
                               tf.io.decode_image(channels=3)
     image/format      bytes   b"jpeg" or b"png"
     image/height      int64   image height in pixels
     image/width       int64   image width in pixels
-    image/id          int64   COCO image id
-    image/filename    bytes   file name inside the COCO split directory
+    image/id          int64   COCO image id; Oxford-IIIT Pet: CLASS-ID * 10000
+                              + the photo's number (convert_pets.py)
+    image/filename    bytes   file name inside the COCO split directory (Pet:
+                              inside images/)
     mask/encoded      bytes   PNG, uint8, 1 channel, same height and width:
                               0 background, 1 chosen classes, 255 ignore
     schema/version    int64   SCHEMA_VERSION; readers reject other versions

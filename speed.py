@@ -1,6 +1,6 @@
 """Session and optimiser settings for a fast training step (measured: benchmarks/run.py).
 
-What won on a 2-core AVX-512 CPU (README "Performance" has the figures):
+What won on a 2-core AVX-512 CPU (docs/performance.md has the figures):
 
   - TensorFlow's default oneDNN kernels in a plain tf.compat.v1 graph, NHWC,
     fed by tf.data: grappler already fuses conv + bias + ReLU into one
@@ -17,6 +17,12 @@ What won on a 2-core AVX-512 CPU (README "Performance" has the figures):
     1.6-1.8x faster with AVX512_BF16. Without it (or AMX), measure first.
   - mixed_float16 (opt-in, GPU only): the float16 auto-mixed-precision rewrite
     plus dynamic loss scaling (required, or small gradients flush to zero).
+  - precision "auto" (opt-in; not the default until the quality benchmark says
+    so) picks per machine: mixed_float16 on a GPU, bfloat16 on a CPU whose
+    /proc/cpuinfo flags list amx_bf16 or avx512_bf16, float32 elsewhere
+    (TensorFlow has no public API for CPU features, and other systems than
+    Linux are not probed). resolve_precision() turns it into the concrete
+    value before a run starts, so config.json says what ran.
 
 How train.py uses it (three lines):
 
@@ -29,6 +35,7 @@ without these fields gets the defaults below.
 """
 
 import os
+import platform
 
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
@@ -39,11 +46,14 @@ v1 = tf.compat.v1
 
 XLA_MODES = ("off", "auto")
 PRECISIONS = ("float32", "bfloat16", "mixed_float16")
+PRECISION_CHOICES = PRECISIONS + ("auto",)  # flag values; "auto" is resolved before a run
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of native bfloat16 math
+CPUINFO = "/proc/cpuinfo"
 DEFAULTS = {
     "intra_op_threads": 0,  # threads inside one op; 0 = TensorFlow's choice (all cores)
     "inter_op_threads": 0,  # ops run side by side; 0 = TensorFlow's choice
     "xla": "off",  # "auto" = XLA auto-clustering; slower on CPU, try it on a GPU
-    "precision": "float32",  # "bfloat16" (CPU with AVX512_BF16) / "mixed_float16" (GPU)
+    "precision": "float32",  # "bfloat16" (CPU with AVX512_BF16/AMX) / "mixed_float16" (GPU)
 }
 # XLA auto-clustering of CPU ops needs this flag besides the session's global_jit_level.
 XLA_CPU_FLAGS = "--tf_xla_cpu_global_jit"
@@ -58,10 +68,53 @@ def settings(cfg_like=None):
                              f"got {s[key]!r}")
     if s["xla"] not in XLA_MODES:
         raise UsageError(f"xla must be one of {', '.join(XLA_MODES)}, got {s['xla']!r}")
+    if s["precision"] == "auto":  # a caller's bug: the run must know what it runs
+        raise ValueError("precision 'auto' must be resolved first (speed.resolve_precision)")
     if s["precision"] not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, "
                          f"got {s['precision']!r}")
     return s
+
+
+def cpu_flags(cpuinfo_text):
+    """The feature flags of the first CPU in /proc/cpuinfo text (x86 'flags' line)."""
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return set(value.split())
+    return set()
+
+
+def read_cpuinfo():
+    """/proc/cpuinfo's text, or None where there is none (not Linux) or it is unreadable."""
+    try:
+        with open(CPUINFO) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def resolve_precision(requested, gpu, cpuinfo_text=None, system=None):
+    """(concrete precision, why) for a requested one; 'auto' picks per machine.
+
+    gpu: TensorFlow sees a GPU. cpuinfo_text: /proc/cpuinfo's text (default: read
+    it on Linux). system: platform.system() (default: this one). A concrete
+    request comes back unchanged, with why = None.
+    """
+    if requested != "auto":
+        return requested, None
+    if gpu:
+        return "mixed_float16", "a GPU is present"
+    system = system or platform.system()
+    if system != "Linux":
+        return "float32", f"CPU features are not probed on {system}"
+    text = read_cpuinfo() if cpuinfo_text is None else cpuinfo_text
+    if text is None:
+        return "float32", f"{CPUINFO} is unreadable"
+    found = [flag for flag in CPU_BF16_FLAGS if flag in cpu_flags(text)]
+    if found:
+        return "bfloat16", f"the CPU has {' and '.join(found)}"
+    return "float32", f"the CPU has neither {' nor '.join(CPU_BF16_FLAGS)}"
 
 
 def session_config(cfg_like=None, gpu=False):

@@ -132,13 +132,26 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
 
 
 def probabilities(image, cfg, batch_size=4):
-    """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor."""
+    """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor.
+
+    With cfg.long_side the network sees the image at its training scale
+    (data.resize_image) and its map is resized back to [H, W] bilinearly, so
+    masks and metrics stay at the input's full size.
+    """
     if cfg.num_outputs != 1:
         raise UserError(f"config has num_outputs={cfg.num_outputs}; predict, evaluate and "
                         "export handle one sigmoid output (num_outputs=1)")
+    long_side = cfg.long_side
+    if isinstance(long_side, bool) or not isinstance(long_side, int) or long_side < 0:
+        raise UserError(f"config has long_side={long_side!r}, not a whole number >= 0 (0 = "
+                        "images as stored): fix long_side in the run's config.json")
     lay = layout(cfg.input_size, cfg.depth)
-    logits = tiled_logits(image, lay, cfg.depth, cfg.base_filters, 1, batch_size)
-    return tf.sigmoid(logits[:, :, 0])
+    scaled = data.resize_image(image, long_side) if long_side else image
+    logits = tiled_logits(scaled, lay, cfg.depth, cfg.base_filters, 1, batch_size)
+    prob = tf.sigmoid(logits[:, :, 0])  # [h, w]
+    if not long_side:
+        return prob
+    return tf.image.resize(prob[:, :, None], tf.shape(image)[:2], "bilinear")[:, :, 0]
 
 
 def decode_image(encoded):

@@ -13,7 +13,8 @@ Sections (each independent; a missing module skips only its own):
              the fastest step TensorFlow's conv kernels allow, vs the peak and ours
   options    speed settings against the default: threads, XLA, oneDNN, bfloat16,
              real-record input
-  pipeline   data.make_dataset records/s on the converted shards, vs training rate
+  pipeline   data.make_dataset records/s on the converted shards, vs training rate,
+             with train.py's default input (flips) and with --augment all
   predict    predict.Predictor megapixels/s on a 640x480 image (overlap-tile)
 
 Every setting runs in its own worker process (benchmarks/worker.py). The
@@ -332,18 +333,22 @@ def converter_section(plan, log_dir, tmp):
 
 
 def pipeline_section(plan, log_dir, records, train=None):
+    """train.py's default input (flips), plus every augmentation group as "augmented"."""
     p = plan["pipeline"]
-    result = one_shot("pipeline", {"kind": "pipeline", "records": records, "batch": p["batch"],
-                                   "size": plan["size"], "depth": plan["depth"],
-                                   "windows": p["windows"], "batches": p["batches"]}, log_dir)
+    spec = {"kind": "pipeline", "records": records, "batch": p["batch"], "size": plan["size"],
+            "depth": plan["depth"], "windows": p["windows"], "batches": p["batches"]}
+    result = one_shot("pipeline", spec, log_dir)
     result["records"] = records
+    result["augmented"] = one_shot("pipeline augment all", {**spec, "augment": "all"}, log_dir)
+    result["augmented"]["augment"] = "all"
     consumers = [r for r in (train or {}).get("steps", [])
                  if r["variant"] == "ours" and "images_per_s" in r]
     if consumers:
         fastest = max(consumers, key=lambda r: r["images_per_s"])
         result["fastest_training_images_per_s"] = fastest["images_per_s"]
         result["fastest_training_group"] = fastest["group"]
-        result["ratio_to_training"] = result["records_per_s"] / fastest["images_per_s"]
+        for r in (result, result["augmented"]):
+            r["ratio_to_training"] = r["records_per_s"] / fastest["images_per_s"]
     return result
 
 
@@ -545,6 +550,12 @@ def format_table(report):
                         f"{pipe['fastest_training_images_per_s']:.2f} images/s "
                         f"({pipe['fastest_training_group']})"
                         if "ratio_to_training" in pipe else ""))
+        aug = pipe.get("augmented")
+        if aug:
+            lines.append(f"Input pipeline with --augment all: {aug['records_per_s']:.1f} "
+                         f"records/s ({aug['records_per_s'] / pipe['records_per_s']:.2f}x the "
+                         "default's)" + (f", {aug['ratio_to_training']:.1f}x the fastest "
+                                         "training step's" if "ratio_to_training" in aug else ""))
     pred = report.get("predict")
     if pred:
         lines.append(f"predict.py: {pred['megapixels_per_s']:.3f} megapixels/s on a "

@@ -11,7 +11,7 @@ Kinds:
     torch  the PyTorch eager peer (torch_peer.py), when torch is installed
     peak   TensorFlow's conv2d and matmul throughput on large shapes
   one-shot workers (print one RESULT line and exit):
-    pipeline   data.make_dataset records/s on real shards
+    pipeline   data.make_dataset records/s on real shards (optionally augmented)
     converter  convert_coco.convert images/s on a demo dataset
     predict    predict.Predictor megapixels/s on a 640x480 image
     ceiling    benchmarks/ceiling.py: every conv of the network timed alone
@@ -254,16 +254,21 @@ def _median_rate(amounts_and_seconds):
 
 
 def pipeline_result(spec):
-    """Records/s of data.make_dataset alone (decode, crop, mirror-pad, flip, batch)."""
+    """Records/s of data.make_dataset alone (decode, crop, mirror-pad, augment, batch).
+
+    spec["augment"]: the --augment groups (default "flip", train.py's default).
+    """
     import tensorflow as tf
 
+    import augment
     import data
 
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
+        settings = augment.Settings(augment.parse_groups(spec.get("augment", "flip")))
         ds = data.make_dataset(spec["records"], spec["batch"], True, spec["size"],
-                               spec["depth"], seed=0).repeat()
+                               spec["depth"], seed=0, augmentation=settings).repeat()
         images, _ = v1.data.make_one_shot_iterator(ds).get_next()
         count = tf.shape(images)[0]
     session = v1.Session(graph=graph)

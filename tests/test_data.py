@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -221,3 +222,63 @@ def test_glob_skips_converter_sidecars_and_rejects_unfinished_shards(tmp_path):
     files = data.list_records(str(tmp_path / "cat-train2017-*"))
     assert [f.rsplit("/", 1)[1] for f in files] == [
         f"cat-train2017-{i:05d}-of-00003.tfrecord" for i in range(3)]
+
+
+# ------------------------------------------------------------ --long-side
+
+
+@pytest.mark.parametrize("h,w,n,want", [(30, 40, 20, (15, 20)), (40, 30, 20, (20, 15)),
+                                        (5, 9, 4, (2, 4)), (3, 7, 100, (43, 100)),
+                                        (1, 100, 10, (1, 10)), (7, 7, 7, (7, 7)),
+                                        (4000, 6000, 5999, (3999, 5999))])
+def test_scaled_size_keeps_aspect_and_hits_the_long_side_exactly(h, w, n, want):
+    assert tuple(data.scaled_size(tf.constant([h, w]), n).numpy()) == want
+
+
+def test_resize_mask_is_nearest_and_keeps_0_1_255():
+    rng = np.random.default_rng(0)
+    mask = rng.choice(np.array([0, 1, 255], np.uint8), [20, 30, 1])
+    half = data.resize_mask(tf.constant(mask), 15).numpy()
+    np.testing.assert_array_equal(half, mask[1::2, 1::2])  # half-pixel centres: odd pixels
+    double = data.resize_mask(tf.constant(mask), 60).numpy()
+    np.testing.assert_array_equal(double, mask.repeat(2, 0).repeat(2, 1))
+    for n in (7, 13, 29, 31, 77):  # ratios that are no whole number
+        out = data.resize_mask(tf.constant(mask), n).numpy()
+        assert out.dtype == np.uint8 and max(out.shape[:2]) == n
+        assert set(np.unique(out)) == {0, 1, 255}
+
+
+def test_resize_image_averages_when_shrinking_and_is_bilinear_when_enlarging():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, [20, 30, 3], dtype=np.uint8)
+    half = data.resize_image(tf.constant(image), 15).numpy()
+    blocks = image.reshape(10, 2, 15, 2, 3).astype(np.float32).mean(axis=(1, 3))
+    assert half.dtype == np.uint8
+    np.testing.assert_array_equal(half, np.round(blocks))
+    big = data.resize_image(tf.constant(image), 45).numpy()
+    want = cv2.resize(image.astype(np.float32), (45, 30), interpolation=cv2.INTER_LINEAR)
+    assert big.shape == (30, 45, 3) and np.abs(big - want).max() <= 0.5 + 1e-3
+    np.testing.assert_array_equal(data.resize_image(tf.constant(image), 30).numpy(), image)
+
+
+def test_long_side_resizes_before_the_windows_are_cut(tmp_path):
+    sizes = [(30, 60), (9, 6)]
+    write_records(tmp_path / "s.tfrecord", sizes)
+    for training in (False, True):
+        ds = data.make_dataset(str(tmp_path / "s.tfrecord"), 1, training, INPUT, DEPTH,
+                               seed=2, long_side=40)
+        for img, msk in ds:
+            img = np.rint(img.numpy()[0] * 255).astype(np.uint8)
+            i = int(img[0, 0, 2])  # training shuffles: the id channel says which image
+            image = data.resize_image(tf.constant(coord_image(*sizes[i], i)), 40).numpy()
+            mask = data.resize_mask(tf.constant(checker_mask(*sizes[i])), 40).numpy()
+            assert max(image.shape[:2]) == 40
+            assert set(np.unique(msk)) <= {0, 1, records.IGNORE}
+            if training:
+                assert len(find_window(image, mask, img, msk.numpy()[0])) == 1
+            else:
+                h, w = image.shape[:2]
+                want_img, want_mask = expected_window(image, mask, (h - OUTPUT) // 2,
+                                                      (w - OUTPUT) // 2)
+                np.testing.assert_array_equal(img, want_img)
+                np.testing.assert_array_equal(msk.numpy()[0], want_mask)

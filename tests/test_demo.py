@@ -1,4 +1,4 @@
-"""The demo pipeline end to end on a tiny model: generate, convert, train, validate, resume."""
+"""The demo pipeline end to end on a tiny model: convert (or generate), train, score, resume."""
 
 import glob
 import json
@@ -17,7 +17,7 @@ TINY = dict(depth=1, base_filters=4, input_size=44, batch_size=2, epochs=2, val_
 def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path, caplog):
     caplog.set_level("INFO")
     data_dir, run_dir = tmp_path / "data", tmp_path / "logs" / "demo"
-    first = demo.run(str(data_dir), str(run_dir), num_train=6, num_val=3, **TINY)
+    first = demo.run("drawn", str(data_dir), str(run_dir), num_train=6, num_val=3, **TINY)
 
     shards = sorted(glob.glob(str(data_dir / "demo-train2017-*.tfrecord")))
     stats = {split: json.loads((data_dir / f"demo-{split}-stats.json").read_text())
@@ -43,7 +43,7 @@ def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path, caplog):
     # Re-running with one more epoch reuses the data and resumes the run.
     mtimes = {p: os.path.getmtime(p) for p in glob.glob(str(data_dir / "**"), recursive=True)}
     caplog.clear()
-    second = demo.run(str(data_dir), str(run_dir), num_train=6, num_val=3,
+    second = demo.run("drawn", str(data_dir), str(run_dir), num_train=6, num_val=3,
                       **{**TINY, "epochs": 3})
     assert "reusing the demo dataset" in caplog.text and "reusing the records" in caplog.text
     assert f"resuming from {run_dir}" in caplog.text
@@ -54,3 +54,59 @@ def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path, caplog):
 def test_demo_flags_are_checked(capsys):
     assert cli.run_main(demo.main, ["--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
+    assert cli.run_main(demo.main, ["--minutes", "-5"]) == 2
+    assert "--minutes" in capsys.readouterr().err
+
+
+def test_demo_minutes_reach_training_and_lift_the_epoch_limit(monkeypatch):
+    calls, configs = [], []
+    monkeypatch.setattr(demo, "prepare_pets", lambda *args: ("t-*", "v-*"))
+    monkeypatch.setattr(demo.train, "train",
+                        lambda cfg: configs.append(cfg) or {"interrupted": "SIGINT"})
+    monkeypatch.setattr(demo, "report", lambda result, run_dir: "")
+    real_run = demo.run
+
+    def run(*args, **training):
+        calls.append(training)
+        return {**real_run(*args, **training), "interrupted": None}
+
+    monkeypatch.setattr(demo, "run", run)
+    for argv in (["--minutes", "15"], ["--minutes", "15", "--epochs", "40"], []):
+        assert demo.main(argv) == 0
+    assert calls == [{"minutes": 15.0}, {"minutes": 15.0, "epochs": 40}, {"minutes": 0.0}]
+    assert [(c.minutes, c.epochs) for c in configs] == [(15.0, 0), (15.0, 40),
+                                                        (0.0, demo.PETS_TRAINING["epochs"])]
+    assert {c.lr_schedule for c in configs} == {"cosine"}  # what the budget fits
+
+
+def test_pets_demo_trains_on_the_embedded_photos_and_scores_held_out_ones(tmp_path, caplog):
+    caplog.set_level("INFO")
+    data_dir, run_dir = tmp_path / "data", tmp_path / "logs" / "demo"
+    result = demo.run("pets", str(data_dir), str(run_dir), long_side=32, **TINY)
+
+    stats = {split: json.loads((data_dir / f"pets_cat-{split}-stats.json").read_text())
+             for split in demo.PETS_SPLITS}
+    # The sample's fixed split: 150 cats + 75 dogs to train on, 50 + 25 held out.
+    assert (stats["trainval"]["positive_images"], stats["trainval"]["negative_images"]) \
+        == (150, 75)
+    assert (stats["test"]["positive_images"], stats["test"]["negative_images"]) == (50, 25)
+    assert result["step"] == 2 * math.ceil(225 / 2)
+
+    # The score is evaluate.py's on the 75 held-out photos at full size, threshold 0.5,
+    # of the last checkpoint, and it adopts no threshold.
+    evaluation = result["evaluation"]
+    assert evaluation["images"] == 75 and evaluation["threshold"] == 0.5
+    assert evaluation["checkpoint"] == result["checkpoint"]
+    assert evaluation["adopted_threshold"] is False
+    assert not os.path.exists(run_dir / "threshold.json")
+    fg, ignore = stats["test"]["foreground_fraction"], stats["test"]["ignore_fraction"]
+    assert evaluation["all_background"]["pixel_accuracy"] == pytest.approx(
+        (1 - fg - ignore) / (1 - ignore), abs=1e-6)
+    iou = evaluation["model"]["foreground_iou"]
+    text = demo.report(result, str(run_dir))
+    assert (f"foreground IoU {iou:.3f} (all-background baseline 0.000)" in text
+            and "on 75 held-out photos, full size" in text)
+
+    caplog.clear()  # a second run reuses the records
+    demo.run("pets", str(data_dir), str(run_dir), long_side=32, **TINY)
+    assert "reusing the records" in caplog.text and "converting" not in caplog.text

@@ -332,8 +332,8 @@ def test_two_workers_train_alike_only_the_chief_writes_and_both_resume(shards, t
     # Only the chief wrote: one checkpoint, one event file, its config.
     assert (run_dir / "model.ckpt-3.index").exists()
     written = sorted(set(os.listdir(run_dir)) - {"train.lock"})  # runlock.py's, chief only
-    assert written == ["checkpoint", "config.json", "model.ckpt-3.data-00000-of-00001",
-                       "model.ckpt-3.index", "train", "val"]
+    assert written == ["baseline", "checkpoint", "config.json",
+                       "model.ckpt-3.data-00000-of-00001", "model.ckpt-3.index", "train", "val"]
     assert len(_events(run_dir / "train")) == 1
 
     logs, (r0, r1) = _train_two_workers(tmp_path, [*argv, "--max-steps", "5"], "resumed")

@@ -1,11 +1,13 @@
+import dataclasses
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_predict import make_run, reference_probabilities
+from test_predict import make_run, reference_probabilities, scaled_reference_probabilities
 
 import cli
 import config
@@ -99,13 +101,15 @@ def write_records(path, items):
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
+    """A run evaluated on its own val_records (the default), which adopts the threshold."""
     tmp = tmp_path_factory.mktemp("eval")
     run = tmp / "run"
-    make_run(run)
+    cfg = make_run(run)
+    config.save_config(dataclasses.replace(cfg, val_records=str(tmp / "val-*")), str(run))
     items = make_images()
     write_records(tmp / "val-00000-of-00002.tfrecord", items[:3])
     write_records(tmp / "val-00001-of-00002.tfrecord", items[3:])
-    result = evaluate.evaluate(str(run), str(tmp / "val-*"), save_overlays=2, progress=False)
+    result = evaluate.evaluate(str(run), save_overlays=2, progress=False)
     return run, items, result
 
 
@@ -132,14 +136,85 @@ def test_metrics_equal_numpy_on_full_image_forward_passes(evaluated):
     assert result["worst_images"][0]["image_id"] == 100 + int(np.argmin(per_image))
 
 
-def test_eval_json_is_written_and_predict_uses_its_threshold(evaluated):
+def test_long_side_run_is_scored_against_the_full_resolution_masks(tmp_path):
+    run = tmp_path / "run"
+    make_run(run, long_side=20)
+    items = make_images()
+    write_records(tmp_path / "val.tfrecord", items)
+    result = evaluate.evaluate(str(run), str(tmp_path / "val.tfrecord"), progress=False)
+    counts = np.stack([evaluate.confusion(scaled_reference_probabilities(run, image, 20), mask,
+                                          [0.5])[0] for image, mask, _ in items])
+    assert result["long_side"] == 20
+    assert result["valid_pixels"] == sum(int((m != X).sum()) for _, m, _ in items)
+    assert result["model"] == pytest.approx(evaluate.summarize(counts))
+    assert 0 < result["model"]["foreground_iou"] < 1
+
+
+def test_own_val_records_write_eval_json_and_adopt_the_threshold(evaluated):
     run, _, result = evaluated
     with open(run / config.EVAL_JSON) as f:
         stored = json.load(f)
+    assert result["report"] == str(run / config.EVAL_JSON)
     assert stored["best_threshold"] == result["best_threshold"]
     assert stored["model"] == pytest.approx(result["model"])
-    assert stored["global_step"] == 7
+    assert stored["global_step"] == 7 and stored["long_side"] == 0
+    assert stored["adopted_threshold"] is True
+    with open(run / config.THRESHOLD_JSON) as f:
+        adopted = json.load(f)
+    assert adopted["threshold"] == result["best_threshold"]
+    assert adopted["foreground_iou"] == result["best_threshold_iou"]
+    assert adopted["report"] == config.EVAL_JSON and adopted["checkpoint"].endswith("ckpt-7")
+    assert predict.default_threshold(str(run)) == (result["best_threshold"],
+                                                   str(run / config.THRESHOLD_JSON))
+
+
+def test_other_records_never_move_the_threshold_unless_adopted(evaluated, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated[0], run)
+    before = {name: (run / name).read_bytes()
+              for name in (config.EVAL_JSON, config.THRESHOLD_JSON)}
+    other = str(tmp_path / "cats-00000-of-00001.tfrecord")
+    write_records(other, make_images(seed=1)[:3])
+    result = evaluate.evaluate(str(run), other, save_overlays=1, progress=False)
+    name = evaluate.report_name(other)
+    assert name.startswith("eval-cats-00000-of-00001-") and len(name) == 31
+    assert result["report"] == str(run / f"{name}.json")
+    assert result["adopted_threshold"] is False
+    assert result["adoption_reason"] == "not the run's val_records"
+    assert json.loads((run / f"{name}.json").read_text())["records"] == other
+    assert any(n.startswith("events") for n in os.listdir(run / name))
+    assert len(os.listdir(run / name / "overlays")) == 2
+    assert {n: (run / n).read_bytes() for n in before} == before
+    assert predict.default_threshold(str(run)) == (evaluated[2]["best_threshold"],
+                                                   str(run / config.THRESHOLD_JSON))
+
+    argv = ["--run", str(run), "--records", other, "--no-progress", "--threshold", "0.3"]
+    assert cli.run_main(evaluate.main, argv + ["--adopt-threshold"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {run / name}.json" in out
+    adopted = json.loads((run / config.THRESHOLD_JSON).read_text())
+    assert f"adopted threshold {adopted['threshold']:.2f} (--adopt-threshold)" in out
+    assert adopted["records"] == other and adopted["report"] == f"{name}.json"
     assert predict.default_threshold(str(run))[0] == result["best_threshold"]
+    assert (run / config.EVAL_JSON).read_bytes() == before[config.EVAL_JSON]
+
+
+def test_own_records_adopt_only_with_the_default_checkpoint(evaluated, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated[0], run)
+    (run / config.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.15}))
+    for suffix in (".index", ".data-00000-of-00001"):  # an older checkpoint, same weights
+        shutil.copy(run / f"model.ckpt-7{suffix}", run / f"model.ckpt-3{suffix}")
+    older = ["--run", str(run), "--no-progress", "--checkpoint", str(run / "model.ckpt-3")]
+    assert cli.run_main(evaluate.main, older) == 0
+    out = capsys.readouterr().out
+    assert "not adopted (not the run's default checkpoint)" in out
+    assert "pass --adopt-threshold" in out
+    assert json.loads((run / config.EVAL_JSON).read_text())["global_step"] == 3
+    assert cli.run_main(evaluate.main, ["--run", str(run), "--no-progress",
+                                        "--no-adopt-threshold"]) == 0
+    assert "not adopted (--no-adopt-threshold)" in capsys.readouterr().out
+    assert predict.default_threshold(str(run))[0] == 0.15
 
 
 def test_tensorboard_has_pr_curve_and_scalars_at_the_checkpoint_step(evaluated):

@@ -36,14 +36,13 @@ np.savez(sys.argv[2], **result)
 """
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("export")
+def export_run(tmp, long_side=0):
     run = tmp / "run"
-    make_run(run)
-    (run / config.EVAL_JSON).write_text(json.dumps({"best_threshold": 0.45}))
+    make_run(run, long_side=long_side)
+    (run / config.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.45}))
     rng = np.random.default_rng(5)
-    # Neither size is a multiple of the 20 px output tile; one is grayscale JPEG.
+    # Neither size is a multiple of the 20 px output tile; one is grayscale JPEG. With
+    # long_side 32 the first shrinks (area) and the second grows (bilinear).
     images = [tmp / "colour.png", tmp / "gray.jpg"]
     write_image(images[0], rng.integers(0, 256, [45, 70, 3], dtype=np.uint8))
     write_image(images[1], rng.integers(0, 256, [13, 29], dtype=np.uint8))
@@ -51,8 +50,20 @@ def exported(tmp_path_factory):
     return tmp, run, images, info
 
 
-def test_saved_model_in_fresh_process_matches_predict(exported):
-    tmp, run, images, _ = exported
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return export_run(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def exported_long_side(tmp_path_factory):
+    return export_run(tmp_path_factory.mktemp("export_long_side"), long_side=32)
+
+
+@pytest.mark.parametrize("which", ["exported", "exported_long_side"])
+def test_saved_model_in_fresh_process_matches_predict(request, which):
+    tmp, run, images, info = request.getfixturevalue(which)
+    assert info["config"]["long_side"] == (32 if which == "exported_long_side" else 0)
     out = tmp / "outputs.npz"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-c", LOAD, str(tmp / "model"), str(out),
@@ -80,6 +91,7 @@ def test_export_records_its_origin_and_threshold(exported):
         stored = json.load(f)
     assert stored == json.loads(json.dumps(info))
     assert stored["threshold"] == 0.45
+    assert stored["threshold_source"] == str(run / config.THRESHOLD_JSON)
     assert stored["checkpoint"].endswith("model.ckpt-7")
     assert stored["config"]["depth"] == 2 and stored["config"]["base_filters"] == 4
     assert os.path.exists(tmp / "model" / "saved_model.pb")

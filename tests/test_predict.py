@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 import cli
 import config
+import data
 import predict
 import tiling
 import unet
@@ -19,13 +21,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
-def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7):
+def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7, long_side=0):
     """A run dir like train.py's: config.json and a checkpoint of a random tiny U-Net.
 
     Batch-norm statistics are random too, so inference-mode BN is really exercised,
     and global_step plus Adam slots are saved as training does.
     """
-    cfg = config.Config(input_size=input_size, depth=depth, base_filters=base_filters)
+    cfg = config.Config(input_size=input_size, depth=depth, base_filters=base_filters,
+                        long_side=long_side)
     config.save_config(cfg, str(run_dir))
     rng = np.random.default_rng(seed)
     g = tf.Graph()
@@ -86,6 +89,16 @@ def reference_probabilities(run_dir, image):
             tiling.restore(sess, config.latest_checkpoint(str(run_dir)), cfg)
             out = sess.run(prob, {x: padded[None].astype(np.float32) / 255.0})
     return out[0, :h, :w, 0]
+
+
+def scaled_reference_probabilities(run_dir, image, long_side):
+    """reference_probabilities at the run's scale, resized back to the image's size.
+
+    cv2's float bilinear resize has the same half-pixel geometry as TensorFlow's.
+    """
+    scaled = data.resize_image(tf.constant(image), long_side).numpy()
+    prob = reference_probabilities(run_dir, scaled)
+    return cv2.resize(prob, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
 
 
 def write_image(path, rgb):
@@ -174,14 +187,27 @@ def test_overlay_tints_foreground_and_outlines_it():
                                   predict.TRUTH_OUTLINE)
 
 
-def test_default_threshold_reads_eval_json(tmp_path):
+def test_default_threshold_is_the_adopted_one(tmp_path):
+    config.save_config(config.Config(val_records="data/cat-val2017-*"), str(tmp_path))
     assert predict.default_threshold(str(tmp_path)) == (0.5, "default")
-    path = tmp_path / config.EVAL_JSON
-    path.write_text(json.dumps({"best_threshold": 0.35}))
-    assert predict.default_threshold(str(tmp_path)) == (0.35, str(path))
-    for bad in ('{"best_threshold": 1.5}', "{not json", '["a"]'):
+    adopted, report = tmp_path / config.THRESHOLD_JSON, tmp_path / config.EVAL_JSON
+    # A run dir from before threshold.json: eval.json counts if tuned on the run's val_records.
+    report.write_text(json.dumps({"best_threshold": 0.25, "records": "data/cat-val2017-*"}))
+    assert predict.default_threshold(str(tmp_path)) == (0.25, str(report))
+    for other in ({"best_threshold": 0.25, "records": "photos/real-*"},
+                  {"best_threshold": 0.25, "records": "data/cat-val2017-*",
+                   "adopted_threshold": False}):
+        report.write_text(json.dumps(other))
+        assert predict.default_threshold(str(tmp_path)) == (0.5, "default")
+    adopted.write_text(json.dumps({"threshold": 0.35}))
+    assert predict.default_threshold(str(tmp_path)) == (0.35, str(adopted))
+    for path, bad in [(adopted, '{"threshold": 1.5}'), (adopted, "{not json"),
+                      (adopted, '["a"]'), (report, '{"best_threshold": "x", "records": '
+                                                   '"data/cat-val2017-*"}')]:
+        if path == report:
+            os.remove(adopted)
         path.write_text(bad)
-        with pytest.raises(cli.UserError, match="eval.json"):
+        with pytest.raises(cli.UserError, match=f"{path.name} (is not a valid|has)"):
             predict.default_threshold(str(tmp_path))
 
 
@@ -222,15 +248,50 @@ def test_predict_writes_exact_size_masks_overlays_and_probabilities(run, tmp_pat
     assert not [n for n in os.listdir(out) if ".tmp" in n]
 
 
-def test_threshold_default_comes_from_eval_json_and_bounds_are_inclusive(run, tmp_path):
+def test_long_side_run_predicts_at_its_scale_and_writes_full_size_masks(tmp_path):
+    run = tmp_path / "run"
+    make_run(run, long_side=32)
+    rng = np.random.default_rng(4)
+    # 45x70 shrinks to 21x32 (area), 13x19 grows to 22x32 (bilinear).
+    images = {"big": rng.integers(0, 256, [45, 70, 3], dtype=np.uint8),
+              "small": rng.integers(0, 256, [13, 19, 3], dtype=np.uint8)}
+    for name, image in images.items():
+        write_image(tmp_path / f"{name}.png", image)
+    out = tmp_path / "out"
+    result = predict.predict(str(run), [str(tmp_path / f"{n}.png") for n in images], str(out),
+                             threshold=0.5, save_probabilities=True, progress=False)
+    assert result["failed"] == []
+    with predict.Predictor(str(run)) as predictor:
+        for name, image in images.items():
+            expected = scaled_reference_probabilities(run, image, 32)
+            _, prob = predictor((tmp_path / f"{name}.png").read_bytes())
+            assert prob.shape == image.shape[:2]
+            np.testing.assert_allclose(prob, expected, atol=2e-5, rtol=0)
+            mask = cv2.imread(str(out / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED)
+            assert mask.shape == image.shape[:2] and 0 < mask.mean() < 255
+            decided = np.abs(expected - 0.5) > 1e-4
+            np.testing.assert_array_equal((mask == 255)[decided], (expected >= 0.5)[decided])
+    # Not the same as predicting the stored pixels: the scale really changed the input.
+    assert np.abs(expected - reference_probabilities(run, image)).max() > 0.05
+
+
+def test_old_config_without_long_side_loads_as_stored(tmp_path):
+    raw = dataclasses.asdict(config.Config(input_size=60, depth=2, base_filters=4))
+    del raw["long_side"]
+    (tmp_path / config.RUN_CONFIG).write_text(json.dumps(raw))
+    assert config.load_config(str(tmp_path)).long_side == 0
+
+
+def test_threshold_default_is_the_adopted_one_and_bounds_are_inclusive(run, tmp_path):
     image = tmp_path / "x.png"
     write_image(image, np.random.default_rng(3).integers(0, 256, [20, 20, 3], dtype=np.uint8))
-    (run / config.EVAL_JSON).write_text(json.dumps({"best_threshold": 0.0}))
+    (run / config.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.0}))
     try:
         result = predict.predict(str(run), [str(image)], str(tmp_path / "a"), progress=False)
     finally:
-        os.remove(run / config.EVAL_JSON)
-    assert result["threshold"] == 0.0 and result["threshold_source"].endswith("eval.json")
+        os.remove(run / config.THRESHOLD_JSON)
+    assert result["threshold"] == 0.0
+    assert result["threshold_source"].endswith(config.THRESHOLD_JSON)
     assert (cv2.imread(str(tmp_path / "a" / "x_mask.png"), 0) == 255).all()
     predict.predict(str(run), [str(image)], str(tmp_path / "b"), threshold=1.0, progress=False)
     assert (cv2.imread(str(tmp_path / "b" / "x_mask.png"), 0) == 0).all()
@@ -303,6 +364,12 @@ def test_run_problems_are_one_clear_error(tmp_path, capsys):
     make_run(deeper, depth=2)
     config.save_config(config.Config(input_size=44, depth=1, base_filters=4), str(deeper))
     assert "does not match config.json" in error(deeper)
+    hand_edited = tmp_path / "hand_edited"
+    make_run(hand_edited)
+    for bad in (-3, "320", 1.5):
+        config.save_config(config.Config(input_size=60, depth=2, base_filters=4,
+                                         long_side=bad), str(hand_edited))
+        assert f"config has long_side={bad!r}, not a whole number >= 0" in error(hand_edited)
     assert not os.path.exists(tmp_path / "o")
 
 

@@ -129,3 +129,46 @@ def test_loss_scaling_wraps_the_optimizer_and_trains_like_plain_adam():
     np.testing.assert_allclose(scaled, plain, rtol=1e-6)
     assert plain[-1] < plain[0]
     assert np.any(mean != 0.0)  # minimize() ran the batch-norm moving-average updates
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+flags\t\t: fpu sse2 avx2 {extra}
+bogomips\t: 4000.00
+
+processor\t: 1
+flags\t\t: fpu sse2 avx2 {extra}
+"""
+
+
+@pytest.mark.parametrize("extra,gpu,system,expected,why", [
+    ("avx512f amx_bf16 amx_tile", False, "Linux", "bfloat16", "amx_bf16"),
+    ("avx512f avx512_bf16", False, "Linux", "bfloat16", "avx512_bf16"),
+    ("avx512f amx_bf16 avx512_bf16", False, "Linux", "bfloat16", "amx_bf16 and avx512_bf16"),
+    ("avx512f avx512_vnni", False, "Linux", "float32", "neither amx_bf16 nor avx512_bf16"),
+    ("avx512_bf16", True, "Linux", "mixed_float16", "GPU"),  # the GPU wins
+    ("avx512_bf16", False, "Darwin", "float32", "not probed on Darwin"),
+    ("", True, "Windows", "mixed_float16", "GPU"),
+])
+def test_auto_precision_follows_the_cpu_flags_and_the_gpu(extra, gpu, system, expected, why):
+    got, reason = speed.resolve_precision("auto", gpu, CPUINFO.format(extra=extra), system)
+    assert got == expected and why in reason
+
+
+def test_concrete_precision_passes_through_and_cpuinfo_is_parsed():
+    assert speed.resolve_precision("bfloat16", gpu=True) == ("bfloat16", None)
+    assert speed.cpu_flags(CPUINFO.format(extra="amx_bf16")) == {"fpu", "sse2", "avx2",
+                                                                   "amx_bf16"}
+    assert speed.cpu_flags("processor\t: 0\n") == set()  # e.g. an ARM cpuinfo: no x86 flags
+    assert speed.resolve_precision("auto", False, "", "Linux")[0] == "float32"
+
+
+def test_unreadable_cpuinfo_means_float32(monkeypatch, tmp_path):
+    monkeypatch.setattr(speed, "CPUINFO", str(tmp_path / "missing"))
+    assert speed.resolve_precision("auto", False, system="Linux") == (
+        "float32", f"{tmp_path / 'missing'} is unreadable")
+
+
+def test_unresolved_auto_is_a_caller_bug():
+    with pytest.raises(ValueError, match="resolve_precision"):
+        speed.session_config(cfg(precision="auto"))

@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing import event_accumulator
 import cli
 import config
 import records
+import speed
 import train
 from cli import UsageError, UserError
 
@@ -70,6 +71,16 @@ def make_cfg(blob_data, run_dir, **overrides):
     return config.Config(**{**fields, **overrides})
 
 
+def event_scalars(directory):
+    """{tag: [(step, value), ...]} from the event files of one TensorBoard run."""
+    found = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return found
+
+
 def scalars(directory):
     acc = event_accumulator.EventAccumulator(str(directory), size_guidance={"images": 0})
     acc.Reload()
@@ -115,6 +126,33 @@ def test_pixel_loss_and_counts_ignore_255():
     assert counts.tolist() == [1, 1, 1, 1]  # tp, fp, fn, tn; the 255 pixel is in none
 
 
+def test_window_panels_align_output_with_its_place_in_the_input():
+    # A 10 px input window, 4 px output: the output lies 3 px in from each edge.
+    images = np.full((1, 10, 10, 3), 0.2, np.float32)
+    masks = np.array([[0, 1, 255, 0]] * 4, np.uint8).reshape(1, 4, 4, 1)
+    probs = np.tile(np.array([0.0, 0.25, 0.5, 1.0], np.float32), (4, 1)).reshape(1, 4, 4, 1)
+    row = train.window_panels(tf.constant(images), tf.constant(masks), tf.constant(probs))
+    row = row.numpy()[0].astype(int)
+    gap = train.PANEL_GAP
+    assert row.shape == (10, 3 * 10 + 2 * gap, 3)
+    image, truth, prob = (row[:, k * (10 + gap):k * (10 + gap) + 10] for k in range(3))
+    assert (row[:, 10:10 + gap] == 255).all() and (row[:, 20 + gap:20 + 2 * gap] == 255).all()
+    yellow = [round(255 * c) for c in train.OUTPUT_OUTLINE_RGB]
+    blue = [round(255 * c) for c in train.CONTEXT_RGB]
+    for panel in (image, truth, prob):
+        # The 2 px outline sits in the context just outside the output area (rows 3..6).
+        ring = np.zeros((10, 10), bool)
+        ring[1:9, 1:9] = True
+        ring[3:7, 3:7] = False
+        assert (panel[ring] == yellow).all() and not (panel[~ring] == yellow).all(-1).any()
+    assert (image[3:7, 3:7] == 51).all() and (image[0] == 51).all()  # the input, untouched
+    # Ground truth: background black, foreground white, ignore grey, at the output's place.
+    assert truth[3:7, 3:7, 0].tolist() == [[0, 255, 128, 0]] * 4
+    assert (truth[3:7, 3:7] == truth[3:7, 3:7, :1]).all()  # grey levels, not colours
+    assert (prob[3:7, 3:7, 0] == [0, 64, 128, 255]).all()
+    assert (truth[0] == blue).all() and (prob[9] == blue).all() and (prob[:, 0] == blue).all()
+
+
 def test_stats_path_from_train_glob():
     assert train.stats_path_for("data/cat-train2017-*") == "data/cat-train2017-stats.json"
     assert train.stats_path_for("d/x-val-*.tfrecord") == "d/x-val-stats.json"
@@ -141,10 +179,21 @@ def test_invalid_input_size_lists_nearest_valid(capsys):
     (["--pos-weight", "-1"], 2, "--pos-weight"),
     (["--lr-schedule", "linear"], 2, "invalid choice"),
     (["--run-name", "a/b"], 2, "--run-dir"),
+    (["--minutes", "-1"], 2, "--minutes"),
+    (["--minutes", "inf"], 2, "--minutes"),
+    (["--minutes", "5", "--strategy", "multi-worker"], 2, "--minutes does not work"),
+    (["--long-side", "-1"], 2, "--long-side: must be >= 0, got -1"),
 ])
 def test_bad_flags_exit_2(argv, code, message, capsys):
     got, err = run_cli(argv, capsys)
     assert got == code and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_long_side_flag_is_a_config_field_checked_by_resolve():
+    assert train.config_from_args([]).long_side == 0
+    assert train.config_from_args(["--long-side", "320"]).long_side == 320
+    with pytest.raises(UsageError, match="--long-side must be >= 0"):
+        train.resolve(config.Config(long_side=-5))
 
 
 def test_missing_records_exit_1(tmp_path, capsys):
@@ -161,6 +210,25 @@ def test_pos_weight_auto_reads_converter_stats(blob_data, tmp_path):
     with pytest.raises(UserError, match="stats file .*missing"):
         train.resolve(make_cfg(blob_data, tmp_path, pos_weight="auto",
                                stats=str(tmp_path / "nope.json")))
+
+
+def test_minutes_flag_lifts_the_epoch_limit_unless_epochs_is_given():
+    assert (train.config_from_args([]).minutes, train.config_from_args([]).epochs) == (0.0, 50)
+    budget = train.config_from_args(["--minutes", "15"])
+    assert (budget.minutes, budget.epochs) == (15.0, 0)  # the budget decides
+    capped = train.config_from_args(["--minutes", "0.5", "--epochs", "3"])
+    assert (capped.minutes, capped.epochs) == (0.5, 3)
+
+
+def test_no_epoch_limit_needs_a_budget(blob_data, tmp_path):
+    with pytest.raises(UsageError, match="--epochs must be positive .*--minutes"):
+        train.resolve(make_cfg(blob_data, tmp_path, epochs=0))
+    assert train.resolve(make_cfg(blob_data, tmp_path, epochs=0, minutes=2)).epochs == 0
+
+
+def test_precision_flag_accepts_auto_and_keeps_float32_the_default():
+    assert train.config_from_args(["--precision", "auto"]).precision == "auto"
+    assert train.config_from_args([]).precision == "float32"
 
 
 # ------------------------------------------------------------- training runs
@@ -189,18 +257,31 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
             "unet/output/weights"} <= names
     assert any(name.endswith("/Adam") for name in names)
 
-    # TensorBoard: per-step cost, learning rate, images, graph; val scalars apart.
+    # TensorBoard: per-step cost, learning rate, the windows side by side, graph.
     tb = scalars(run / "train")
     tags = tb.Tags()
     assert {"cost", "learning_rate"} <= set(tags["scalars"])
-    assert {"images", "masks", "predictions"} <= {t.split("/")[0] for t in tags["images"]}
-    assert tags["graph"]
+    assert {t.split("/")[0] for t in tags["images"]} == {"windows"}
+    shown = tb.Images(tags["images"][0])
+    assert [e.step for e in shown] == [1, *range(4, 33, 4)]  # the first step, then every 4th
+    assert (shown[0].height, shown[0].width) == (92, 3 * 92 + 2 * train.PANEL_GAP)
+    # The graph tab shows a few named blocks around unet/, not hundreds of loose ops.
+    top = {node.name.split("/")[0] for node in tb.Graph().node}
+    assert {"train_input", "unet", "loss", "validation", "finite_check",
+            "window_panels"} <= top and len(top) < 50
     cost = [e.value for e in tb.Scalars("cost")]
     assert len(cost) == 32 and np.mean(cost[-4:]) < 0.7 * np.mean(cost[:4])  # loss falls
-    val = scalars(run / "val")
-    assert {"cost", "iou", "dice", "precision", "recall", "accuracy",
-            "baseline_iou", "baseline_accuracy"} <= set(val.Tags()["scalars"])
-    assert [e.step for e in val.Scalars("iou")] == [4 * k for k in range(1, 9)]
+    # Validation: the model in val/, all-background in baseline/, under the same tags so
+    # TensorBoard draws them in one chart; the last values are what train() returned.
+    val, baseline = event_scalars(run / "val"), event_scalars(run / "baseline")
+    assert set(val) == {"cost", *train.METRIC_TAGS} and set(baseline) == set(train.METRIC_TAGS)
+    for tag in train.METRIC_TAGS:
+        assert [s for s, _ in val[tag]] == [s for s, _ in baseline[tag]] == [
+            4 * k for k in range(1, 9)]
+        assert val[tag][-1][1] == pytest.approx(first[f"val_{tag}"], abs=1e-6)
+        assert baseline[tag][-1][1] == pytest.approx(first[f"val_baseline_{tag}"], abs=1e-6)
+    assert val["cost"][-1][1] == pytest.approx(first["val_loss"], rel=1e-6)
+    assert {v for _, v in baseline["iou"]} == {0.0} and val["iou"][-1][1] > 0.5
 
     # Same command with more epochs resumes: step, epoch and Adam state carry over.
     caplog.clear()
@@ -340,3 +421,108 @@ def test_corrupt_shard_is_named_before_training(blob_data, tmp_path):
                                         r".*truncated record.*convert_coco\.py"):
         train.train(make_cfg(blob_data, tmp_path / "run", train_records=str(bad)))
     assert not os.path.exists(tmp_path / "run" / "checkpoint")
+
+
+def test_precision_auto_is_resolved_logged_and_saved(blob_data, tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="train")
+    cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"  # no bfloat16 math
+    monkeypatch.setattr(speed, "read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(speed.platform, "system", lambda: "Linux")
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    expected, why = speed.resolve_precision("auto", gpu, cpuinfo, "Linux")
+    train.train(make_cfg(blob_data, tmp_path / "run", precision="auto", max_steps=1,
+                         val_records="", depth=1, input_size=44))
+    assert config.load_config(str(tmp_path / "run")).precision == expected != "auto"
+    assert f"precision auto: {why} -> {expected}" in caplog.text
+
+
+# ------------------------------------------------------------- time budget (--minutes)
+
+
+class FakeClock:
+    """Advances `dt` seconds at every read, from 0. train._TrainingClock reads the clock
+    once at the start, after every step and after every validation that training goes on
+    after: so step k of a run is fed the progress of the (k-1)-th read."""
+
+    def __init__(self, dt):
+        self.t, self.dt = -dt, dt
+
+    def __call__(self):
+        self.t += self.dt
+        return self.t
+
+
+def cosine(seconds, budget=60.0, lr=3e-3):
+    return lr * 0.5 * (1 + np.cos(np.pi * np.asarray(seconds) / budget))
+
+
+def test_budget_fits_the_cosine_and_ends_with_validation_and_checkpoint(blob_data, tmp_path,
+                                                                        caplog):
+    caplog.set_level("INFO", logger="train")
+    run = tmp_path / "run"
+    result = train.train(make_cfg(blob_data, run, minutes=1.0, epochs=0, lr_schedule="cosine",
+                                  val_every=1), clock=FakeClock(10.0))
+    # 4 steps per epoch at 10 s each, a validation (10 s, in the budget), then the 60 s
+    # budget is spent after step 5: the final validation and checkpoint are not in it.
+    assert result["step"] == 5 and result["epoch"] == 1 and result["interrupted"] is None
+    assert result["train_seconds"] == 60.0 and 0.0 <= result["val_iou"] <= 1.0
+    lr = scalars(run / "train").Scalars("learning_rate")
+    assert [e.step for e in lr] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose([e.value for e in lr], cosine([0, 10, 20, 30, 50]), rtol=1e-5)
+    assert [e.step for e in scalars(run / "val").Scalars("iou")] == [4, 5]
+    checkpoint = config.latest_checkpoint(str(run))
+    assert checkpoint.endswith("model.ckpt-5")
+    assert tf.train.load_checkpoint(checkpoint).get_tensor("train_seconds") == 60.0
+    assert "4 steps per epoch, 1 min of training (start-up and the final validation come " \
+        "on top) in total" in caplog.text  # no step limit: the budget alone decides
+    # The log's ETA is the budget left.
+    assert "step 2 epoch 1 loss" in caplog.text and "ETA 0:00:40 (33% of the 1 min budget)" \
+        in caplog.text
+    assert "time budget of 1 min spent (0:01:00 of training): stopped at step 5" in caplog.text
+
+
+def test_resumed_budget_continues_the_schedule_and_stops_at_the_same_total(
+        blob_data, tmp_path, caplog):
+    caplog.set_level("INFO", logger="train")
+    run = tmp_path / "run"
+    settings = dict(minutes=1.0, epochs=0, lr_schedule="cosine", val_every=10)
+    first = train.train(make_cfg(blob_data, run, max_steps=3, **settings), clock=FakeClock(10))
+    assert first["step"] == 3 and first["train_seconds"] == 30.0
+    assert "--epochs/--max-steps ended the run with 0:00:30 of the 1 min budget" in caplog.text
+    # A new process: its clock starts anywhere, the checkpoint holds the 30 s trained.
+    caplog.clear()
+    clock = FakeClock(10)
+    clock.t = 1e6
+    second = train.train(make_cfg(blob_data, run, **settings), clock=clock)
+    assert "(step 3, epoch 0, 0:00:30 of training)" in caplog.text
+    assert second["step"] == 6 and second["train_seconds"] == 60.0
+    lr = scalars(run / "train").Scalars("learning_rate")
+    assert [e.step for e in lr] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([e.value for e in lr], cosine([0, 10, 20, 30, 40, 50]),
+                               rtol=1e-5)
+    reader = tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
+    assert reader.get_tensor("train_seconds") == 60.0 and reader.get_tensor("global_step") == 6
+    # Budget spent: the same command only validates.
+    third = train.train(make_cfg(blob_data, run, **settings), clock=FakeClock(10))
+    assert third["step"] == 6 and third["train_loss"] is None and "val_iou" in third
+
+
+def test_checkpoint_without_training_clock_still_resumes(blob_data, tmp_path, caplog):
+    caplog.set_level("INFO", logger="train")
+    run = tmp_path / "run"
+    tiny = dict(val_records="", depth=1, input_size=44)
+    train.train(make_cfg(blob_data, run, max_steps=1, **tiny))
+    # Rewrite the checkpoint as one saved before train_seconds existed.
+    path = config.latest_checkpoint(str(run))
+    reader = tf.train.load_checkpoint(path)
+    names = [n for n, _ in tf.train.list_variables(path) if n != "train_seconds"]
+    with tf.Graph().as_default():
+        old = {n: tf.compat.v1.Variable(reader.get_tensor(n), name=f"v{i}")
+               for i, n in enumerate(names)}
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver(old).save(sess, path, write_meta_graph=False)
+    assert "train_seconds" not in {n for n, _ in tf.train.list_variables(path)}
+    result = train.train(make_cfg(blob_data, run, max_steps=2, **tiny), clock=FakeClock(5))
+    assert "(step 1, epoch 0, 0:00:00 of training)" in caplog.text
+    assert result["step"] == 2 and result["train_seconds"] == 5.0

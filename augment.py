@@ -1,0 +1,266 @@
+"""Training augmentation (the U-Net paper's, section 3.1) as graph ops in data.py's map.
+
+Groups, chosen with train.py --augment (a comma list, `all` or `none`):
+
+  flip     image and mask flipped left-right together half of the time
+  rotate   any angle, uniform in [-max_rotation, max_rotation] degrees
+  scale    zoom uniform in log scale over [min_scale, max_scale]
+  elastic  the paper's deformation: normal(0, elastic_sigma) px displacement
+           vectors on an elastic_grid x elastic_grid lattice over the window,
+           bicubically interpolated to every pixel (paper: 3x3, sigma 10 px)
+  color    brightness, contrast, saturation and hue (image only)
+
+Geometry: the pixel at centred window coordinates q (row, col) samples the source at
+
+    src = centre + R(angle) F (q + d(q)) / scale
+
+with F negating the column for a flip and d the elastic field. All geometric
+groups compose into this one map, so a window is resampled once: the image
+bilinearly, the mask by nearest neighbour (labels are never blended). The mask
+window is the centre of the same coordinate field, so the two stay aligned.
+
+With rotate, scale or elastic on, `warp` samples the windows straight from
+the decoded photo, so the cost follows the window size, not the photo's or the
+zoom's. Outside the photo the image is mirrored exactly as data.py pads its
+windows, and the mask is IGNORE (255): pixels from outside count neither in
+the loss nor in the metrics. Without them nothing is resampled: data.py cuts
+its plain windows and `flip_and_color` flips and colours them.
+
+Randomness is stateless, from the per-record seed data.py derives from (seed,
+epoch, record index): runs repeat exactly, every epoch differs.
+"""
+
+import argparse
+import dataclasses
+import math
+
+import tensorflow as tf
+
+import records
+from cli import UsageError
+
+GROUPS = ("flip", "rotate", "scale", "elastic", "color")
+_WARPS = ("rotate", "scale", "elastic")
+# Elastic displacements are clipped at this many sigmas (a 1-in-15000 event per
+# control point): no window pixel moves further than that.
+_MAX_SIGMAS = 4.0
+# Sub-seeds: each group draws its own numbers, so toggling one leaves the others.
+_FLIP, _ROTATE, _SCALE, _ELASTIC, _COLOR = range(1, 6)
+
+
+def parse_groups(text):
+    """'flip,color' / 'all' / 'none' -> the groups in GROUPS order, or ValueError."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return GROUPS
+    if names == ["none"]:
+        return ()
+    unknown = sorted(set(names) - set(GROUPS))
+    if unknown or not names:
+        raise ValueError(f"must be a comma list of {','.join(GROUPS)}, or all, or none; "
+                         f"got {text!r}")
+    return tuple(g for g in GROUPS if g in names)
+
+
+def format_groups(groups):
+    return ",".join(groups) or "none"
+
+
+def groups_arg(text):
+    """argparse type of --augment: the canonical list ('all' spelled out)."""
+    try:
+        return format_groups(parse_groups(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to augment and how strongly; built from a Config by `from_config`."""
+
+    groups: tuple = ("flip",)  # subset of GROUPS, in GROUPS order
+    elastic_grid: int = 3
+    elastic_sigma: float = 10.0
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    max_rotation: float = 180.0
+    brightness: float = 0.1
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02
+
+    def __post_init__(self):
+        problems = [
+            (self.elastic_grid < 2, f"--elastic-grid must be >= 2, got {self.elastic_grid}"),
+            (not self.elastic_sigma >= 0, f"--elastic-sigma must be >= 0, got "
+             f"{self.elastic_sigma}"),
+            (not 0 < self.min_scale <= self.max_scale, f"--min-scale {self.min_scale} and "
+             f"--max-scale {self.max_scale} must satisfy 0 < min <= max"),
+            (not 0 <= self.max_rotation <= 180, f"--max-rotation must be in [0, 180] degrees,"
+             f" got {self.max_rotation}"),
+            (not self.brightness >= 0, f"--brightness must be >= 0, got {self.brightness}"),
+            (not 0 <= self.contrast <= 1, f"--contrast must be in [0, 1], got {self.contrast}"),
+            (not 0 <= self.saturation <= 1, f"--saturation must be in [0, 1], got "
+             f"{self.saturation}"),
+            (not 0 <= self.hue <= 0.5, f"--hue must be in [0, 0.5], got {self.hue}")]
+        for bad, message in problems:
+            if bad:
+                raise UsageError(message)
+
+    @property
+    def warps(self):
+        return any(g in self.groups for g in _WARPS)
+
+
+def from_config(cfg):
+    """The Settings of a config.Config, or UsageError naming the bad flag."""
+    try:
+        groups = parse_groups(cfg.augment)
+    except ValueError as e:
+        raise UsageError(f"--augment {e}") from None
+    return Settings(groups, cfg.elastic_grid, cfg.elastic_sigma, cfg.min_scale, cfg.max_scale,
+                    cfg.max_rotation, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
+
+
+def _seed(seed, stream):
+    return tf.random.experimental.stateless_fold_in(seed, stream)
+
+
+def flip_and_color(image, mask, settings, seed):
+    """Augment plainly cut windows (settings without warps: flip and color only).
+
+    image: [in, in, 3] uint8, mask: [out, out, 1] uint8, centred on each other
+    (data.crop_window); seed: [2] int64, the record's. Returns image float32 in
+    [0, 1] and mask, same shapes.
+    """
+    if "flip" in settings.groups:
+        flip = _flips(seed)
+        image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+        mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+    image = tf.cast(image, tf.float32) / 255.0
+    if "color" in settings.groups:
+        image = color(image, settings, _seed(seed, _COLOR))
+    return image, mask
+
+
+def warp(image, mask, offset, settings, seed, input_size, output_size):
+    """Augmented windows resampled straight from the photo (settings with warps).
+
+    image: [H, W, 3] uint8, mask: [H, W, 1] uint8, the whole photo; offset: [2]
+    int32, top-left of the output window in it (data.window_offset); seed: [2]
+    int64, the record's. Returns image [in, in, 3] float32 in [0, 1] and mask
+    [out, out, 1] uint8.
+    """
+    border = (input_size - output_size) // 2
+    centre = tf.cast(offset, tf.float32) + (output_size - 1) / 2  # of both windows
+    rows, cols = window_coords(settings, seed, input_size)
+    rows, cols = rows + centre[0], cols + centre[1]
+    inner = slice(border, border + output_size)
+    mask = sample_nearest(mask, rows[inner, inner], cols[inner, inner], records.IGNORE)
+    image = sample_bilinear(image, rows, cols) / 255.0
+    if "color" in settings.groups:
+        image = color(image, settings, _seed(seed, _COLOR))
+    image.set_shape([input_size, input_size, 3])
+    mask.set_shape([output_size, output_size, 1])
+    return image, mask
+
+
+def _flips(seed):
+    return tf.random.stateless_uniform([], _seed(seed, _FLIP)) < 0.5
+
+
+def window_coords(settings, seed, input_size):
+    """Source rows and cols of the input window's pixels, relative to its centre.
+
+    Returns two [input_size, input_size] float32; the identity is the plain window.
+    """
+    groups = settings.groups
+    # [2, 2] acting on (row, col) columns: flip, rotation and scale composed.
+    matrix = tf.eye(2)
+    if "flip" in groups:
+        matrix = tf.where(_flips(seed), tf.constant([[1.0, 0.0], [0.0, -1.0]]), matrix)
+    if "rotate" in groups:
+        limit = math.radians(settings.max_rotation)
+        angle = tf.random.stateless_uniform([], _seed(seed, _ROTATE), -limit, limit)
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        matrix = tf.reshape(tf.stack([cos, -sin, sin, cos]), [2, 2]) @ matrix
+    if "scale" in groups:
+        log_scale = tf.random.stateless_uniform(
+            [], _seed(seed, _SCALE), math.log(settings.min_scale), math.log(settings.max_scale))
+        matrix /= tf.exp(log_scale)  # zoom in by s: the window covers 1/s of the source
+    centred = tf.range(input_size, dtype=tf.float32) - (input_size - 1) / 2
+    q_row, q_col = centred[:, None], centred[None, :]  # the grid, as outer sums below
+    rows = matrix[0, 0] * q_row + matrix[0, 1] * q_col
+    cols = matrix[1, 0] * q_row + matrix[1, 1] * q_col
+    if "elastic" in groups:  # displacements of the window's own pixels, before the rest
+        limit = _MAX_SIGMAS * settings.elastic_sigma
+        coarse = settings.elastic_sigma * tf.random.stateless_normal(
+            [settings.elastic_grid, settings.elastic_grid, 2], _seed(seed, _ELASTIC))
+        dense = tf.image.resize(coarse, [input_size, input_size], method="bicubic")
+        d_row, d_col = tf.unstack(tf.clip_by_value(dense, -limit, limit), axis=-1)
+        rows += matrix[0, 0] * d_row + matrix[0, 1] * d_col
+        cols += matrix[1, 0] * d_row + matrix[1, 1] * d_col
+    return rows, cols
+
+
+def mirror(x, n):
+    """Float coordinates folded into [0, n - 1] by mirroring about the edge pixels.
+
+    At whole numbers this is data.reflect_indices' padding (np.pad "reflect");
+    between them, the bilinear interpolation of the mirrored photo at x equals
+    the photo's at mirror(x), so one fold serves all four neighbours.
+    """
+    period = tf.maximum(2.0 * tf.cast(n - 1, tf.float32), 1.0)  # n == 1: all fold to 0
+    x = tf.math.floormod(x, period)
+    return tf.minimum(x, period - x)
+
+
+def sample_bilinear(image, rows, cols):
+    """image [H, W, C] (dynamic H, W) at float rows, cols [...] -> [..., C] float32.
+
+    Outside the image it is mirrored, as data.py pads its windows.
+    """
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    flat = tf.reshape(image, [-1, image.shape[-1]])  # cast after the gather: 4x less work
+    rows, cols = mirror(rows, height), mirror(cols, width)
+    row0, col0 = tf.floor(rows), tf.floor(cols)
+    wr, wc = (rows - row0)[..., None], (cols - col0)[..., None]
+    r0, c0 = tf.cast(row0, tf.int32), tf.cast(col0, tf.int32)
+    r1, c1 = tf.minimum(r0 + 1, height - 1) * width, tf.minimum(c0 + 1, width - 1)
+    r0 *= width
+
+    def at(r, c):
+        return tf.cast(tf.gather(flat, r + c), tf.float32)
+
+    p00, p01, p10, p11 = at(r0, c0), at(r0, c1), at(r1, c0), at(r1, c1)
+    top = p00 + (p01 - p00) * wc
+    bottom = p10 + (p11 - p10) * wc
+    return top + (bottom - top) * wr
+
+
+def sample_nearest(image, rows, cols, fill):
+    """image [H, W, C] at the pixels nearest to rows, cols [...] -> [..., C]; `fill` outside."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    rows = tf.cast(tf.floor(rows + 0.5), tf.int32)
+    cols = tf.cast(tf.floor(cols + 0.5), tf.int32)
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    flat = tf.reshape(image, [-1, image.shape[-1]])
+    values = tf.gather(flat, tf.clip_by_value(rows, 0, height - 1) * width +
+                       tf.clip_by_value(cols, 0, width - 1))
+    return tf.where(inside[..., None], values, tf.constant(fill, image.dtype))
+
+
+def color(image, settings, seed):
+    """Photometric jitter of image [in, in, 3] float32 in [0, 1]; clipped after each step."""
+    jitters = (
+        (settings.brightness, lambda x, s: tf.image.stateless_random_brightness(
+            x, settings.brightness, s)),
+        (settings.contrast, lambda x, s: tf.image.stateless_random_contrast(
+            x, 1 - settings.contrast, 1 + settings.contrast, s)),
+        (settings.saturation, lambda x, s: tf.image.stateless_random_saturation(
+            x, 1 - settings.saturation, 1 + settings.saturation, s)),
+        (settings.hue, lambda x, s: tf.image.stateless_random_hue(x, settings.hue, s)))
+    for stream, (strength, jitter) in enumerate(jitters):
+        if strength:
+            image = tf.clip_by_value(jitter(image, _seed(seed, stream)), 0.0, 1.0)
+    return image

@@ -1,0 +1,327 @@
+"""Convert the Oxford-IIIT Pet dataset into sharded TFRecords of image + species mask.
+
+    python convert_pets.py --pets-dir DIR --split trainval --species cat --output data/pets_cat
+
+reads the official layout (images.tar.gz and annotations.tar.gz unpacked into DIR)
+
+    DIR/images/<Image>.jpg
+    DIR/annotations/trimaps/<Image>.png       1 pet, 2 background, 3 border (not classified)
+    DIR/annotations/list.txt                  "Image CLASS-ID SPECIES BREED-ID"; # comments
+    DIR/annotations/<split>.txt               trainval.txt or test.txt, the same columns
+
+and writes the same records and sidecars as convert_coco.py (schema in
+records.py, output in shards.py), so train.py, evaluate.py, predict.py and
+export.py read them unchanged:
+
+    <output>-<split>-00000-of-0000N.tfrecord ...  one tf.train.Example per photo
+    <output>-<split>-stats.json                   counts and pixel fractions (written last)
+
+Masks (uint8 PNG, the photo's size), from the trimap:
+    1    trimap 1 (the pet)
+    0    trimap 2 (background)
+    255  trimap 3 (the border) with --border ignore (default); 1 with
+         --border positive; 0 with --border background
+A trimap of another size than its photo, or with other values, is a bad image.
+
+Selection: every photo of the split whose SPECIES (1 cat, 2 dog) is chosen
+(--species both: their union), plus --negatives x that many photos of the other
+species with all-0 masks, drawn with --seed as convert_coco.py draws them.
+Records are in image id order, image id = CLASS-ID * 10000 + the photo's number
+(Abyssinian_100 -> 10100), so ids are the same in the full dataset and any
+subset of it.
+
+Stats: convert_coco.py's keys (shards.py) with classes = the species names,
+category_ids = their SPECIES ids, crowd = the --border policy, instances = pets
+(one per positive photo) and crowd_regions = positive photos whose trimap has a
+border region, whatever --border does with it.
+
+Bad files of the official release: some ".jpg" files are GIF or RGBA PNG; they
+are decoded and stored as RGB PNG (photos.py). Photos that do not decode, or
+whose trimap is missing or unusable, stop the run naming the file, or are
+skipped and counted with --skip-bad-images. Negatives need no trimap.
+"""
+
+import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+
+# isort: split
+import dataclasses
+import hashlib
+import logging
+import os
+import sys
+
+import cv2
+import numpy as np
+
+import cli
+import photos
+import records
+import shards
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("trainval", "test")
+SPECIES = {"cat": 1, "dog": 2}  # list.txt's SPECIES column
+SPECIES_CHOICES = ("cat", "dog", "both")
+TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
+BORDER = {"ignore": records.IGNORE, "positive": records.FOREGROUND,
+          "background": records.BACKGROUND}
+ID_STRIDE = 10000  # image id = CLASS-ID * ID_STRIDE + number; breeds hold ~200 photos
+LIST_COLUMNS = "Image CLASS-ID SPECIES BREED-ID"
+
+
+@dataclasses.dataclass(frozen=True)
+class Photo:
+    """One line of list.txt."""
+
+    name: str  # file stem, e.g. "Abyssinian_100" (images/<name>.jpg, trimaps/<name>.png)
+    class_id: int  # breed, 1..37
+    species: int  # 1 cat, 2 dog
+    breed_id: int  # breed within the species
+    number: int  # the photo's number within its breed, from the name
+
+    @property
+    def image_id(self):
+        return self.class_id * ID_STRIDE + self.number
+
+
+# ---------------------------------------------------------------- annotations
+
+
+def _parse_line(line, where):
+    fields = line.split()
+    if len(fields) != 4:
+        raise cli.UserError(f"{where} is malformed: {line.strip()[:80]!r} should be "
+                            f"'{LIST_COLUMNS}'; fix or remove the line")
+    name, *numbers = fields
+    breed, _, number = name.rpartition("_")
+    if not (breed and number.isdigit() and int(number) < ID_STRIDE
+            and all(n.isdigit() for n in numbers)):
+        raise cli.UserError(f"{where} is malformed: {line.strip()[:80]!r} should be "
+                            f"'{LIST_COLUMNS}' with a name BREED_NUMBER (number < {ID_STRIDE}) "
+                            "and whole numbers; fix or remove the line")
+    class_id, species, breed_id = map(int, numbers)
+    if species not in SPECIES.values():
+        raise cli.UserError(f"{where}: unknown species {species} for {name} (1 = cat, 2 = dog); "
+                            "fix the line")
+    return Photo(name, class_id, species, breed_id, int(number))
+
+
+def read_list(path, hint):
+    """(photos in file order, the file's bytes) of list.txt or a split file; `hint` fixes a
+    missing file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise cli.UserError(f"{path} not found: {hint}") from None
+    except OSError as e:
+        raise cli.UserError(f"cannot read {path} ({e.strerror}): check its permissions") from None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise cli.UserError(f"{path} is not a text file: unpack annotations.tar.gz "
+                            "again") from None
+    found, ids = [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        photo = _parse_line(line, f"line {number} of {path}")
+        if photo.image_id in ids:
+            raise cli.UserError(f"line {number} of {path}: {photo.name} repeats line "
+                                f"{ids[photo.image_id]} (or has its breed and number); "
+                                "remove one")
+        ids[photo.image_id] = number
+        found.append(photo)
+    return found, raw
+
+
+def load_split(pets_dir, split):
+    """(the split's photos sorted by image id, sha1 of list.txt + the split file)."""
+    if not os.path.isdir(pets_dir):
+        raise cli.UserError(f"Oxford-IIIT Pet directory {pets_dir} does not exist: pass "
+                            "--pets-dir, the folder that holds images/ and annotations/")
+    annotations = os.path.join(pets_dir, "annotations")
+    hint = f"unpack annotations.tar.gz into {pets_dir}"
+    catalogue, list_raw = read_list(os.path.join(annotations, "list.txt"), hint)
+    split_path = os.path.join(annotations, f"{split}.txt")
+    chosen, split_raw = read_list(split_path, f"{hint}, or check --split")
+    by_name = {p.name: p for p in catalogue}
+    for photo in chosen:
+        if photo.name not in by_name:
+            raise cli.UserError(f"{photo.name} of {split_path} is not in list.txt: the "
+                                "annotation files do not belong together; unpack them again")
+        if by_name[photo.name] != photo:
+            raise cli.UserError(f"{photo.name}'s line in {split_path} disagrees with list.txt: "
+                                "the annotation files do not belong together; unpack them again")
+    digest = hashlib.sha1(list_raw + b"\0" + split_raw).hexdigest()
+    return sorted(chosen, key=lambda p: p.image_id), digest
+
+
+def species_ids(species):
+    """SPECIES ids of --species cat | dog | both."""
+    if species not in SPECIES_CHOICES:
+        raise cli.UsageError(f"species must be one of {', '.join(SPECIES_CHOICES)}, "
+                             f"got {species!r}")
+    return list(SPECIES.values()) if species == "both" else [SPECIES[species]]
+
+
+def trimap_to_mask(trimap, border="ignore"):
+    """[H, W] uint8 mask of an [H, W] trimap (see the module docstring)."""
+    mask = np.full(trimap.shape, records.BACKGROUND, np.uint8)
+    mask[trimap == TRIMAP_PET] = records.FOREGROUND
+    mask[trimap == TRIMAP_BORDER] = BORDER[border]
+    return mask
+
+
+# ---------------------------------------------------------------- images
+
+
+def read_trimap(path, height, width):
+    """[H, W] uint8 trimap of the photo; raises photos.BadImage."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise photos.BadImage("missing_trimap", f"trimap {path} not found: restore it (unpack "
+                              "annotations.tar.gz again)") from None
+    except OSError as e:
+        raise photos.BadImage("missing_trimap", f"cannot read trimap {path} "
+                              f"({e.strerror})") from None
+    try:
+        trimap = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        trimap = None
+    if trimap is None or trimap.ndim != 2 or trimap.dtype != np.uint8:
+        raise photos.BadImage("bad_trimap", f"trimap {path} is not a readable 1-channel 8-bit "
+                              "PNG: unpack annotations.tar.gz again")
+    if trimap.shape != (height, width):
+        raise photos.BadImage("size_mismatch", f"trimap {path} is {trimap.shape[1]}x"
+                              f"{trimap.shape[0]} but its image is {width}x{height}: wrong "
+                              "file or trimap")
+    values = set(np.unique(trimap).tolist()) - {TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER}
+    if values:
+        raise photos.BadImage("bad_trimap", f"trimap {path} holds value {min(values)} (a "
+                              "trimap holds only 1 pet, 2 background, 3 border): unpack "
+                              "annotations.tar.gz again")
+    return trimap
+
+
+def encode_image(task):
+    """Worker: (index, make_example args, counts, None), or (index, None, None, (reason, msg))."""
+    index, pets_dir, name, image_id, positive, border = task
+    filename = f"{name}.jpg"
+    has_border = False
+    try:
+        path = os.path.join(pets_dir, "images", filename)
+        data, pixels = photos.decode(path, restore="unpack images.tar.gz again")
+        height, width = pixels.shape[:2]
+        if positive:
+            trimap = read_trimap(os.path.join(pets_dir, "annotations", "trimaps", f"{name}.png"),
+                                 height, width)
+            mask = trimap_to_mask(trimap, border)
+            has_border = bool((trimap == TRIMAP_BORDER).any())
+        else:  # the other species: nothing of the chosen species anywhere
+            mask = np.full((height, width), records.BACKGROUND, np.uint8)
+        encoded, fmt = photos.record_image(path, data, pixels)
+    except photos.BadImage as e:
+        return index, None, None, e.args
+    counts = {"instances": int(positive), "crowd_regions": int(has_border),
+              "foreground_pixels": int(np.count_nonzero(mask == records.FOREGROUND)),
+              "ignore_pixels": int(np.count_nonzero(mask == records.IGNORE)),
+              "pixels": height * width}
+    png = cv2.imencode(".png", mask)[1].tobytes()
+    return index, (encoded, fmt, height, width, image_id, filename, png), counts, None
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def convert(pets_dir, split="trainval", species="cat", output="data/pets_cat", num_shards=None,
+            workers=None, border="ignore", negatives=0.0, seed=0, overwrite=False,
+            skip_bad_images=False, progress=True):
+    """Convert one split (see the module docstring); returns the stats dict it also saves."""
+    wanted = species_ids(species)
+    if border not in BORDER:
+        raise cli.UsageError(f"border policy must be one of {', '.join(BORDER)}, got {border!r}")
+    if negatives < 0 or (num_shards is not None and num_shards < 1):
+        raise cli.UsageError("need negatives >= 0 and num_shards >= 1")
+    if not overwrite:
+        shards.refuse_finished(output, split)
+    chosen, digest = load_split(pets_dir, split)
+    classes = [name for name, i in SPECIES.items() if i in wanted]
+    positives = [p for p in chosen if p.species in wanted]
+    if not positives:
+        raise cli.UserError(f"no photo of {split} is a {' or '.join(classes)}: check --species "
+                            "and --split")
+    others = [p.image_id for p in chosen if p.species not in wanted]
+    if negatives and not others:
+        log.warning("--negatives %g adds nothing: %s holds no photo of another species",
+                    negatives, split)
+    negative_ids = set(shards.draw_negatives(others, len(positives), negatives, seed))
+    selected = sorted(positives + [p for p in chosen if p.image_id in negative_ids],
+                      key=lambda p: p.image_id)
+    image_dir = os.path.join(pets_dir, "images")
+    if not os.path.isdir(image_dir):
+        raise cli.UserError(f"image folder {image_dir} not found: unpack images.tar.gz into "
+                            f"{pets_dir}")
+    num_shards = num_shards or shards.default_num_shards(
+        os.path.join(image_dir, f"{p.name}.jpg") for p in selected)
+    settings = {"split": split, "classes": classes, "category_ids": wanted, "crowd": border,
+                "negatives": negatives, "seed": seed}
+    plan = {**settings, "annotations_sha1": digest, "num_shards": num_shards,
+            "images": len(selected), "schema_version": records.SCHEMA_VERSION}
+    tasks = [(i, pets_dir, p.name, p.image_id, p.species in wanted, border)
+             for i, p in enumerate(selected)]  # plain values: workers unpickle them
+    job = shards.Job(output, split, plan, settings, tasks,
+                     frozenset(i for i, p in enumerate(selected) if p.species in wanted),
+                     encode_image, "convert_pets")
+    return shards.write(job, workers, overwrite, skip_bad_images, progress)
+
+
+def summary(stats, output):
+    """A few human lines about a finished conversion."""
+    return shards.summary(stats, output, regions="border regions", flag="--border")
+
+
+def main(argv=None):
+    p = cli.ArgumentParser(description="Convert the Oxford-IIIT Pet dataset into TFRecords of "
+                           "image + species mask for training the U-Net.")
+    p.add_argument("--pets-dir", required=True,
+                   help="folder holding images/ and annotations/ (images.tar.gz and "
+                   "annotations.tar.gz unpacked)")
+    p.add_argument("--split", choices=SPLITS, default="trainval",
+                   help="annotations/<split>.txt lists the photos (default: trainval)")
+    p.add_argument("--species", choices=SPECIES_CHOICES, default="cat",
+                   help="the mask's foreground; both = cats and dogs (default: cat)")
+    p.add_argument("--output", help="output prefix (default: data/pets_<species>)")
+    p.add_argument("--num-shards", type=cli.positive_int,
+                   help="number of shards (default: sized to ~150 MB each)")
+    p.add_argument("--workers", type=cli.positive_int,
+                   help=f"encoding processes (default: the CPU count, or 1 below "
+                   f"{shards.POOL_MIN_IMAGES} images)")
+    p.add_argument("--border", choices=tuple(BORDER), default="ignore",
+                   help="trimap border (value 3): 255 ignore, 1 positive, or 0 background "
+                   "(default: ignore)")
+    p.add_argument("--negatives", type=cli.non_negative_float, default=0.0, metavar="FRACTION",
+                   help="add this many photos of the other species (all-0 masks), as a "
+                   "fraction of the positive count (default: 0)")
+    p.add_argument("--seed", type=cli.non_negative_int, default=0,
+                   help="seed for choosing negatives (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip and count undecodable photos and missing or unusable trimaps "
+                   "instead of stopping")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    output = args.output or os.path.join(
+        "data", "pets_" + "_".join(s for s in SPECIES if args.species in (s, "both")))
+    cli.setup_logging()
+    stats = convert(args.pets_dir, args.split, args.species, output, args.num_shards,
+                    args.workers, args.border, args.negatives, args.seed, args.overwrite,
+                    args.skip_bad_images, progress=not args.no_progress)
+    print(summary(stats, output))
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

@@ -1,0 +1,1 @@
+"""Small real datasets shipped with the repository, and the scripts that make them."""

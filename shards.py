@@ -1,0 +1,336 @@
+"""The converters' shared output: record shards written atomically and resumably.
+
+convert_coco.py and convert_pets.py choose the images and how each becomes a
+record (records.make_example's arguments); this module writes them as
+
+    <output>-<split>-00000-of-0000N.tfrecord ...  shard k = the k-th contiguous slice
+    <output>-<split>-progress.json                settings + finished shards, while running
+    <output>-<split>-stats.json                   counts and pixel fractions, written last
+
+Records keep the converter's order and the shard boundaries depend only on the
+record count, so the output is byte-identical whatever the worker count.
+
+Atomic and resumable: a shard is written as <name>.partial and renamed when
+complete; the progress file records the finished shards and the plan (every
+setting that shapes the records). Re-running the same command after a kill
+writes only the missing shards; a different plan, or a finished set (the stats
+file exists), is refused unless overwrite. Readers should treat the stats file
+as the "complete" marker.
+
+Stats keys (both converters): split, classes, category_ids, crowd, negatives,
+seed (the converter's settings), images, positive_images, negative_images,
+instances, crowd_regions, skipped ({reason: count}), bytes_written,
+num_shards, shards, records_per_shard, pixels, foreground_pixels,
+ignore_pixels, foreground_fraction / ignore_fraction (over all pixels of all
+written masks; train.py --pos-weight auto reads the first), schema_version.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import glob
+import importlib
+import itertools
+import json
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing import resource_tracker
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import cli
+import records
+
+log = logging.getLogger(__name__)
+
+TARGET_SHARD_BYTES = 150 * 2**20  # ~100-200 MB: few files, yet enough of them to interleave
+POOL_MIN_IMAGES = 1000  # one process encodes ~50-80 COCO images/s; a pool takes ~5 s to start
+MASK_OVERHEAD = 1.1  # PNG masks add a few percent to the image bytes
+# What a worker may count per image; the stats add them up.
+COUNTS = ("instances", "crowd_regions", "foreground_pixels", "ignore_pixels", "pixels")
+
+
+def shard_name(output, split, index, num_shards):
+    return f"{output}-{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def shard_pattern(output, split):
+    """Glob of a conversion's shards; `.partial` files never match it."""
+    return f"{output}-{split}-*.tfrecord"
+
+
+def stats_path(output, split):
+    return f"{output}-{split}-stats.json"
+
+
+def progress_path(output, split):
+    return f"{output}-{split}-progress.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One conversion, as the converter prepared it."""
+
+    output: str  # shard prefix
+    split: str
+    plan: dict  # JSON: every setting that shapes the records, incl. num_shards; resume key
+    settings: dict  # copied into the stats: split, classes, category_ids, crowd, negatives, seed
+    tasks: list  # encode's argument for each record, in record order
+    positives: frozenset  # indices into tasks of the records that hold the classes
+    # Module-level worker: task -> (index, make_example args, counts, None) or
+    # (index, None, None, (reason, message)) for a bad image.
+    encode: Callable
+    module: str  # encode's importable module name: pool workers import it
+
+
+def draw_negatives(others, num_positives, fraction, seed):
+    """round(fraction * num_positives) of the sorted ids `others` (capped), drawn with seed."""
+    count = min(len(others), round(fraction * num_positives))
+    chosen = np.random.default_rng(seed).choice(others, count, replace=False) if count else []
+    return sorted(int(i) for i in chosen)
+
+
+def default_num_shards(paths):
+    """Shards of ~TARGET_SHARD_BYTES for these source image files."""
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):  # a missing file is reported when it is read
+            total += os.path.getsize(path)
+    return max(1, math.ceil(total * MASK_OVERHEAD / TARGET_SHARD_BYTES))
+
+
+def cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))  # honours taskset / container CPU limits
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def refuse_finished(output, split):
+    stats = stats_path(output, split)
+    if os.path.exists(stats):
+        raise cli.UserError(f"{stats} exists, so {shard_pattern(output, split)} is a finished "
+                            "conversion: pass --overwrite to redo it, or choose another --output")
+
+
+# ---------------------------------------------------------------- workers
+
+
+def _init_worker():
+    cv2.setNumThreads(1)  # parallelism comes from the processes
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+@contextlib.contextmanager
+def _mapper(encode, module_name, workers):
+    """An ordered map of encode over tasks: in-process for 1 worker, else a pool."""
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    if workers > 1 and main_file and not os.path.exists(main_file):
+        # e.g. "<stdin>": pool workers must re-import the main script and would die
+        # and be restarted forever
+        log.warning("running in one process: worker processes cannot import %s", main_file)
+        workers = 1
+    if workers <= 1:
+        yield functools.partial(map, encode)
+        return
+    # Not plain fork: a child forked after TensorFlow ran ops (tests, a notebook, a
+    # driver script) can deadlock on locks of TF's threads. A fork server is a fresh
+    # process that imports the converter once; the workers fork from it in no time.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload([module_name])
+    module = importlib.import_module(module_name)  # by name: __main__ cannot be pickled
+    with contextlib.ExitStack() as stack:
+        with _ctrl_c_held():
+            pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker))
+        yield functools.partial(pool.imap, getattr(module, encode.__name__), chunksize=4)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold Ctrl-C while processes start; it takes effect here once they are up.
+
+    The fork server and the workers inherit the blocked signal and never see a
+    Ctrl-C: one landing while the fork server imported TensorFlow, for seconds,
+    printed its traceback, and one stopping this process midway through starting
+    the pool left workers that printed theirs. (The resource tracker of
+    multiprocessing starts the same way.)
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, no fork server
+        yield
+        return
+    pressed, previous = [], None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    resource_tracker.ensure_running()  # first: starting, it unblocks SIGINT in its caller
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if pressed and callable(previous):
+        previous(signal.SIGINT, None)  # default_int_handler: KeyboardInterrupt
+
+
+# ---------------------------------------------------------------- output
+
+
+def write_json(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _prepare_output(output, split, plan, overwrite):
+    """Shard stats already finished by an interrupted run of this same plan."""
+    prefix = glob.escape(output) + f"-{split}-"
+    old = glob.glob(prefix + "*.tfrecord") + glob.glob(prefix + "*.tfrecord.partial")
+    stats, progress = stats_path(output, split), progress_path(output, split)
+    if overwrite:
+        for path in old + [stats, progress]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        return {}
+    refuse_finished(output, split)
+    state = None
+    with contextlib.suppress(OSError, ValueError):
+        with open(progress) as f:
+            state = json.load(f)
+    if isinstance(state, dict) and state.get("plan") == plan:
+        done = {int(k): v for k, v in state.get("done", {}).items()
+                if os.path.exists(shard_name(output, split, int(k), plan["num_shards"]))}
+        log.info("resuming an interrupted conversion: %d of %d shards already done",
+                 len(done), plan["num_shards"])
+        return done
+    if old or state is not None:
+        raise cli.UserError(f"{shard_pattern(output, split)} holds shards of an unfinished "
+                            "conversion with other settings: pass --overwrite to replace them, "
+                            "or choose another --output")
+    return {}
+
+
+def _empty_counts():
+    return {"images": 0, "positive_images": 0, "negative_images": 0, **dict.fromkeys(COUNTS, 0),
+            "skipped": {}, "bytes": 0}
+
+
+def _write_shard(path, results, positives, skip_bad_images, bar):
+    """Write results to path atomically; returns the shard's counts."""
+    counts = _empty_counts()
+    part = path + ".partial"
+    try:
+        with tf.io.TFRecordWriter(part) as writer:
+            for index, parts, image_counts, bad in results:
+                bar.update()
+                if bad:
+                    reason, message = bad
+                    if not skip_bad_images:
+                        raise cli.UserError(f"{message}, or pass --skip-bad-images")
+                    counts["skipped"][reason] = counts["skipped"].get(reason, 0) + 1
+                    bar.write(f"warning: skipped {message}", file=sys.stderr)
+                    continue
+                writer.write(records.make_example(*parts))
+                counts["images"] += 1
+                counts["positive_images" if index in positives else "negative_images"] += 1
+                for key, value in image_counts.items():
+                    counts[key] += value
+        os.replace(part, path)
+    except (tf.errors.OpError, OSError) as e:
+        why = e.message if isinstance(e, tf.errors.OpError) else e.strerror
+        raise cli.UserError(f"cannot write {part} ({why}): check free space and "
+                            "permissions, or choose another --output") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(part)
+    counts["bytes"] = os.path.getsize(path)
+    return counts
+
+
+def write(job, workers=None, overwrite=False, skip_bad_images=False, progress=True):
+    """Write (or finish) the job's shards, then its stats; returns the stats dict."""
+    output, split, num_shards = job.output, job.split, job.plan["num_shards"]
+    try:
+        os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+        done = _prepare_output(output, split, job.plan, overwrite)
+        write_json(progress_path(output, split), {"plan": job.plan, "done": done})
+    except OSError as e:
+        raise cli.UserError(f"cannot write output {output}-{split}-* ({e.strerror}): choose a "
+                            "writable --output") from None
+
+    bounds = [k * len(job.tasks) // num_shards for k in range(num_shards + 1)]
+    todo = [k for k in range(num_shards) if k not in done]
+    tasks = [job.tasks[i] for k in todo for i in range(bounds[k], bounds[k + 1])]
+    if workers is None:  # a pool costs seconds to start (TensorFlow import): worth it only at scale
+        workers = cpu_count() if len(tasks) >= POOL_MIN_IMAGES else 1
+    with _mapper(job.encode, job.module, min(workers, max(1, len(tasks)))) as imap, \
+            tqdm(total=len(tasks), disable=not progress, unit="img", desc=split) as bar:
+        results = imap(tasks)
+        for k in todo:
+            shard = itertools.islice(results, bounds[k + 1] - bounds[k])
+            done[k] = _write_shard(shard_name(output, split, k, num_shards), shard,
+                                   job.positives, skip_bad_images, bar)
+            write_json(progress_path(output, split), {"plan": job.plan, "done": done})
+
+    stats = _summarize(job, [done[k] for k in range(num_shards)])
+    write_json(stats_path(output, split), stats)
+    os.remove(progress_path(output, split))
+    return stats
+
+
+def _summarize(job, shards):
+    total = _empty_counts()
+    for counts in shards:
+        for key, value in counts.items():
+            if key == "skipped":
+                for reason, n in value.items():
+                    total["skipped"][reason] = total["skipped"].get(reason, 0) + n
+            else:
+                total[key] += value
+    pixels = max(1, total["pixels"])
+    n = job.plan["num_shards"]
+    return {
+        **{key: job.settings[key] for key in
+           ("split", "classes", "category_ids", "crowd", "negatives", "seed")},
+        "images": total["images"], "positive_images": total["positive_images"],
+        "negative_images": total["negative_images"], "instances": total["instances"],
+        "crowd_regions": total["crowd_regions"], "skipped": total["skipped"],
+        "bytes_written": total["bytes"], "num_shards": n,
+        "shards": [os.path.basename(shard_name(job.output, job.split, k, n)) for k in range(n)],
+        "records_per_shard": [c["images"] for c in shards],
+        "pixels": total["pixels"], "foreground_pixels": total["foreground_pixels"],
+        "ignore_pixels": total["ignore_pixels"],
+        "foreground_fraction": total["foreground_pixels"] / pixels,
+        "ignore_fraction": total["ignore_pixels"] / pixels,
+        "schema_version": records.SCHEMA_VERSION,
+    }
+
+
+def summary(stats, output, regions="crowd regions", flag="--crowd"):
+    """A few human lines about a finished conversion; `flag` set what `regions` became."""
+    skipped = sum(stats["skipped"].values())
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(stats["skipped"].items()))
+    return "\n".join([
+        f"wrote {stats['images']} images ({stats['positive_images']} with "
+        f"{'/'.join(stats['classes'])}, {stats['negative_images']} negatives), "
+        f"{stats['instances']} instances, {stats['crowd_regions']} {regions} "
+        f"({flag} {stats['crowd']})",
+        f"skipped {skipped} images" + (f" ({why})" if why else ""),
+        f"{stats['bytes_written'] / 2**20:.1f} MB in {stats['num_shards']} shards: "
+        f"{shard_pattern(output, stats['split'])}",
+        f"foreground {stats['foreground_fraction']:.2%} of pixels, ignore "
+        f"{stats['ignore_fraction']:.2%}; stats in {stats_path(output, stats['split'])}",
+    ])
