@@ -10,6 +10,9 @@ fails to load on a GPU machine) is written back to stderr unchanged.
 
     import quiet  # noqa: F401  (first: before anything imports TensorFlow)
     # isort: split
+
+A Ctrl-C during those seconds of start-up, before cli.run_main is reached, prints
+the same one `interrupted` line run_main prints instead of an import traceback.
 """
 
 import os
@@ -44,6 +47,13 @@ def _captured(fn):
     return result
 
 
+def _interrupted_quietly(kind, value, tb, report=sys.excepthook):
+    if issubclass(kind, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)  # Python still exits as killed by SIGINT
+    else:
+        report(kind, value, tb)
+
+
 def _import_tensorflow():
     import tensorflow as tf
 
@@ -51,5 +61,6 @@ def _import_tensorflow():
     return tf
 
 
+sys.excepthook = _interrupted_quietly
 if "tensorflow" not in sys.modules:
     _captured(_import_tensorflow)

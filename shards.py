@@ -38,7 +38,9 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 
 import cv2
 import numpy as np
@@ -148,8 +150,38 @@ def _mapper(encode, module_name, workers):
     if ctx.get_start_method() == "forkserver":
         ctx.set_forkserver_preload([module_name])
     module = importlib.import_module(module_name)  # by name: __main__ cannot be pickled
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
+    with contextlib.ExitStack() as stack:
+        with _ctrl_c_held():
+            pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker))
         yield functools.partial(pool.imap, getattr(module, encode.__name__), chunksize=4)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold Ctrl-C while processes start; it takes effect here once they are up.
+
+    The fork server and the workers inherit the blocked signal and never see a
+    Ctrl-C: one landing while the fork server imported TensorFlow, for seconds,
+    printed its traceback, and one stopping this process midway through starting
+    the pool left workers that printed theirs. (The resource tracker of
+    multiprocessing starts the same way.)
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, no fork server
+        yield
+        return
+    pressed, previous = [], None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    resource_tracker.ensure_running()  # first: starting, it unblocks SIGINT in its caller
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if pressed and callable(previous):
+        previous(signal.SIGINT, None)  # default_int_handler: KeyboardInterrupt
 
 
 # ---------------------------------------------------------------- output

@@ -30,6 +30,7 @@ import records
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 MAINS = {"convert_coco": convert_coco.main, "demo_data": demo_data.main, "train": train.main,
          "evaluate": evaluate.main, "predict": predict.main, "export": export.main}
 DOC = os.path.join(ROOT, "docs", "bad_inputs.md")
@@ -388,7 +389,7 @@ def test_as_a_subprocess_exactly_one_error_line(world, tmp_path, name):
     _, command, _, argv, code, words = next(c for c in CASES if c[0] == name)
     done = subprocess.run([sys.executable, os.path.join(ROOT, f"{command}.py"),
                            *argv(world, tmp_path)], cwd=str(tmp_path), capture_output=True,
-                          text=True, timeout=180,
+                          text=True, timeout=HANG_GUARD,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     errors = error_lines(done.stderr)
     assert done.returncode == code, done.stderr[-2000:]

@@ -1,6 +1,7 @@
 """cli.py and quiet.py: one error line, the right exit codes, a quiet TensorFlow start."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
 def _main_raising(error):
@@ -53,7 +55,7 @@ def test_quiet_tensorflow_start_leaves_stderr_empty():
             "with tf.compat.v1.Session() as s: print(s.run(tf.constant(41) + 1))\n")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 0 and done.stdout == "42\n"
     assert done.stderr == ""
 
@@ -62,5 +64,18 @@ def test_quiet_replays_unknown_stderr_lines():
     code = ("import os, sys\nsys.modules.pop('tensorflow', None)\nimport quiet\n"
             "quiet._captured(lambda: os.write(2, b'real warning\\ncpu_feature_guard x\\n'))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=HANG_GUARD)
     assert done.returncode == 0 and done.stderr == "real warning\n"
+
+
+def test_ctrl_c_while_tensorflow_imports_is_one_line(tmp_path):
+    # A stand-in TensorFlow whose import is interrupted, as by a Ctrl-C in its seconds
+    # of start-up, while quiet.py holds stderr.
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(
+        "import signal\nsignal.raise_signal(signal.SIGINT)\n")
+    done = subprocess.run([sys.executable, "-c", "import quiet"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                          timeout=HANG_GUARD)
+    assert done.stderr == "interrupted\n"
+    assert done.returncode == -signal.SIGINT  # as Python exits on Ctrl-C: a shell shows 130

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ import records
 CAT, DOG, PERSON = 17, 18, 1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COCO_TINY = os.path.join(REPO, "..", "shared", "data", "coco_tiny")
+HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
 def _coco(root, split="train2017"):
@@ -301,6 +303,40 @@ def test_sigkill_leaves_only_complete_shards(demo, reference, tmp_path):
                                             "3", "--workers", "1", "--no-progress"]) == 0
     assert shard_bytes(out) == reference[0]
     assert not glob.glob(out + "*.partial")
+
+
+def test_ctrl_c_during_a_pooled_conversion_is_one_line(demo, tmp_path):
+    out = str(tmp_path / "cat")
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {REPO!r})\n"
+        "import cli, convert_coco, records\n"
+        "real, n = records.make_example, [0]\n"
+        "def pause(*a):\n"
+        "    n[0] += 1\n"
+        "    if n[0] == 4:  # in shard 1, the workers encoding ahead\n"
+        "        print('paused', flush=True)\n"
+        "        sys.stdin.read()  # until the test's Ctrl-C\n"
+        "    return real(*a)\n"
+        "records.make_example = pause\n"
+        f"sys.exit(cli.run_main(convert_coco.main, ['--coco-dir', {demo!r}, '--output', {out!r},"
+        " '--num-shards', '3', '--workers', '2', '--no-progress']))\n")
+    # A session of its own: Ctrl-C in a terminal signals every process of the command.
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                            start_new_session=True)
+    try:
+        paused = proc.stdout.readline()
+        if paused == "paused\n":
+            os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=HANG_GUARD)[1]
+    finally:
+        proc.kill()  # only if it hung
+    assert paused == "paused\n", err
+    assert proc.returncode == cli.EXIT_INTERRUPTED and err == "interrupted\n"
+    assert sorted(os.listdir(tmp_path)) == ["cat-train2017-00000-of-00003.tfrecord",
+                                            "cat-train2017-progress.json"]
 
 
 # ---------------------------------------------------------------- image formats

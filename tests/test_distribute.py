@@ -30,7 +30,7 @@ TESTS = os.path.join(ROOT, "tests")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([ROOT, TESTS]))
 TINY = dict(depth=1, base_filters=4, input_size=44, batch_size=2, learning_rate=3e-3,
             log_every=1, image_summary_every=2, seed=5, val_records="")  # 44 -> 28 output
-TIMEOUT = 240
+TIMEOUT = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
 # ------------------------------------------------------------- pure parts

@@ -6,7 +6,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from test_predict import make_run, write_image
+from test_predict import HANG_GUARD, make_run, write_image
 
 import cli
 import config
@@ -68,7 +68,7 @@ def test_saved_model_in_fresh_process_matches_predict(request, which):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-c", LOAD, str(tmp / "model"), str(out),
                            *map(str, images)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=HANG_GUARD)
     assert proc.returncode == 0, proc.stderr[-2000:]
     served = np.load(out)
     result = predict.predict(str(run), [str(p) for p in images], str(tmp / "pred"),

@@ -18,6 +18,7 @@ import unet
 
 v1 = tf.compat.v1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
 def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7, long_side=0):
@@ -379,7 +380,7 @@ def test_command_line_prints_no_traceback(run, tmp_path):
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "predict.py"), "--run", str(run), "--out",
          str(tmp_path / "o"), str(tmp_path / "ok.png"), str(tmp_path / "bad.png")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=HANG_GUARD)
     assert proc.returncode == 1
     assert "wrote 1 masks" in proc.stdout
     assert "Traceback" not in proc.stderr

@@ -12,6 +12,7 @@ import tensorflow as tf
 import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
 def _png(array):
@@ -52,7 +53,7 @@ def test_serialization_is_identical_across_processes():
     for hash_seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "TF_CPP_MIN_LOG_LEVEL": "3"}
         done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120, check=True)
+                              capture_output=True, text=True, timeout=HANG_GUARD, check=True)
         digests.add(done.stdout.strip().splitlines()[-1])
     assert len(digests) == 1
 

@@ -11,11 +11,11 @@ import glob
 import json
 import os
 import random
+import re
 import resource
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -36,6 +36,44 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 TINY = dict(depth=1, base_filters=4, input_size=44, batch_size=2, log_every=1, seed=3,
             val_records="", image_summary_every=1000)
 CHECKPOINT_EVERY = 4
+ENDLESS = 1_000_000  # epochs: a training the test stops, never one that ends by itself first
+HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
+
+# Runs train.py and pauses right after it logged a message starting with argv[1] (the
+# stderr handler writes first), so the test's SIGKILL lands at a known point, however busy
+# the machine is.
+PAUSE_AFTER_LOG_LINE = """
+import logging, sys
+import cli, train
+
+class Pause(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith(sys.argv[1]):
+            print("paused", flush=True)
+            sys.stdin.read()  # until the test kills this process
+
+cli.setup_logging()
+logging.getLogger().addHandler(Pause())
+sys.exit(cli.run_main(train.main, sys.argv[2:]))
+"""
+
+# Runs convert_coco.py and pauses before the first record written once a file
+# matching argv[1] exists.
+PAUSE_ONCE_FILE_EXISTS = """
+import glob, sys
+import cli, convert_coco, records
+
+real = records.make_example
+
+def make_example(*args):
+    if glob.glob(sys.argv[1]):
+        print("paused", flush=True)
+        sys.stdin.read()  # until the test kills this process
+    return real(*args)
+
+records.make_example = make_example
+sys.exit(cli.run_main(convert_coco.main, sys.argv[2:]))
+"""
 
 
 def write_records(path, n, seed=0, bad_png_at=None):
@@ -80,7 +118,7 @@ def train_cmd(shards, run_dir, *extra):
             "--checkpoint-every", str(CHECKPOINT_EVERY), *extra]
 
 
-def run_cmd(cmd, timeout=180, **kw):
+def run_cmd(cmd, timeout=HANG_GUARD, **kw):
     return subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, **kw)
 
@@ -93,8 +131,39 @@ def start_and_wait_for_step(cmd, step):
         lines.append(line)
         if f" step {step}/" in line or (step is None and " step " in line and "/" in line):
             return proc, lines
-    proc.wait(timeout=60)
+    proc.wait(timeout=HANG_GUARD)
     raise AssertionError(f"training ended before step {step}:\n{''.join(lines)}")
+
+
+def rest_of_stderr(proc):
+    """What proc writes to stderr until it exits (killed if it hangs)."""
+    try:
+        return proc.communicate(timeout=HANG_GUARD)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
+def start_paused(script, at, argv, stderr_path):
+    """Run a PAUSE_* script with argv; return the process once it paused at `at`."""
+    with open(stderr_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", script, at, *argv], env=ENV, cwd=ROOT,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                text=True)
+    if proc.stdout.readline() != "paused\n":
+        proc.communicate(timeout=HANG_GUARD)
+        raise AssertionError(f"ended before {at!r}:\n{open(stderr_path).read()[-3000:]}")
+    return proc
+
+
+def kill(proc):
+    proc.kill()  # SIGKILL: no handler, no save, no lock release
+    proc.communicate(timeout=HANG_GUARD)
+
+
+def logged_steps(stderr):
+    return [int(m) for m in re.findall(r" step (\d+)/\d+ epoch ", stderr)]
 
 
 def error_lines(stderr):
@@ -125,10 +194,10 @@ def test_sigkill_at_random_steps_loses_at_most_the_checkpoint_interval(shards, t
     # From step CHECKPOINT_EVERY + 1 on a checkpoint exists to resume from; a kill
     # before the first save loses fewer steps than the interval anyway.
     for kill_after in sorted(rng.sample(range(CHECKPOINT_EVERY + 1, 20), 2)):
-        proc, lines = start_and_wait_for_step(cmd, kill_after)
-        proc.kill()  # SIGKILL: no handler, no save, no lock release
-        proc.wait(timeout=60)
-        seen = int(lines[-1].split(" step ")[1].split("/")[0])
+        log = tmp_path / f"killed-after-{kill_after}.log"
+        kill(start_paused(PAUSE_AFTER_LOG_LINE, f"step {kill_after}/", cmd[2:], log))
+        seen = logged_steps(log.read_text())[-1]
+        assert seen == kill_after
         assert os.path.exists(runlock.lock_path(run))  # left behind by the killed run
         assert all_listed_readable(run)
         saved = int(tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
@@ -147,15 +216,12 @@ def test_sigkill_at_random_steps_loses_at_most_the_checkpoint_interval(shards, t
 
 
 def test_sigkill_during_saves_leaves_a_restorable_checkpoint(shards, tmp_path):
-    """Saving every step, a kill at a random moment mostly lands inside Saver.save."""
+    """Saving every step, a kill right after a step's log line lands in or near its save."""
     run = tmp_path / "run"
     cmd = train_cmd(shards, run, "--max-steps", "400", "--checkpoint-every", "1")
-    rng = random.Random()
     for wait_for in (3, None):  # step 3 logged: checkpoints 1 and 2 are saved
         proc, _ = start_and_wait_for_step(cmd, wait_for)
-        time.sleep(rng.uniform(0.0, 0.4))
-        proc.kill()
-        proc.wait(timeout=60)
+        kill(proc)  # it goes on meanwhile: straight into saving the step it logged
         assert guard.restorable_checkpoint(str(run)) == config.latest_checkpoint(str(run))
         assert all_listed_readable(run)
     # A torn newest checkpoint (as a crash mid-write could leave on another file system):
@@ -205,15 +271,15 @@ def test_no_readable_checkpoint_is_refused_not_overwritten(shards, tmp_path):
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
 def test_sigint_sigterm_save_then_resume_exactly(shards, tmp_path, signum, code, caplog):
     run = tmp_path / "run"
-    proc, lines = start_and_wait_for_step(train_cmd(shards, run, "--max-steps", "1000"), 3)
+    proc, lines = start_and_wait_for_step(train_cmd(shards, run, "--epochs", str(ENDLESS)), 3)
     proc.send_signal(signum)
-    err = "".join(lines) + proc.stderr.read()
-    assert proc.wait(timeout=60) == code, err
+    err = "".join(lines) + rest_of_stderr(proc)
+    assert proc.returncode == code, err
     stopped = [line for line in err.splitlines() if "stopped by" in line]
     step = int(stopped[0].split(" at step ")[1].split(":")[0])
     assert "Traceback" not in err and not os.path.exists(runlock.lock_path(run))
     caplog.set_level("INFO", logger="train")
-    assert train.train(cfg_for(shards, run, max_steps=step + 3))["step"] == step + 3
+    assert train.train(cfg_for(shards, run, max_steps=step + 3, epochs=ENDLESS))["step"] == step + 3
     assert resumed_step(caplog.text) == step  # nothing lost: the signal saved this step
     reader = tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
     assert reader.get_tensor("global_step") == step + 3
@@ -229,12 +295,9 @@ def test_converter_sigkill_then_rerun_gives_identical_records(tmp_path):
     assert cli.run_main(convert_coco.main, args + ["--output", reference]) == 0
     out = str(tmp_path / "out" / "cat")
     cmd = [sys.executable, os.path.join(ROOT, "convert_coco.py"), *args, "--output", out]
-    proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not glob.glob(out + "-train2017-00001-of-*.tfrecord*") and time.time() < deadline:
-        time.sleep(0.005)
-    proc.kill()
-    proc.wait(timeout=60)
+    # Killed once shard 0 is complete and shard 1 begun.
+    kill(start_paused(PAUSE_ONCE_FILE_EXISTS, out + "-train2017-00001-of-*.tfrecord.partial",
+                      cmd[2:], tmp_path / "converter.log"))
     assert not os.path.exists(convert_coco.stats_path(out, "train2017"))
     complete = glob.glob(out + "-*.tfrecord")
     assert len(complete) < 4  # killed mid-run
@@ -391,9 +454,9 @@ def test_read_only_run_dir_is_one_clear_error(shards, tmp_path):
 
 def test_second_training_on_a_run_dir_refuses(shards, tmp_path):
     run = tmp_path / "run"
-    first, _ = start_and_wait_for_step(train_cmd(shards, run, "--max-steps", "100000"), 2)
+    first, _ = start_and_wait_for_step(train_cmd(shards, run, "--epochs", str(ENDLESS)), 2)
     try:
-        second = run_cmd(train_cmd(shards, run, "--max-steps", "100000"))
+        second = run_cmd(train_cmd(shards, run, "--epochs", str(ENDLESS)))
         assert second.returncode == 1
         errors = error_lines(second.stderr)
         assert len(errors) == 1 and f"is in use by pid {first.pid}" in errors[0]
@@ -401,8 +464,8 @@ def test_second_training_on_a_run_dir_refuses(shards, tmp_path):
         assert first.poll() is None  # the first one trains on, untouched
     finally:
         first.send_signal(signal.SIGTERM)
-        first.stderr.read()
-        assert first.wait(timeout=60) == 0
+        rest_of_stderr(first)
+        assert first.returncode == 0
     assert not os.path.exists(runlock.lock_path(run))
 
 

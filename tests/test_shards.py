@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 
 import cv2
 import numpy as np
@@ -92,3 +93,36 @@ def test_summary_names_the_converters_regions_and_flag():
         "skipped 2 images (2 missing_trimap)",
         "3.0 MB in 1 shards: data/p-test-*.tfrecord",
         "foreground 25.00% of pixels, ignore 12.50%; stats in data/p-test-stats.json"]
+
+
+def test_ctrl_c_while_the_pool_starts_takes_effect_once_it_is_up():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with shards._ctrl_c_held():
+            signal.raise_signal(signal.SIGINT)
+            done.append("the pool started")
+    assert done == ["the pool started"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
+def test_the_pools_processes_start_with_ctrl_c_blocked(tmp_path):
+    def descendants(pid):
+        kids = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        return kids + [d for k in kids for d in descendants(k)]
+
+    def sigint_blocked(pid):
+        status = open(f"/proc/{pid}/status").read()
+        blocked = int(status.split("SigBlk:")[1].split()[0], 16)
+        return bool(blocked & (1 << (signal.SIGINT - 1)))
+
+    with shards._mapper(encode, "test_shards", 2) as imap:
+        assert list(imap([])) == []
+        pool = [pid for pid in descendants(os.getpid())
+                if b"forkserver" in open(f"/proc/{pid}/cmdline", "rb").read()]
+        assert len(pool) >= 3  # the fork server and 2 workers
+        # So none can take a Ctrl-C as a KeyboardInterrupt and print its traceback
+        # while it starts (the fork server imports TensorFlow for seconds).
+        assert all(sigint_blocked(pid) for pid in pool)

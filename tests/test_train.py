@@ -1,4 +1,8 @@
+import contextlib
+import functools
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +23,7 @@ from cli import UsageError, UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(depth=2, base_filters=8, input_size=92, batch_size=4, learning_rate=3e-3,
             log_every=2, image_summary_every=4, seed=1)  # 92 -> 52 output
+HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
 def blobs(rng, h, w):
@@ -327,13 +332,84 @@ def test_signal_saves_checkpoint_and_exits(blob_data, tmp_path, signum, exit_cod
         if " step 2/" in line:
             proc.send_signal(signum)
             break
-    err = "".join(lines) + proc.stderr.read()
-    assert proc.wait(timeout=120) == exit_code, err
+    try:
+        err = "".join(lines) + proc.communicate(timeout=HANG_GUARD)[1]
+    finally:
+        proc.kill()  # only if it hung: a process that exited cannot be signalled
+    assert proc.returncode == exit_code, err
     stopped = [line for line in err.splitlines() if "stopped by" in line]
     assert len(stopped) == 1 and signal.Signals(signum).name in stopped[0]
     step = int(stopped[0].split(" at step ")[1].split(":")[0])
     assert step >= 2 and config.latest_checkpoint(str(run)).endswith(f"model.ckpt-{step}")
     assert "re-run the same command to resume" in stopped[0] and "Traceback" not in err
+
+
+class SignallingStream(io.RawIOBase):
+    """A log stream whose raw writes raise signals: {write number: signal}.
+
+    Like a write to a full stderr pipe that a Ctrl-C interrupts, the handler runs
+    inside the BufferedWriter while that holds its lock: where logging from the
+    handler printed 'reentrant call' tracebacks.
+    """
+
+    def __init__(self, signals):
+        self.signals, self.writes, self.data = dict(signals), 0, b""
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.writes += 1
+        if self.writes in self.signals:
+            signal.raise_signal(self.signals[self.writes])
+        self.data += bytes(b)
+        return len(b)
+
+
+@contextlib.contextmanager
+def train_log_to(raw):
+    handler = logging.StreamHandler(io.TextIOWrapper(io.BufferedWriter(raw)))
+    train.log.addHandler(handler)
+    try:
+        yield
+    finally:
+        train.log.removeHandler(handler)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_log_write_is_recorded_then_announced_once(signum, capsys):
+    for at in range(1, 41):  # the signal lands in the 1st, 2nd, ... 40th line's write
+        raw = SignallingStream({at: signum})
+        with train_log_to(raw), train._StopFlag() as stop:
+            step = 0
+            while not stop.requested:
+                train.log.warning("step %d", step)
+                step += 1
+        assert (step, stop.signum) == (at, signum)
+        lines = raw.data.decode().splitlines()
+        assert lines[:at] == [f"step {i}" for i in range(at)]  # none torn or doubled
+        assert lines[at:] == [f"{signal.Signals(signum).name} received: saving a checkpoint "
+                              "after this step (Ctrl-C again to abort)"]
+        assert capsys.readouterr().err == ""  # no 'Logging error', no 'reentrant call'
+
+
+def slow_save(raw, steps, started, argv):
+    """A main() that logs a line per step after a Ctrl-C, as a slow save would."""
+    with train_log_to(raw), train._StopFlag() as stop:
+        for step in range(steps):
+            started.append(step)
+            train.log.warning("step %d, stop requested: %s", step, stop.requested)
+    return 0
+
+
+def test_a_second_ctrl_c_inside_a_log_write_is_one_line_without_traceback(capsys):
+    for at in range(1, 21):
+        raw, started = SignallingStream({at: signal.SIGINT, at + 3: signal.SIGINT}), []
+        main = functools.partial(slow_save, raw, at + 10, started)
+        assert cli.run_main(main) == cli.EXIT_INTERRUPTED
+        assert capsys.readouterr().err == "interrupted\n"
+        # Writes: steps 0 .. at-1, the announcement, step at, then step at+1 is cut short.
+        assert started == list(range(at + 2))
 
 
 def test_corrupt_shard_is_named_before_training(blob_data, tmp_path):
