@@ -59,7 +59,7 @@ PETS_TRAINING = dict(
     long_side=96,  # photos shrink to 96 px: 3.5x cheaper than 128 px, and it scored better
     input_size=140,  # -> 52 px output windows; the 44 px border sees the whole animal
     val_input_size=188,  # -> 100 px output: validation scores whole photos
-    batch_size=8, epochs=10, val_every=5,
+    batch_size=8, epochs=12, val_every=6,
     learning_rate=2e-3, lr_schedule="cosine",
     dice_weight=0.5,  # the soft-Dice term pulls the loss toward the IoU it is judged by
     seed=0, log_every=20, image_summary_every=60, checkpoint_every=120,
