@@ -290,23 +290,11 @@ def main(argv=None):
                    help="COCO category names, space or comma separated; quote names with "
                    "spaces (default: cat)")
     p.add_argument("--output", help="output prefix (default: data/<classes>)")
-    p.add_argument("--num-shards", type=cli.positive_int,
-                   help="number of shards (default: sized to ~150 MB each)")
-    p.add_argument("--workers", type=cli.positive_int,
-                   help=f"encoding processes (default: the CPU count, or 1 below "
-                   f"{shards.POOL_MIN_IMAGES} images)")
     p.add_argument("--crowd", choices=CROWD_POLICIES, default="ignore",
                    help="crowd regions of the classes: 255 ignore, 1 positive, or skip (stay "
                    "0) (default: ignore)")
-    p.add_argument("--negatives", type=cli.non_negative_float, default=0.0, metavar="FRACTION",
-                   help="add this many images without the classes, as a fraction of the "
-                   "positive count (default: 0)")
-    p.add_argument("--seed", type=cli.non_negative_int, default=0,
-                   help="seed for choosing negatives (default: 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="skip and count missing or corrupt images instead of stopping")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    shards.add_flags(p, "add this many images without the classes",
+                     "skip and count missing or corrupt images")
     args = p.parse_args(argv)
     classes = [c.strip() for arg in args.classes for c in arg.split(",") if c.strip()]
     output = args.output or os.path.join("data", "_".join(c.replace(" ", "-") for c in classes))

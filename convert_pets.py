@@ -295,24 +295,11 @@ def main(argv=None):
     p.add_argument("--species", choices=SPECIES_CHOICES, default="cat",
                    help="the mask's foreground; both = cats and dogs (default: cat)")
     p.add_argument("--output", help="output prefix (default: data/pets_<species>)")
-    p.add_argument("--num-shards", type=cli.positive_int,
-                   help="number of shards (default: sized to ~150 MB each)")
-    p.add_argument("--workers", type=cli.positive_int,
-                   help=f"encoding processes (default: the CPU count, or 1 below "
-                   f"{shards.POOL_MIN_IMAGES} images)")
     p.add_argument("--border", choices=tuple(BORDER), default="ignore",
                    help="trimap border (value 3): 255 ignore, 1 positive, or 0 background "
                    "(default: ignore)")
-    p.add_argument("--negatives", type=cli.non_negative_float, default=0.0, metavar="FRACTION",
-                   help="add this many photos of the other species (all-0 masks), as a "
-                   "fraction of the positive count (default: 0)")
-    p.add_argument("--seed", type=cli.non_negative_int, default=0,
-                   help="seed for choosing negatives (default: 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="skip and count undecodable photos and missing or unusable trimaps "
-                   "instead of stopping")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    shards.add_flags(p, "add this many photos of the other species (all-0 masks)",
+                     "skip and count undecodable photos and missing or unusable trimaps")
     args = p.parse_args(argv)
     output = args.output or os.path.join(
         "data", "pets_" + "_".join(s for s in SPECIES if args.species in (s, "both")))

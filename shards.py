@@ -334,3 +334,20 @@ def summary(stats, output, regions="crowd regions", flag="--crowd"):
         f"foreground {stats['foreground_fraction']:.2%} of pixels, ignore "
         f"{stats['ignore_fraction']:.2%}; stats in {stats_path(output, stats['split'])}",
     ])
+
+
+def add_flags(parser, negatives_help, skip_help):
+    """The flags every converter shares, defined once: sharding, workers, negatives, the
+    seed that draws them, overwrite, bad images and the progress bar."""
+    a = parser.add_argument
+    a("--num-shards", type=cli.positive_int,
+      help="number of shards (default: sized to ~150 MB each)")
+    a("--workers", type=cli.positive_int,
+      help=f"encoding processes (default: the CPU count, or 1 below {POOL_MIN_IMAGES} images)")
+    a("--negatives", type=cli.non_negative_float, default=0.0, metavar="FRACTION",
+      help=f"{negatives_help}, as a fraction of the positive count (default: 0)")
+    a("--seed", type=cli.non_negative_int, default=0,
+      help="seed for choosing negatives (default: 0)")
+    a("--overwrite", action="store_true", help="replace existing output")
+    a("--skip-bad-images", action="store_true", help=f"{skip_help} instead of stopping")
+    a("--no-progress", action="store_true", help="no progress bar")
