@@ -430,7 +430,8 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        self.signum = signum
+        if self.signum is None:  # a later SIGTERM must not rename the stop already announced
+            self.signum = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     @property
