@@ -87,11 +87,11 @@ RECIPES = (
     Recipe("elastic", ("--augment", "elastic"), about="elastic deformation alone"),
     Recipe("color", ("--augment", "color"), about="colour jitter alone"),
     Recipe("all", ("--augment", "all"), about="every augmentation group"),
-    Recipe("long96", ("--augment", "flip", "--long-side", "96"), about="flip, images at 96 px"),
-    Recipe("long128", ("--augment", "flip", "--long-side", "128"),
-           about="flip, images at 128 px"),
-    Recipe("long192", ("--augment", "flip", "--long-side", "192"),
-           about="flip, images at 192 px"),
+    Recipe("long32", ("--augment", "flip", "--long-side", "32"), about="flip, photos at 32 px"),
+    Recipe("long64", ("--augment", "flip", "--long-side", "64", "--val-input-size", "108"),
+           about="flip, photos at 64 px"),
+    Recipe("long96", ("--augment", "flip", "--long-side", "96", "--val-input-size", "140"),
+           about="flip, photos at 96 px"),
     Recipe("bfloat16", ("--augment", "flip", "--precision", "bfloat16"),
            about="flip, bfloat16 (slow without AVX512_BF16/AMX)"),
     Recipe("keras", kind="keras", about="keras.io U-Net-like example (Xception-style, 160x160, "
@@ -104,17 +104,22 @@ BY_NAME = {r.name: r for r in RECIPES}
 class Base:
     """The train.py settings every recipe shares (besides data, run dir, budget and seed)."""
 
-    depth: int = 3
+    depth: int = 2  # the demo's recipe (docs/train.md, "The demo"), chosen on tune
     base_filters: int = 16
-    input_size: int = 172  # 172 -> 84 px output windows at depth 3
+    long_side: int = 48  # photos at 48 px: the depth-2 network's field of view sees a pet
+    input_size: int = 76  # 76 -> 36 px output windows at depth 2
+    val_input_size: int = 92  # -> 52 px: whole photos when validating
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     lr_schedule: str = "cosine"  # --minutes fits it to the budget
+    dice_weight: float = 0.5
     val_every: int = 1  # epochs between points of the curve
 
     def flags(self):
         return ["--depth", str(self.depth), "--base-filters", str(self.base_filters),
-                "--input-size", str(self.input_size), "--batch-size", str(self.batch_size),
+                "--long-side", str(self.long_side), "--input-size", str(self.input_size),
+                "--val-input-size", str(self.val_input_size),
+                "--dice-weight", str(self.dice_weight), "--batch-size", str(self.batch_size),
                 "--learning-rate", str(self.learning_rate), "--lr-schedule", self.lr_schedule,
                 "--val-every", str(self.val_every)]
 

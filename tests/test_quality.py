@@ -91,11 +91,11 @@ def test_every_recipe_is_flags_train_py_accepts_over_the_common_base(recipe):
     args = quality.train_args(recipe, quality.FULL, sets, 4.0, 7, "/r/x")
     assert args[0] == "train.py"
     cfg = train.resolve(train.config_from_args(args[1:]))
-    assert (cfg.depth, cfg.base_filters, cfg.input_size, cfg.batch_size) == (3, 16, 172, 8)
+    assert (cfg.depth, cfg.base_filters, cfg.input_size, cfg.batch_size) == (2, 16, 76, 8)
     assert (cfg.lr_schedule, cfg.minutes, cfg.epochs, cfg.seed) == ("cosine", 4.0, 0, 7)
     assert (cfg.intra_op_threads, cfg.inter_op_threads) == (1, 1)
     assert cfg.val_records == "/d/tune-*" and cfg.train_records == "/d/train-*"
-    expected = {"long96": 96, "long128": 128, "long192": 192}.get(recipe.name, 0)
+    expected = {"long32": 32, "long64": 64, "long96": 96}.get(recipe.name, 48)
     assert cfg.long_side == expected
     assert cfg.precision == ("bfloat16" if recipe.name == "bfloat16" else "float32")
 
