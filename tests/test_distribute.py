@@ -14,6 +14,7 @@ comparison can fail). Compared: every trainable weight and Adam slot.
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -271,16 +272,22 @@ loop = train._loop
 
 
 def loop_then_dump(sess, g, *args):
-    # Every variable of this worker's replica, read after its last step.
+    # Every variable of this worker's replica, read after its last step (one run: each
+    # run of a multi-worker session is a round trip through its gRPC master).
     result = loop(sess, g, *args)
-    values = {v.op.name: sess.run(g["strategy"].experimental_local_results(v)[0])
-              for v in tf.compat.v1.global_variables()}
+    values = sess.run({v.op.name: g["strategy"].experimental_local_results(v)[0]
+                       for v in tf.compat.v1.global_variables()})
     np.savez(sys.argv[1], **values)
     return result
 
 
 train._loop = loop_then_dump
-sys.exit(cli.run_main(train.main, sys.argv[2:]))
+code = cli.run_main(train.main, sys.argv[2:])
+# Stay up until every worker is done, as the machines of a cluster do: a chief whose peer
+# has already exited waits about a minute for it while closing its session.
+print("done", flush=True)
+sys.stdin.read()
+sys.exit(code)
 """
 
 
@@ -293,25 +300,45 @@ def _trained(variables):
 def _train_two_workers(tmp_path, argv, tag):
     """Both workers of a 2-machine TF_CONFIG cluster on loopback; returns (logs, weights)."""
     hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
+    procs, logs = [], [tmp_path / f"{tag}-worker{i}.log" for i in range(2)]
     for index in range(2):
         tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
         env = dict(ENV, TF_CONFIG=json.dumps(tf_config))
         dump = str(tmp_path / f"{tag}-worker{index}.npz")
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, dump, *argv], env=env,
-                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    logs = []
+        with open(logs[index], "w") as err:
+            procs.append(subprocess.Popen([sys.executable, "-c", WORKER, dump, *argv],
+                                          env=env, cwd=ROOT, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=err,
+                                          bufsize=0))  # unbuffered: select() sees each line
     try:
+        waiting = [proc.stdout for proc in procs]
+        while waiting:  # each says "done" and waits, or exits (EOF), on its own
+            ready, _, _ = select.select(waiting, [], [], TIMEOUT)
+            assert ready, "a worker hung"
+            for out in ready:
+                line = out.readline()
+                if line == b"done\n":
+                    waiting.remove(out)
+                elif not line:  # it exited early: its peer would wait for it forever
+                    waiting = []
+                    for proc in procs:
+                        if proc.poll() is None:
+                            proc.kill()
+                    break
         for proc in procs:
-            _, err = proc.communicate(timeout=TIMEOUT)
-            logs.append(err)
+            proc.stdin.close()  # lets the waiting workers exit
+        for proc in procs:
+            proc.wait(timeout=TIMEOUT)
     finally:
         for proc in procs:  # a worker left waiting for its peer must not outlive the test
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
-    for proc, err in zip(procs, logs):
+            proc.wait()
+            proc.stdin.close()
+            proc.stdout.close()
+    logs = [log.read_text() for log in logs]
+    # The worker that failed first is reported, not the peer killed because of it.
+    for proc, err in sorted(zip(procs, logs), key=lambda pair: pair[0].returncode == -9):
         assert proc.returncode == 0, err[-3000:]
     weights = [dict(np.load(tmp_path / f"{tag}-worker{i}.npz")) for i in range(2)]
     return logs, weights

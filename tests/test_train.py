@@ -23,6 +23,8 @@ from cli import UsageError, UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(depth=2, base_filters=8, input_size=92, batch_size=4, learning_rate=3e-3,
             log_every=2, image_summary_every=4, seed=1)  # 92 -> 52 output
+# For tests about the loop's bookkeeping (steps, schedule, clock), not about learning.
+TINIEST = dict(depth=1, base_filters=4, input_size=44)  # 44 -> 28 output
 HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
@@ -461,7 +463,7 @@ def test_budget_fits_the_cosine_and_ends_with_validation_and_checkpoint(blob_dat
     caplog.set_level("INFO", logger="train")
     run = tmp_path / "run"
     result = train.train(make_cfg(blob_data, run, minutes=1.0, epochs=0, lr_schedule="cosine",
-                                  val_every=1), clock=FakeClock(10.0))
+                                  val_every=1, **TINIEST), clock=FakeClock(10.0))
     # 4 steps per epoch at 10 s each, a validation (10 s, in the budget), then the 60 s
     # budget is spent after step 5: the final validation and checkpoint are not in it.
     assert result["step"] == 5 and result["epoch"] == 1 and result["interrupted"] is None
@@ -485,7 +487,7 @@ def test_resumed_budget_continues_the_schedule_and_stops_at_the_same_total(
         blob_data, tmp_path, caplog):
     caplog.set_level("INFO", logger="train")
     run = tmp_path / "run"
-    settings = dict(minutes=1.0, epochs=0, lr_schedule="cosine", val_every=10)
+    settings = dict(minutes=1.0, epochs=0, lr_schedule="cosine", val_every=10, **TINIEST)
     first = train.train(make_cfg(blob_data, run, max_steps=3, **settings), clock=FakeClock(10))
     assert first["step"] == 3 and first["train_seconds"] == 30.0
     assert "--epochs/--max-steps ended the run with 0:00:30 of the 1 min budget" in caplog.text
