@@ -81,3 +81,34 @@ def test_every_docs_page_is_linked_from_the_index():
     for page in PAGES[1:]:
         name = os.path.basename(page)
         assert name == "README.md" or name in linked, f"docs/README.md does not list {name}"
+
+
+# Each command's flags must be documented on its stage's pages (--help and docs in step).
+COMMAND_PAGES = {
+    "convert_coco": ["convert.md"],
+    "convert_pets": ["convert_pets.md"],
+    "train": ["train.md", "augmentation.md", "distributed.md", "performance.md",
+              "reliability.md", "tensorboard.md"],
+    "evaluate": ["inference.md"],
+    "predict": ["inference.md"],
+    "export": ["inference.md"],
+    "demo": ["train.md"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_PAGES))
+def test_every_flag_of_help_is_documented(command, capsys):
+    import importlib
+
+    module = importlib.import_module(command)
+    with pytest.raises(SystemExit) as done:  # argparse prints the help and exits 0
+        module.main(["--help"])
+    assert done.value.code == 0
+    flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", capsys.readouterr().out))
+    flags.discard("--help")
+    text = ""
+    for page in COMMAND_PAGES[command]:
+        with open(os.path.join(ROOT, "docs", page), encoding="utf-8") as f:
+            text += f.read()
+    missing = sorted(f for f in flags if not re.search(rf"`{re.escape(f)}(?![\w-])", text))
+    assert flags and not missing, f"{command}.py --help flags missing from docs: {missing}"
