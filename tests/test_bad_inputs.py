@@ -18,10 +18,12 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+import test_convert_pets  # its tiny Oxford-IIIT Pet layout
 
 import cli
 import config
 import convert_coco
+import convert_pets
 import demo_data
 import evaluate
 import export
@@ -31,7 +33,8 @@ import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
-MAINS = {"convert_coco": convert_coco.main, "demo_data": demo_data.main, "train": train.main,
+MAINS = {"convert_coco": convert_coco.main, "convert_pets": convert_pets.main,
+         "demo_data": demo_data.main, "train": train.main,
          "evaluate": evaluate.main, "predict": predict.main, "export": export.main}
 DOC = os.path.join(ROOT, "docs", "bad_inputs.md")
 
@@ -103,7 +106,8 @@ def world(tmp_path_factory):
         w.write(b"\n\xa4")  # frames fine, but is no Example proto (found by test_fuzz)
     empty_shard = str(d / "empty-00000-of-00001.tfrecord")
     open(empty_shard, "wb").close()
-    return {"dir": str(d), "coco": coco, "train": out + "-train2017-*",
+    pets = test_convert_pets.make_pets(d / "pets")
+    return {"dir": str(d), "coco": coco, "pets": pets, "train": out + "-train2017-*",
             "val": out + "-val2017-*", "run": run, "images": images, "odd": odd,
             "other_schema": other_schema, "empty_shard": empty_shard, "malformed": malformed}
 
@@ -142,6 +146,21 @@ def ann_path(coco, split="train2017"):
 def first_image(coco):
     doc = json.load(open(ann_path(coco)))
     return os.path.join(coco, "train2017", doc["images"][0]["file_name"])
+
+
+def pets_copy(world, tmp_path, edit):
+    pets = str(tmp_path / "pets")
+    shutil.copytree(world["pets"], pets)
+    edit(pets)
+    return pets
+
+
+def pets_file(pets, *parts):
+    return os.path.join(pets, *parts)
+
+
+def pets_args(pets, tmp_path):
+    return ["--pets-dir", pets, "--output", str(tmp_path / "o"), "--no-progress"]
 
 
 T = {"--depth": "1", "--base-filters": "4", "--input-size": "44", "--batch-size": "2",
@@ -200,6 +219,32 @@ CASES = [
      1, "--overwrite"),
     ("convert-unknown-flag", "convert_coco", "unknown flag",
      lambda w, t: ["--coco-dir", w["coco"], "--frobnicate"], 2, "unrecognized arguments"),
+    # ---------------------------------------------------------------- convert_pets
+    ("pets-missing-dir", "convert_pets", "Oxford-IIIT Pet directory does not exist",
+     lambda w, t: pets_args(str(t / "nope"), t), 1, "does not exist"),
+    ("pets-missing-list", "convert_pets", "annotations/list.txt missing",
+     lambda w, t: pets_args(pets_copy(w, t, lambda p: os.remove(
+         pets_file(p, "annotations", "list.txt"))), t), 1, "list.txt not found"),
+    ("pets-malformed-list", "convert_pets", "a line of trainval.txt is not 'NAME ID SPECIES BREED'",
+     lambda w, t: pets_args(pets_copy(w, t, lambda p: write(
+         pets_file(p, "annotations", "trainval.txt"), "Abyssinian_1 one\n")), t), 1,
+     "is malformed"),
+    ("pets-unknown-species", "convert_pets", "--species bird",
+     lambda w, t: pets_args(w["pets"], t) + ["--species", "bird"], 2, "invalid choice"),
+    ("pets-missing-trimap", "convert_pets", "a photo's trimap is missing",
+     lambda w, t: pets_args(pets_copy(w, t, lambda p: os.remove(pets_file(
+         p, "annotations", "trimaps", "Abyssinian_1.png"))), t), 1, "not found"),
+    ("pets-wrong-size-trimap", "convert_pets", "a trimap of another size than its photo",
+     lambda w, t: pets_args(pets_copy(w, t, lambda p: cv2.imwrite(pets_file(
+         p, "annotations", "trimaps", "Abyssinian_1.png"), np.full((5, 5), 2, np.uint8))), t),
+     1, "but its image is"),
+    ("pets-corrupt-image", "convert_pets", "a photo file is not an image",
+     lambda w, t: pets_args(pets_copy(w, t, lambda p: write(
+         pets_file(p, "images", "Abyssinian_1.jpg"), "garbage")), t), 1, "Abyssinian_1.jpg"),
+    ("pets-bad-border", "convert_pets", "--border maybe",
+     lambda w, t: pets_args(w["pets"], t) + ["--border", "maybe"], 2, "invalid choice"),
+    ("pets-unknown-flag", "convert_pets", "unknown flag",
+     lambda w, t: pets_args(w["pets"], t) + ["--frobnicate"], 2, "unrecognized arguments"),
     # ---------------------------------------------------------------- demo_data
     ("demo-num-train-0", "demo_data", "--num-train 0",
      lambda w, t: ["--out", str(t / "d"), "--num-train", "0"], 2, "positive integer"),
