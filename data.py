@@ -65,7 +65,7 @@ def list_records(file_pattern):
     files = [f for f in matches if not f.endswith(_NOT_RECORDS)]
     if not files:
         raise UserError(f"no record files match {file_pattern!r}: check the path, quote the "
-                        "glob, or create them with convert_coco.py")
+                        "glob, or create them with convert_coco.py or convert_pets.py")
     shard_sets = {}
     for f in files:
         found = _SHARD.search(f)
@@ -75,7 +75,7 @@ def list_records(file_pattern):
     for (prefix, total), indices in sorted(shard_sets.items()):
         if len(indices) != total:
             raise UserError(f"{prefix} has {len(indices)} of its {total} shards: the "
-                            "conversion did not finish; re-run convert_coco.py")
+                            "conversion did not finish; re-run convert_coco.py or convert_pets.py")
     return files
 
 
@@ -241,4 +241,5 @@ def record_errors(file_pattern):
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
             tf.errors.NotFoundError) as e:
         raise UserError(f"cannot read records {file_pattern!r} ({type(e).__name__}: "
-                        f"{error_summary(e)}): re-create them with convert_coco.py") from None
+                        f"{error_summary(e)}): re-create them with convert_coco.py or "
+                        "convert_pets.py") from None

@@ -180,11 +180,11 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
                         tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
                     raise UserError(f"{path}: record #{index} is unreadable "
                                     f"({tiling.error_reason(e)}): re-create it with "
-                                    "convert_coco.py") from None
+                                    "convert_coco.py or convert_pets.py") from None
                 except UnicodeDecodeError:  # TF's answer to bytes that are no Example proto
                     raise UserError(f"{path}: record #{index} is unreadable (not a "
-                                    "tf.train.Example): re-create it with convert_coco.py"
-                                    ) from None
+                                    "tf.train.Example): re-create it with convert_coco.py or "
+                                    "convert_pets.py") from None
                 c = confusion(got["prob"], got["mask"][..., 0], thresholds)
                 counts.append(c)
                 names.append((got["filename"].decode(errors="replace"), int(got["id"])))
@@ -196,7 +196,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
         bar.close()
     if not counts:
         raise UserError(f"records {records_pattern!r} hold no images: re-create them with "
-                        "convert_coco.py")
+                        "convert_coco.py or convert_pets.py")
     counts = np.stack(counts)  # [N, T + 1, 4]
     result = _results(counts, names, thresholds, threshold, checkpoint, records_pattern,
                       len(files), save_overlays)

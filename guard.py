@@ -222,9 +222,9 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
             except OSError as e:
                 raise UserError(f"cannot read records {path} ({e.strerror})") from None
             if bad and not skip_corrupt:
-                raise UserError(f"{bad[0].describe()}: re-create the shard with convert_coco.py, "
-                                "or pass --skip-corrupt-records to train without its bad "
-                                "records")
+                raise UserError(f"{bad[0].describe()}: re-create the shard with convert_coco.py "
+                                "or convert_pets.py, or pass --skip-corrupt-records to train "
+                                "without its bad records")
             total += len(good)
             all_bad += bad
             used.append(_clean_copy(path, good, run_dir, kind) if bad else path)
@@ -240,7 +240,7 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
         _write_report(run_dir, kind, file_pattern, all_bad, total)
     if total == 0:
         raise UserError(f"records {file_pattern!r} hold no readable examples: re-run "
-                        "convert_coco.py")
+                        "convert_coco.py or convert_pets.py")
     return used, total
 
 
@@ -315,9 +315,11 @@ def record_errors(file_pattern, files=None):
         if where is None:
             reason = MALFORMED if isinstance(e, UnicodeDecodeError) else data.error_summary(e)
             raise UserError(f"cannot read records {file_pattern!r} ({type(e).__name__}: "
-                            f"{reason}): re-create them with convert_coco.py") from None
-        raise UserError(f"{where.describe()}: re-create the shard with convert_coco.py, or "
-                        "pass --skip-corrupt-records to train without its bad records") from None
+                            f"{reason}): re-create them with convert_coco.py or "
+                            "convert_pets.py") from None
+        raise UserError(f"{where.describe()}: re-create the shard with convert_coco.py or "
+                        "convert_pets.py, or pass --skip-corrupt-records to train without its "
+                        "bad records") from None
 
 
 # ---------------------------------------------------------------- numbers and disks

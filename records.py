@@ -95,7 +95,7 @@ def decode(parsed):
         tf.debugging.assert_equal(
             parsed[VERSION], tf.constant(SCHEMA_VERSION, tf.int64),
             message=f"record schema version differs from {SCHEMA_VERSION}: "
-            "re-run convert_coco.py"),
+            "re-run convert_coco.py or convert_pets.py"),
         tf.debugging.assert_equal(
             tf.shape(image)[:2], tf.stack([height, width]),
             message="record image size does not match its height/width"),

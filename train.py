@@ -87,11 +87,13 @@ def read_stats(path):
             stats = json.load(f)
         fraction = float(stats["foreground_fraction"])
     except FileNotFoundError:
-        raise UserError(f"stats file {path} is missing: convert_coco.py writes it next to the "
-                        "shards; pass --stats or a number for --pos-weight") from None
+        raise UserError(f"stats file {path} is missing: convert_coco.py / convert_pets.py write "
+                        "it next to the shards; pass --stats or a number for --pos-weight"
+                        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"stats file {path} is unreadable or has no number "
-                        f"'foreground_fraction' ({e}): re-run convert_coco.py") from None
+                        f"'foreground_fraction' ({e}): re-run convert_coco.py or "
+                        "convert_pets.py") from None
     return stats, fraction
 
 
