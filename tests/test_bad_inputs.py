@@ -132,11 +132,12 @@ def set_config(run, **changes):
     write(path, json.dumps(cfg))
 
 
-def coco_copy(world, tmp_path, edit):
-    coco = str(tmp_path / "coco")
-    shutil.copytree(world["coco"], coco)
-    edit(coco)
-    return coco
+def world_copy(world, tmp_path, key, edit):
+    """A copy of the world's "coco" or "pets" dir, changed by edit(copy); returns the copy."""
+    copy = str(tmp_path / key)
+    shutil.copytree(world[key], copy)
+    edit(copy)
+    return copy
 
 
 def ann_path(coco, split="train2017"):
@@ -146,17 +147,6 @@ def ann_path(coco, split="train2017"):
 def first_image(coco):
     doc = json.load(open(ann_path(coco)))
     return os.path.join(coco, "train2017", doc["images"][0]["file_name"])
-
-
-def pets_copy(world, tmp_path, edit):
-    pets = str(tmp_path / "pets")
-    shutil.copytree(world["pets"], pets)
-    edit(pets)
-    return pets
-
-
-def pets_file(pets, *parts):
-    return os.path.join(pets, *parts)
 
 
 def pets_args(pets, tmp_path):
@@ -180,16 +170,17 @@ CASES = [
     ("convert-missing-dir", "convert_coco", "COCO directory does not exist",
      lambda w, t: ["--coco-dir", str(t / "nope")], 1, "does not exist"),
     ("convert-missing-annotations", "convert_coco", "annotation file missing",
-     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: os.remove(ann_path(c))),
+     lambda w, t: ["--coco-dir", world_copy(w, t, "coco", lambda c: os.remove(ann_path(c))),
                    "--output", str(t / "o")], 1, "not found"),
     ("convert-empty-annotations", "convert_coco", "annotation file empty",
-     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(ann_path(c), "")),
+     lambda w, t: ["--coco-dir", world_copy(w, t, "coco", lambda c: write(ann_path(c), "")),
                    "--output", str(t / "o")], 1, "not valid JSON"),
     ("convert-malformed-json", "convert_coco", "annotation file is broken JSON",
-     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(ann_path(c), '{"images": [')),
+     lambda w, t: ["--coco-dir", world_copy(w, t, "coco",
+                                            lambda c: write(ann_path(c), '{"images": [')),
                    "--output", str(t / "o")], 1, "not valid JSON"),
     ("convert-not-coco", "convert_coco", "JSON that is not a COCO instances file",
-     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(ann_path(c), "[1, 2]")),
+     lambda w, t: ["--coco-dir", world_copy(w, t, "coco", lambda c: write(ann_path(c), "[1, 2]")),
                    "--output", str(t / "o")], 1, "not a COCO instances file"),
     ("convert-unknown-class", "convert_coco", "unknown class name",
      lambda w, t: ["--coco-dir", w["coco"], "--classes", "unicorn", "--output", str(t / "o")],
@@ -206,13 +197,14 @@ CASES = [
     ("convert-bad-crowd", "convert_coco", "--crowd bogus",
      lambda w, t: ["--coco-dir", w["coco"], "--crowd", "bogus"], 2, "invalid choice"),
     ("convert-missing-image", "convert_coco", "an image file is missing",
-     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: os.remove(first_image(c))),
+     lambda w, t: ["--coco-dir", world_copy(w, t, "coco", lambda c: os.remove(first_image(c))),
                    "--output", str(t / "o")], 1, "not found"),
     ("convert-corrupt-image", "convert_coco", "an image file is not a JPEG",
-     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(first_image(c), "garbage")),
+     lambda w, t: ["--coco-dir", world_copy(w, t, "coco",
+                                            lambda c: write(first_image(c), "garbage")),
                    "--output", str(t / "o")], 1, "corrupt or truncated"),
     ("convert-empty-image", "convert_coco", "an image file is empty (0 bytes)",
-     lambda w, t: ["--coco-dir", coco_copy(w, t, lambda c: write(first_image(c), "")),
+     lambda w, t: ["--coco-dir", world_copy(w, t, "coco", lambda c: write(first_image(c), "")),
                    "--output", str(t / "o")], 1, "corrupt or truncated"),
     ("convert-finished-output", "convert_coco", "output already converted, no --overwrite",
      lambda w, t: ["--coco-dir", w["coco"], "--output", w["train"][:-len("-train2017-*")]],
@@ -223,24 +215,24 @@ CASES = [
     ("pets-missing-dir", "convert_pets", "Oxford-IIIT Pet directory does not exist",
      lambda w, t: pets_args(str(t / "nope"), t), 1, "does not exist"),
     ("pets-missing-list", "convert_pets", "annotations/list.txt missing",
-     lambda w, t: pets_args(pets_copy(w, t, lambda p: os.remove(
-         pets_file(p, "annotations", "list.txt"))), t), 1, "list.txt not found"),
+     lambda w, t: pets_args(world_copy(w, t, "pets", lambda p: os.remove(
+         os.path.join(p, "annotations", "list.txt"))), t), 1, "list.txt not found"),
     ("pets-malformed-list", "convert_pets", "a line of trainval.txt is not 'NAME ID SPECIES BREED'",
-     lambda w, t: pets_args(pets_copy(w, t, lambda p: write(
-         pets_file(p, "annotations", "trainval.txt"), "Abyssinian_1 one\n")), t), 1,
+     lambda w, t: pets_args(world_copy(w, t, "pets", lambda p: write(
+         os.path.join(p, "annotations", "trainval.txt"), "Abyssinian_1 one\n")), t), 1,
      "is malformed"),
     ("pets-unknown-species", "convert_pets", "--species bird",
      lambda w, t: pets_args(w["pets"], t) + ["--species", "bird"], 2, "invalid choice"),
     ("pets-missing-trimap", "convert_pets", "a photo's trimap is missing",
-     lambda w, t: pets_args(pets_copy(w, t, lambda p: os.remove(pets_file(
+     lambda w, t: pets_args(world_copy(w, t, "pets", lambda p: os.remove(os.path.join(
          p, "annotations", "trimaps", "Abyssinian_1.png"))), t), 1, "not found"),
     ("pets-wrong-size-trimap", "convert_pets", "a trimap of another size than its photo",
-     lambda w, t: pets_args(pets_copy(w, t, lambda p: cv2.imwrite(pets_file(
+     lambda w, t: pets_args(world_copy(w, t, "pets", lambda p: cv2.imwrite(os.path.join(
          p, "annotations", "trimaps", "Abyssinian_1.png"), np.full((5, 5), 2, np.uint8))), t),
      1, "but its image is"),
     ("pets-corrupt-image", "convert_pets", "a photo file is not an image",
-     lambda w, t: pets_args(pets_copy(w, t, lambda p: write(
-         pets_file(p, "images", "Abyssinian_1.jpg"), "garbage")), t), 1, "Abyssinian_1.jpg"),
+     lambda w, t: pets_args(world_copy(w, t, "pets", lambda p: write(
+         os.path.join(p, "images", "Abyssinian_1.jpg"), "garbage")), t), 1, "Abyssinian_1.jpg"),
     ("pets-bad-border", "convert_pets", "--border maybe",
      lambda w, t: pets_args(w["pets"], t) + ["--border", "maybe"], 2, "invalid choice"),
     ("pets-unknown-flag", "convert_pets", "unknown flag",
