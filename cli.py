@@ -77,6 +77,25 @@ def fraction(text):
     return value
 
 
+def add_run_flags(parser, threshold_help, threshold_default=None, batch_help="tiles per "
+                  "network run", progress=True):
+    """The flags every command that reads a trained run shares, with the same names and checks.
+
+    --run-dir (alias --run, its old name), --checkpoint, --threshold (checked
+    here only, by `fraction`), --batch-size and, when the command shows a
+    progress bar, --no-progress. Parsed into args.run_dir, .checkpoint, ...
+    """
+    a = parser.add_argument
+    a("--run-dir", "--run", dest="run_dir", required=True,
+      help="run directory written by train.py (--run is the old name)")
+    a("--checkpoint", help="checkpoint prefix or directory (default: the run's best/, else its "
+      "latest; one torn by a crash is passed over for the newest that reads)")
+    a("--threshold", type=fraction, default=threshold_default, help=threshold_help)
+    a("--batch-size", type=positive_int, default=4, help=f"{batch_help} (default: %(default)s)")
+    if progress:
+        a("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def setup_logging(verbose=False):
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

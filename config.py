@@ -1,36 +1,18 @@
-"""All training configuration in one place, and the run-directory contract.
+"""All training configuration in one place: the `Config` dataclass and its config.json.
 
 train.py turns its flags into a `Config`, logs it and saves it as
 `<run_dir>/config.json` beside the checkpoints; evaluate.py, predict.py and
-export.py rebuild the same network from that file alone.
-
-A run directory holds:
-
-    config.json           the resolved Config (this module)
-    model.ckpt-<step>.*   periodic and epoch-end checkpoints (tf.compat.v1 Saver)
-    checkpoint            the Saver's state file (latest checkpoint)
-    best/model.ckpt-*     the best checkpoint by validation foreground IoU
-    best/checkpoint
-    train/, val/          TensorBoard event files (`tensorboard --logdir logs`)
-    eval.json, eval/      evaluate.py's report on the run's own val_records (+ TensorBoard)
-    eval-<name>.json      its reports on other records, named for them (+ eval-<name>/)
-    threshold.json        the adopted threshold predict.py and export.py default to
-                          (docs/inference_notes.md says when evaluate.py adopts one)
+export.py rebuild the same network from that file alone. What else the run
+directory holds is checkpoints.py's.
 """
 
 import dataclasses
 import json
 import os
 
-import tensorflow as tf
-
+import checkpoints
+import errors
 from cli import UserError
-
-RUN_CONFIG = "config.json"
-CKPT_PREFIX = "model.ckpt"
-BEST_DIR = "best"
-EVAL_JSON = "eval.json"
-THRESHOLD_JSON = "threshold.json"
 
 
 @dataclasses.dataclass
@@ -103,18 +85,12 @@ class Config:
 def save_config(cfg, run_dir):
     """Write config.json atomically so a crash never leaves half a file."""
     os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, RUN_CONFIG)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return errors.write_json(os.path.join(run_dir, checkpoints.RUN_CONFIG), dataclasses.asdict(cfg))
 
 
 def load_config(run_dir):
     """Read `<run_dir>/config.json` back into a Config, or raise UserError."""
-    path = os.path.join(run_dir, RUN_CONFIG)
+    path = os.path.join(run_dir, checkpoints.RUN_CONFIG)
     if not os.path.isdir(run_dir):
         raise UserError(f"run directory {run_dir} does not exist: pass the logs/<run> "
                         "directory that train.py wrote")
@@ -135,13 +111,3 @@ def load_config(run_dir):
         raw["classes"] = tuple(raw["classes"])
     return Config(**raw)
 
-
-def latest_checkpoint(run_dir):
-    """Path prefix of the newest checkpoint in run_dir, or None."""
-    return tf.train.latest_checkpoint(run_dir)
-
-
-def best_checkpoint(run_dir):
-    """Path prefix of the best-by-validation checkpoint, falling back to the latest."""
-    best = tf.train.latest_checkpoint(os.path.join(run_dir, BEST_DIR))
-    return best or latest_checkpoint(run_dir)

@@ -32,7 +32,6 @@ a fixed seed is repeatable whatever the parallelism, and each epoch (the
 `epoch` argument, a tensor fed when the iterator is initialised) differs.
 """
 
-import contextlib
 import random
 import re
 
@@ -222,24 +221,3 @@ def make_initializable_iterator(dataset):
     """The TF1 iterator whose `initializer` restarts the pass (run it every epoch)."""
     return v1.data.make_initializable_iterator(dataset)
 
-
-def error_summary(error):
-    """The line of a TF runtime error that says what went wrong, not where."""
-    for line in (error.message or "").splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Graph execution error", "Detected at node",
-                                          "File ", "Node:", "[[")):
-            return line[:300]
-    return type(error).__name__
-
-
-@contextlib.contextmanager
-def record_errors(file_pattern):
-    """Turn a corrupt/unreadable record met inside sess.run into one UserError line."""
-    try:
-        yield
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
-            tf.errors.NotFoundError) as e:
-        raise UserError(f"cannot read records {file_pattern!r} ({type(e).__name__}: "
-                        f"{error_summary(e)}): re-create them with convert_coco.py or "
-                        "convert_pets.py") from None

@@ -41,8 +41,8 @@ import config
 import convert_coco
 import convert_pets
 import demo_data
+import errors
 import evaluate
-import shards
 import train
 
 log = logging.getLogger("demo")
@@ -121,7 +121,7 @@ def prepare_drawn(data_dir="data", seed=0, num_train=demo_data.NUM_TRAIN,
         log.info("generating the demo dataset in %s (%d train, %d val images)",
                  coco_dir, num_train, num_val)
         demo_data.generate(coco_dir, seed, num_train, num_val)
-        shards.write_json(marker, params)
+        errors.write_json(marker, params)
     else:
         log.info("reusing the demo dataset in %s", coco_dir)
     for split in demo_data.SPLITS:

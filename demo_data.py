@@ -40,6 +40,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 import cli
+import errors
 
 NUM_TRAIN = 96  # enough variety for a small U-Net to reach val IoU >= 0.7 in minutes
 NUM_VAL = 24
@@ -411,13 +412,6 @@ def _render(rng, index):
 # ---------------------------------------------------------------- files
 
 
-def _write_atomic(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _split(out_dir, split, seed, split_no, count):
     """Write one split's JPEGs, then its annotation file (last, so it marks completion)."""
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
@@ -429,7 +423,7 @@ def _split(out_dir, split, seed, split_no, count):
         name = f"{image_id:012d}.jpg"
         ok, jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         assert ok, "OpenCV failed to encode a JPEG"
-        _write_atomic(os.path.join(out_dir, split, name), jpeg.tobytes())
+        errors.write_atomic(os.path.join(out_dir, split, name), jpeg.tobytes())
         images.append({"license": 1, "file_name": name, "coco_url": "",
                        "height": pixels.shape[0], "width": pixels.shape[1],
                        "date_captured": "2017-01-01 00:00:00", "flickr_url": "",
@@ -448,7 +442,7 @@ def _split(out_dir, split, seed, split_no, count):
         "categories": [{"supercategory": sc, "id": i, "name": n} for i, n, sc in CATEGORIES],
     }
     path = os.path.join(out_dir, "annotations", f"instances_{split}.json")
-    _write_atomic(path, json.dumps(doc, separators=(",", ":")).encode())
+    errors.write_atomic(path, json.dumps(doc, separators=(",", ":")).encode())
     return len(images), len(anns)
 
 

@@ -38,10 +38,8 @@ import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 import argparse
 import hashlib
 import heapq
-import json
 import os
 import re
-import shutil
 import sys
 
 import numpy as np
@@ -49,9 +47,11 @@ import tensorflow as tf
 from tensorboard.plugins.pr_curve import summary as pr_summary
 from tqdm import tqdm
 
+import checkpoints
 import cli
 import config
 import data
+import errors
 import predict
 import records
 import tiling
@@ -140,15 +140,13 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     the best threshold when the records are the run's val_records and the
     checkpoint its default; True / False force it either way.
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise cli.UsageError(f"threshold must be in [0, 1], got {threshold}")
     cfg = config.load_config(run_dir)
     records_pattern = records_pattern or cfg.val_records
     if not records_pattern:
         raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")
     files = data.list_records(records_pattern)
     own_records = _are_val_records(files, cfg)
-    checkpoint = tiling.resolve_checkpoint(run_dir, checkpoint)
+    checkpoint = checkpoints.resolve(run_dir, checkpoint)
     adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint)
     name = EVAL_DIR if own_records else report_name(records_pattern)
 
@@ -166,7 +164,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     thresholds = np.concatenate([PR_THRESHOLDS, [threshold]])
     counts, names, keep = [], [], _Extremes(save_overlays)
     with sess:
-        tiling.restore(sess, checkpoint, cfg)
+        checkpoints.restore(sess, checkpoint, cfg)
         bar = tqdm(unit="image", disable=not progress, file=sys.stderr)
         for path in files:
             sess.run(iterator.initializer, {filename: path})
@@ -179,7 +177,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
                 except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
                         tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
                     raise UserError(f"{path}: record #{index} is unreadable "
-                                    f"({tiling.error_reason(e)}): re-create it with "
+                                    f"({errors.summary(e)}): re-create it with "
                                     "convert_coco.py or convert_pets.py") from None
                 except UnicodeDecodeError:  # TF's answer to bytes that are no Example proto
                     raise UserError(f"{path}: record #{index} is unreadable (not a "
@@ -202,13 +200,13 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
                       len(files), save_overlays)
     result.update(long_side=cfg.long_side, adopted_threshold=adopt, adoption_reason=reason)
     report = os.path.join(run_dir, name + ".json")
-    _write_json(report, result)
+    errors.write_json(report, result, sort_keys=False)
     if adopt:
-        _write_json(os.path.join(run_dir, config.THRESHOLD_JSON), {
+        errors.write_json(os.path.join(run_dir, checkpoints.THRESHOLD_JSON), {
             "threshold": result["best_threshold"], "foreground_iou": result["best_threshold_iou"],
             "records": records_pattern, "checkpoint": checkpoint,
             "global_step": result["global_step"], "reason": reason,
-            "report": os.path.basename(report)})
+            "report": os.path.basename(report)}, sort_keys=False)
     _write_tensorboard(os.path.join(run_dir, name), counts, result)
     result["report"] = report
     if save_overlays:
@@ -244,7 +242,7 @@ def _adoption(adopt, own_records, run_dir, checkpoint):
     if not own_records:
         return False, "not the run's val_records"
     try:
-        default = tiling.resolve_checkpoint(run_dir)  # what predict.py and export.py restore
+        default = checkpoints.resolve(run_dir)  # what predict.py and export.py restore
     except UserError:
         default = None
     if default is None or os.path.abspath(default) != os.path.abspath(checkpoint):
@@ -304,7 +302,7 @@ def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_file
 
     return {
         "checkpoint": checkpoint,
-        "global_step": tiling.checkpoint_step(checkpoint),
+        "global_step": checkpoints.step(checkpoint),
         "records": pattern,
         "record_files": num_files,
         "images": len(names),
@@ -320,14 +318,6 @@ def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_file
         "worst_images": listing(order[:n_list]),
         "best_images": listing(order[::-1][:n_list]),
     }
-
-
-def _write_json(path, result):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _write_tensorboard(log_dir, counts, result):
@@ -356,19 +346,16 @@ def _write_tensorboard(log_dir, counts, result):
 
 def _write_overlays(out_dir, keep, threshold):
     """Write overlays into a fresh directory that replaces the old one when complete."""
-    tmp = f"{out_dir}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     written = []
-    for kind, rank, iou, (image, truth, prob, filename) in keep.ranked():
-        stem = os.path.splitext(os.path.basename(filename.decode(errors="replace")))[0]
-        name = f"{kind}-{rank:02d}-iou{iou:.3f}-{stem}.png"
-        valid_truth = truth == records.FOREGROUND
-        predict.write_png(os.path.join(tmp, name),
-                          predict.overlay(image, prob >= threshold, valid_truth))
-        written.append(os.path.join(out_dir, name))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with errors.atomic_dir(out_dir) as tmp:
+        os.makedirs(tmp)
+        for kind, rank, iou, (image, truth, prob, filename) in keep.ranked():
+            stem = os.path.splitext(os.path.basename(filename.decode(errors="replace")))[0]
+            name = f"{kind}-{rank:02d}-iou{iou:.3f}-{stem}.png"
+            valid_truth = truth == records.FOREGROUND
+            predict.write_png(os.path.join(tmp, name),
+                              predict.overlay(image, prob >= threshold, valid_truth))
+            written.append(os.path.join(out_dir, name))
     return written
 
 
@@ -392,32 +379,25 @@ def format_table(result):
 def main(argv=None):
     parser = cli.ArgumentParser(
         description="Full-image metrics, threshold sweep and PR curve for a trained run.")
-    parser.add_argument("--run", required=True, help="run directory written by train.py")
+    cli.add_run_flags(parser, "threshold for the main table (default: %(default)s)", 0.5)
     parser.add_argument("--records", help="glob of record shards (default: the run's "
                         "val_records); quote it")
-    parser.add_argument("--checkpoint", help="checkpoint prefix or directory "
-                        "(default: the run's best/, else its latest)")
-    parser.add_argument("--threshold", type=cli.fraction, default=0.5,
-                        help="threshold for the main table (default: %(default)s)")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=4,
-                        help="tiles per network run (default: %(default)s)")
     parser.add_argument("--save-overlays", type=cli.non_negative_int, default=0, metavar="N",
                         help="write overlays of the N worst and N best images by IoU")
     parser.add_argument("--adopt-threshold", action=argparse.BooleanOptionalAction,
                         help="make the best threshold the run's default for predict.py and "
                         "export.py (default: only when evaluating the run's val_records with "
                         "its default checkpoint)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    result = evaluate(args.run, args.records, args.checkpoint, args.threshold,
+    result = evaluate(args.run_dir, args.records, args.checkpoint, args.threshold,
                       args.batch_size, args.save_overlays, progress=not args.no_progress,
                       adopt=args.adopt_threshold)
     print(format_table(result))
     print(f"wrote {result['report']} and TensorBoard {os.path.splitext(result['report'])[0]}")
     if result["adopted_threshold"]:
         print(f"adopted threshold {result['best_threshold']:.2f} ({result['adoption_reason']}) "
-              f"into {os.path.join(args.run, config.THRESHOLD_JSON)}: predict.py and export.py "
-              "now default to it")
+              f"into {os.path.join(args.run_dir, checkpoints.THRESHOLD_JSON)}: predict.py and "
+              "export.py now default to it")
     else:
         print(f"threshold {result['best_threshold']:.2f} not adopted "
               f"({result['adoption_reason']}): predict.py and export.py keep the run's "

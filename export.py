@@ -25,15 +25,15 @@ import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import dataclasses
-import json
 import os
-import shutil
 import sys
 
 import tensorflow as tf
 
+import checkpoints
 import cli
 import config
+import errors
 import predict
 import tiling
 from cli import UserError
@@ -56,21 +56,15 @@ def build(cfg, threshold, batch_size):
 def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, overwrite=False):
     """Write the SavedModel to out_dir (complete or not at all); returns its info dict."""
     cfg = config.load_config(run_dir)
-    checkpoint = tiling.resolve_checkpoint(run_dir, checkpoint)
-    if threshold is None:
-        threshold, source = predict.default_threshold(run_dir)
-    else:
-        source = "--threshold"
-    if not 0.0 <= threshold <= 1.0:
-        raise cli.UsageError(f"threshold must be in [0, 1], got {threshold}")
+    checkpoint = checkpoints.resolve(run_dir, checkpoint)
+    threshold, source = (threshold, "--threshold") if threshold is not None \
+        else predict.default_threshold(run_dir)
     if os.path.exists(out_dir) and not overwrite:
         raise UserError(f"{out_dir} already exists: pass --overwrite to replace it, or "
                         "another --out")
     parent = os.path.dirname(os.path.abspath(out_dir))
-    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}")
     try:
         os.makedirs(parent, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
     except OSError as e:
         raise UserError(f"cannot create {parent}: {e.strerror}") from None
 
@@ -79,9 +73,11 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
             "inputs": {"image": "string [] encoded JPEG/PNG"},
             "outputs": {"probabilities": "float32 [H, W]", "mask": "uint8 [H, W] 0/255"}}
     try:
-        with tf.Graph().as_default() as graph, v1.Session(graph=graph) as sess:
+        # The finished model is swapped in; the old one is removed only after that.
+        with errors.atomic_dir(out_dir) as tmp, tf.Graph().as_default() as graph, \
+                v1.Session(graph=graph) as sess:
             encoded, outputs = build(cfg, threshold, batch_size)
-            tiling.restore(sess, checkpoint, cfg)
+            checkpoints.restore(sess, checkpoint, cfg)
             signature = v1.saved_model.signature_def_utils.predict_signature_def(
                 inputs={"image": encoded}, outputs=outputs)
             builder = v1.saved_model.Builder(tmp)
@@ -89,20 +85,10 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
                 sess, [v1.saved_model.tag_constants.SERVING],
                 signature_def_map={SIGNATURE: signature}, strip_default_attrs=True)
             builder.save()
-        os.makedirs(os.path.join(tmp, os.path.dirname(INFO_FILE)))
-        with open(os.path.join(tmp, INFO_FILE), "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True)
-            f.write("\n")
-        # Swap in the finished model; the old one is removed only after that.
-        old = f"{tmp}.old"
-        if os.path.exists(out_dir):
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+            os.makedirs(os.path.join(tmp, os.path.dirname(INFO_FILE)))
+            errors.write_json(os.path.join(tmp, INFO_FILE), info)
     except OSError as e:
         raise UserError(f"cannot write {out_dir}: {e.strerror or e}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return info
 
 
@@ -110,20 +96,14 @@ def main(argv=None):
     parser = cli.ArgumentParser(
         description="Export a trained run as a SavedModel: encoded image in, full-size "
                     "probabilities and mask out.")
-    parser.add_argument("--run", required=True, help="run directory written by train.py")
+    cli.add_run_flags(parser, "mask threshold in [0, 1] " + predict.ADOPTED,
+                      batch_help="tiles per network run inside the graph", progress=False)
     parser.add_argument("--out", required=True, help="SavedModel directory to write "
                         "(for TensorFlow Serving: <model>/<version>, e.g. exported/cat_unet/1)")
-    parser.add_argument("--checkpoint", help="checkpoint prefix or directory "
-                        "(default: the run's best/, else its latest)")
-    parser.add_argument("--threshold", type=cli.fraction, help="mask threshold in [0, 1] "
-                        "(default: the one evaluate.py adopted for the run, in "
-                        "threshold.json, else 0.5)")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=4,
-                        help="tiles per network run inside the graph (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # the v1 Builder's deprecation notes are not for users
-    info = export(args.run, args.out, args.checkpoint, args.threshold, args.batch_size,
+    info = export(args.run_dir, args.out, args.checkpoint, args.threshold, args.batch_size,
                   args.overwrite)
     print(f"wrote SavedModel {args.out} from {info['checkpoint']} (threshold "
           f"{info['threshold']:g}); inspect it with: saved_model_cli show --dir {args.out} "

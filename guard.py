@@ -1,4 +1,4 @@
-"""Training's defences against bad data, bad numbers and bad disks.
+"""Training's defences against bad data and bad numbers.
 
 Corrupt records. A TFRecord is framed as
 
@@ -19,25 +19,18 @@ training triggers `locate_bad_record`, which names the record the same way.
 Bad numbers: `all_finite` is an op the trainer runs before every save, so a
 checkpoint with NaN/Inf weights is never written and the last one on disk stays
 the last good one.
-
-Bad disks: `disk_errors` turns "no space", "file too large", "permission
-denied" and "read-only file system" from Python or TensorFlow into one clear
-line; `restorable_checkpoint` picks the newest checkpoint that can actually be
-read, in case the newest one listed was torn by a crash.
 """
 
 import contextlib
 import dataclasses
-import errno
 import json
 import logging
 import os
-import threading
 
 import tensorflow as tf
 
-import config
 import data
+import errors
 import records
 from cli import UserError
 
@@ -54,11 +47,6 @@ MALFORMED = "not a tf.train.Example: malformed protocol buffer"
 REPORT = "corrupt_records.json"
 HEADER = 12  # uint64 length + uint32 crc of the length
 FOOTER = 4  # uint32 crc of the data
-DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large",
-               errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
-               errno.EDQUOT: "disk quota exceeded", errno.EPERM: "operation not permitted"}
-DISK_WORDS = ("No space left", "File too large", "Permission denied", "Read-only file system",
-              "Disk quota exceeded", "Operation not permitted")
 
 
 @dataclasses.dataclass
@@ -109,16 +97,6 @@ def _header_ok(raw, pos, size):
 
 # ---------------------------------------------------------------- scanning
 
-def _reason(error):
-    text = getattr(error, "message", None) or str(error)
-    # TensorFlow's reader says "truncated record at N' failed with ..." / "corrupted record at N".
-    if "truncated record" in text:
-        return "truncated record: the shard ends inside it"
-    if "corrupted record" in text:
-        return "corrupted record: its checksum does not match"
-    return text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
-
-
 def iterate_shard(path, skip_corrupt=False):
     """Yield (index, offset, record bytes or BadRecord) for every record of one shard.
 
@@ -136,7 +114,7 @@ def iterate_shard(path, skip_corrupt=False):
             except IndexError:  # clean end of file
                 return
             except tf.errors.OpError as e:
-                yield index, offset, BadRecord(path, index, offset, _reason(e))
+                yield index, offset, BadRecord(path, index, offset, errors.summary(e))
                 if not skip_corrupt:
                     return
                 if raw is None:
@@ -178,7 +156,7 @@ class _Decoder:
         try:
             self.session.run(self.out, {self.serialized: record})
         except tf.errors.OpError as e:
-            return data.error_summary(e)
+            return errors.summary(e)
         except UnicodeDecodeError:  # TF fails to build the message about a malformed proto
             return MALFORMED
         return None
@@ -247,7 +225,7 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
 def _count_with_tf(files, file_pattern):  # pragma: no cover - fallback without offsets
     total = 0
     for path in files:
-        with data.record_errors(path):
+        with record_errors(path, [path]):
             total += sum(1 for _ in tf.data.TFRecordDataset(path))
     return total
 
@@ -259,13 +237,14 @@ def _clean_copy(path, spans, run_dir, kind):
     out_dir = os.path.join(run_dir, CLEAN_DIR, kind)
     os.makedirs(out_dir, exist_ok=True)
     target = os.path.join(out_dir, os.path.basename(path))
-    tmp = target + ".tmp"
-    with open(path, "rb") as src, open(tmp, "wb") as dst:
-        for start, stop in spans:
-            src.seek(start)
-            dst.write(src.read(stop - start))
-    os.replace(tmp, target)
-    return target
+
+    def copy(dst):
+        with open(path, "rb") as src:
+            for start, stop in spans:
+                src.seek(start)
+                dst.write(src.read(stop - start))
+
+    return errors.write_atomic(target, copy)
 
 
 def _write_report(run_dir, kind, file_pattern, bad, good):
@@ -276,11 +255,7 @@ def _write_report(run_dir, kind, file_pattern, bad, good):
             report = json.load(f)
     report[kind] = {"records": file_pattern, "good": good, "skipped": len(bad),
                     "bad": [dataclasses.asdict(b) for b in bad]}
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    errors.write_json(path, report)
 
 
 def locate_bad_record(files):
@@ -300,12 +275,17 @@ def locate_bad_record(files):
 
 @contextlib.contextmanager
 def record_errors(file_pattern, files=None):
-    """Like data.record_errors, but names the shard, record and offset of the bad record."""
+    """Turn a corrupt/unreadable record met inside sess.run into one UserError line.
+
+    The shards are scanned again to name the shard, record and byte offset of
+    the bad record; when none is found the line names the pattern.
+    """
     try:
         yield
     # TensorFlow raises UnicodeDecodeError instead of InvalidArgumentError when the record
     # is not a valid Example proto (its message quotes the raw bytes).
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, UnicodeDecodeError) as e:
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            UnicodeDecodeError) as e:
         log.warning("a record of %s failed to read or decode: scanning the shards to name it",
                     file_pattern)
         try:
@@ -313,7 +293,7 @@ def record_errors(file_pattern, files=None):
         except (UserError, OSError, tf.errors.OpError):
             where = None
         if where is None:
-            reason = MALFORMED if isinstance(e, UnicodeDecodeError) else data.error_summary(e)
+            reason = MALFORMED if isinstance(e, UnicodeDecodeError) else errors.summary(e)
             raise UserError(f"cannot read records {file_pattern!r} ({type(e).__name__}: "
                             f"{reason}): re-create them with convert_coco.py or "
                             "convert_pets.py") from None
@@ -322,7 +302,7 @@ def record_errors(file_pattern, files=None):
                         "bad records") from None
 
 
-# ---------------------------------------------------------------- numbers and disks
+# ---------------------------------------------------------------- numbers
 
 def all_finite(variables):
     """Graph op: bool scalar, True when every element of every variable is finite."""
@@ -367,93 +347,3 @@ class SkipNonFinite(v1.train.Optimizer):
 def wrap_optimizer(optimizer, cfg):
     """The optimizer, made to skip non-finite updates when cfg.on_nan is "skip"."""
     return SkipNonFinite(optimizer) if cfg.on_nan == "skip" else optimizer
-
-
-def _disk_problem(error):
-    """("what", "where") if error says the disk refused a write, else None."""
-    if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
-        return DISK_ERRNOS[error.errno], error.filename
-    # TensorFlow reports it as OutOfRange/Unknown/..., and its event writer thread even as
-    # IndexError: "<path>; File too large".
-    text = (getattr(error, "message", None) or str(error)).strip()
-    for words in DISK_WORDS:
-        if words.lower() in text.lower():
-            head = text.splitlines()[0].split(";")[0].strip()
-            return words.lower(), head if head.startswith(os.sep) else None
-    return None
-
-
-@contextlib.contextmanager
-def disk_errors(run_dir):
-    """Turn a full disk / file-size limit / unwritable dir while writing run_dir into one line.
-
-    Also quiets the traceback TensorFlow's event-writer thread prints for the same
-    failure; the error reaches the trainer again when the writer is flushed.
-    """
-    previous = threading.excepthook
-
-    def thread_hook(args):
-        if _disk_problem(args.exc_value) is None:
-            previous(args)
-
-    threading.excepthook = thread_hook
-    try:
-        yield
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is a disk problem
-        problem = _disk_problem(e) or _disk_problem(e.__context__ or e)
-        if problem is None:
-            raise
-        what, where = problem
-        raise UserError(f"cannot write {where or run_dir} ({what}): free space or fix "
-                        "permissions, then re-run the same command; it resumes from the last "
-                        "complete checkpoint") from None
-    finally:
-        threading.excepthook = previous
-
-
-def _readable_checkpoint(prefix):
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)  # reads the data file: a torn one fails here
-    # The pybind reader raises IndexError for a short read, RuntimeError for a bad index.
-    except (tf.errors.OpError, ValueError, IndexError, RuntimeError):
-        return False
-    return True
-
-
-def restorable_checkpoint(run_dir):
-    """Newest checkpoint of run_dir that reads completely, or None when it has none.
-
-    Logs any it passes over. Raises UserError when checkpoints are there but
-    none reads: starting over would overwrite them, so the user decides.
-    """
-    try:
-        state = tf.train.get_checkpoint_state(run_dir)
-    except (tf.errors.OpError, ValueError, UnicodeDecodeError) as e:
-        log.warning("the checkpoint state file in %s is unreadable (%s): looking for "
-                    "checkpoints by name", run_dir, _reason(e))
-        state = None
-    on_disk = [n[:-len(".index")] for n in
-               tf.io.gfile.glob(os.path.join(run_dir, config.CKPT_PREFIX + "-*.index"))]
-    candidates = list(state.all_model_checkpoint_paths) if state else []
-    if state and state.model_checkpoint_path and state.model_checkpoint_path not in candidates:
-        candidates.append(state.model_checkpoint_path)
-    # get_checkpoint_state already puts run_dir in front of the state file's relative
-    # entries, and the glob's names carry it: joining again doubled a relative run_dir.
-    # No (readable) state file: fall back to the index files on disk.
-    for path in sorted(candidates or on_disk, key=_step, reverse=True):
-        if _readable_checkpoint(path):
-            return path
-        log.warning("checkpoint %s is unreadable (torn by a crash?): trying an older one", path)
-    if on_disk:
-        raise UserError(f"no checkpoint in {run_dir} reads completely (see the warnings "
-                        "above): move them aside to start over, or use a new --run-name")
-    return None
-
-
-def _step(prefix):
-    tail = prefix.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1

@@ -30,8 +30,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+import checkpoints
 import cli
 import config
+import errors
 import tiling
 from cli import UserError
 
@@ -50,7 +52,7 @@ class Predictor:
 
     def __init__(self, run_dir, checkpoint=None, batch_size=4):
         self.cfg = config.load_config(run_dir)
-        self.checkpoint = tiling.resolve_checkpoint(run_dir, checkpoint)
+        self.checkpoint = checkpoints.resolve(run_dir, checkpoint)
         self.graph = tf.Graph()
         with self.graph.as_default():
             self._encoded = v1.placeholder(tf.string, [], name="encoded")
@@ -58,7 +60,7 @@ class Predictor:
             self._prob = tiling.probabilities(self._image, self.cfg, batch_size)  # [H, W]
             self.session = v1.Session(graph=self.graph)
         try:
-            tiling.restore(self.session, self.checkpoint, self.cfg)
+            checkpoints.restore(self.session, self.checkpoint, self.cfg)
         except BaseException:
             self.session.close()
             raise
@@ -69,7 +71,7 @@ class Predictor:
         try:
             return self.session.run([self._image, self._prob], {self._encoded: encoded})
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-            raise UserError(f"not a readable JPEG/PNG image ({tiling.error_reason(e)})") from None
+            raise UserError(f"not a readable JPEG/PNG image ({errors.summary(e)})") from None
 
     def close(self):
         self.session.close()
@@ -81,6 +83,9 @@ class Predictor:
         self.close()
 
 
+ADOPTED = "(default: the one evaluate.py adopted for the run, in threshold.json, else 0.5)"
+
+
 def default_threshold(run_dir):
     """(threshold, where it came from): the run's adopted threshold, else 0.5.
 
@@ -89,11 +94,11 @@ def default_threshold(run_dir):
     other data never moves it. Run dirs from before threshold.json: eval.json's
     best_threshold counts if it was tuned on the run's val_records.
     """
-    path = os.path.join(run_dir, config.THRESHOLD_JSON)
+    path = os.path.join(run_dir, checkpoints.THRESHOLD_JSON)
     stored = _read_result(path)
     if stored is not None:
         return _checked_threshold(stored.get("threshold"), path, "threshold"), path
-    path = os.path.join(run_dir, config.EVAL_JSON)
+    path = os.path.join(run_dir, checkpoints.EVAL_JSON)
     stored = _read_result(path)
     if (stored is None or "adopted_threshold" in stored or stored.get("best_threshold") is None
             or stored.get("records") != config.load_config(run_dir).val_records):
@@ -173,14 +178,9 @@ def write_png(path, array):
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
         raise UserError(f"cannot encode {path} as PNG")
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
+        errors.write_atomic(path, encoded.tobytes())
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise UserError(f"cannot write {path}: {e.strerror}") from None
 
 
@@ -198,12 +198,8 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
     "failed": [(input, message)]}. Raises UserError for problems with the run or
     when there is no image at all; bad single images only land in "failed".
     """
-    if threshold is None:
-        threshold, source = default_threshold(run_dir)
-    else:
-        source = "--threshold"
-    if not 0.0 <= threshold <= 1.0:
-        raise cli.UsageError(f"threshold must be in [0, 1], got {threshold}")
+    threshold, source = (threshold, "--threshold") if threshold is not None \
+        else default_threshold(run_dir)
     paths, failed = collect_images(inputs, out_dir)
     seen = {}
     for path in list(paths):
@@ -250,21 +246,13 @@ def main(argv=None):
         description="Predict full-size masks with a trained run (overlap-tile).")
     parser.add_argument("inputs", nargs="+", help="image files (.jpg/.jpeg/.png) or "
                         "directories of them")
-    parser.add_argument("--run", required=True, help="run directory written by train.py")
+    cli.add_run_flags(parser, "probability threshold in [0, 1] " + ADOPTED)
     parser.add_argument("--out", default="predictions", help="output directory "
                         "(default: %(default)s)")
-    parser.add_argument("--checkpoint", help="checkpoint prefix or directory "
-                        "(default: the run's best/, else its latest)")
-    parser.add_argument("--threshold", type=cli.fraction, help="probability threshold in "
-                        "[0, 1] (default: the one evaluate.py adopted for the run, in "
-                        "threshold.json, else 0.5)")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=4,
-                        help="tiles per network run (default: %(default)s)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <stem>_prob.png, the probability x 255")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    result = predict(args.run, args.inputs, args.out, args.checkpoint, args.threshold,
+    result = predict(args.run_dir, args.inputs, args.out, args.checkpoint, args.threshold,
                      args.batch_size, args.save_probabilities, progress=not args.no_progress)
     print(f"wrote {len(result['written'])} masks to {args.out} "
           f"(checkpoint {result['checkpoint']}, threshold {result['threshold']:g} "

@@ -48,6 +48,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import cli
+import errors
 import records
 
 log = logging.getLogger(__name__)
@@ -187,14 +188,6 @@ def _ctrl_c_held():
 # ---------------------------------------------------------------- output
 
 
-def write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _prepare_output(output, split, plan, overwrite):
     """Shard stats already finished by an interrupted run of this same plan."""
     prefix = glob.escape(output) + f"-{split}-"
@@ -266,7 +259,7 @@ def write(job, workers=None, overwrite=False, skip_bad_images=False, progress=Tr
     try:
         os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
         done = _prepare_output(output, split, job.plan, overwrite)
-        write_json(progress_path(output, split), {"plan": job.plan, "done": done})
+        errors.write_json(progress_path(output, split), {"plan": job.plan, "done": done})
     except OSError as e:
         raise cli.UserError(f"cannot write output {output}-{split}-* ({e.strerror}): choose a "
                             "writable --output") from None
@@ -283,10 +276,10 @@ def write(job, workers=None, overwrite=False, skip_bad_images=False, progress=Tr
             shard = itertools.islice(results, bounds[k + 1] - bounds[k])
             done[k] = _write_shard(shard_name(output, split, k, num_shards), shard,
                                    job.positives, skip_bad_images, bar)
-            write_json(progress_path(output, split), {"plan": job.plan, "done": done})
+            errors.write_json(progress_path(output, split), {"plan": job.plan, "done": done})
 
     stats = _summarize(job, [done[k] for k in range(num_shards)])
-    write_json(stats_path(output, split), stats)
+    errors.write_json(stats_path(output, split), stats)
     os.remove(progress_path(output, split))
     return stats
 

@@ -25,13 +25,10 @@ predict.py, evaluate.py and the exported SavedModel run the same ops.
 """
 
 import collections
-import os
-import re
 
 import numpy as np
 import tensorflow as tf
 
-import config
 import data
 import unet
 from cli import UserError
@@ -164,94 +161,3 @@ def decode_image(encoded):
     image.set_shape([None, None, 3])
     return image
 
-
-# ------------------------------------------------------------ checkpoints
-
-
-def resolve_checkpoint(run_dir, checkpoint=None):
-    """Checkpoint prefix to restore: `checkpoint` (a prefix or a directory) or the run's best."""
-    try:
-        if checkpoint is None:
-            path = config.best_checkpoint(run_dir)
-            if path is None:
-                raise UserError(f"no checkpoint in {run_dir}: train it first with train.py, "
-                                "or pass --checkpoint")
-            return path
-        if os.path.isdir(checkpoint):
-            path = tf.train.latest_checkpoint(checkpoint)
-            if path is None:
-                raise UserError(f"no checkpoint in directory {checkpoint}: pass a "
-                                "model.ckpt-<step> prefix or a directory with a `checkpoint` file")
-            return path
-    except tf.errors.OpError as e:
-        raise UserError(f"cannot read the checkpoint state in {checkpoint or run_dir}: "
-                        f"{error_reason(e)}") from None
-    for suffix in (".index", ".meta"):
-        if checkpoint.endswith(suffix):
-            checkpoint = checkpoint[: -len(suffix)]
-    if ".data-" in os.path.basename(checkpoint):
-        checkpoint = checkpoint[: checkpoint.rindex(".data-")]
-    if not os.path.exists(checkpoint + ".index"):
-        raise UserError(f"checkpoint {checkpoint} not found (no {checkpoint}.index): pass a "
-                        "model.ckpt-<step> prefix or a directory holding one")
-    return checkpoint
-
-
-def restore(sess, checkpoint, cfg):
-    """Restore the "unet" variables of sess.graph, after checking they match the checkpoint.
-
-    Training checkpoints also hold global_step and optimizer slots; only the
-    network's variables (incl. batch-norm moving statistics) are read.
-    """
-    with sess.graph.as_default():
-        variables = v1.global_variables("unet")
-        try:
-            stored = dict(tf.train.list_variables(checkpoint))
-        except (tf.errors.OpError, ValueError) as e:
-            raise UserError(f"cannot read checkpoint {checkpoint}: {error_reason(e)}") from None
-        problem = None
-        for var in variables:
-            name, shape = var.op.name, var.shape.as_list()
-            if name not in stored:
-                problem = f"it has no variable {name}"
-            elif list(stored[name]) != shape:
-                problem = f"{name} is {list(stored[name])} there but {shape} here"
-            if problem:
-                break
-        names = {var.op.name for var in variables}
-        # Optimizer slots (<variable>/Adam, ...) sit under "unet/" too; skip them.
-        extra = sorted(k for k in stored if k.startswith("unet/") and k not in names
-                       and not any(k.startswith(v + "/") for v in stored))
-        if problem is None and extra:
-            problem = f"it has variable {extra[0]} that this network lacks"
-        if problem:
-            raise UserError(f"checkpoint {checkpoint} does not match config.json (depth "
-                            f"{cfg.depth}, base_filters {cfg.base_filters}, num_outputs "
-                            f"{cfg.num_outputs}): {problem}; use the run directory it was "
-                            "trained in")
-        try:
-            v1.train.Saver(var_list=variables).restore(sess, checkpoint)
-        except tf.errors.OpError as e:
-            raise UserError(f"cannot restore checkpoint {checkpoint}: {error_reason(e)}") from None
-
-
-def checkpoint_step(checkpoint):
-    """Global step from a `model.ckpt-<step>` prefix, or 0."""
-    tail = checkpoint.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
-
-
-def error_reason(error):
-    """The one informative line of a TF runtime error (or any exception).
-
-    TF messages also list graph nodes and, inside tf.data, the iterator chain;
-    a failed tf.debugging assertion is reduced to its own message.
-    """
-    if not isinstance(error, tf.errors.OpError):
-        text = str(error).strip()
-        return text.splitlines()[0] if text else type(error).__name__
-    text = data.error_summary(error)
-    found = re.search(r"assertion failed: \[([^\]]*)\]", text)
-    if found:
-        return found.group(1)
-    return re.sub(r"^Error in user-defined function.*?Iterator(::\w+)+: ", "", text)

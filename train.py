@@ -2,7 +2,7 @@
 
     python train.py --train-records 'data/cat-train2017-*' --val-records 'data/cat-val2017-*'
 
-Everything lands in the run dir (default logs/<run-name>, see config.py):
+Everything lands in the run dir (default logs/<run-name>, see checkpoints.py):
 config.json, Saver checkpoints model.ckpt-<step> (periodic, every epoch end,
 on Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and
 TensorBoard events in train/ (cost and learning rate every step; every
@@ -48,10 +48,12 @@ import numpy as np
 import tensorflow as tf
 
 import augment
+import checkpoints
 import cli
 import config
 import data
 import distribute
+import errors
 import guard
 import records
 import runlock
@@ -159,8 +161,8 @@ def check_budget(cfg):
 
 def check_resumable(cfg):
     """A run dir trained with another network cannot be resumed: say so before TF does."""
-    path = os.path.join(cfg.run_dir, config.RUN_CONFIG)
-    if not os.path.exists(path) or not config.latest_checkpoint(cfg.run_dir):
+    path = os.path.join(cfg.run_dir, checkpoints.RUN_CONFIG)
+    if not os.path.exists(path) or not checkpoints.latest(cfg.run_dir):
         return
     old = config.load_config(cfg.run_dir)
     diff = [f"{k} {getattr(old, k)} -> {getattr(cfg, k)}" for k in MODEL_FIELDS
@@ -510,8 +512,8 @@ def _report(sess, g, cfg, writers, metrics, step, epoch):
         sess.run(g["set_best"], {g["new_best"]: metrics["iou"]})
         if not g["chief"]:
             return
-        path = g["best_saver"].save(sess, os.path.join(cfg.run_dir, config.BEST_DIR,
-                                                       config.CKPT_PREFIX), step,
+        path = g["best_saver"].save(sess, os.path.join(cfg.run_dir, checkpoints.BEST_DIR,
+                                                       checkpoints.CKPT_PREFIX), step,
                                     write_meta_graph=False)
         log.info("new best val IoU %.4f: saved %s", metrics["iou"], path)
 
@@ -529,7 +531,7 @@ def _save(sess, g, cfg, step, seconds):
         raise UserError(f"weights became NaN/Inf by step {step}: not saving them (the last good "
                         "checkpoint is kept); lower --learning-rate")
     sess.run(g["set_seconds"], {g["seconds_in"]: seconds})
-    return g["saver"].save(sess, os.path.join(cfg.run_dir, config.CKPT_PREFIX), step,
+    return g["saver"].save(sess, os.path.join(cfg.run_dir, checkpoints.CKPT_PREFIX), step,
                            write_meta_graph=False)
 
 
@@ -554,7 +556,7 @@ def train(cfg, clock=time.monotonic):
     # Non-chief workers share the chief's run dir but never write to it.
     lock = runlock.RunLock(cfg.run_dir) if distribute.is_chief(strategy) else (
         contextlib.nullcontext())
-    with lock, guard.disk_errors(cfg.run_dir):
+    with lock, errors.disk_errors(cfg.run_dir):
         return _train_locked(cfg, strategy, clock)
 
 
@@ -595,7 +597,7 @@ def _train_locked(cfg, strategy=None, clock=time.monotonic):
 
 
 def _restore(sess, g, cfg):
-    checkpoint = guard.restorable_checkpoint(cfg.run_dir)  # skips one torn by a crash
+    checkpoint = checkpoints.restorable(cfg.run_dir)  # skips one torn by a crash
     if not checkpoint:
         sess.run(g["init"])
         log.info("starting a new run in %s", cfg.run_dir)
@@ -608,11 +610,11 @@ def _restore(sess, g, cfg):
             sess.run(g["train_seconds"].initializer)
     except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
         raise UserError(f"checkpoint {checkpoint} does not match this network "
-                        f"({data.error_summary(e)}): use the flags it was trained with, or a "
+                        f"({errors.summary(e)}): use the flags it was trained with, or a "
                         "new --run-name") from None
     # Savers only prune what they saved; hand them the older files so --keep-checkpoints holds.
     for saver, directory in ((g["saver"], cfg.run_dir),
-                             (g["best_saver"], os.path.join(cfg.run_dir, config.BEST_DIR))):
+                             (g["best_saver"], os.path.join(cfg.run_dir, checkpoints.BEST_DIR))):
         state = tf.train.get_checkpoint_state(directory)
         if state:
             saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
@@ -761,7 +763,7 @@ def _loop(sess, g, cfg, total_steps, stop, clock=time.monotonic):
         "step": step, "epoch": epoch,
         "train_loss": float(np.mean(losses[-cfg.log_every:])) if losses else None,
         "best_val_iou": float(sess.run(g["best_iou"])),
-        "checkpoint": checkpoint or config.latest_checkpoint(cfg.run_dir),
+        "checkpoint": checkpoint or checkpoints.latest(cfg.run_dir),
         "interrupted": signal.Signals(stop.signum).name if stop.signum else None,
         "train_seconds": timer.seconds,
         **{f"val_{k}": v for k, v in (metrics or {}).items()},

@@ -301,6 +301,7 @@ def make_run_dir(run_dir, base, depth, size):
     """A run dir as train.py leaves it: config.json and a (random-weight) checkpoint."""
     import tensorflow as tf
 
+    import checkpoints
     import config
     import unet
 
@@ -313,7 +314,7 @@ def make_run_dir(run_dir, base, depth, size):
         saver = v1.train.Saver(v1.global_variables("unet"))
         with v1.Session() as session:
             session.run(v1.global_variables_initializer())
-            saver.save(session, os.path.join(run_dir, config.CKPT_PREFIX), global_step=0)
+            saver.save(session, os.path.join(run_dir, checkpoints.CKPT_PREFIX), global_step=0)
 
 
 def predict_result(spec):

@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 import test_convert_pets  # its tiny Oxford-IIIT Pet layout
 
+import checkpoints
 import cli
 import config
 import convert_coco
@@ -126,7 +127,7 @@ def write(path, text):
 
 
 def set_config(run, **changes):
-    path = os.path.join(run, config.RUN_CONFIG)
+    path = os.path.join(run, checkpoints.RUN_CONFIG)
     cfg = json.load(open(path))
     cfg.update(changes)
     write(path, json.dumps(cfg))
@@ -289,7 +290,7 @@ CASES = [
      "another network"),
     ("train-malformed-run-config", "train", "resume a run dir whose config.json is broken",
      lambda w, t: tiny(w, t, **{"--run-dir": copy_run(w, t, lambda r: write(
-         os.path.join(r, config.RUN_CONFIG), "{oops"))}), 1, "not valid JSON"),
+         os.path.join(r, checkpoints.RUN_CONFIG), "{oops"))}), 1, "not valid JSON"),
     ("train-unknown-flag", "train", "unknown flag",
      lambda w, t: ["--frobnicate", "3"], 2, "unrecognized arguments"),
     # ---------------------------------------------------------------- evaluate
@@ -349,7 +350,7 @@ CASES = [
     ("predict-batch-size-0", "predict", "--batch-size 0",
      lambda w, t: ["--run", w["run"], w["images"], "--batch-size", "0"], 2, "positive integer"),
     ("predict-broken-eval-json", "predict", "run's eval.json is broken",
-     lambda w, t: ["--run", copy_run(w, t, lambda r: write(os.path.join(r, config.EVAL_JSON),
+     lambda w, t: ["--run", copy_run(w, t, lambda r: write(os.path.join(r, checkpoints.EVAL_JSON),
                                                             "[")), w["images"]], 1,
      "not a valid evaluate.py result"),
     ("predict-config-vs-checkpoint", "predict", "config.json does not match the checkpoint",
@@ -383,7 +384,7 @@ def _cut(w, t):
 
 def _drop_checkpoints(run):
     for name in os.listdir(run):
-        if name.startswith(("model.ckpt", "checkpoint")) or name == config.BEST_DIR:
+        if name.startswith(("model.ckpt", "checkpoint")) or name == checkpoints.BEST_DIR:
             path = os.path.join(run, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 

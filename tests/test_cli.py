@@ -79,3 +79,22 @@ def test_ctrl_c_while_tensorflow_imports_is_one_line(tmp_path):
                           timeout=HANG_GUARD)
     assert done.stderr == "interrupted\n"
     assert done.returncode == -signal.SIGINT  # as Python exits on Ctrl-C: a shell shows 130
+
+
+def test_run_flags_are_shared_and_run_is_an_alias_of_run_dir():
+    parser = cli.ArgumentParser(prog="tool")
+    cli.add_run_flags(parser, "threshold", threshold_default=0.5, progress=False)
+    for flag in ("--run-dir", "--run"):
+        args = parser.parse_args([flag, "logs/a", "--checkpoint", "c", "--batch-size", "2"])
+        assert (args.run_dir, args.checkpoint, args.threshold, args.batch_size) == \
+            ("logs/a", "c", 0.5, 2)
+    assert not hasattr(args, "no_progress")
+    for bad in (["--threshold", "1.5"], ["--threshold", "nan"], ["--batch-size", "0"]):
+        with pytest.raises(cli.UsageError, match="must be"):
+            parser.parse_args(["--run", "r", *bad])
+    with pytest.raises(cli.UsageError, match="required: --run-dir/--run"):
+        parser.parse_args([])
+    parser = cli.ArgumentParser(prog="tool")
+    cli.add_run_flags(parser, "threshold")
+    args = parser.parse_args(["--run-dir", "r", "--no-progress"])
+    assert args.no_progress and args.threshold is None and args.checkpoint is None

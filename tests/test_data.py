@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 import data
+import guard
 import records
 import unet
 from cli import UserError
@@ -204,7 +205,7 @@ def test_corrupt_records_become_one_user_error(tmp_path, corruption, detail):
         with v1.Session() as sess:
             sess.run(batch.initializer)
             with pytest.raises(UserError, match="cannot read records .*c.tfrecord") as e:
-                with data.record_errors(str(path)):
+                with guard.record_errors(str(path)):
                     while True:
                         sess.run(nxt)
     message = str(e.value)

@@ -216,7 +216,7 @@ distribute.use_logical_cpus(2)  # before anything starts TF's runtime
 import dataclasses, logging
 import numpy as np
 import tensorflow as tf
-import config, train, test_distribute
+import checkpoints, config, train, test_distribute
 logging.basicConfig(level=logging.INFO)
 cfg = config.Config(**json.loads(sys.argv[1]))
 run_dir, steps = cfg.run_dir, cfg.max_steps
@@ -226,7 +226,7 @@ with tf.Graph().as_default():
     g = train.build_graph(cfg, steps)
     with v1.Session() as sess:
         sess.run(g["init"])
-        start = g["saver"].save(sess, run_dir + "/" + config.CKPT_PREFIX, 0)
+        start = g["saver"].save(sess, run_dir + "/" + checkpoints.CKPT_PREFIX, 0)
 result = train.train(dataclasses.replace(cfg, strategy="mirrored", devices="/cpu:0,/cpu:1"))
 assert result["step"] == steps, result
 final = tf.train.load_checkpoint(result["checkpoint"])

@@ -23,7 +23,7 @@ from cli import UserError
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
-# What predict.py / data.record_errors / guard.record_errors turn into one error line.
+# What predict.py / guard.record_errors turn into one error line.
 CLEAR_TF_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
 
 

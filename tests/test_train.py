@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+import checkpoints
 import cli
 import config
 import records
@@ -250,10 +251,10 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
     # Run dir contract: config.json, checkpoints (pruned to --keep-checkpoints), best/.
     saved = config.load_config(str(run))
     assert (saved.depth, saved.base_filters, saved.seed) == (2, 8, 1)
-    assert config.latest_checkpoint(str(run)).endswith("model.ckpt-32")
+    assert checkpoints.latest(str(run)).endswith("model.ckpt-32")
     assert len(tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths) == 3
-    best = tf.train.latest_checkpoint(str(run / config.BEST_DIR))
-    assert best and config.best_checkpoint(str(run)) == best
+    best = tf.train.latest_checkpoint(str(run / checkpoints.BEST_DIR))
+    assert best and checkpoints.resolve(str(run)) == best
     names = {name for name, _ in tf.train.list_variables(best)}
     assert {"global_step", "epoch", "unet/contract1/conv1/moving_mean",
             "unet/output/weights"} <= names
@@ -291,7 +292,7 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
                                   keep_checkpoints=3))
     assert "resuming from" in caplog.text and "step 32, epoch 8" in caplog.text
     assert second["step"] == 36 and second["epoch"] == 9
-    reader = tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
+    reader = tf.train.load_checkpoint(checkpoints.latest(str(run)))
     assert reader.get_tensor("beta1_power") == pytest.approx(0.9 ** 37, rel=1e-4)
     assert len(tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths) == 3
 
@@ -342,7 +343,7 @@ def test_signal_saves_checkpoint_and_exits(blob_data, tmp_path, signum, exit_cod
     stopped = [line for line in err.splitlines() if "stopped by" in line]
     assert len(stopped) == 1 and signal.Signals(signum).name in stopped[0]
     step = int(stopped[0].split(" at step ")[1].split(":")[0])
-    assert step >= 2 and config.latest_checkpoint(str(run)).endswith(f"model.ckpt-{step}")
+    assert step >= 2 and checkpoints.latest(str(run)).endswith(f"model.ckpt-{step}")
     assert "re-run the same command to resume" in stopped[0] and "Traceback" not in err
 
 
@@ -472,7 +473,7 @@ def test_budget_fits_the_cosine_and_ends_with_validation_and_checkpoint(blob_dat
     assert [e.step for e in lr] == [1, 2, 3, 4, 5]
     np.testing.assert_allclose([e.value for e in lr], cosine([0, 10, 20, 30, 50]), rtol=1e-5)
     assert [e.step for e in scalars(run / "val").Scalars("iou")] == [4, 5]
-    checkpoint = config.latest_checkpoint(str(run))
+    checkpoint = checkpoints.latest(str(run))
     assert checkpoint.endswith("model.ckpt-5")
     assert tf.train.load_checkpoint(checkpoint).get_tensor("train_seconds") == 60.0
     assert "4 steps per epoch, 1 min of training (start-up and the final validation come " \
@@ -502,7 +503,7 @@ def test_resumed_budget_continues_the_schedule_and_stops_at_the_same_total(
     assert [e.step for e in lr] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([e.value for e in lr], cosine([0, 10, 20, 30, 40, 50]),
                                rtol=1e-5)
-    reader = tf.train.load_checkpoint(config.latest_checkpoint(str(run)))
+    reader = tf.train.load_checkpoint(checkpoints.latest(str(run)))
     assert reader.get_tensor("train_seconds") == 60.0 and reader.get_tensor("global_step") == 6
     # Budget spent: the same command only validates.
     third = train.train(make_cfg(blob_data, run, **settings), clock=FakeClock(10))
@@ -515,7 +516,7 @@ def test_checkpoint_without_training_clock_still_resumes(blob_data, tmp_path, ca
     tiny = dict(val_records="", depth=1, input_size=44)
     train.train(make_cfg(blob_data, run, max_steps=1, **tiny))
     # Rewrite the checkpoint as one saved before train_seconds existed.
-    path = config.latest_checkpoint(str(run))
+    path = checkpoints.latest(str(run))
     reader = tf.train.load_checkpoint(path)
     names = [n for n, _ in tf.train.list_variables(path) if n != "train_seconds"]
     with tf.Graph().as_default():

@@ -1,0 +1,166 @@
+"""The run directory and its checkpoints: which files a run holds, which checkpoint to use.
+
+A run directory (train.py's --run-dir) holds:
+
+    config.json           the resolved Config (config.py)
+    model.ckpt-<step>.*   periodic and epoch-end checkpoints (tf.compat.v1 Saver)
+    checkpoint            the Saver's state file (latest checkpoint)
+    best/model.ckpt-*     the best checkpoint by validation foreground IoU
+    best/checkpoint
+    train/, val/, baseline/  TensorBoard event files (`tensorboard --logdir logs`)
+    eval.json, eval/      evaluate.py's report on the run's own val_records (+ TensorBoard)
+    eval-<name>.json      its reports on other records, named for them (+ eval-<name>/)
+    threshold.json        the adopted threshold predict.py and export.py default to
+                          (docs/inference_notes.md says when evaluate.py adopts one)
+    clean-records/, corrupt_records.json   --skip-corrupt-records' copies and list (guard.py)
+
+Training and every inference tool pick checkpoints here alike: a checkpoint
+torn by a crash (listed, but its files do not read completely) is passed over
+with a warning for the newest older one that reads.
+"""
+
+import logging
+import os
+import re
+
+import tensorflow as tf
+
+import errors
+from cli import UserError
+
+v1 = tf.compat.v1
+log = logging.getLogger("checkpoints")
+
+RUN_CONFIG = "config.json"
+CKPT_PREFIX = "model.ckpt"
+BEST_DIR = "best"
+EVAL_JSON = "eval.json"
+THRESHOLD_JSON = "threshold.json"
+
+
+def step(prefix):
+    """Global step from a `model.ckpt-<step>` prefix; 0 for a prefix without one."""
+    tail = prefix.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def latest(directory):
+    """Path prefix of the newest checkpoint the state file of directory lists, or None."""
+    return tf.train.latest_checkpoint(directory)
+
+
+def readable(prefix):
+    """True when every tensor of the checkpoint reads (a torn data file fails here)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    # The pybind reader raises IndexError for a short read, RuntimeError for a bad index.
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError):
+        return False
+    return True
+
+
+def _newest_readable(directory):
+    """(newest checkpoint of directory that reads completely or None, names found on disk)."""
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError, UnicodeDecodeError) as e:
+        log.warning("the checkpoint state file in %s is unreadable (%s): looking for "
+                    "checkpoints by name", directory, errors.summary(e))
+        state = None
+    on_disk = [n[:-len(".index")] for n in
+               tf.io.gfile.glob(os.path.join(directory, CKPT_PREFIX + "-*.index"))]
+    candidates = list(state.all_model_checkpoint_paths) if state else []
+    if state and state.model_checkpoint_path and state.model_checkpoint_path not in candidates:
+        candidates.append(state.model_checkpoint_path)
+    # get_checkpoint_state already puts directory in front of the state file's relative
+    # entries, and the glob's names carry it: joining again doubled a relative run_dir.
+    # No (readable) state file: fall back to the index files on disk.
+    for path in sorted(candidates or on_disk, key=step, reverse=True):
+        if readable(path):
+            return path, on_disk
+        log.warning("checkpoint %s is unreadable (torn by a crash?): trying an older one", path)
+    return None, on_disk
+
+
+def restorable(run_dir):
+    """Newest checkpoint of run_dir that reads completely, or None when it has none.
+
+    For resuming training. Logs any it passes over. Raises UserError when
+    checkpoints are there but none reads: starting over would overwrite them,
+    so the user decides.
+    """
+    path, on_disk = _newest_readable(run_dir)
+    if path is None and on_disk:
+        raise UserError(f"no checkpoint in {run_dir} reads completely (see the warnings "
+                        "above): move them aside to start over, or use a new --run-name")
+    return path
+
+
+def resolve(run_dir, checkpoint=None):
+    """Checkpoint prefix for inference: `checkpoint` (a prefix or a directory) or the run's best.
+
+    Without `checkpoint`: the newest readable one in best/, else in run_dir. A
+    directory: its newest readable one. A prefix (also with .index/.meta/.data-
+    suffix) is used as given.
+    """
+    if checkpoint is not None and not os.path.isdir(checkpoint):
+        prefix = re.sub(r"(\.index|\.meta|\.data-\d+-of-\d+)$", "", checkpoint)
+        if not os.path.exists(prefix + ".index"):
+            raise UserError(f"checkpoint {prefix} not found (no {prefix}.index): pass a "
+                            "model.ckpt-<step> prefix or a directory holding one")
+        return prefix
+    found = [_newest_readable(d) for d in
+             ([checkpoint] if checkpoint else [os.path.join(run_dir, BEST_DIR), run_dir])]
+    path = next((p for p, _ in found if p), None)
+    if path:
+        return path
+    if any(on_disk for _, on_disk in found):
+        raise UserError(f"no checkpoint in {checkpoint or run_dir} reads completely (see "
+                        "the warnings above): pass a readable --checkpoint, or train again")
+    if checkpoint is None:
+        raise UserError(f"no checkpoint in {run_dir}: train it first with train.py, "
+                        "or pass --checkpoint")
+    raise UserError(f"no checkpoint in directory {checkpoint}: pass a "
+                    "model.ckpt-<step> prefix or a directory with a `checkpoint` file")
+
+
+def restore(sess, checkpoint, cfg):
+    """Restore the "unet" variables of sess.graph, after checking they match the checkpoint.
+
+    For inference: training checkpoints also hold global_step and optimizer
+    slots; only the network's variables (incl. batch-norm moving statistics)
+    are read.
+    """
+    with sess.graph.as_default():
+        variables = v1.global_variables("unet")
+        try:
+            stored = dict(tf.train.list_variables(checkpoint))
+        except (tf.errors.OpError, ValueError) as e:
+            raise UserError(f"cannot read checkpoint {checkpoint}: {errors.summary(e)}") from None
+        problem = None
+        for var in variables:
+            name, shape = var.op.name, var.shape.as_list()
+            if name not in stored:
+                problem = f"it has no variable {name}"
+            elif list(stored[name]) != shape:
+                problem = f"{name} is {list(stored[name])} there but {shape} here"
+            if problem:
+                break
+        names = {var.op.name for var in variables}
+        # Optimizer slots (<variable>/Adam, ...) sit under "unet/" too; skip them.
+        extra = sorted(k for k in stored if k.startswith("unet/") and k not in names
+                       and not any(k.startswith(v + "/") for v in stored))
+        if problem is None and extra:
+            problem = f"it has variable {extra[0]} that this network lacks"
+        if problem:
+            raise UserError(f"checkpoint {checkpoint} does not match config.json (depth "
+                            f"{cfg.depth}, base_filters {cfg.base_filters}, num_outputs "
+                            f"{cfg.num_outputs}): {problem}; use the run directory it was "
+                            "trained in")
+        try:
+            v1.train.Saver(var_list=variables).restore(sess, checkpoint)
+        except tf.errors.OpError as e:
+            raise UserError(f"cannot restore checkpoint {checkpoint}: "
+                            f"{errors.summary(e)}") from None
