@@ -12,7 +12,7 @@ v1 = tf.compat.v1
 
 DEPTH, INPUT = 1, 44  # a depth-1 U-Net maps 44 -> 28: border 8
 OUTPUT = unet.output_size(INPUT, DEPTH)
-BORDER = unet.border(INPUT, DEPTH)
+BORDER = (INPUT - unet.output_size(INPUT, DEPTH)) // 2  # context lost on each side
 
 
 def coord_image(h, w, image_id):
