@@ -54,6 +54,15 @@ def expected_window(image, mask, oy, ox, flip=False):
     return img, msk
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+@pytest.mark.parametrize("before,after", [(0, 0), (2, 5), (20, 33)])
+def test_reflect_indices_match_numpy_reflect_for_any_pad(n, before, after):
+    axis = np.arange(n) * 10
+    expected = np.pad(axis, (before, after), mode="reflect")
+    got = data.reflect_indices(tf.constant(-before), n + before + after, tf.constant(n))
+    np.testing.assert_array_equal(axis[got.numpy()], expected)
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("start", [-40, -3, 0, 2, 9])
 def test_reflect_indices_match_numpy_reflect(n, start):
