@@ -561,12 +561,12 @@ def train(cfg, clock=time.monotonic):
 def _train_locked(cfg, strategy=None, clock=time.monotonic):
     session_config = _session_config(cfg)  # first: XLA flags are read at the first Session
     # Checks every record once (the count reads them all anyway); see guard.py.
-    train_files, num_train = guard.scan_records(cfg.train_records, cfg.run_dir,
-                                                cfg.skip_corrupt_records, "train")
+    train_files, train_counts = guard.scan_records(cfg.train_records, cfg.run_dir,
+                                                   cfg.skip_corrupt_records, "train")
     val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
                                    "val")[0] if cfg.val_records else ""
-    steps_per_epoch = distribute.steps_per_epoch(strategy, num_train, cfg.batch_size,
-                                                 train_files)
+    num_train = sum(train_counts)
+    steps_per_epoch = distribute.steps_per_epoch(strategy, train_counts, cfg.batch_size)
     step_limits = [n for n in (cfg.epochs * steps_per_epoch, cfg.max_steps) if n]
     total_steps = min(step_limits, default=0)  # 0: --minutes alone, the budget decides
     log.info("config: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
