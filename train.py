@@ -856,7 +856,8 @@ def build_parser():
       "some accuracy; auto: mixed_float16 on a GPU, bfloat16 on a Linux CPU with "
       "amx_bf16/avx512_bf16, else float32 (config.json records the choice)")
     a("--xla", choices=speed.XLA_MODES, default=d.xla,
-      help="auto = XLA auto-clustering (slower on CPU; try it on a GPU)")
+      help="auto = XLA auto-clustering (try it on a GPU; on a CPU it is slower and needs "
+      "the TF_XLA_FLAGS environment variable, see docs/train.md)")
     a("--intra-op-threads", type=cli.non_negative_int, default=d.intra_op_threads,
       help="threads inside one op; 0 = one per core")
     a("--inter-op-threads", type=cli.non_negative_int, default=d.inter_op_threads,
