@@ -90,6 +90,21 @@ def reflect_indices(start, size, n):
     return tf.where(folded >= n, period - folded, folded)
 
 
+def decode_record(serialized):
+    """Graph op: one serialized record -> dict of image uint8 [H, W, 3], mask uint8
+    [H, W, 1], filename and id (records.decode checks schema and sizes)."""
+    parsed = records.parse_example(serialized)
+    image, mask = records.decode(parsed)
+    return {"image": image, "mask": mask, "filename": parsed[records.FILENAME],
+            "id": parsed[records.IMAGE_ID]}
+
+
+def read_records(files):
+    """The whole decoded records of `files` (a path, list or string tensor), in order."""
+    return tf.data.TFRecordDataset(files).map(decode_record,
+                                              num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def crop_window(image, mask, offset, input_size, output_size):
     """Cut the image window (mirror-padded) and the mask window (IGNORE outside).
 
@@ -196,7 +211,8 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     augmentation = augment.Settings() if augmentation is None else augmentation
 
     def load(index, serialized):
-        image, mask = records.decode(records.parse_example(serialized))
+        example = decode_record(serialized)
+        image, mask = example["image"], example["mask"]
         if long_side:
             image, mask = resize_image(image, long_side), resize_mask(mask, long_side)
         if training:
