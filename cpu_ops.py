@@ -16,8 +16,13 @@ have faster equivalents on oneDNN's CPU kernels; an `Ops` says which to use:
                 gradient that the next layer waits for ends the chain.
 
 DEFAULT is what the A/B in benchmarks/cpu_ops_ab.py measured fastest for a
-single-device training step (figures in docs/performance.md). tests/test_cpu_ops.py
-checks that every trick gives the plain op's values and gradients.
+single-device training step: the plain ops. Stepping in turn in one process on
+the shared 2-core machine (load 7-8), TRICKS took 0.70x and 0.78x of plain's
+speed at base 16 (572 px, two runs) and 0.75x and 0.81x at base 64 (188 px),
+median of 8 to 15 steps each; docs/performance.md has the per-trick figures.
+Their earlier 1.05x came from an idle machine: re-measure before switching.
+tests/test_cpu_ops.py checks that every trick gives the plain op's values and
+gradients.
 """
 
 import contextlib
@@ -110,4 +115,4 @@ class Ops:
 
 PLAIN = Ops()
 TRICKS = Ops(up_conv=matmul_up_conv, crop=slice_crop, ordered_grads=True)
-DEFAULT = TRICKS
+DEFAULT = PLAIN  # the A/B above: plain ops won at base 16 and 64
