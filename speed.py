@@ -6,9 +6,8 @@ What won on a 2-core AVX-512 CPU (docs/performance.md has the figures):
     fed by tf.data: grappler already fuses conv + bias + ReLU into one
     oneDNN op, and the step never leaves the graph side.
   - intra/inter-op threads left to TensorFlow (0 = one per core); pinned
-    combinations measured 0.97-1.02x, once unet.py fixed the order of each
-    conv's two gradients (before, they ran side by side and fought over the
-    cores, and pinning cost 4-14%).
+    combinations measured 0.97-1.02x with cpu_ops' ordered conv gradients
+    (without them the two ran side by side, and pinning cost 4-14%).
   - XLA off on CPU: auto-clustering (0.7x) and compiling the whole step
     (0.5-0.6x) were both slower than oneDNN's kernels. On a GPU, xla="auto"
     is worth trying. On a CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit
