@@ -1,28 +1,15 @@
-"""The U-Net's measured CPU speed tricks, in one place: same values as the plain ops.
+"""The U-Net's CPU speed tricks, in one place: each gives the plain op's values.
 
-unet.py builds Fig. 1 of the paper from plain TensorFlow ops. Three of them
-have faster equivalents on oneDNN's CPU kernels; an `Ops` says which to use:
-
-  up_conv       plain: tf.nn.conv2d_transpose (2x2, stride 2).
-                trick: one matmul [N*h*w, C] x [C, 2*2*filters], then depth_to_space.
-                The taps of a stride-2 2x2 up-conv never overlap, so each input
-                pixel emits a 2x2 block; its gradient is two matmuls instead of
-                oneDNN's slow stride-2 backward convs.
-  crop          plain: [...] indexing (gradient: StridedSliceGrad).
-                trick: tf.slice (gradient: a Pad).
-  ordered_grads plain: TensorFlow's Conv2D gradient, whose weight and input
-                gradients the executor runs side by side, fighting over the cores.
-                trick: the same two ops, weight gradient first, so the input
-                gradient that the next layer waits for ends the chain.
-
-DEFAULT is what the A/B in benchmarks/cpu_ops_ab.py measured fastest for a
-single-device training step: the plain ops. Stepping in turn in one process on
-the shared 2-core machine (load 7-8), TRICKS took 0.70x and 0.78x of plain's
-speed at base 16 (572 px, two runs) and 0.75x and 0.81x at base 64 (188 px),
-median of 8 to 15 steps each; docs/performance.md has the per-trick figures.
-Their earlier 1.05x came from an idle machine: re-measure before switching.
-tests/test_cpu_ops.py checks that every trick gives the plain op's values and
-gradients.
+unet.py builds Fig. 1 from plain ops; an `Ops` says how three of them run:
+  up_conv        conv2d_transpose, or one matmul + depth_to_space (a 2x2 stride-2
+                 up-conv's taps never overlap; its gradient becomes two matmuls)
+  crop           [...] indexing, or tf.slice (its gradient is a Pad)
+  ordered_grads  each conv's weight gradient before its input gradient, so the
+                 two do not fight over the cores
+DEFAULT is what benchmarks/cpu_ops_ab.py measured fastest for a single-device
+training step: the plain ops. On the shared 2-core machine (load 7-8) TRICKS
+ran at 0.70x-0.78x of plain at base 16 and 0.75x-0.81x at base 64 (table in
+docs/performance.md); their earlier 1.05x was on an idle machine.
 """
 
 import contextlib
@@ -56,9 +43,7 @@ def matmul_up_conv(x, w):
 
 
 def _with_doubled_shape(y, x, filters):
-    h, w = x.shape[1], x.shape[2]
-    y.set_shape([x.shape[0], None if h is None else 2 * h, None if w is None else 2 * w,
-                 filters])
+    y.set_shape([x.shape[0]] + [None if d is None else 2 * d for d in x.shape[1:3]] + [filters])
     return y
 
 

@@ -79,6 +79,11 @@ def list_records(file_pattern):
     return files
 
 
+def record_files(records):
+    """A glob, or a list of files already checked (guard.scan_records), -> the list."""
+    return list_records(records) if isinstance(records, str) else list(records)
+
+
 def reflect_indices(start, size, n):
     """Indices into [0, n) of positions start .. start+size-1 of the mirrored axis.
 
@@ -97,12 +102,6 @@ def decode_record(serialized):
     image, mask = records.decode(parsed)
     return {"image": image, "mask": mask, "filename": parsed[records.FILENAME],
             "id": parsed[records.IMAGE_ID]}
-
-
-def read_records(files):
-    """The whole decoded records of `files` (a path, list or string tensor), in order."""
-    return tf.data.TFRecordDataset(files).map(decode_record,
-                                              num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def crop_window(image, mask, offset, input_size, output_size):
@@ -193,8 +192,7 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     evaluation windows are never augmented.
     Raises UserError when no file matches, ValueError for an invalid input size.
     """
-    # A list is files already checked (guard.scan_records: clean copies of damaged shards).
-    files = list_records(file_pattern) if isinstance(file_pattern, str) else list(file_pattern)
+    files = record_files(file_pattern)
     output_size = unet.output_size(input_size, depth)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)

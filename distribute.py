@@ -37,7 +37,6 @@ import os
 
 import tensorflow as tf
 
-import data
 from cli import UsageError, UserError
 
 v1 = tf.compat.v1
@@ -336,11 +335,6 @@ def steps_per_epoch(strategy, counts, batch_size):
 def scope(strategy):
     """The strategy's scope (variables become mirrored), or a no-op for --strategy none."""
     return contextlib.nullcontext() if strategy is None else strategy.scope()
-
-
-def record_files(records):
-    """A glob or an already checked list of record files -> the list."""
-    return data.list_records(records) if isinstance(records, str) else list(records)
 
 
 class _NoWriter:

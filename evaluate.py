@@ -155,7 +155,8 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     graph = tf.Graph()
     with graph.as_default():
         filename = v1.placeholder(tf.string, [], name="records_file")
-        dataset = data.read_records(filename).prefetch(1)
+        dataset = tf.data.TFRecordDataset(filename).map(
+            data.decode_record, num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
         iterator = v1.data.make_initializable_iterator(dataset)
         item = iterator.get_next()
         item["prob"] = tiling.probabilities(item["image"], cfg, batch_size)

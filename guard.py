@@ -217,7 +217,8 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
                             f"(tensorflow.python.lib.io._pywrap_record_io), which TensorFlow "
                             f"{tf.__version__} lacks: train without the flag after re-creating "
                             "damaged shards with convert_coco.py or convert_pets.py")
-        return files, [_count_with_tf(path) for path in files]
+        with data.record_errors(file_pattern):  # TensorFlow's public reader: no offsets
+            return files, [sum(1 for _ in v1.io.tf_record_iterator(f)) for f in files]
     decoder = _Decoder() if skip_corrupt else None
     counts, all_bad, used = [], [], []
     try:
@@ -248,12 +249,6 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
         raise UserError(f"records {file_pattern!r} hold no readable examples: re-run "
                         "convert_coco.py or convert_pets.py")
     return used, counts
-
-
-def _count_with_tf(path):
-    """Records in one shard, by TensorFlow's public reader (its errors name no offset)."""
-    with data.record_errors(path):
-        return sum(1 for _ in v1.io.tf_record_iterator(path))
 
 
 def _clean_copy(path, spans, run_dir, kind):

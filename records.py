@@ -82,11 +82,8 @@ def parse_example(serialized):
 
 
 def decode_image(encoded):
-    """Graph op: encoded JPEG/PNG (also GIF/BMP) scalar string -> uint8 [H, W, 3] RGB.
-
-    Grayscale is expanded to RGB and alpha dropped, so training, evaluation and
-    prediction see the same pixels.
-    """
+    """Graph op: encoded JPEG/PNG/GIF/BMP -> uint8 [H, W, 3] RGB (gray expanded, alpha
+    dropped), for training, evaluation and prediction alike."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
@@ -115,8 +112,4 @@ def decode(parsed):
             message="record mask size does not match its image"),
     ]
     with tf.control_dependencies(checks):
-        image = tf.identity(image)
-        mask = tf.identity(mask)
-    image.set_shape([None, None, 3])
-    mask.set_shape([None, None, 1])
-    return image, mask
+        return tf.identity(image), tf.identity(mask)  # static shapes [None, None, 3 / 1]

@@ -247,7 +247,7 @@ def learning_rate(cfg, global_step, total_steps, progress=None):
 def _distributed_step(cfg, g, strategy, optimizer, global_step):
     """The train step run by every replica of `strategy` (see distribute.py)."""
     def dataset_fn(workers, index):
-        files = distribute.shard_files(distribute.record_files(cfg.train_records), workers, index)
+        files = distribute.shard_files(data.record_files(cfg.train_records), workers, index)
         return data.make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth,
                                  distribute.worker_seed(cfg.seed, index), g["data_epoch"],
                                  cfg.shuffle_buffer, long_side=cfg.long_side,
