@@ -78,6 +78,11 @@ def list_records(file_pattern):
     return files
 
 
+def record_files(records):
+    """A glob, or a list of files already checked (guard.scan_records), -> the list."""
+    return list_records(records) if isinstance(records, str) else list(records)
+
+
 def reflect_indices(start, size, n):
     """Indices into [0, n) of positions start .. start+size-1 of the mirrored axis.
 
@@ -87,6 +92,15 @@ def reflect_indices(start, size, n):
     period = tf.maximum(2 * (n - 1), 1)  # n == 1: every position maps to 0
     folded = tf.math.floormod(positions, period)
     return tf.where(folded >= n, period - folded, folded)
+
+
+def decode_record(serialized):
+    """Graph op: one serialized record -> dict of image uint8 [H, W, 3], mask uint8
+    [H, W, 1], filename and id (records.decode checks schema and sizes)."""
+    parsed = records.parse_example(serialized)
+    image, mask = records.decode(parsed)
+    return {"image": image, "mask": mask, "filename": parsed[records.FILENAME],
+            "id": parsed[records.IMAGE_ID]}
 
 
 def crop_window(image, mask, offset, input_size, output_size):
@@ -177,8 +191,7 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     evaluation windows are never augmented.
     Raises UserError when no file matches, ValueError for an invalid input size.
     """
-    # A list is files already checked (guard.scan_records: clean copies of damaged shards).
-    files = list_records(file_pattern) if isinstance(file_pattern, str) else list(file_pattern)
+    files = record_files(file_pattern)
     output_size = unet.output_size(input_size, depth)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
@@ -195,7 +208,8 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     augmentation = augment.Settings() if augmentation is None else augmentation
 
     def load(index, serialized):
-        image, mask = records.decode(records.parse_example(serialized))
+        example = decode_record(serialized)
+        image, mask = example["image"], example["mask"]
         if long_side:
             image, mask = resize_image(image, long_side), resize_mask(mask, long_side)
         if training:

@@ -37,7 +37,6 @@ import os
 
 import tensorflow as tf
 
-import data
 from cli import UsageError, UserError
 
 v1 = tf.compat.v1
@@ -159,10 +158,15 @@ def make_strategy(name, devices=None):
 
 
 def num_workers(strategy):
-    """Machines (processes) in the run; tf.distribute keeps no public count of them."""
-    if strategy is None:
+    """Machines (processes) in the run: the chief and worker tasks of its cluster.
+
+    Single-machine strategies have no cluster_resolver (None): one worker.
+    """
+    resolver = None if strategy is None else strategy.cluster_resolver
+    if resolver is None:
         return 1
-    return getattr(strategy.extended, "_num_workers", 1)
+    cluster = resolver.cluster_spec().as_dict()
+    return max(sum(len(cluster.get(job, ())) for job in TASK_TYPES), 1)
 
 
 def is_chief(strategy):
@@ -314,24 +318,15 @@ def build_step(strategy, iterator, loss_fn, minimize_fn, global_step):
             "step": step, "images": first[0], "masks": first[1], "logits": first[2]}
 
 
-def count_per_file(files):
-    """Records in each file (for batches_per_worker)."""
-    counts = []
-    with tf.Graph().as_default(), v1.Session() as sess:
-        path = v1.placeholder(tf.string, [])
-        count = tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64),
-                                                      lambda n, _: n + 1)
-        for name in files:
-            counts.append(int(sess.run(count, {path: name})))
-    return counts
+def steps_per_epoch(strategy, counts, batch_size):
+    """Steps in one epoch: all records over the global batch, or the multi-worker limit.
 
-
-def steps_per_epoch(strategy, num_records, batch_size, files=None):
-    """Steps in one epoch: all records over the global batch, or the multi-worker limit."""
+    counts: records in each file, in list_records order (from guard.scan_records).
+    """
     if num_workers(strategy) > 1:
-        return batches_per_worker(count_per_file(files), num_workers(strategy),
+        return batches_per_worker(counts, num_workers(strategy),
                                   batch_size * _local_replicas(strategy))
-    return math.ceil(num_records / (batch_size * num_replicas(strategy)))
+    return math.ceil(sum(counts) / (batch_size * num_replicas(strategy)))
 
 
 # --------------------------------------------------------- train.py glue
@@ -340,11 +335,6 @@ def steps_per_epoch(strategy, num_records, batch_size, files=None):
 def scope(strategy):
     """The strategy's scope (variables become mirrored), or a no-op for --strategy none."""
     return contextlib.nullcontext() if strategy is None else strategy.scope()
-
-
-def record_files(records):
-    """A glob or an already checked list of record files -> the list."""
-    return data.list_records(records) if isinstance(records, str) else list(records)
 
 
 class _NoWriter:

@@ -154,7 +154,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     with graph.as_default():
         filename = v1.placeholder(tf.string, [], name="records_file")
         dataset = tf.data.TFRecordDataset(filename).map(
-            _load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
+            data.decode_record, num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
         iterator = v1.data.make_initializable_iterator(dataset)
         item = iterator.get_next()
         item["prob"] = tiling.probabilities(item["image"], cfg, batch_size)
@@ -248,13 +248,6 @@ def _adoption(adopt, own_records, run_dir, checkpoint):
     if default is None or os.path.abspath(default) != os.path.abspath(checkpoint):
         return False, "not the run's default checkpoint"
     return True, "the run's val_records and default checkpoint"
-
-
-def _load(serialized):
-    parsed = records.parse_example(serialized)
-    image, mask = records.decode(parsed)
-    return {"image": image, "mask": mask, "filename": parsed[records.FILENAME],
-            "id": parsed[records.IMAGE_ID]}
 
 
 class _Extremes:

@@ -35,6 +35,7 @@ import cli
 import config
 import errors
 import predict
+import records
 import tiling
 from cli import UserError
 
@@ -47,7 +48,7 @@ INFO_FILE = os.path.join("assets.extra", "coco_unet.json")
 def build(cfg, threshold, batch_size):
     """In the default graph: (encoded string [] placeholder, {"probabilities", "mask"})."""
     encoded = v1.placeholder(tf.string, [], name="image")
-    prob = tiling.probabilities(tiling.decode_image(encoded), cfg, batch_size)  # [H, W]
+    prob = tiling.probabilities(records.decode_image(encoded), cfg, batch_size)  # [H, W]
     mask = tf.cast(prob >= tf.constant(threshold, prob.dtype), tf.uint8) * 255
     return encoded, {"probabilities": tf.identity(prob, "probabilities"),
                      "mask": tf.identity(mask, "mask")}

@@ -34,9 +34,9 @@ import errors
 import records
 from cli import UserError
 
-try:  # TensorFlow's checksumming reader that reads one record at a byte offset
+try:  # TensorFlow's checksumming reader at a byte offset: private, no public equivalent
     from tensorflow.python.lib.io._pywrap_record_io import RandomRecordReader
-except ImportError:  # pragma: no cover - a future TensorFlow may move it
+except ImportError:  # a future TensorFlow may move it: scan_records says what that costs
     RandomRecordReader = None
 
 v1 = tf.compat.v1
@@ -181,7 +181,7 @@ def _bad_records(path, skip_corrupt, decoder):
 
 
 def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
-    """Check every record of the shards; returns (files to read, number of good records).
+    """Check every record of the shards; returns (files to read, good records in each).
 
     Without skip_corrupt: UserError at the first record that fails its checksum
     or is cut short (names shard, record and byte offset). With skip_corrupt
@@ -189,10 +189,16 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
     counted, and damaged shards are replaced by clean copies in run_dir.
     """
     files = data.list_records(file_pattern)
-    if RandomRecordReader is None:  # pragma: no cover
-        return files, _count_with_tf(files, file_pattern)
+    if RandomRecordReader is None:
+        if skip_corrupt:
+            raise UserError(f"--skip-corrupt-records needs TensorFlow's RandomRecordReader "
+                            f"(tensorflow.python.lib.io._pywrap_record_io), which TensorFlow "
+                            f"{tf.__version__} lacks: train without the flag after re-creating "
+                            "damaged shards with convert_coco.py or convert_pets.py")
+        with data.record_errors(file_pattern):  # TensorFlow's public reader: no offsets
+            return files, [sum(1 for _ in v1.io.tf_record_iterator(f)) for f in files]
     decoder = _Decoder() if skip_corrupt else None
-    total, all_bad, used = 0, [], []
+    counts, all_bad, used = [], [], []
     try:
         for path in files:
             try:
@@ -203,12 +209,13 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
                 raise UserError(f"{bad[0].describe()}: re-create the shard with convert_coco.py "
                                 "or convert_pets.py, or pass --skip-corrupt-records to train "
                                 "without its bad records")
-            total += len(good)
+            counts.append(len(good))
             all_bad += bad
             used.append(_clean_copy(path, good, run_dir, kind) if bad else path)
     finally:
         if decoder:
             decoder.close()
+    total = sum(counts)
     if all_bad:
         for bad in all_bad:
             log.warning("skipping %s", bad.describe())
@@ -219,15 +226,7 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
     if total == 0:
         raise UserError(f"records {file_pattern!r} hold no readable examples: re-run "
                         "convert_coco.py or convert_pets.py")
-    return used, total
-
-
-def _count_with_tf(files, file_pattern):  # pragma: no cover - fallback without offsets
-    total = 0
-    for path in files:
-        with record_errors(path, [path]):
-            total += sum(1 for _ in tf.data.TFRecordDataset(path))
-    return total
+    return used, counts
 
 
 def _clean_copy(path, spans, run_dir, kind):
@@ -260,7 +259,7 @@ def _write_report(run_dir, kind, file_pattern, bad, good):
 
 def locate_bad_record(files):
     """The first record of files that fails framing, parsing or decoding, or None."""
-    if RandomRecordReader is None:  # pragma: no cover
+    if RandomRecordReader is None:  # the caller's error line then names the files only
         return None
     decoder = _Decoder()
     try:

@@ -34,6 +34,7 @@ import checkpoints
 import cli
 import config
 import errors
+import records
 import tiling
 from cli import UserError
 
@@ -56,7 +57,7 @@ class Predictor:
         self.graph = tf.Graph()
         with self.graph.as_default():
             self._encoded = v1.placeholder(tf.string, [], name="encoded")
-            self._image = tiling.decode_image(self._encoded)  # uint8 [H, W, 3]
+            self._image = records.decode_image(self._encoded)  # uint8 [H, W, 3]
             self._prob = tiling.probabilities(self._image, self.cfg, batch_size)  # [H, W]
             self.session = v1.Session(graph=self.graph)
         try:

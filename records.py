@@ -81,13 +81,21 @@ def parse_example(serialized):
     return tf.io.parse_single_example(serialized, FEATURES)
 
 
+def decode_image(encoded):
+    """Graph op: encoded JPEG/PNG/GIF/BMP -> uint8 [H, W, 3] RGB (gray expanded, alpha
+    dropped), for training, evaluation and prediction alike."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
 def decode(parsed):
     """Graph op: decoded image [H, W, 3] uint8 and mask [H, W, 1] uint8.
 
     Checks the schema version and that image and mask sizes agree with the
     stored height and width, so a record from another tool fails loudly.
     """
-    image = tf.io.decode_image(parsed[IMAGE], channels=3, expand_animations=False)
+    image = decode_image(parsed[IMAGE])
     mask = tf.io.decode_png(parsed[MASK], channels=1)
     height = tf.cast(parsed[HEIGHT], tf.int32)
     width = tf.cast(parsed[WIDTH], tf.int32)
@@ -104,8 +112,4 @@ def decode(parsed):
             message="record mask size does not match its image"),
     ]
     with tf.control_dependencies(checks):
-        image = tf.identity(image)
-        mask = tf.identity(mask)
-    image.set_shape([None, None, 3])
-    mask.set_shape([None, None, 1])
-    return image, mask
+        return tf.identity(image), tf.identity(mask)  # static shapes [None, None, 3 / 1]

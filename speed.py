@@ -6,12 +6,13 @@ What won on a 2-core AVX-512 CPU (docs/performance.md has the figures):
     fed by tf.data: grappler already fuses conv + bias + ReLU into one
     oneDNN op, and the step never leaves the graph side.
   - intra/inter-op threads left to TensorFlow (0 = one per core); pinned
-    combinations measured 0.97-1.02x, once unet.py fixed the order of each
-    conv's two gradients (before, they ran side by side and fought over the
-    cores, and pinning cost 4-14%).
+    combinations measured 0.97-1.02x with cpu_ops' ordered conv gradients
+    (without them the two ran side by side, and pinning cost 4-14%).
   - XLA off on CPU: auto-clustering (0.7x) and compiling the whole step
     (0.5-0.6x) were both slower than oneDNN's kernels. On a GPU, xla="auto"
-    is worth trying.
+    is worth trying. On a CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit
+    set before the process starts (TensorFlow reads it once, and its only
+    in-process switch is private): without it, xla="auto" is a UsageError.
   - bfloat16 (opt-in, trades accuracy): grappler's oneDNN auto-mixed-precision
     rewrite runs convs in bfloat16 with float32 weights and optimiser state;
     1.6-1.8x faster with AVX512_BF16. Without it (or AMX), measure first.
@@ -57,6 +58,7 @@ DEFAULTS = {
 }
 # XLA auto-clustering of CPU ops needs this flag besides the session's global_jit_level.
 XLA_CPU_FLAGS = "--tf_xla_cpu_global_jit"
+XLA_FLAGS_ENV = "TF_XLA_FLAGS"
 
 
 def settings(cfg_like=None):
@@ -120,9 +122,9 @@ def resolve_precision(requested, gpu, cpuinfo_text=None, system=None):
 def session_config(cfg_like=None, gpu=False):
     """A ConfigProto with the threads, XLA and precision settings of cfg_like.
 
-    Raises UsageError for an unknown value or a precision the device cannot
-    use (mixed_float16 needs a GPU; bfloat16 is the CPU option). With xla="auto"
-    on a CPU, call it before the process creates its first Session.
+    Raises UsageError for an unknown value, a precision the device cannot
+    use (mixed_float16 needs a GPU; bfloat16 is the CPU option), or xla="auto"
+    on a CPU without XLA_CPU_FLAGS in the environment.
     """
     s = settings(cfg_like)
     if s["precision"] == "mixed_float16" and not gpu:
@@ -136,34 +138,16 @@ def session_config(cfg_like=None, gpu=False):
     config.gpu_options.allow_growth = True
     if s["xla"] == "auto":
         config.graph_options.optimizer_options.global_jit_level = v1.OptimizerOptions.ON_2
-        if not gpu:
-            enable_xla_on_cpu()
+        if not gpu and XLA_CPU_FLAGS not in os.environ.get(XLA_FLAGS_ENV, "").split():
+            raise UsageError(f"--xla auto on a CPU needs {XLA_FLAGS_ENV}={XLA_CPU_FLAGS} in "
+                             "the environment before the command starts (it measured 0.7x "
+                             "on CPU; use --xla off)")
     rewrite = config.graph_options.rewrite_options
     if s["precision"] == "bfloat16":
         rewrite.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
     elif s["precision"] == "mixed_float16":
         rewrite.auto_mixed_precision = rewriter_config_pb2.RewriterConfig.ON
     return config
-
-
-def enable_xla_on_cpu():
-    """Let sessions with a global_jit_level compile CPU ops with XLA.
-
-    TensorFlow reads TF_XLA_FLAGS once, at its first device query or traced
-    function, and then silently ignores later changes; so the flag is also set
-    in the running process through the C API. Either way it must happen
-    before the process's first Session, which fixes XLA's CPU clustering policy.
-    """
-    flags = os.environ.get("TF_XLA_FLAGS", "")
-    if XLA_CPU_FLAGS not in flags:
-        os.environ["TF_XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAGS}".strip()  # child processes
-    try:
-        from tensorflow.python.client import pywrap_tf_session
-    except ImportError:  # a TensorFlow without it: the environment variable must do
-        return
-    setter = getattr(pywrap_tf_session, "TF_SetTfXlaCpuGlobalJit", None)
-    if setter is not None:
-        setter(True)
 
 
 def wrap_optimizer(optimizer, cfg_like=None):

@@ -26,7 +26,6 @@ predict.py, evaluate.py and the exported SavedModel run the same ops.
 
 import collections
 
-import numpy as np
 import tensorflow as tf
 
 import data
@@ -54,19 +53,8 @@ def layout(input_size, depth):
 
 
 def tile_count(size, lay):
-    """Tiles along one image axis of `size` px (>= 1)."""
-    return 1 + -(-max(size - lay.output, 0) // lay.stride)
-
-
-def reflect_indices(start, stop, n):
-    """Source index for positions start..stop-1 of a REFLECT-extended axis of length n.
-
-    Same as np.pad(..., mode="reflect") for any pad width: the extension is
-    periodic with period 2 (n - 1); a length-1 axis repeats its pixel.
-    """
-    period = max(2 * (n - 1), 1)
-    m = np.mod(np.arange(start, stop), period)
-    return np.where(m < n, m, period - m)
+    """Tiles along one image axis of `size` px (>= 1): int32 scalar tensor."""
+    return 1 + (tf.maximum(size - lay.output, 0) + lay.stride - 1) // lay.stride
 
 
 def _stitch_indices(size, lay, count):
@@ -92,8 +80,7 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
     check = tf.debugging.assert_positive(
         tf.stack([height, width]), message="image has no pixels")
     with tf.control_dependencies([check]):
-        ny = 1 + (tf.maximum(height - lay.output, 0) + lay.stride - 1) // lay.stride
-        nx = 1 + (tf.maximum(width - lay.output, 0) + lay.stride - 1) // lay.stride
+        ny, nx = tile_count(height, lay), tile_count(width, lay)
     # The padded canvas is exactly covered by the input tiles.
     rows = data.reflect_indices(-lay.border, lay.output + (ny - 1) * lay.stride + 2 * lay.border,
                                 height)
@@ -150,14 +137,4 @@ def probabilities(image, cfg, batch_size=4):
         return prob
     return tf.image.resize(prob[:, :, None], tf.shape(image)[:2], "bilinear")[:, :, 0]
 
-
-def decode_image(encoded):
-    """Graph op: encoded JPEG/PNG (also GIF/BMP) scalar string -> uint8 [H, W, 3] RGB.
-
-    Grayscale is expanded to RGB and alpha dropped, as records.decode does, so
-    training, evaluation and prediction see the same pixels.
-    """
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
 

@@ -249,7 +249,7 @@ def learning_rate(cfg, global_step, total_steps, progress=None):
 def _distributed_step(cfg, g, strategy, optimizer, global_step):
     """The train step run by every replica of `strategy` (see distribute.py)."""
     def dataset_fn(workers, index):
-        files = distribute.shard_files(distribute.record_files(cfg.train_records), workers, index)
+        files = distribute.shard_files(data.record_files(cfg.train_records), workers, index)
         return data.make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth,
                                  distribute.worker_seed(cfg.seed, index), g["data_epoch"],
                                  cfg.shuffle_buffer, long_side=cfg.long_side,
@@ -563,12 +563,12 @@ def train(cfg, clock=time.monotonic):
 def _train_locked(cfg, strategy=None, clock=time.monotonic):
     session_config = _session_config(cfg)  # first: XLA flags are read at the first Session
     # Checks every record once (the count reads them all anyway); see guard.py.
-    train_files, num_train = guard.scan_records(cfg.train_records, cfg.run_dir,
-                                                cfg.skip_corrupt_records, "train")
+    train_files, train_counts = guard.scan_records(cfg.train_records, cfg.run_dir,
+                                                   cfg.skip_corrupt_records, "train")
     val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
                                    "val")[0] if cfg.val_records else ""
-    steps_per_epoch = distribute.steps_per_epoch(strategy, num_train, cfg.batch_size,
-                                                 train_files)
+    num_train = sum(train_counts)
+    steps_per_epoch = distribute.steps_per_epoch(strategy, train_counts, cfg.batch_size)
     step_limits = [n for n in (cfg.epochs * steps_per_epoch, cfg.max_steps) if n]
     total_steps = min(step_limits, default=0)  # 0: --minutes alone, the budget decides
     log.info("config: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
@@ -858,7 +858,8 @@ def build_parser():
       "some accuracy; auto: mixed_float16 on a GPU, bfloat16 on a Linux CPU with "
       "amx_bf16/avx512_bf16, else float32 (config.json records the choice)")
     a("--xla", choices=speed.XLA_MODES, default=d.xla,
-      help="auto = XLA auto-clustering (slower on CPU; try it on a GPU)")
+      help="auto = XLA auto-clustering (try it on a GPU; on a CPU it is slower and needs "
+      "the TF_XLA_FLAGS environment variable, see docs/train.md)")
     a("--intra-op-threads", type=cli.non_negative_int, default=d.intra_op_threads,
       help="threads inside one op; 0 = one per core")
     a("--inter-op-threads", type=cli.non_negative_int, default=d.inter_op_threads,

@@ -20,14 +20,15 @@ learning rate. Everything else matches: valid convolutions, so every output
 pixel sees a full 184x184 context and tiles stitch seamlessly.
 
 This module is a pure graph builder: images in, logits out. No flags, no I/O,
-no summaries. Variables live under the variable scope "unet" and are created
-with AUTO_REUSE, so a training graph and an evaluation graph built in the same
-tf.Graph share weights.
+no summaries. How three ops run on a CPU (up-conv, crop, conv gradient order)
+is cpu_ops.py's business; the values are the same either way. Variables live
+under the variable scope "unet" and are created with AUTO_REUSE, so a training
+graph and an evaluation graph built in the same tf.Graph share weights.
 """
 
-import functools
-
 import tensorflow as tf
+
+import cpu_ops
 
 v1 = tf.compat.v1
 
@@ -92,21 +93,6 @@ def valid_input_size(size, depth=4, direction="up"):
     return candidate
 
 
-def border(input_size, depth=4):
-    """Context lost on each side: (input - output) / 2, 92 px for the paper."""
-    return (input_size - output_size(input_size, depth)) // 2
-
-
-def input_size_for_output(out_size, depth=4):
-    """The input tile that yields exactly `out_size` outputs (388 -> 572)."""
-    size = valid_input_size(out_size, depth)
-    while output_size(size, depth) < out_size:
-        size = valid_input_size(size + 1, depth)
-    if output_size(size, depth) != out_size:
-        raise ValueError(f"no depth-{depth} U-Net input gives output size {out_size}")
-    return size
-
-
 def parameter_count(depth=4, base_filters=64, num_outputs=1, in_channels=3,
                     batch_norm=True):
     """Trainable parameters, counted from the architecture (no graph needed).
@@ -134,7 +120,7 @@ def parameter_count(depth=4, base_filters=64, num_outputs=1, in_channels=3,
 # ----------------------------------------------------------------- layers
 
 
-def _conv3x3_relu_bn(x, filters, training, name):
+def _conv3x3_relu_bn(x, filters, training, name, ops):
     with v1.variable_scope(name):
         fan_in = 9 * x.shape[-1]
         # The paper's init: Gaussian with std sqrt(2 / N), N = inputs per unit.
@@ -142,40 +128,9 @@ def _conv3x3_relu_bn(x, filters, training, name):
             "weights", [3, 3, x.shape[-1], filters],
             initializer=v1.initializers.random_normal(stddev=(2.0 / fan_in) ** 0.5))
         b = v1.get_variable("biases", [filters], initializer=v1.zeros_initializer())
-        with v1.get_default_graph().gradient_override_map({"Conv2D": _serial_conv_grad()}):
+        with ops.conv_gradients():
             y = tf.nn.conv2d(x, w, strides=1, padding="VALID")
         return _batch_norm(tf.nn.relu(tf.nn.bias_add(y, b)), training)
-
-
-_SERIAL_CONV_GRAD = "UNetSerialConv2DGrad"
-
-
-@functools.cache  # registers once, on first use
-def _serial_conv_grad():
-    """Name of Conv2D's gradient computed weight gradient first, then input gradient.
-
-    Same ops and values as TensorFlow's own Conv2D gradient; only the order is
-    fixed. Left free, the executor runs the two side by side and they fight
-    over the cores (2 here): benchmarks measured the step 1.03x faster at base
-    64 with the order fixed. Weights first, so the input gradient, which the
-    next layer waits for, ends the chain. Registered on first use (TensorFlow's
-    registry is global and refuses a second registration).
-    """
-    tf.RegisterGradient(_SERIAL_CONV_GRAD)(_conv_grad_weights_then_input)
-    return _SERIAL_CONV_GRAD
-
-
-def _conv_grad_weights_then_input(op, grad):
-    x, w = op.inputs
-    attrs = {k: op.get_attr(k) for k in ("strides", "padding", "explicit_paddings",
-                                         "data_format", "dilations", "use_cudnn_on_gpu")}
-    x_shape = tf.shape(x)  # outside the block: the dependency goes on the conv itself
-    dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w),
-                                         out_backprop=grad, **attrs)
-    with tf.control_dependencies([dw]):
-        dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=x_shape, filter=w,
-                                            out_backprop=grad, **attrs)
-    return dx, dw
 
 
 def _batch_norm(x, training):
@@ -202,55 +157,25 @@ def _batch_norm(x, training):
     return y
 
 
-def _double_conv(x, filters, training):
-    x = _conv3x3_relu_bn(x, filters, training, "conv1")
-    return _conv3x3_relu_bn(x, filters, training, "conv2")
+def _double_conv(x, filters, training, ops):
+    x = _conv3x3_relu_bn(x, filters, training, "conv1", ops)
+    return _conv3x3_relu_bn(x, filters, training, "conv2", ops)
 
 
-def _up_conv(x, filters):
-    """2x2 stride-2 transposed conv: doubles H and W, halves the channels.
-
-    The 2x2 taps of a stride-2 up-conv never overlap, so each input pixel
-    simply emits a 2x2 block: one matmul [N*h*w, C] x [C, 2*2*filters], then
-    depth_to_space lays the blocks out. Exactly conv2d_transpose with the same
-    [2, 2, filters, C] weights, but its gradient is two matmuls instead of
-    oneDNN's slow stride-2 backward convs (1.7x on the up-convs, benchmarks).
-    """
+def _up_conv(x, filters, ops):
+    """2x2 stride-2 up-conv: doubles H and W, halves the channels."""
     cin = x.shape[-1]
     w = v1.get_variable(
         "up_weights", [2, 2, filters, cin],
         initializer=v1.initializers.random_normal(stddev=(2.0 / (4 * cin)) ** 0.5))
     b = v1.get_variable("up_biases", [filters], initializer=v1.zeros_initializer())
-    shape = tf.shape(x)
-    # [2, 2, filters, C] -> [C, (row, col, filter)], depth_to_space's channel order.
-    blocks = tf.matmul(tf.reshape(x, [-1, cin]),
-                       tf.reshape(tf.transpose(w, [3, 0, 1, 2]), [cin, 4 * filters]))
-    blocks = tf.reshape(blocks, tf.stack([shape[0], shape[1], shape[2], 4 * filters]))
-    y = tf.nn.bias_add(tf.nn.depth_to_space(blocks, 2), b)
-    if x.shape[1] is not None and x.shape[2] is not None:
-        y.set_shape([x.shape[0], x.shape[1] * 2, x.shape[2] * 2, filters])
-    else:
-        y.set_shape([x.shape[0], None, None, filters])
-    return y
-
-
-def _crop_to(skip, target):
-    """Centre-crop `skip` [N, h, w, C] to the spatial size of `target`."""
-    if None not in skip.shape[1:3] and None not in target.shape[1:3]:
-        dh = (skip.shape[1] - target.shape[1]) // 2
-        dw = (skip.shape[2] - target.shape[2]) // 2
-        # tf.slice, not [...] indexing: its gradient is a Pad instead of a
-        # StridedSliceGrad, faster on CPU (benchmarks: 1.06x at base 16).
-        return tf.slice(skip, [0, dh, dw, 0], [-1, target.shape[1], target.shape[2], -1])
-    s, t = tf.shape(skip), tf.shape(target)
-    dh, dw = (s[1] - t[1]) // 2, (s[2] - t[2]) // 2
-    return skip[:, dh:dh + t[1], dw:dw + t[2], :]
+    return tf.nn.bias_add(ops.up_conv(x, w), b)
 
 
 # ------------------------------------------------------------------ model
 
 
-def unet(images, training, depth=4, base_filters=64, num_outputs=1):
+def unet(images, training, depth=4, base_filters=64, num_outputs=1, ops=None):
     """Build the U-Net.
 
     Args:
@@ -261,27 +186,31 @@ def unet(images, training, depth=4, base_filters=64, num_outputs=1):
       depth: number of 2x2 max pools (4 in the paper).
       base_filters: channels of the first level (64 in the paper).
       num_outputs: logit channels; 1 for a binary mask (apply a sigmoid).
+      ops: cpu_ops.Ops, how up-convs, crops and conv gradients are computed
+        (same values either way); None = cpu_ops.DEFAULT.
 
     Returns:
       logits: float32 [N, output_size(H), output_size(W), num_outputs].
     """
+    ops = cpu_ops.DEFAULT if ops is None else ops
     with v1.variable_scope("unet", reuse=v1.AUTO_REUSE):
         x, skips = images, []
         for level in range(1, depth + 1):
             with v1.variable_scope(f"contract{level}"):
                 if level > 1:
                     x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
-                x = _double_conv(x, base_filters * 2 ** (level - 1), training)
+                x = _double_conv(x, base_filters * 2 ** (level - 1), training, ops)
                 skips.append(x)
         with v1.variable_scope("bottom"):
             x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
-            x = _double_conv(x, base_filters * 2**depth, training)
+            x = _double_conv(x, base_filters * 2**depth, training, ops)
         for level in range(depth, 0, -1):
             with v1.variable_scope(f"expand{level}"):
                 filters = base_filters * 2 ** (level - 1)
-                x = _up_conv(x, filters)
-                x = tf.concat([_crop_to(skips[level - 1], x), x], axis=-1)
-                x = _double_conv(x, filters, training)
+                x = _up_conv(x, filters, ops)
+                # Copy and crop: the contracting map loses its border to valid convs.
+                x = tf.concat([ops.crop(skips[level - 1], x), x], axis=-1)
+                x = _double_conv(x, filters, training, ops)
         with v1.variable_scope("output"):
             w = v1.get_variable(
                 "weights", [1, 1, x.shape[-1], num_outputs],

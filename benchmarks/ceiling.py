@@ -12,7 +12,7 @@ the conv peak (benchmarks/run.py) is the most any float32 step built from
 these kernels could reach; the gap between the bound and our measured step
 is everything else.
 
-Up-convs are timed as unet.py builds them (matmul + depth_to_space).
+Up-convs are timed as unet.py builds them by default (cpu_ops.DEFAULT).
 """
 
 import json
@@ -31,6 +31,7 @@ import quiet  # noqa: E402, F401  (first: flops imports unet, which imports Tens
 import tensorflow as tf  # noqa: E402
 
 import cli  # noqa: E402
+import cpu_ops  # noqa: E402
 import unet  # noqa: E402
 from benchmarks import flops  # noqa: E402
 
@@ -45,7 +46,7 @@ def layer_graph(kind, size, cin, cout):
         x = v1.get_variable("x", initializer=tf.random.stateless_normal([1, size, size, cin],
                                                                         seed=[0, 1]))
         if kind == "up_conv":
-            y = unet._up_conv(x, cout)
+            y = unet._up_conv(x, cout, cpu_ops.DEFAULT)
             (w,) = [v for v in v1.global_variables() if v.name == "up_weights:0"]
         else:
             k = 3 if kind == "conv3x3" else 1

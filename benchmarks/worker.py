@@ -46,6 +46,10 @@ def spec_env(spec):
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
     if spec.get("onednn") is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = "1" if spec["onednn"] else "0"
+    if spec.get("xla") == "auto":  # XLA on CPU is switched on only by the environment
+        import speed
+
+        env[speed.XLA_FLAGS_ENV] = speed.XLA_CPU_FLAGS
     env.update(spec.get("env") or {})  # experiments, e.g. {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}
     return env
 

@@ -13,7 +13,7 @@ v1 = tf.compat.v1
 
 DEPTH, INPUT = 1, 44  # a depth-1 U-Net maps 44 -> 28: border 8
 OUTPUT = unet.output_size(INPUT, DEPTH)
-BORDER = unet.border(INPUT, DEPTH)
+BORDER = (INPUT - unet.output_size(INPUT, DEPTH)) // 2  # context lost on each side
 
 
 def coord_image(h, w, image_id):
@@ -53,6 +53,15 @@ def expected_window(image, mask, oy, ox, flip=False):
     if flip:
         img, msk = img[:, ::-1], msk[:, ::-1]
     return img, msk
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+@pytest.mark.parametrize("before,after", [(0, 0), (2, 5), (20, 33)])
+def test_reflect_indices_match_numpy_reflect_for_any_pad(n, before, after):
+    axis = np.arange(n) * 10
+    expected = np.pad(axis, (before, after), mode="reflect")
+    got = data.reflect_indices(tf.constant(-before), n + before + after, tf.constant(n))
+    np.testing.assert_array_equal(axis[got.numpy()], expected)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7])

@@ -18,9 +18,11 @@ import select
 import socket
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import cli
 import distribute
@@ -258,6 +260,18 @@ def test_mirrored_over_two_cpus_equals_one_device_splitting_the_batch(shards, tm
     assert result["2"]["max_rel_diff"] < 1e-5, result
     # Global-batch BN statistics give other weights: the comparison above can fail.
     assert result["1"]["max_rel_diff"] > 1e-3, result
+
+
+def test_num_workers_counts_the_chief_and_worker_tasks_of_the_cluster():
+    def strategy(cluster):
+        resolver = types.SimpleNamespace(cluster_spec=lambda: tf.train.ClusterSpec(cluster))
+        return types.SimpleNamespace(cluster_resolver=resolver)
+
+    assert distribute.num_workers(None) == 1
+    assert distribute.num_workers(types.SimpleNamespace(cluster_resolver=None)) == 1  # mirrored
+    assert distribute.num_workers(strategy({})) == 1  # multi-worker without a cluster
+    assert distribute.num_workers(strategy({"worker": ["a:1", "b:1"]})) == 2
+    assert distribute.num_workers(strategy({"chief": ["c:1"], "worker": ["a:1", "b:1"]})) == 3
 
 
 # -------------------------------------------------------- multi-worker

@@ -374,7 +374,30 @@ def test_record_with_an_undecodable_mask_is_named_or_skipped(tmp_path):
     report = json.loads((tmp_path / "run2" / guard.REPORT).read_text())["train"]
     assert report["skipped"] == 1 and report["good"] == 5 and report["bad"][0]["index"] == 2
     clean = guard.scan_records(str(tmp_path / "run2" / guard.CLEAN_DIR / "train" / "*"))
-    assert clean[1] == 5
+    assert clean[1] == [5]
+
+
+def test_scan_counts_the_records_of_each_shard_in_one_pass(tmp_path):
+    for k, n in enumerate((3, 5)):
+        write_records(tmp_path / f"s-0000{k}-of-00002.tfrecord", n)
+    files, counts = guard.scan_records(str(tmp_path / "s-*"))
+    assert [os.path.basename(f) for f in files] == ["s-00000-of-00002.tfrecord",
+                                                   "s-00001-of-00002.tfrecord"]
+    assert counts == [3, 5]
+
+
+def test_without_tensorflows_offset_reader_skip_corrupt_fails_loudly(tmp_path, monkeypatch):
+    path = tmp_path / "m-00000-of-00001.tfrecord"
+    write_records(path, 4)
+    monkeypatch.setattr(guard, "RandomRecordReader", None)  # a TensorFlow that moved it
+    with pytest.raises(UserError, match=r"--skip-corrupt-records needs TensorFlow's "
+                                        r"RandomRecordReader .* lacks"):
+        guard.scan_records(str(path), str(tmp_path / "run"), skip_corrupt=True)
+    assert guard.scan_records(str(path)) == ([str(path)], [4])  # counting still works
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) - 30])  # a truncated shard is still one clear error
+    with pytest.raises(UserError, match=r"cannot read records .*m-00000-of-00001"):
+        guard.scan_records(str(path))
 
 
 # ------------------------------------------------------------------ numbers

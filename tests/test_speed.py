@@ -38,23 +38,19 @@ def test_threads_and_precision_reach_the_config():
     assert g.graph_options.rewrite_options.auto_mixed_precision == ON
 
 
-@pytest.fixture
-def cpu_jit_reset():
-    """speed.enable_xla_on_cpu flips a process-wide flag: leave the process as found."""
-    from tensorflow.python.client import pywrap_tf_session
-
-    yield
-    pywrap_tf_session.TF_SetTfXlaCpuGlobalJit(False)
-
-
-def test_xla_auto_sets_jit_level_and_the_cpu_flag(monkeypatch, cpu_jit_reset):
+def test_xla_auto_sets_jit_level_and_needs_the_cpu_flag_in_the_environment(monkeypatch):
     monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_enable_lazy_compilation=true")  # a default
+    with pytest.raises(UsageError, match=r"--xla auto on a CPU needs "
+                                         r"TF_XLA_FLAGS=--tf_xla_cpu_global_jit"):
+        speed.session_config(cfg(xla="auto"))
+    flags = f"--tf_xla_enable_lazy_compilation=true {speed.XLA_CPU_FLAGS}"
+    monkeypatch.setenv("TF_XLA_FLAGS", flags)
     c = speed.session_config(cfg(xla="auto"))
     assert c.graph_options.optimizer_options.global_jit_level == v1.OptimizerOptions.ON_2
-    flags = ["--tf_xla_enable_lazy_compilation=true", speed.XLA_CPU_FLAGS]
-    assert os.environ["TF_XLA_FLAGS"].split() == flags
-    speed.session_config(cfg(xla="auto"))  # idempotent
-    assert os.environ["TF_XLA_FLAGS"].split() == flags
+    assert os.environ["TF_XLA_FLAGS"] == flags  # read, never changed
+    monkeypatch.delenv("TF_XLA_FLAGS")
+    gpu = speed.session_config(cfg(xla="auto"), gpu=True)  # a GPU needs no CPU flag
+    assert gpu.graph_options.optimizer_options.global_jit_level == v1.OptimizerOptions.ON_2
 
 
 XLA_PROBE = """
@@ -77,11 +73,11 @@ print(sorted({n.timeline_label.split(" = ")[-1].split("(")[0]
 """
 
 
-def test_xla_auto_compiles_even_after_tensorflow_read_its_flags():
-    # A fresh process: XLA's CPU device fixes its clustering policy at the first Session.
+def test_xla_auto_compiles_with_the_cpu_flag_set_before_the_start():
+    # A fresh process: TensorFlow reads TF_XLA_FLAGS once, at start-up.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": root}
-    env.pop("TF_XLA_FLAGS", None)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": root,
+           "TF_XLA_FLAGS": speed.XLA_CPU_FLAGS}
     done = subprocess.run([sys.executable, "-c", XLA_PROBE], cwd=root, env=env,
                           capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 0, done.stderr[-2000:]
