@@ -136,5 +136,3 @@ def probabilities(image, cfg, batch_size=4):
     if not long_side:
         return prob
     return tf.image.resize(prob[:, :, None], tf.shape(image)[:2], "bilinear")[:, :, 0]
-
-
