@@ -11,7 +11,7 @@ A run directory (train.py's --run-dir) holds:
     eval.json, eval/      evaluate.py's report on the run's own val_records (+ TensorBoard)
     eval-<name>.json      its reports on other records, named for them (+ eval-<name>/)
     threshold.json        the adopted threshold predict.py and export.py default to
-                          (docs/inference_notes.md says when evaluate.py adopts one)
+                          (docs/inference.md says when evaluate.py adopts one)
     clean-records/, corrupt_records.json   --skip-corrupt-records' copies and list (guard.py)
 
 Training and every inference tool pick checkpoints here alike: a checkpoint

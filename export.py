@@ -11,7 +11,7 @@ graph, so clients need no U-Net geometry:
              mask           uint8 [H, W]    255 where probability >= threshold, else 0
 
 The threshold is baked in: --threshold, else the run's adopted threshold
-(threshold.json, written by evaluate.py; docs/inference_notes.md), else 0.5, as
+(threshold.json, written by evaluate.py; docs/inference.md), else 0.5, as
 predict.py. The graph is the same one predict.py runs, so the SavedModel gives
 predict.py's masks; a run trained with long_side resizes the image to that
 scale inside the graph and the probabilities back to the input's size. It is a TF1-style SavedModel

@@ -14,7 +14,7 @@ restored (or --checkpoint). Images of any size go through the overlap-tile
 graph in tiling.py, at the scale the run was trained with (config.json's
 long_side; the probabilities are resized back, so masks are full size). The
 threshold defaults to the one evaluate.py adopted for the run (threshold.json,
-see docs/inference_notes.md), else 0.5. Bad images get one error line each;
+see docs/inference.md), else 0.5. Bad images get one error line each;
 the rest are still predicted, and the exit code is 1 if any failed.
 """
 
@@ -91,7 +91,7 @@ def default_threshold(run_dir):
     """(threshold, where it came from): the run's adopted threshold, else 0.5.
 
     evaluate.py adopts one into threshold.json only from the run's own
-    val_records or on --adopt-threshold (docs/inference_notes.md), so evaluating
+    val_records or on --adopt-threshold (docs/inference.md), so evaluating
     other data never moves it. Run dirs from before threshold.json: eval.json's
     best_threshold counts if it was tuned on the run's val_records.
     """
