@@ -24,11 +24,8 @@ What won on a 2-core AVX-512 CPU (docs/performance.md has the figures):
     Linux are not probed). resolve_precision() turns it into the concrete
     value before a run starts, so config.json says what ran.
 
-How train.py uses it (three lines):
-
-    session_config = speed.session_config(cfg, gpu=bool(gpus))  # before any Session
-    opt = speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg)
-    train_op = speed.minimize(opt, loss, global_step)          # + UPDATE_OPS
+train.py calls `session_config(cfg, gpu)` before any Session; the loss scaling that
+mixed_float16 needs is optim.py's.
 
 Every setting is read with getattr from a config-like object, so a Config
 without these fields gets the defaults below.
@@ -164,16 +161,3 @@ def enable_xla_on_cpu():
     setter = getattr(pywrap_tf_session, "TF_SetTfXlaCpuGlobalJit", None)
     if setter is not None:
         setter(True)
-
-
-def wrap_optimizer(optimizer, cfg_like=None):
-    """The optimizer, with dynamic loss scaling when the precision is mixed_float16."""
-    if settings(cfg_like)["precision"] == "mixed_float16":
-        return v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, "dynamic")
-    return optimizer
-
-
-def minimize(optimizer, loss, global_step=None, var_list=None):
-    """The train op: one optimizer step that also runs the batch-norm UPDATE_OPS."""
-    with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
-        return optimizer.minimize(loss, global_step=global_step, var_list=var_list)
