@@ -66,6 +66,7 @@ log = logging.getLogger("train")
 
 MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
 EXIT_ON_SIGNAL = {signal.SIGINT: cli.EXIT_INTERRUPTED, signal.SIGTERM: 0}
+ON_NAN = ("stop", "skip")  # --on-nan
 MAX_NAN_SKIPS = 20  # --on-nan skip: more non-finite steps in a row means training diverged
 
 
@@ -98,47 +99,66 @@ def read_stats(path):
 
 
 def resolve(cfg):
-    """Check flags, resolve pos_weight and precision 'auto' and the seed; returns a new Config."""
-    if not unet.is_valid_input_size(cfg.input_size, cfg.depth):
-        raise UsageError(
-            f"--input-size {cfg.input_size} is not valid for a depth-{cfg.depth} U-Net; the "
-            f"nearest valid sizes are {unet.valid_input_size(cfg.input_size, cfg.depth, 'down')}"
-            f" and {unet.valid_input_size(cfg.input_size, cfg.depth)}")
-    if cfg.val_input_size and not unet.is_valid_input_size(cfg.val_input_size, cfg.depth):
-        raise UsageError(
-            f"--val-input-size {cfg.val_input_size} is not valid for a depth-{cfg.depth} U-Net;"
-            f" the nearest valid sizes are "
-            f"{unet.valid_input_size(cfg.val_input_size, cfg.depth, 'down')} and "
-            f"{unet.valid_input_size(cfg.val_input_size, cfg.depth)}")
-    if cfg.long_side < 0:
-        raise UsageError(f"--long-side must be >= 0 (0 = images as stored), got {cfg.long_side}")
-    if cfg.lr_schedule not in optim.LR_SCHEDULES:
-        raise UsageError(f"--lr-schedule must be one of {', '.join(optim.LR_SCHEDULES)}")
-    check_budget(cfg)
+    """The one check of a Config: every setting, then 'auto' and None made concrete.
+
+    Returns a config.RunConfig, whose fields are what their types say; it is what
+    the run logs, saves as config.json and trains with.
+    """
+    _check_settings(cfg)
     # Checks the augmentation flags; config.json then names every group ("all" spelled out).
-    changes = {"augment": augment.format_groups(augment.from_config(cfg).groups)}
-    if cfg.pos_weight == "auto":
-        path = cfg.stats or stats_path_for(cfg.train_records)
-        stats, fraction = read_stats(path)
-        if not 0.0 < fraction < 1.0:
-            raise UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
-                            "pass a number for --pos-weight")
-        changes.update(pos_weight=(1.0 - fraction) / fraction, stats=path)
-        if stats.get("classes"):
-            changes["classes"] = tuple(stats["classes"])
-        log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
-                 fraction, path, changes["pos_weight"])
-    elif float(cfg.pos_weight) <= 0:
-        raise UsageError(f"--pos-weight must be a positive number or 'auto', got {cfg.pos_weight}")
-    else:
-        changes["pos_weight"] = float(cfg.pos_weight)
+    changes = {"augment": augment.format_groups(augment.from_config(cfg).groups),
+               **_resolve_pos_weight(cfg)}
     if cfg.seed is None:
         changes["seed"] = random.SystemRandom().randrange(2**31)
     if cfg.precision == "auto":  # config.json must say what ran, not what was asked
         gpu = bool(tf.config.list_physical_devices("GPU"))  # lists, starts no runtime
         changes["precision"], why = speed.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
-    return dataclasses.replace(cfg, **changes)
+    resolved = config.RunConfig(**{**dataclasses.asdict(cfg), **changes})
+    speed.settings(resolved)  # threads, XLA and the concrete precision
+    return resolved
+
+
+def _check_input_size(flag, size, depth):
+    if not unet.is_valid_input_size(size, depth):
+        raise UsageError(
+            f"{flag} {size} is not valid for a depth-{depth} U-Net; the nearest valid sizes "
+            f"are {unet.valid_input_size(size, depth, 'down')} and "
+            f"{unet.valid_input_size(size, depth)}")
+
+
+def _check_settings(cfg):
+    _check_input_size("--input-size", cfg.input_size, cfg.depth)
+    if cfg.val_input_size:
+        _check_input_size("--val-input-size", cfg.val_input_size, cfg.depth)
+    if cfg.long_side < 0:
+        raise UsageError(f"--long-side must be >= 0 (0 = images as stored), got {cfg.long_side}")
+    if cfg.lr_schedule not in optim.LR_SCHEDULES:
+        raise UsageError(f"--lr-schedule must be one of {', '.join(optim.LR_SCHEDULES)}")
+    if cfg.on_nan not in ON_NAN:
+        raise UsageError(f"--on-nan must be stop or skip, got {cfg.on_nan!r}")
+    check_budget(cfg)
+    distribute.check_flags(cfg)
+
+
+def _resolve_pos_weight(cfg):
+    """{pos_weight: float} ('auto': from the converter's stats, with stats and classes)."""
+    if cfg.pos_weight != "auto":
+        if float(cfg.pos_weight) <= 0:
+            raise UsageError(f"--pos-weight must be a positive number or 'auto', "
+                             f"got {cfg.pos_weight}")
+        return {"pos_weight": float(cfg.pos_weight)}
+    path = cfg.stats or stats_path_for(cfg.train_records)
+    stats, fraction = read_stats(path)
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
+                        "pass a number for --pos-weight")
+    changes = {"pos_weight": (1.0 - fraction) / fraction, "stats": path}
+    if stats.get("classes"):
+        changes["classes"] = tuple(stats["classes"])
+    log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
+             fraction, path, changes["pos_weight"])
+    return changes
 
 
 def check_budget(cfg):
@@ -716,11 +736,8 @@ def train(cfg, clock=time.monotonic):
     fake one; see _TrainingClock for when it is read).
     """
     cfg = resolve(cfg)
-    if cfg.on_nan not in ("stop", "skip"):
-        raise UsageError(f"--on-nan must be stop or skip, got {cfg.on_nan!r}")
     check_resumable(cfg)
     # First: logical CPU devices for --devices must exist before TF's runtime starts.
-    distribute.check_flags(cfg)
     strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
     # Non-chief workers share the chief's run dir but never write to it.
     lock = runlock.RunLock(cfg.run_dir) if distribute.is_chief(strategy) else (
@@ -953,7 +970,7 @@ def build_parser():
     a("--skip-corrupt-records", action="store_true",
       help="skip and count records that fail their checksum or do not decode, instead of "
       "stopping (decodes every record once at start)")
-    a("--on-nan", choices=("stop", "skip"), default=d.on_nan,
+    a("--on-nan", choices=ON_NAN, default=d.on_nan,
       help="non-finite loss: stop with the step, or skip that batch's update")
     a("-v", "--verbose", action="store_true", help="debug logging")
     return p
