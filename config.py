@@ -1,6 +1,7 @@
 """All training configuration in one place: the `Config` dataclass and its config.json.
 
-train.py turns its flags into a `Config`, logs it and saves it as
+train.py turns its flags into a `Config`, checks it once and resolves it
+(train.resolve) into a `RunConfig`, logs that and saves it as
 `<run_dir>/config.json` beside the checkpoints; evaluate.py, predict.py and
 export.py rebuild the same network from that file alone. What else the run
 directory holds is checkpoints.py's.
@@ -58,7 +59,7 @@ class Config:
     lr_schedule: str = "constant"  # constant | exponential | cosine (to 0 at the last step)
     lr_decay_rate: float = 0.1  # exponential: lr is multiplied by this every lr_decay_steps
     lr_decay_steps: int = 10000  # exponential: steps per lr_decay_rate factor (smooth decay)
-    pos_weight: float = 1.0  # foreground weight in the CE; flag "auto" = (1 - f) / f from stats
+    pos_weight: float | str = 1.0  # foreground weight in the CE; "auto" = (1 - f) / f from stats
     dice_weight: float = 0.0  # adds dice_weight * (1 - soft Dice) to the loss; 0 = CE only
     seed: int | None = None  # graph and data seed; None draws one (saved here for repeats)
     # ---- speed (speed.py; defaults are what measured fastest on a 2-core CPU)
@@ -67,7 +68,7 @@ class Config:
     xla: str = "off"  # "auto" = XLA auto-clustering: slower on CPU, worth a try on a GPU
     # bfloat16: CPUs with AVX512_BF16/AMX; mixed_float16: GPUs. The flag's "auto" is resolved
     # by speed.resolve_precision and saved here as the precision it picked (what ran).
-    precision: str = "float32"
+    precision: str = "float32"  # or "auto"
     # ---- logging and checkpoints
     log_every: int = 20  # steps between progress lines
     image_summary_every: int = 100  # steps between TensorBoard `windows` images (in|truth|pred)
@@ -82,6 +83,16 @@ class Config:
     on_nan: str = "stop"  # non-finite loss: "stop" with the step, or "skip" that batch's update
 
 
+@dataclasses.dataclass
+class RunConfig(Config):
+    """A Config as train.resolve checked it, with 'auto' and None made concrete: what a
+    run trains with, saves as config.json and what load_config returns."""
+
+    pos_weight: float = 1.0  # the foreground weight the loss uses
+    seed: int = 0  # the graph and data seed (drawn when the Config had None)
+    precision: str = "float32"  # float32 | bfloat16 | mixed_float16: what ran
+
+
 def save_config(cfg, run_dir):
     """Write config.json atomically so a crash never leaves half a file."""
     os.makedirs(run_dir, exist_ok=True)
@@ -89,7 +100,10 @@ def save_config(cfg, run_dir):
 
 
 def load_config(run_dir):
-    """Read `<run_dir>/config.json` back into a Config, or raise UserError."""
+    """Read `<run_dir>/config.json` back into a RunConfig, or raise UserError.
+
+    Files from earlier versions load too: a field they lack takes Config's default.
+    """
     path = os.path.join(run_dir, checkpoints.RUN_CONFIG)
     if not os.path.isdir(run_dir):
         raise UserError(f"run directory {run_dir} does not exist: pass the logs/<run> "
@@ -109,5 +123,5 @@ def load_config(run_dir):
         raise UserError(f"{path} has unknown keys {unknown}: was it written by a newer version?")
     if "classes" in raw:
         raw["classes"] = tuple(raw["classes"])
-    return Config(**raw)
+    return RunConfig(**raw)
 

@@ -29,6 +29,7 @@ import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -132,10 +133,16 @@ def prepare_drawn(data_dir="data", seed=0, num_train=demo_data.NUM_TRAIN,
     return tuple(convert_coco.shard_pattern(output, split) for split in demo_data.SPLITS)
 
 
+@dataclasses.dataclass
+class DemoResult:
+    training: train.TrainResult
+    evaluation: dict | None  # real photos: evaluate.evaluate's full-image results
+    seconds: float  # the whole run: data, training and scoring
+
+
 def run(dataset="pets", data_dir="data", run_dir=None, seed=0, num_train=demo_data.NUM_TRAIN,
         num_val=demo_data.NUM_VAL, **training):
-    """Prepare the data, train, and score; returns train.train's metrics plus 'seconds'
-    and, for real photos, 'evaluation' (evaluate.evaluate's full-image results).
+    """Prepare the data, train, and score; returns a DemoResult.
 
     `training` overrides the dataset's recipe (the tests shrink the network with it).
     """
@@ -150,38 +157,37 @@ def run(dataset="pets", data_dir="data", run_dir=None, seed=0, num_train=demo_da
         settings["epochs"] = 0  # as train.py --minutes: the budget decides, not 30 epochs
     cfg = config.Config(train_records=train_records, val_records=val_records,
                         run_dir=run_dir, classes=CLASSES, **settings)
-    result = train.train(cfg)
-    if dataset == "pets" and not result["interrupted"]:
+    training, evaluation = train.train(cfg), None
+    if dataset == "pets" and not training.interrupted:
         # The honest score: the last checkpoint (not the best-by-validation one), whole
         # photos at their stored size, threshold 0.5, and no threshold adopted.
-        result["evaluation"] = evaluate.evaluate(run_dir, checkpoint=result["checkpoint"],
-                                                 progress=False, adopt=False)
-    result["seconds"] = time.time() - start
-    return result
+        evaluation = evaluate.evaluate(run_dir, checkpoint=training.checkpoint,
+                                       progress=False, adopt=False)
+    return DemoResult(training, evaluation, time.time() - start)
 
 
 def _scores(result):
-    """(IoU, Dice, accuracy, baseline IoU, baseline accuracy, what was scored, its name)."""
-    if "evaluation" in result:
-        model, base = result["evaluation"]["model"], result["evaluation"]["all_background"]
-        return (model["foreground_iou"], model["dice"], model["pixel_accuracy"],
-                base["foreground_iou"], base["pixel_accuracy"],
-                f"{result['evaluation']['images']} held-out photos, full size", "held-out")
-    return (result["val_iou"], result["val_dice"], result["val_accuracy"],
-            result["val_baseline_iou"], result["val_baseline_accuracy"], "val images", "val")
+    """(model metrics, all-background metrics, what was scored, its name)."""
+    if result.evaluation:
+        return (result.evaluation["model"], result.evaluation["all_background"],
+                f"{result.evaluation['images']} held-out photos, full size", "held-out")
+    val = result.training.val
+    return val.model, val.baseline, "val images", "val"
 
 
 def report(result, run_dir):
     """The closing lines: the score next to the baseline, and where things are."""
-    if result["interrupted"]:
-        return (f"demo stopped at step {result['step']}: run `python demo.py` again to "
-                "continue")
-    iou, dice, accuracy, base_iou, base_accuracy, scored, name = _scores(result)
-    minutes, seconds = divmod(round(result["seconds"]), 60)
+    if result.training.interrupted:
+        return (f"demo stopped at step {result.training.step}: run `python demo.py` again "
+                "to continue")
+    model, base, scored, name = _scores(result)
+    iou = model["foreground_iou"]
+    minutes, seconds = divmod(round(result.seconds), 60)
     lines = [
         f"demo done in {minutes}m{seconds:02d}s: {name} foreground IoU {iou:.3f} "
-        f"(all-background baseline {base_iou:.3f}), Dice {dice:.3f}, "
-        f"pixel accuracy {accuracy:.3f} (baseline {base_accuracy:.3f}) on {scored}",
+        f"(all-background baseline {base['foreground_iou']:.3f}), Dice {model['dice']:.3f}, "
+        f"pixel accuracy {model['pixel_accuracy']:.3f} (baseline "
+        f"{base['pixel_accuracy']:.3f}) on {scored}",
         f"checkpoints and TensorBoard logs: {run_dir} (tensorboard --logdir "
         f"{os.path.dirname(run_dir) or '.'})",
     ]
@@ -219,8 +225,8 @@ def main(argv=None):
     run_dir = args.run_dir or RUN_DIRS[args.dataset]
     result = run(args.dataset, args.data_dir, run_dir, args.seed, **training)
     print(report(result, run_dir))
-    if result["interrupted"]:
-        return train.EXIT_ON_SIGNAL[signal.Signals[result["interrupted"]]]
+    if result.training.interrupted:
+        return train.EXIT_ON_SIGNAL[signal.Signals[result.training.interrupted]]
     return 0
 
 

@@ -295,7 +295,7 @@ def build_step(strategy, iterator, loss_fn, minimize_fn, global_step):
 
     loss_fn(images [b,in,in,3] f32, masks [b,out,out,1] u8) -> (loss, logits
     [b,out,out,1]) builds the per-replica forward pass; minimize_fn(loss) -> train op
-    (it must run the batch-norm UPDATE_OPS, as speed.minimize does).
+    (it must run the batch-norm UPDATE_OPS, as optim.minimize does).
     Returns loss (mean over all replicas), step (global step after the update),
     and images, masks, logits of this worker's first replica (for summaries).
     """

@@ -16,7 +16,7 @@ mask, as predict.py's masks would be:
 next to the same metrics for the all-background prediction, so a network that
 predicts nothing cannot look good. A prediction is foreground when p >= the
 threshold (--threshold, 0.5), as in TensorBoard's PR curves. A ratio with
-nothing to find and nothing found (0/0) counts as perfect, as in train.py.
+nothing to find and nothing found (0/0) counts as perfect (metrics.py).
 
 It also sweeps thresholds 0.05..0.95: precision, recall and IoU at each, and
 the best-IoU threshold. That threshold is tuned on the records evaluated here,
@@ -52,6 +52,7 @@ import cli
 import config
 import data
 import errors
+import metrics
 import predict
 import records
 import tiling
@@ -66,67 +67,6 @@ OVERLAY_DIR = "overlays"
 NAMES = {"foreground_iou": "foreground IoU", "mean_image_iou": "mean image IoU",
          "dice": "Dice", "precision": "precision", "recall": "recall",
          "pixel_accuracy": "pixel accuracy"}
-
-
-# ------------------------------------------------------------ pure metrics
-
-
-def confusion(prob, truth, thresholds):
-    """int64 [T, 4] (tp, fp, fn, tn) over valid pixels, predicting p >= each threshold.
-
-    prob: float [H, W]; truth: uint8 [H, W] of records.BACKGROUND / FOREGROUND /
-    IGNORE (IGNORE pixels are not counted).
-    """
-    prob = np.asarray(prob)
-    valid = truth != records.IGNORE
-    fg = valid & (truth == records.FOREGROUND)
-    pos, neg = np.sort(prob[fg]), np.sort(prob[valid & ~fg])
-    # Compare in prob's dtype, as predict.py's `prob >= threshold` does.
-    t = np.asarray(thresholds, dtype=prob.dtype)
-    tp = pos.size - np.searchsorted(pos, t, side="left")
-    fp = neg.size - np.searchsorted(neg, t, side="left")
-    return np.stack([tp, fp, pos.size - tp, neg.size - fp], axis=-1).astype(np.int64)
-
-
-def _ratio(num, den, empty):
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    return np.where(den > 0, num / np.maximum(den, 1), empty)
-
-
-def rates(counts):
-    """Metrics from [..., 4] (tp, fp, fn, tn) counts, as float arrays of shape [...].
-
-    0/0 counts as perfect when there was nothing to find and nothing was found,
-    else 0 (precision of an empty prediction on an image with foreground).
-    """
-    tp, fp, fn, tn = np.moveaxis(np.asarray(counts), -1, 0)
-    return {
-        "foreground_iou": _ratio(tp, tp + fp + fn, 1.0),
-        "dice": _ratio(2 * tp, 2 * tp + fp + fn, 1.0),
-        "precision": _ratio(tp, tp + fp, np.where(fn == 0, 1.0, 0.0)),
-        "recall": _ratio(tp, tp + fn, np.where(fp == 0, 1.0, 0.0)),
-        "pixel_accuracy": _ratio(tp + tn, tp + fp + fn + tn, 1.0),
-    }
-
-
-def summarize(per_image):
-    """The metrics table row for per-image counts int [N, 4].
-
-    Dataset-level ratios of the summed counts, plus the mean per-image IoU over
-    images that have any valid pixel.
-    """
-    per_image = np.asarray(per_image, np.int64).reshape(-1, 4)
-    out = {k: float(v) for k, v in rates(per_image.sum(axis=0)).items()}
-    has_valid = per_image.sum(axis=1) > 0
-    ious = rates(per_image[has_valid])["foreground_iou"]
-    out["mean_image_iou"] = float(ious.mean()) if ious.size else 1.0
-    return out
-
-
-def all_background(counts):
-    """Counts [..., 4] of the prediction 'background everywhere' on the same pixels."""
-    tp, fp, fn, tn = np.moveaxis(np.asarray(counts), -1, 0)
-    return np.stack([0 * tp, 0 * fp, tp + fn, fp + tn], axis=-1)
 
 
 # ------------------------------------------------------------ evaluation
@@ -183,11 +123,11 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
                     raise UserError(f"{path}: record #{index} is unreadable (not a "
                                     "tf.train.Example): re-create it with convert_coco.py or "
                                     "convert_pets.py") from None
-                c = confusion(got["prob"], got["mask"][..., 0], thresholds)
+                c = metrics.confusion(got["prob"], got["mask"][..., 0], thresholds)
                 counts.append(c)
                 names.append((got["filename"].decode(errors="replace"), int(got["id"])))
                 if save_overlays:
-                    iou = float(rates(c[-1])["foreground_iou"]) if c[-1].sum() else None
+                    iou = metrics.ratios(c[-1])["foreground_iou"] if c[-1].sum() else None
                     keep.add(iou, len(names) - 1, got)
                 index += 1
                 bar.update()
@@ -281,11 +221,11 @@ def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_file
     sweep = []
     for t in SWEEP:
         i = int(np.flatnonzero(PR_THRESHOLDS == t)[0])
-        row = summarize(counts[:, i])
+        row = metrics.summarize(counts[:, i])
         sweep.append({"threshold": float(t), **{k: row[k] for k in NAMES}})
     best = max(sweep, key=lambda r: (r["foreground_iou"], -abs(r["threshold"] - 0.5)))
     valid = main.sum(axis=1) > 0
-    ious = rates(main)["foreground_iou"]
+    ious = metrics.rates(main)["foreground_iou"]
     order = [i for i in np.argsort(ious, kind="stable") if valid[i]]
     n_list = max(n_list, 5)
 
@@ -303,8 +243,8 @@ def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_file
         "valid_pixels": int(total.sum()),
         "foreground_pixels": int(total[0] + total[2]),
         "threshold": float(threshold),
-        "model": summarize(main),
-        "all_background": summarize(all_background(main)),
+        "model": metrics.summarize(main),
+        "all_background": metrics.summarize(metrics.all_background(main)),
         "sweep": sweep,
         "best_threshold": best["threshold"],
         "best_threshold_iou": best["foreground_iou"],

@@ -1,6 +1,6 @@
-"""Training's defences against bad data and bad numbers.
+"""Corrupt training records: find them before training, skip them, report them.
 
-Corrupt records. A TFRecord is framed as
+A TFRecord is framed as
 
     uint64 length | uint32 masked crc32c(length) | data | uint32 masked crc32c(data)
 
@@ -15,10 +15,6 @@ bad records are replaced, for this run only, by copies of their good records in
 `<run_dir>/corrupt_records.json`. Records that frame correctly but do not decode
 (a damaged PNG inside, another schema) are found lazily: the first error in
 training triggers `locate_bad_record`, which names the record the same way.
-
-Bad numbers: `all_finite` is an op the trainer runs before every save, so a
-checkpoint with NaN/Inf weights is never written and the last one on disk stays
-the last good one.
 """
 
 import contextlib
@@ -301,48 +297,3 @@ def record_errors(file_pattern, files=None):
                         "bad records") from None
 
 
-# ---------------------------------------------------------------- numbers
-
-def all_finite(variables):
-    """Graph op: bool scalar, True when every element of every variable is finite."""
-    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in variables
-                                   if v.dtype.is_floating]))
-
-
-class SkipNonFinite(v1.train.Optimizer):
-    """Applies a step only when every gradient is finite; otherwise just counts the step.
-
-    For --on-nan skip: the weights and Adam's moments never see a NaN/Inf
-    gradient, and the global step still advances so the schedule and the
-    trainer's step count go on. The train op is a bool tensor: True if applied.
-    """
-
-    def __init__(self, inner):
-        super().__init__(use_locking=False, name="SkipNonFinite")
-        self._inner = inner
-
-    def compute_gradients(self, *args, **kwargs):
-        return self._inner.compute_gradients(*args, **kwargs)
-
-    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
-        grads_and_vars = list(grads_and_vars)
-        finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(g))
-                                         for g, _ in grads_and_vars if g is not None]))
-
-        def apply():
-            # The inner optimizer creates its slots in an init_scope, outside this cond.
-            with tf.control_dependencies([self._inner.apply_gradients(grads_and_vars,
-                                                                      global_step, name)]):
-                return tf.constant(True)
-
-        def skip():
-            counted = [global_step.assign_add(1)] if global_step is not None else []
-            with tf.control_dependencies(counted):
-                return tf.constant(False)
-
-        return tf.cond(finite, apply, skip)
-
-
-def wrap_optimizer(optimizer, cfg):
-    """The optimizer, made to skip non-finite updates when cfg.on_nan is "skip"."""
-    return SkipNonFinite(optimizer) if cfg.on_nan == "skip" else optimizer

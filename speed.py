@@ -25,14 +25,11 @@ What won on a 2-core AVX-512 CPU (docs/performance.md has the figures):
     Linux are not probed). resolve_precision() turns it into the concrete
     value before a run starts, so config.json says what ran.
 
-How train.py uses it (three lines):
+train.py calls `session_config(cfg, gpu)` before any Session; the loss scaling that
+mixed_float16 needs is optim.py's.
 
-    session_config = speed.session_config(cfg, gpu=bool(gpus))  # before any Session
-    opt = speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg)
-    train_op = speed.minimize(opt, loss, global_step)          # + UPDATE_OPS
-
-Every setting is read with getattr from a config-like object, so a Config
-without these fields gets the defaults below.
+Every setting is read with getattr from a config-like object; one without a
+field gets config.Config's default.
 """
 
 import os
@@ -41,6 +38,7 @@ import platform
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
+import config
 from cli import UsageError
 
 v1 = tf.compat.v1
@@ -50,12 +48,7 @@ PRECISIONS = ("float32", "bfloat16", "mixed_float16")
 PRECISION_CHOICES = PRECISIONS + ("auto",)  # flag values; "auto" is resolved before a run
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of native bfloat16 math
 CPUINFO = "/proc/cpuinfo"
-DEFAULTS = {
-    "intra_op_threads": 0,  # threads inside one op; 0 = TensorFlow's choice (all cores)
-    "inter_op_threads": 0,  # ops run side by side; 0 = TensorFlow's choice
-    "xla": "off",  # "auto" = XLA auto-clustering; slower on CPU, try it on a GPU
-    "precision": "float32",  # "bfloat16" (CPU with AVX512_BF16/AMX) / "mixed_float16" (GPU)
-}
+SETTINGS = ("intra_op_threads", "inter_op_threads", "xla", "precision")  # Config fields
 # XLA auto-clustering of CPU ops needs this flag besides the session's global_jit_level.
 XLA_CPU_FLAGS = "--tf_xla_cpu_global_jit"
 XLA_FLAGS_ENV = "TF_XLA_FLAGS"
@@ -63,7 +56,7 @@ XLA_FLAGS_ENV = "TF_XLA_FLAGS"
 
 def settings(cfg_like=None):
     """The four speed settings of cfg_like (a Config, namespace or None), validated."""
-    s = {k: getattr(cfg_like, k, v) for k, v in DEFAULTS.items()}
+    s = {k: getattr(cfg_like, k, getattr(config.Config, k)) for k in SETTINGS}
     for key in ("intra_op_threads", "inter_op_threads"):
         if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 0:
             raise UsageError(f"{key} must be an integer >= 0 (0 = one per core), "
@@ -150,14 +143,3 @@ def session_config(cfg_like=None, gpu=False):
     return config
 
 
-def wrap_optimizer(optimizer, cfg_like=None):
-    """The optimizer, with dynamic loss scaling when the precision is mixed_float16."""
-    if settings(cfg_like)["precision"] == "mixed_float16":
-        return v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, "dynamic")
-    return optimizer
-
-
-def minimize(optimizer, loss, global_step=None, var_list=None):
-    """The train op: one optimizer step that also runs the batch-norm UPDATE_OPS."""
-    with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
-        return optimizer.minimize(loss, global_step=global_step, var_list=var_list)

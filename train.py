@@ -55,6 +55,8 @@ import data
 import distribute
 import errors
 import guard
+import metrics
+import optim
 import records
 import runlock
 import speed
@@ -64,11 +66,10 @@ from cli import UsageError, UserError
 v1 = tf.compat.v1
 log = logging.getLogger("train")
 
-LR_SCHEDULES = ("constant", "exponential", "cosine")
 MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
 EXIT_ON_SIGNAL = {signal.SIGINT: cli.EXIT_INTERRUPTED, signal.SIGTERM: 0}
+ON_NAN = ("stop", "skip")  # --on-nan
 MAX_NAN_SKIPS = 20  # --on-nan skip: more non-finite steps in a row means training diverged
-METRIC_TAGS = ("iou", "dice", "precision", "recall", "accuracy")  # metrics_from_counts' keys
 
 
 # ------------------------------------------------------------ config checks
@@ -100,47 +101,66 @@ def read_stats(path):
 
 
 def resolve(cfg):
-    """Check flags, resolve pos_weight and precision 'auto' and the seed; returns a new Config."""
-    if not unet.is_valid_input_size(cfg.input_size, cfg.depth):
-        raise UsageError(
-            f"--input-size {cfg.input_size} is not valid for a depth-{cfg.depth} U-Net; the "
-            f"nearest valid sizes are {unet.valid_input_size(cfg.input_size, cfg.depth, 'down')}"
-            f" and {unet.valid_input_size(cfg.input_size, cfg.depth)}")
-    if cfg.val_input_size and not unet.is_valid_input_size(cfg.val_input_size, cfg.depth):
-        raise UsageError(
-            f"--val-input-size {cfg.val_input_size} is not valid for a depth-{cfg.depth} U-Net;"
-            f" the nearest valid sizes are "
-            f"{unet.valid_input_size(cfg.val_input_size, cfg.depth, 'down')} and "
-            f"{unet.valid_input_size(cfg.val_input_size, cfg.depth)}")
-    if cfg.long_side < 0:
-        raise UsageError(f"--long-side must be >= 0 (0 = images as stored), got {cfg.long_side}")
-    if cfg.lr_schedule not in LR_SCHEDULES:
-        raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
-    check_budget(cfg)
+    """The one check of a Config: every setting, then 'auto' and None made concrete.
+
+    Returns a config.RunConfig, whose fields are what their types say; it is what
+    the run logs, saves as config.json and trains with.
+    """
+    _check_settings(cfg)
     # Checks the augmentation flags; config.json then names every group ("all" spelled out).
-    changes = {"augment": augment.format_groups(augment.from_config(cfg).groups)}
-    if cfg.pos_weight == "auto":
-        path = cfg.stats or stats_path_for(cfg.train_records)
-        stats, fraction = read_stats(path)
-        if not 0.0 < fraction < 1.0:
-            raise UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
-                            "pass a number for --pos-weight")
-        changes.update(pos_weight=(1.0 - fraction) / fraction, stats=path)
-        if stats.get("classes"):
-            changes["classes"] = tuple(stats["classes"])
-        log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
-                 fraction, path, changes["pos_weight"])
-    elif float(cfg.pos_weight) <= 0:
-        raise UsageError(f"--pos-weight must be a positive number or 'auto', got {cfg.pos_weight}")
-    else:
-        changes["pos_weight"] = float(cfg.pos_weight)
+    changes = {"augment": augment.format_groups(augment.from_config(cfg).groups),
+               **_resolve_pos_weight(cfg)}
     if cfg.seed is None:
         changes["seed"] = random.SystemRandom().randrange(2**31)
     if cfg.precision == "auto":  # config.json must say what ran, not what was asked
         gpu = bool(tf.config.list_physical_devices("GPU"))  # lists, starts no runtime
         changes["precision"], why = speed.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
-    return dataclasses.replace(cfg, **changes)
+    resolved = config.RunConfig(**{**dataclasses.asdict(cfg), **changes})
+    speed.settings(resolved)  # threads, XLA and the concrete precision
+    return resolved
+
+
+def _check_input_size(flag, size, depth):
+    if not unet.is_valid_input_size(size, depth):
+        raise UsageError(
+            f"{flag} {size} is not valid for a depth-{depth} U-Net; the nearest valid sizes "
+            f"are {unet.valid_input_size(size, depth, 'down')} and "
+            f"{unet.valid_input_size(size, depth)}")
+
+
+def _check_settings(cfg):
+    _check_input_size("--input-size", cfg.input_size, cfg.depth)
+    if cfg.val_input_size:
+        _check_input_size("--val-input-size", cfg.val_input_size, cfg.depth)
+    if cfg.long_side < 0:
+        raise UsageError(f"--long-side must be >= 0 (0 = images as stored), got {cfg.long_side}")
+    if cfg.lr_schedule not in optim.LR_SCHEDULES:
+        raise UsageError(f"--lr-schedule must be one of {', '.join(optim.LR_SCHEDULES)}")
+    if cfg.on_nan not in ON_NAN:
+        raise UsageError(f"--on-nan must be stop or skip, got {cfg.on_nan!r}")
+    check_budget(cfg)
+    distribute.check_flags(cfg)
+
+
+def _resolve_pos_weight(cfg):
+    """{pos_weight: float} ('auto': from the converter's stats, with stats and classes)."""
+    if cfg.pos_weight != "auto":
+        if float(cfg.pos_weight) <= 0:
+            raise UsageError(f"--pos-weight must be a positive number or 'auto', "
+                             f"got {cfg.pos_weight}")
+        return {"pos_weight": float(cfg.pos_weight)}
+    path = cfg.stats or stats_path_for(cfg.train_records)
+    stats, fraction = read_stats(path)
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
+                        "pass a number for --pos-weight")
+    changes = {"pos_weight": (1.0 - fraction) / fraction, "stats": path}
+    if stats.get("classes"):
+        changes["classes"] = tuple(stats["classes"])
+    log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
+             fraction, path, changes["pos_weight"])
+    return changes
 
 
 def check_budget(cfg):
@@ -195,76 +215,147 @@ def pixel_loss(logits, masks, pos_weight, dice_weight=0.0):
     return loss, ce_sum, n_valid
 
 
-def confusion_counts(logits, masks):
-    """[4] int64 (tp, fp, fn, tn) over valid pixels at probability 0.5 (logit 0)."""
-    valid = tf.not_equal(masks, records.IGNORE)
-    truth = tf.equal(masks, records.FOREGROUND)
-    pred = logits > 0.0
+@dataclasses.dataclass
+class ValMetrics:
+    """One validation over the validation windows' valid pixels, at probability 0.5."""
 
-    def count(x):
-        return tf.reduce_sum(tf.cast(x & valid, tf.int64))
-
-    return tf.stack([count(pred & truth), count(pred & ~truth),
-                     count(~pred & truth), count(~pred & ~truth)])
-
-
-def metrics_from_counts(tp, fp, fn, tn):
-    """IoU, Dice, precision, recall, accuracy; a ratio with nothing to find and nothing
-    found (0/0) counts as perfect, so an empty val set does not read as a failure."""
-    def ratio(num, den, empty):
-        return float(num) / den if den else empty
-
-    return {
-        "iou": ratio(tp, tp + fp + fn, 1.0),
-        "dice": ratio(2 * tp, 2 * tp + fp + fn, 1.0),
-        "precision": ratio(tp, tp + fp, 1.0 if fn == 0 else 0.0),
-        "recall": ratio(tp, tp + fn, 1.0 if fp == 0 else 0.0),
-        "accuracy": ratio(tp + tn, tp + fp + fn + tn, 1.0),
-    }
+    model: dict  # metrics.RATIOS of the model
+    baseline: dict  # the same for predicting background everywhere
+    loss: float  # mean cross-entropy (TensorBoard's val/cost)
 
 
 def validation_metrics(counts, ce_sum, n_valid):
-    """Model metrics plus 'baseline_*' for predicting background everywhere."""
-    tp, fp, fn, tn = (int(c) for c in counts)
-    metrics = metrics_from_counts(tp, fp, fn, tn)
-    metrics["loss"] = ce_sum / max(n_valid, 1.0)
-    baseline = metrics_from_counts(0, 0, tp + fn, fp + tn)
-    metrics.update({f"baseline_{k}": v for k, v in baseline.items()})
-    return metrics
+    """ValMetrics from summed (tp, fp, fn, tn) counts and cross-entropy."""
+    return ValMetrics(metrics.ratios(counts), metrics.ratios(metrics.all_background(counts)),
+                      ce_sum / max(n_valid, 1.0))
 
 
-def learning_rate(cfg, global_step, total_steps, progress=None):
-    """The schedule's learning rate; progress: with --minutes, a [] float32 in [0, 1]
-    (training time / budget) that the cosine follows instead of the step."""
-    if cfg.lr_schedule == "exponential":
-        return v1.train.exponential_decay(cfg.learning_rate, global_step, cfg.lr_decay_steps,
-                                          cfg.lr_decay_rate)
-    if cfg.lr_schedule == "cosine" and progress is not None:
-        return v1.train.cosine_decay(cfg.learning_rate, progress, 1.0)  # ends with the budget
-    if cfg.lr_schedule == "cosine":
-        return v1.train.cosine_decay(cfg.learning_rate, global_step, max(total_steps, 1))
-    return tf.constant(cfg.learning_rate, tf.float32)
+# ------------------------------------------------------------ the graph
 
 
-def _distributed_step(cfg, g, strategy, optimizer, global_step):
+@dataclasses.dataclass
+class Plan:
+    """What the record scan decided: the files and how many steps they make."""
+
+    train_files: list  # checked record files (clean copies with --skip-corrupt-records)
+    val_files: list  # [] without val_records
+    num_train: int  # training records
+    steps_per_epoch: int
+    total_steps: int  # the epoch / max_steps limit; 0: --minutes alone decides
+    worker_steps: int | None  # multi-worker: steps per epoch every worker can feed
+
+
+@dataclasses.dataclass
+class Step:
+    """One training step's ops, from the single-device or the distributed builder."""
+
+    iterator: object  # initializable; its initializer is fed the data epoch
+    op: tf.Tensor  # [] int64: the global step after this step's update
+    loss: tf.Tensor  # [] float32: mean loss over the global batch
+    images: tf.Tensor  # [b, in, in, 3] float32 of the (first replica's) batch
+    masks: tf.Tensor  # [b, out, out, 1] uint8
+    logits: tf.Tensor  # [b, out, out, 1] float32
+
+
+@dataclasses.dataclass
+class ValOps:
+    iterator: object  # initializable, over every validation window once
+    fetches: dict  # counts [4] int64 (tp, fp, fn, tn), ce_sum [] and n_valid [] float32
+
+
+@dataclasses.dataclass
+class Graph:
+    """All ops of a run (build_graph); the loop only runs them."""
+
+    strategy: object  # a tf.distribute strategy, or None for one device
+    chief: bool  # writes summaries, checkpoints and config.json
+    global_batch: int  # windows per step over all replicas
+    data_epoch: tf.Tensor  # [] int64 placeholder: the epoch whose shuffle to draw
+    progress: object  # [] float32 placeholder, training time / budget; None without --minutes
+    train: Step
+    val: ValOps | None  # None without val_records
+    global_step: tf.Variable
+    epoch: tf.Variable  # epochs completed, checkpointed
+    next_epoch: tf.Tensor  # increments epoch
+    best_iou: tf.Variable  # best validation foreground IoU, checkpointed; -1 before any
+    new_best: tf.Tensor  # placeholder for set_best
+    set_best: tf.Tensor
+    train_seconds: tf.Variable  # training time so far, for a resumed --minutes schedule
+    seconds_in: tf.Tensor  # placeholder for set_seconds
+    set_seconds: tf.Tensor
+    summary: tf.Tensor  # cost and learning rate, every step
+    image_summary: tf.Tensor  # the `windows` panels
+    finite: tf.Tensor  # [] bool: every weight is finite (checked before every save)
+    saver: object
+    best_saver: object
+    clockless_saver: object  # restores checkpoints from before train_seconds existed
+    init: tf.Operation
+
+
+def _loss_fn(cfg):
+    def loss_fn(images, masks):  # [b, in, in, 3] f32, [b, out, out, 1] u8
+        logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
+        with tf.name_scope("loss"):
+            return pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0], logits
+    return loss_fn
+
+
+def _train_dataset(cfg, files, data_epoch, seed):
+    return data.make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth, seed,
+                             data_epoch, cfg.shuffle_buffer, long_side=cfg.long_side,
+                             augmentation=augment.from_config(cfg))
+
+
+def _single_device_step(cfg, plan, data_epoch, optimizer, global_step):
+    """The plain graph: one iterator, one forward pass, one update."""
+    # Name scopes keep TensorBoard's graph to a few blocks around unet/ (docs/tensorboard.md).
+    with tf.name_scope("train_input"):
+        iterator = data.make_initializable_iterator(
+            _train_dataset(cfg, plan.train_files, data_epoch, cfg.seed))
+        images, masks = iterator.get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
+    loss, logits = _loss_fn(cfg)(images, masks)
+    train_op = optim.minimize(optimizer, loss, global_step)  # runs the BN UPDATE_OPS too
+    with tf.control_dependencies([train_op]):
+        step = tf.identity(global_step.read_value())
+    return Step(iterator, step, loss, images, masks, logits)
+
+
+def _distributed_step(cfg, plan, data_epoch, optimizer, global_step, strategy):
     """The train step run by every replica of `strategy` (see distribute.py)."""
     def dataset_fn(workers, index):
-        files = distribute.shard_files(data.record_files(cfg.train_records), workers, index)
-        return data.make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth,
-                                 distribute.worker_seed(cfg.seed, index), g["data_epoch"],
-                                 cfg.shuffle_buffer, long_side=cfg.long_side,
-                                 augmentation=augment.from_config(cfg))
+        files = distribute.shard_files(plan.train_files, workers, index)
+        return _train_dataset(cfg, files, data_epoch, distribute.worker_seed(cfg.seed, index))
 
-    g["train_iterator"] = distribute.make_iterator(strategy, dataset_fn, g.get("worker_steps"))
-
-    def loss_fn(images, masks):
-        logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
-        return pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0], logits
-
-    out = distribute.build_step(strategy, g["train_iterator"], loss_fn,
-                                lambda loss: speed.minimize(optimizer, loss, global_step),
+    iterator = distribute.make_iterator(strategy, dataset_fn, plan.worker_steps)
+    out = distribute.build_step(strategy, iterator, _loss_fn(cfg),
+                                lambda loss: optim.minimize(optimizer, loss, global_step),
                                 global_step)
-    return out["step"], out["loss"], out["images"], out["masks"], out["logits"]
+    return Step(iterator, out["step"], out["loss"], out["images"], out["masks"], out["logits"])
+
+
+def _validation_ops(cfg, plan):
+    if not plan.val_files:
+        return None
+    val_size = cfg.val_input_size or cfg.input_size
+    # Inference holds no activations for backprop, but a big window still needs a
+    # smaller batch to stay within the training step's memory.
+    val_batch = max(1, round(cfg.batch_size * (cfg.input_size / val_size) ** 2))
+    with tf.name_scope("validation"):  # the weights stay unet/'s: get_variable ignores it
+        val_ds = data.make_dataset(plan.val_files, val_batch, False, val_size, cfg.depth,
+                                   cfg.seed, long_side=cfg.long_side)
+        iterator = data.make_initializable_iterator(val_ds)
+        images, masks = iterator.get_next()
+        logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
+        _, ce_sum, n_valid = pixel_loss(logits, masks, cfg.pos_weight)
+        return ValOps(iterator, {"counts": metrics.confusion_counts(logits, masks),
+                                 "ce_sum": ce_sum, "n_valid": n_valid})
+
+
+def _state_variable(name, dtype, initial):
+    """A checkpointed scalar, its placeholder and the op that sets it from the placeholder."""
+    var = v1.get_variable(name, [], dtype, v1.constant_initializer(initial), trainable=False)
+    value = v1.placeholder(dtype, [], f"{name}_in")
+    return var, value, var.assign(value)
 
 
 # The colours of the paper's overlap-tile figure (Fig. 2): the prediction covers the yellow
@@ -308,94 +399,278 @@ def window_panels(images, masks, probs, outline=2):
         return tf.cast(tf.round(tf.clip_by_value(row * 255.0, 0.0, 255.0)), tf.uint8)
 
 
-def build_graph(cfg, total_steps, strategy=None, worker_steps=None):
-    """All ops of a run, in the current default graph; returns them in a dict.
+def build_graph(cfg, plan, strategy=None):
+    """All ops of a run, in the current default graph.
 
     strategy: a tf.distribute strategy from distribute.make_strategy (build inside
     distribute.scope(strategy)), or None for the single-device graph.
-    worker_steps: multi-worker only, steps per epoch that every worker can feed.
     """
-    g = {"strategy": strategy, "chief": distribute.is_chief(strategy),
-         "global_batch": cfg.batch_size * distribute.num_replicas(strategy),
-         "worker_steps": worker_steps}
     v1.set_random_seed(cfg.seed)
-    g["data_epoch"] = v1.placeholder_with_default(tf.constant(0, tf.int64), [], "data_epoch")
-    # Name scopes keep TensorBoard's graph to a few blocks around unet/ (see docs/tensorboard.md).
-    if strategy is None:
-        with tf.name_scope("train_input"):
-            train_ds = data.make_dataset(cfg.train_records, cfg.batch_size, True,
-                                         cfg.input_size, cfg.depth, cfg.seed, g["data_epoch"],
-                                         cfg.shuffle_buffer, long_side=cfg.long_side,
-                                         augmentation=augment.from_config(cfg))
-            g["train_iterator"] = data.make_initializable_iterator(train_ds)
-            images, masks = g["train_iterator"].get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
-
+    data_epoch = v1.placeholder_with_default(tf.constant(0, tf.int64), [], "data_epoch")
     global_step = v1.train.get_or_create_global_step()
-    g["epoch"] = v1.get_variable("epoch", [], tf.int64, v1.zeros_initializer(), trainable=False)
-    g["next_epoch"] = g["epoch"].assign_add(1)
-    g["best_iou"] = v1.get_variable("best_val_iou", [], tf.float32,
-                                    v1.constant_initializer(-1.0), trainable=False)
-    g["new_best"] = v1.placeholder(tf.float32, [], "new_best_iou")
-    g["set_best"] = g["best_iou"].assign(g["new_best"])
-    # Training time so far, checkpointed so a resumed --minutes run keeps its schedule.
-    g["train_seconds"] = v1.get_variable("train_seconds", [], tf.float64,
-                                         v1.zeros_initializer(), trainable=False)
-    g["seconds_in"] = v1.placeholder(tf.float64, [], "train_seconds_in")
-    g["set_seconds"] = g["train_seconds"].assign(g["seconds_in"])
-    if cfg.minutes:  # fed every step: the schedule cannot know the time per step ahead
-        g["progress"] = v1.placeholder(tf.float32, [], "budget_progress")
-
+    epoch = v1.get_variable("epoch", [], tf.int64, v1.zeros_initializer(), trainable=False)
+    best_iou, new_best, set_best = _state_variable("best_val_iou", tf.float32, -1.0)
+    train_seconds, seconds_in, set_seconds = _state_variable("train_seconds", tf.float64, 0.0)
+    # Fed every step: the schedule cannot know the time per step ahead.
+    progress = v1.placeholder(tf.float32, [], "budget_progress") if cfg.minutes else None
+    lr = optim.learning_rate(cfg, global_step, plan.total_steps, progress)
+    optimizer = optim.optimizer(cfg, lr)
     if strategy is None:
-        logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
-        with tf.name_scope("loss"):
-            loss, _, _ = pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)
-    lr = learning_rate(cfg, global_step, total_steps, g.get("progress"))
-    # Batch-norm moving statistics update with every step (unet.py puts them here).
-    optimizer = guard.wrap_optimizer(speed.wrap_optimizer(v1.train.AdamOptimizer(lr), cfg), cfg)
-    if strategy is None:
-        train_op = speed.minimize(optimizer, loss, global_step)  # runs the BN UPDATE_OPS too
-        with tf.control_dependencies([train_op]):
-            g["step"] = tf.identity(global_step.read_value())
+        step = _single_device_step(cfg, plan, data_epoch, optimizer, global_step)
     else:
-        g["step"], loss, images, masks, logits = _distributed_step(cfg, g, strategy, optimizer,
-                                                                   global_step)
-    g["global_step"], g["loss"] = global_step, loss
-
-    g["summary"] = v1.summary.merge([v1.summary.scalar("cost", loss),
-                                     v1.summary.scalar("learning_rate", lr)])
+        step = _distributed_step(cfg, plan, data_epoch, optimizer, global_step, strategy)
     n = min(cfg.batch_size, 3)
-    g["image_summary"] = v1.summary.image(
-        "windows", window_panels(images[:n], masks[:n], tf.sigmoid(logits[:n])), n)
-
-    if cfg.val_records:
-        val_size = cfg.val_input_size or cfg.input_size
-        # Inference holds no activations for backprop, but a big window still needs a
-        # smaller batch to stay within the training step's memory.
-        val_batch = max(1, round(cfg.batch_size * (cfg.input_size / val_size) ** 2))
-        with tf.name_scope("validation"):  # the weights stay unet/'s: get_variable ignores it
-            val_ds = data.make_dataset(cfg.val_records, val_batch, False, val_size, cfg.depth,
-                                       cfg.seed, long_side=cfg.long_side)
-            g["val_iterator"] = data.make_initializable_iterator(val_ds)
-            val_images, val_masks = g["val_iterator"].get_next()
-            val_logits = unet.unet(val_images, False, cfg.depth, cfg.base_filters,
-                                   cfg.num_outputs)
-            _, ce_sum, n_valid = pixel_loss(val_logits, val_masks, cfg.pos_weight)
-            g["val"] = {"counts": confusion_counts(val_logits, val_masks), "ce_sum": ce_sum,
-                        "n_valid": n_valid}
-
-    # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
-    g["saver"] = v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True)
-    g["best_saver"] = v1.train.Saver(max_to_keep=1, save_relative_paths=True)
-    # Checkpoints from before the training clock existed still resume (from 0 seconds).
-    g["clockless_saver"] = v1.train.Saver([v for v in v1.global_variables()
-                                           if v is not g["train_seconds"]])
+    image_summary = v1.summary.image("windows", window_panels(
+        step.images[:n], step.masks[:n], tf.sigmoid(step.logits[:n])), n)
+    val = _validation_ops(cfg, plan)
     with tf.name_scope("finite_check"):
-        g["finite"] = guard.all_finite(v1.global_variables())  # checked before every save
-    g["init"] = v1.global_variables_initializer()
-    return g
+        finite = optim.all_finite(v1.global_variables())
+    return Graph(
+        strategy=strategy, chief=distribute.is_chief(strategy),
+        global_batch=cfg.batch_size * distribute.num_replicas(strategy),
+        data_epoch=data_epoch, progress=progress, train=step, val=val,
+        global_step=global_step, epoch=epoch, next_epoch=epoch.assign_add(1),
+        best_iou=best_iou, new_best=new_best, set_best=set_best,
+        train_seconds=train_seconds, seconds_in=seconds_in, set_seconds=set_seconds,
+        summary=v1.summary.merge([v1.summary.scalar("cost", step.loss),
+                                  v1.summary.scalar("learning_rate", lr)]),
+        image_summary=image_summary, finite=finite,
+        # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
+        saver=v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True),
+        best_saver=v1.train.Saver(max_to_keep=1, save_relative_paths=True),
+        # Checkpoints from before the training clock existed still resume (from 0 seconds).
+        clockless_saver=v1.train.Saver([v for v in v1.global_variables()
+                                        if v is not train_seconds]),
+        init=v1.global_variables_initializer())
 
 
 # ------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What train() returns: where the run stands and this invocation's last validation."""
+
+    step: int
+    epoch: int  # epochs completed
+    train_loss: float | None  # mean over the last log window; None when no step ran
+    best_val_iou: float  # best validation foreground IoU so far; -1 before any
+    checkpoint: str | None  # the newest checkpoint
+    interrupted: str | None  # None, "SIGINT" or "SIGTERM"
+    train_seconds: float  # training time over all invocations (what --minutes budgets)
+    val: ValMetrics | None  # None when this invocation did not finish a validation
+
+
+@dataclasses.dataclass
+class _Writers:
+    """TensorBoard: train/ per step; val/ the model's metrics and baseline/ the
+    all-background ones under the same tags, so TensorBoard draws the two as lines of
+    one chart per metric."""
+
+    train: object
+    val: object
+    baseline: object
+
+    @classmethod
+    def open(cls, strategy, run_dir, graph):
+        return cls(*(distribute.summary_writer(strategy, os.path.join(run_dir, name),
+                                               graph if name == "train" else None)
+                     for name in ("train", "val", "baseline")))
+
+    def write_validation(self, val, step):
+        model = {"cost": val.loss, **val.model}
+        for writer, tags in ((self.val, model), (self.baseline, val.baseline)):
+            writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
+                                                 for k, v in tags.items()]), step)
+            writer.flush()
+
+    def close(self):
+        for writer in (self.train, self.val, self.baseline):
+            writer.close()
+
+
+class _Loop:
+    """One invocation's training: epochs of steps, validations, checkpoints and the stop.
+
+    run() is the outline; each method below is one of its named steps.
+    """
+
+    def __init__(self, sess, g, cfg, total_steps, stop, clock):
+        self.sess, self.g, self.cfg, self.total_steps, self.stop = sess, g, cfg, total_steps, stop
+        _restore(sess, g, cfg)
+        step, epoch, seconds = sess.run([g.global_step, g.epoch, g.train_seconds])
+        self.step, self.epoch = int(step), int(epoch)
+        self.timer = _TrainingClock(clock, cfg.minutes * 60.0, float(seconds))
+        self.losses, self.nan_skips, self.checkpoint = [], 0, None
+        self.val, self.validated = None, False
+        self.tick, self.tick_step = self.timer.seconds, self.step
+
+    def step_limit(self):
+        return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
+
+    def finished(self):
+        return (self.step_limit() or bool(self.cfg.epochs and self.epoch >= self.cfg.epochs)
+                or self.timer.spent)
+
+    def run(self, writers):
+        # Tells TensorBoard to drop events logged after this checkpoint by a killed earlier
+        # run; it drops steps >= the one given, and the checkpointed step's own are valid.
+        writers.train.add_session_log(v1.SessionLog(status=v1.SessionLog.START), self.step + 1)
+        while not self.finished() and not self.stop.requested:
+            epoch_done = self._train_epoch(writers.train)
+            if epoch_done:
+                self.epoch = int(self.sess.run(self.g.next_epoch))
+            if not self.stop.requested and (
+                    (epoch_done and self.epoch % self.cfg.val_every == 0) or self.finished()):
+                self._validate_and_save(writers)
+        self._wrap_up(writers)
+        return self._result()
+
+    def _train_epoch(self, writer):
+        """Steps until the data, a limit or a stop ends them; True when the data did."""
+        self.sess.run(self.g.train.iterator.initializer, {self.g.data_epoch: self.epoch})
+        while not self.stop.requested and not self.step_limit() and not self.timer.spent:
+            try:
+                out = self._run_step()
+            except tf.errors.OutOfRangeError:
+                return True
+            self.timer.read()
+            self.step = int(out["step"])
+            if not self._loss_is_finite(float(out["loss"])):
+                continue
+            writer.add_summary(out["summary"], self.step)
+            if "images" in out:
+                writer.add_summary(out["images"], self.step)
+            if self.step % self.cfg.log_every == 0:
+                self._log_progress()
+            if self.step % self.cfg.checkpoint_every == 0:
+                self.checkpoint = self._save()
+        return False
+
+    def _run_step(self):
+        g = self.g
+        fetches = {"step": g.train.op, "loss": g.train.loss, "summary": g.summary}
+        if (self.step + 1) % self.cfg.image_summary_every == 0 or self.step == 0:
+            fetches["images"] = g.image_summary
+        feed = {g.progress: self.timer.progress} if g.progress is not None else None
+        with guard.record_errors(self.cfg.train_records):
+            return self.sess.run(fetches, feed)
+
+    def _loss_is_finite(self, loss):
+        """The --on-nan policy: False for a skipped step; raises when training diverged."""
+        if math.isfinite(loss):
+            self.nan_skips = 0
+            self.losses.append(loss)
+            return True
+        if self.cfg.on_nan != "skip":
+            raise UserError(f"loss became {loss} at step {self.step}: lower "
+                            "--learning-rate (the last good checkpoint is kept)")
+        self.nan_skips += 1
+        log.warning("loss %s at step %d: update skipped (%d in a row)", loss, self.step,
+                    self.nan_skips)
+        if self.nan_skips >= MAX_NAN_SKIPS:
+            raise UserError(f"loss was not finite for {self.nan_skips} steps in a row up to "
+                            f"step {self.step}: lower --learning-rate (the last good "
+                            "checkpoint is kept)")
+        return False
+
+    def _log_progress(self):
+        rate = ((self.step - self.tick_step) * self.g.global_batch
+                / max(self.timer.seconds - self.tick, 1e-9))
+        log.info(_progress_line(self.g, self.cfg, self.timer, self.total_steps, self.step,
+                                self.epoch, np.mean(self.losses[-self.cfg.log_every:]), rate))
+        self.tick, self.tick_step = self.timer.seconds, self.step
+
+    def _validate_and_save(self, writers):
+        last = self.finished()
+        self.val, self.validated = self._validate(), True
+        self._report(writers)
+        if not last:  # training goes on: this validation was part of the budget
+            self.timer.read()
+        self.checkpoint = self._save()
+        self.tick, self.tick_step = self.timer.seconds, self.step  # not training speed
+
+    def _validate(self):
+        """ValMetrics over every validation window, or None (no val records, or stopped)."""
+        if self.g.val is None:
+            return None
+        self.sess.run(self.g.val.iterator.initializer)
+        counts, ce_sum, n_valid = np.zeros(4, np.int64), 0.0, 0.0
+        with guard.record_errors(self.cfg.val_records):
+            while not self.stop.requested:
+                try:
+                    out = self.sess.run(self.g.val.fetches)
+                except tf.errors.OutOfRangeError:
+                    break
+                counts += out["counts"]
+                ce_sum += float(out["ce_sum"])
+                n_valid += float(out["n_valid"])
+        return None if self.stop.requested else validation_metrics(counts, ce_sum, n_valid)
+
+    def _report(self, writers):
+        """Log and write the validation; save best/ when its IoU is a new best."""
+        val, g, sess = self.val, self.g, self.sess
+        if val is None:
+            return
+        m, b = val.model, val.baseline
+        log.info("epoch %d step %d val: IoU %.4f  Dice %.4f  precision %.4f  recall %.4f  "
+                 "accuracy %.4f  loss %.4f | all-background: IoU %.4f  accuracy %.4f",
+                 self.epoch, self.step, m["foreground_iou"], m["dice"], m["precision"],
+                 m["recall"], m["pixel_accuracy"], val.loss, b["foreground_iou"],
+                 b["pixel_accuracy"])
+        writers.write_validation(val, self.step)
+        # The best is checkpointed as float32 (run dirs from before must still resume):
+        # compare at that precision, or the same IoU would count as a new best again.
+        iou = m["foreground_iou"]
+        if np.float32(iou) > sess.run(g.best_iou):
+            sess.run(g.set_best, {g.new_best: iou})
+            if not g.chief:
+                return
+            path = g.best_saver.save(sess, os.path.join(self.cfg.run_dir, checkpoints.BEST_DIR,
+                                                        checkpoints.CKPT_PREFIX), self.step,
+                                     write_meta_graph=False)
+            log.info("new best val IoU %.4f: saved %s", iou, path)
+
+    def _save(self):
+        """Checkpoint at this step, with the training time so far."""
+        g, sess = self.g, self.sess
+        if not g.chief:  # the chief's checkpoint is every worker's
+            return None
+        if not sess.run(g.finite):
+            raise UserError(f"weights became NaN/Inf by step {self.step}: not saving them (the "
+                            "last good checkpoint is kept); lower --learning-rate")
+        sess.run(g.set_seconds, {g.seconds_in: self.timer.seconds})
+        return g.saver.save(sess, os.path.join(self.cfg.run_dir, checkpoints.CKPT_PREFIX),
+                            self.step, write_meta_graph=False)
+
+    def _wrap_up(self, writers):
+        """Save on a stop; otherwise say why the run ended (validating if nothing was left)."""
+        cfg, timer, step = self.cfg, self.timer, self.step
+        if self.stop.requested:
+            self.checkpoint = self._save()
+            log.warning("stopped by %s at step %d: saved %s; re-run the same command to resume",
+                        signal.Signals(self.stop.signum).name, step, self.checkpoint)
+        elif not self.validated:  # nothing left to train: report where the run stands
+            log.info("run already complete at step %d, epoch %d: validating", step, self.epoch)
+            self.val = self._validate()
+            self._report(writers)
+        elif timer.spent:
+            log.info("time budget of %g min spent (%s of training): stopped at step %d, "
+                     "epoch %d", cfg.minutes, _hms(timer.seconds), step, self.epoch)
+        elif timer.budget:
+            log.warning("--epochs/--max-steps ended the run with %s of the %g min budget "
+                        "left: the schedule stopped short of its end",
+                        _hms(timer.budget - timer.seconds), cfg.minutes)
+
+    def _result(self):
+        window = self.losses[-self.cfg.log_every:]
+        return TrainResult(
+            step=self.step, epoch=self.epoch,
+            train_loss=float(np.mean(window)) if window else None,
+            best_val_iou=float(self.sess.run(self.g.best_iou)),
+            checkpoint=self.checkpoint or checkpoints.latest(self.cfg.run_dir),
+            interrupted=signal.Signals(self.stop.signum).name if self.stop.signum else None,
+            train_seconds=self.timer.seconds, val=self.val)
 
 
 def _session_config(cfg):
@@ -451,107 +726,20 @@ class _StopFlag:
             signal.signal(signum, handler)
 
 
-def _validate(sess, g, cfg, stop):
-    if "val" not in g:
-        return None
-    sess.run(g["val_iterator"].initializer)
-    counts, ce_sum, n_valid = np.zeros(4, np.int64), 0.0, 0.0
-    with guard.record_errors(cfg.val_records):
-        while not stop.requested:
-            try:
-                out = sess.run(g["val"])
-            except tf.errors.OutOfRangeError:
-                break
-            counts += out["counts"]
-            ce_sum += float(out["ce_sum"])
-            n_valid += float(out["n_valid"])
-    if stop.requested:
-        return None
-    return validation_metrics(counts, ce_sum, n_valid)
-
-
-@dataclasses.dataclass
-class _ValWriters:
-    """val/ gets the model's metrics and baseline/ the all-background ones under the same
-    tags, so TensorBoard draws the two as lines of one chart per metric."""
-
-    val: object
-    baseline: object
-
-    @classmethod
-    def open(cls, strategy, run_dir):
-        return cls(*(distribute.summary_writer(strategy, os.path.join(run_dir, name))
-                     for name in ("val", "baseline")))
-
-    def write(self, metrics, step):
-        """metrics: validation_metrics()'s dict; its 'loss' is the val/ tag 'cost'."""
-        model = {"cost": metrics["loss"], **{k: metrics[k] for k in METRIC_TAGS}}
-        baseline = {k: metrics[f"baseline_{k}"] for k in METRIC_TAGS}
-        for writer, tags in ((self.val, model), (self.baseline, baseline)):
-            writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
-                                                 for k, v in tags.items()]), step)
-            writer.flush()
-
-    def close(self):
-        self.val.close()
-        self.baseline.close()
-
-
-def _report(sess, g, cfg, writers, metrics, step, epoch):
-    if metrics is None:
-        return
-    log.info("epoch %d step %d val: IoU %.4f  Dice %.4f  precision %.4f  recall %.4f  "
-             "accuracy %.4f  loss %.4f | all-background: IoU %.4f  accuracy %.4f",
-             epoch, step, metrics["iou"], metrics["dice"], metrics["precision"],
-             metrics["recall"], metrics["accuracy"], metrics["loss"], metrics["baseline_iou"],
-             metrics["baseline_accuracy"])
-    writers.write(metrics, step)
-    # The best is checkpointed as float32 (run dirs from before must still resume):
-    # compare at that precision, or the same IoU would count as a new best again.
-    if np.float32(metrics["iou"]) > sess.run(g["best_iou"]):
-        sess.run(g["set_best"], {g["new_best"]: metrics["iou"]})
-        if not g["chief"]:
-            return
-        path = g["best_saver"].save(sess, os.path.join(cfg.run_dir, checkpoints.BEST_DIR,
-                                                       checkpoints.CKPT_PREFIX), step,
-                                    write_meta_graph=False)
-        log.info("new best val IoU %.4f: saved %s", metrics["iou"], path)
-
-
 def _hms(seconds):
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
 
 
-def _save(sess, g, cfg, step, seconds):
-    """Checkpoint at `step`, with `seconds` of training so far."""
-    if not g["chief"]:  # the chief's checkpoint is every worker's
-        return None
-    if not sess.run(g["finite"]):
-        raise UserError(f"weights became NaN/Inf by step {step}: not saving them (the last good "
-                        "checkpoint is kept); lower --learning-rate")
-    sess.run(g["set_seconds"], {g["seconds_in"]: seconds})
-    return g["saver"].save(sess, os.path.join(cfg.run_dir, checkpoints.CKPT_PREFIX), step,
-                           write_meta_graph=False)
-
-
 def train(cfg, clock=time.monotonic):
-    """Train (or resume) the run in cfg.run_dir; returns the final metrics as a dict.
+    """Train (or resume) the run in cfg.run_dir; returns a TrainResult.
 
     clock: seconds, for the --minutes budget and the speed in the log (tests pass a
     fake one; see _TrainingClock for when it is read).
-
-    Keys: step, epoch, train_loss (mean over the last log window), best_val_iou,
-    checkpoint, interrupted (None, "SIGINT" or "SIGTERM"), and the last
-    validation's metrics when validating: val_iou, val_dice, val_precision,
-    val_recall, val_accuracy, val_loss and val_baseline_* (all-background).
     """
     cfg = resolve(cfg)
-    if cfg.on_nan not in ("stop", "skip"):
-        raise UsageError(f"--on-nan must be stop or skip, got {cfg.on_nan!r}")
     check_resumable(cfg)
     # First: logical CPU devices for --devices must exist before TF's runtime starts.
-    distribute.check_flags(cfg)
     strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
     # Non-chief workers share the chief's run dir but never write to it.
     lock = runlock.RunLock(cfg.run_dir) if distribute.is_chief(strategy) else (
@@ -566,59 +754,64 @@ def _train_locked(cfg, strategy=None, clock=time.monotonic):
     train_files, train_counts = guard.scan_records(cfg.train_records, cfg.run_dir,
                                                    cfg.skip_corrupt_records, "train")
     val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
-                                   "val")[0] if cfg.val_records else ""
+                                   "val")[0] if cfg.val_records else []
     num_train = sum(train_counts)
     steps_per_epoch = distribute.steps_per_epoch(strategy, train_counts, cfg.batch_size)
     step_limits = [n for n in (cfg.epochs * steps_per_epoch, cfg.max_steps) if n]
-    total_steps = min(step_limits, default=0)  # 0: --minutes alone, the budget decides
-    log.info("config: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
-    limits = [f"{total_steps} steps"] if total_steps else []
-    if cfg.minutes:
-        limits.append(f"{cfg.minutes:g} min of training (start-up and the final "
-                      "validation come on top)")
-    log.info("%d train records, %d steps per epoch, %s in total; U-Net depth %d, "
-             "%d base filters, %d parameters, input %d -> output %d",
-             num_train, steps_per_epoch, " or ".join(limits), cfg.depth, cfg.base_filters,
-             unet.parameter_count(cfg.depth, cfg.base_filters, cfg.num_outputs),
-             cfg.input_size, unet.output_size(cfg.input_size, cfg.depth))
-    log.info(distribute.describe(strategy, cfg.batch_size))
+    plan = Plan(train_files, val_files, num_train, steps_per_epoch,
+                total_steps=min(step_limits, default=0),  # 0: --minutes alone decides
+                worker_steps=steps_per_epoch if distribute.num_workers(strategy) > 1 else None)
+    _log_plan(cfg, plan, strategy)
     if distribute.is_chief(strategy):
         config.save_config(cfg, cfg.run_dir)
     # The multi-worker gRPC server must stay referenced while the Session runs.
     target, session_config, _server = distribute.session_target(strategy, session_config)
 
     with tf.Graph().as_default() as graph, distribute.scope(strategy):
-        g = build_graph(dataclasses.replace(cfg, train_records=train_files,
-                                            val_records=val_files), total_steps, strategy,
-                        steps_per_epoch if distribute.num_workers(strategy) > 1 else None)
+        g = build_graph(cfg, plan, strategy)
         graph.finalize()  # any op added inside the loop would be a leak
         with v1.Session(target, config=session_config) as sess, _StopFlag() as stop:
-            return _loop(sess, g, cfg, total_steps, stop, clock)
+            return _loop(sess, g, cfg, plan.total_steps, stop, clock)
+
+
+def _log_plan(cfg, plan, strategy):
+    log.info("config: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+    limits = [f"{plan.total_steps} steps"] if plan.total_steps else []
+    if cfg.minutes:
+        limits.append(f"{cfg.minutes:g} min of training (start-up and the final "
+                      "validation come on top)")
+    log.info("%d train records, %d steps per epoch, %s in total; U-Net depth %d, "
+             "%d base filters, %d parameters, input %d -> output %d",
+             plan.num_train, plan.steps_per_epoch, " or ".join(limits), cfg.depth,
+             cfg.base_filters, unet.parameter_count(cfg.depth, cfg.base_filters,
+                                                    cfg.num_outputs),
+             cfg.input_size, unet.output_size(cfg.input_size, cfg.depth))
+    log.info(distribute.describe(strategy, cfg.batch_size))
 
 
 def _restore(sess, g, cfg):
     checkpoint = checkpoints.restorable(cfg.run_dir)  # skips one torn by a crash
     if not checkpoint:
-        sess.run(g["init"])
+        sess.run(g.init)
         log.info("starting a new run in %s", cfg.run_dir)
         return
     try:
         if "train_seconds" in {name for name, _ in tf.train.list_variables(checkpoint)}:
-            g["saver"].restore(sess, checkpoint)
+            g.saver.restore(sess, checkpoint)
         else:  # saved before the training clock: count from now
-            g["clockless_saver"].restore(sess, checkpoint)
-            sess.run(g["train_seconds"].initializer)
+            g.clockless_saver.restore(sess, checkpoint)
+            sess.run(g.train_seconds.initializer)
     except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
         raise UserError(f"checkpoint {checkpoint} does not match this network "
                         f"({errors.summary(e)}): use the flags it was trained with, or a "
                         "new --run-name") from None
     # Savers only prune what they saved; hand them the older files so --keep-checkpoints holds.
-    for saver, directory in ((g["saver"], cfg.run_dir),
-                             (g["best_saver"], os.path.join(cfg.run_dir, checkpoints.BEST_DIR))):
+    for saver, directory in ((g.saver, cfg.run_dir),
+                             (g.best_saver, os.path.join(cfg.run_dir, checkpoints.BEST_DIR))):
         state = tf.train.get_checkpoint_state(directory)
         if state:
             saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
-    step, epoch, seconds = sess.run([g["global_step"], g["epoch"], g["train_seconds"]])
+    step, epoch, seconds = sess.run([g.global_step, g.epoch, g.train_seconds])
     log.info("resuming from %s (step %d, epoch %d, %s of training)", checkpoint, step, epoch,
              _hms(seconds))
 
@@ -657,7 +850,7 @@ class _TrainingClock:
 
 def _progress_line(g, cfg, timer, total_steps, step, epoch, loss, rate):
     """The log line: step, epoch, loss, speed and the time left by whichever limit is first."""
-    left = [(total_steps - step) * g["global_batch"] / max(rate, 1e-9)] if total_steps else []
+    left = [(total_steps - step) * g.global_batch / max(rate, 1e-9)] if total_steps else []
     if timer.budget:
         left.append(max(timer.budget - timer.seconds, 0.0))
     line = (f"step {step}{f'/{total_steps}' if total_steps else ''} "
@@ -669,105 +862,12 @@ def _progress_line(g, cfg, timer, total_steps, step, epoch, loss, rate):
 
 
 def _loop(sess, g, cfg, total_steps, stop, clock=time.monotonic):
-    _restore(sess, g, cfg)
-    step, epoch, seconds = sess.run([g["global_step"], g["epoch"], g["train_seconds"]])
-    step, epoch = int(step), int(epoch)
-    timer = _TrainingClock(clock, cfg.minutes * 60.0, float(seconds))
-    train_writer = distribute.summary_writer(g["strategy"], os.path.join(cfg.run_dir, "train"),
-                                             sess.graph)
-    val_writer = _ValWriters.open(g["strategy"], cfg.run_dir)
-    # Tells TensorBoard to drop events logged after this checkpoint by a killed earlier run;
-    # it drops steps >= the one given, and the checkpointed step's own events are valid.
-    train_writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step + 1)
-    metrics, checkpoint, losses, validated, nan_skips = None, None, [], False, 0
-    tick, tick_step = timer.seconds, step
-
-    def step_limit():
-        return cfg.max_steps and step >= cfg.max_steps
-
-    def finished():
-        return step_limit() or (cfg.epochs and epoch >= cfg.epochs) or timer.spent
-
+    loop = _Loop(sess, g, cfg, total_steps, stop, clock)
+    writers = _Writers.open(g.strategy, cfg.run_dir, sess.graph)
     try:
-        while not finished() and not stop.requested:
-            sess.run(g["train_iterator"].initializer, {g["data_epoch"]: epoch})
-            epoch_done = False
-            while not stop.requested and not step_limit() and not timer.spent:
-                fetches = {"step": g["step"], "loss": g["loss"], "summary": g["summary"]}
-                if (step + 1) % cfg.image_summary_every == 0 or step == 0:
-                    fetches["images"] = g["image_summary"]
-                feed = {g["progress"]: timer.progress} if "progress" in g else None
-                try:
-                    with guard.record_errors(cfg.train_records):
-                        out = sess.run(fetches, feed)
-                except tf.errors.OutOfRangeError:
-                    epoch_done = True
-                    break
-                timer.read()
-                step = int(out["step"])
-                losses.append(float(out["loss"]))
-                if not math.isfinite(losses[-1]) and cfg.on_nan == "skip":
-                    nan_skips += 1
-                    log.warning("loss %s at step %d: update skipped (%d in a row)",
-                                losses.pop(), step, nan_skips)
-                    if nan_skips >= MAX_NAN_SKIPS:
-                        raise UserError(f"loss was not finite for {nan_skips} steps in a row up "
-                                        f"to step {step}: lower --learning-rate (the last good "
-                                        "checkpoint is kept)")
-                    continue
-                nan_skips = 0
-                if not math.isfinite(losses[-1]):
-                    raise UserError(f"loss became {losses[-1]} at step {step}: lower "
-                                    "--learning-rate (the last good checkpoint is kept)")
-                train_writer.add_summary(out["summary"], step)
-                if "images" in out:
-                    train_writer.add_summary(out["images"], step)
-                if step % cfg.log_every == 0:
-                    rate = (step - tick_step) * g["global_batch"] / max(timer.seconds - tick,
-                                                                        1e-9)
-                    log.info(_progress_line(g, cfg, timer, total_steps, step, epoch,
-                                            np.mean(losses[-cfg.log_every:]), rate))
-                    tick, tick_step = timer.seconds, step
-                if step % cfg.checkpoint_every == 0:
-                    checkpoint = _save(sess, g, cfg, step, timer.seconds)
-            if epoch_done:
-                epoch = int(sess.run(g["next_epoch"]))
-            if not stop.requested and ((epoch_done and epoch % cfg.val_every == 0)
-                                        or finished()):
-                last = finished()
-                metrics, validated = _validate(sess, g, cfg, stop), True
-                _report(sess, g, cfg, val_writer, metrics, step, epoch)
-                if not last:  # training goes on: this validation was part of the budget
-                    timer.read()
-                checkpoint = _save(sess, g, cfg, step, timer.seconds)
-                tick, tick_step = timer.seconds, step  # validation time is not training speed
-        if stop.requested:
-            checkpoint = _save(sess, g, cfg, step, timer.seconds)
-            log.warning("stopped by %s at step %d: saved %s; re-run the same command to resume",
-                        signal.Signals(stop.signum).name, step, checkpoint)
-        elif not validated:  # nothing left to train: report where the run stands
-            log.info("run already complete at step %d, epoch %d: validating", step, epoch)
-            metrics = _validate(sess, g, cfg, stop)
-            _report(sess, g, cfg, val_writer, metrics, step, epoch)
-        elif timer.spent:
-            log.info("time budget of %g min spent (%s of training): stopped at step %d, "
-                     "epoch %d", cfg.minutes, _hms(timer.seconds), step, epoch)
-        elif timer.budget:
-            log.warning("--epochs/--max-steps ended the run with %s of the %g min budget "
-                        "left: the schedule stopped short of its end",
-                        _hms(timer.budget - timer.seconds), cfg.minutes)
+        return loop.run(writers)
     finally:
-        train_writer.close()
-        val_writer.close()
-    return {
-        "step": step, "epoch": epoch,
-        "train_loss": float(np.mean(losses[-cfg.log_every:])) if losses else None,
-        "best_val_iou": float(sess.run(g["best_iou"])),
-        "checkpoint": checkpoint or checkpoints.latest(cfg.run_dir),
-        "interrupted": signal.Signals(stop.signum).name if stop.signum else None,
-        "train_seconds": timer.seconds,
-        **{f"val_{k}": v for k, v in (metrics or {}).items()},
-    }
+        writers.close()
 
 
 # ------------------------------------------------------------ command line
@@ -809,7 +909,7 @@ def build_parser():
     a("--max-steps", type=cli.non_negative_int, default=d.max_steps,
       help="stop at this global step; 0 = no limit")
     a("--learning-rate", type=cli.positive_float, default=d.learning_rate, help="Adam's")
-    a("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+    a("--lr-schedule", choices=optim.LR_SCHEDULES, default=d.lr_schedule,
       help="cosine decays to 0 at the last step")
     a("--lr-decay-rate", type=cli.positive_float, default=d.lr_decay_rate,
       help="exponential: factor per --lr-decay-steps")
@@ -873,7 +973,7 @@ def build_parser():
     a("--skip-corrupt-records", action="store_true",
       help="skip and count records that fail their checksum or do not decode, instead of "
       "stopping (decodes every record once at start)")
-    a("--on-nan", choices=("stop", "skip"), default=d.on_nan,
+    a("--on-nan", choices=ON_NAN, default=d.on_nan,
       help="non-finite loss: stop with the step, or skip that batch's update")
     a("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -894,8 +994,8 @@ def main(argv=None):
     cli.setup_logging("-v" in parser_argv or "--verbose" in parser_argv)
     tf.get_logger().setLevel(logging.ERROR)  # v1 deprecation notices are not for users
     result = train(config_from_args(argv))
-    if result["interrupted"]:
-        return EXIT_ON_SIGNAL[signal.Signals[result["interrupted"]]]
+    if result.interrupted:
+        return EXIT_ON_SIGNAL[signal.Signals[result.interrupted]]
     return 0
 
 

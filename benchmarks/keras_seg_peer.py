@@ -21,7 +21,7 @@ to this benchmark's task, and nothing else:
             `val_every` epochs and at the end (its own periodic validation)
   scores    every image of each scored set at full size: the cat probability
             predicted at 160x160, resized back bilinearly, threshold 0.5,
-            counted by evaluate.confusion / evaluate.summarize, as ours are
+            counted by metrics.confusion / metrics.summarize, as ours are
 
 Prints one line `RESULT <json>` (see PeerResult) on stdout. Keras 3 runs
 eagerly and owns its variables: never import this where a tf.compat.v1 graph
@@ -148,32 +148,32 @@ def training_data(spec):
 
 def window_iou(model, spec):
     """Foreground IoU on the tune records at the model's input size (the curve's metric)."""
-    import evaluate
+    import metrics
 
     ds = examples(spec.tune).map(lambda i, m: to_inputs(i, m, spec.img_size)).batch(8)
     total = np.zeros(4, np.int64)
     for x, label, weight in ds:
         prob = model(x, training=False).numpy()[..., CAT]
         truth = np.where(weight.numpy() > 0, label.numpy(), 255).astype(np.uint8)
-        total += evaluate.confusion(prob, truth, [THRESHOLD])[0]
-    return float(evaluate.rates(total)["foreground_iou"])
+        total += metrics.confusion(prob, truth, [THRESHOLD])[0]
+    return float(metrics.rates(total)["foreground_iou"])
 
 
 def score(model, pattern, img_size):
     """evaluate.py's numbers for every full image of the records, predicted at img_size."""
     import tensorflow as tf
 
-    import evaluate
+    import metrics
 
     counts = []
     for image, mask in examples(pattern):
         x = tf.image.resize(tf.cast(image, tf.float32)[None], [img_size, img_size])
         prob = model(x, training=False)[..., CAT:CAT + 1]  # [1, s, s, 1]
         prob = tf.image.resize(prob, tf.shape(image)[:2], "bilinear")[0, :, :, 0]
-        counts.append(evaluate.confusion(prob.numpy(), mask.numpy()[:, :, 0], [THRESHOLD])[0])
+        counts.append(metrics.confusion(prob.numpy(), mask.numpy()[:, :, 0], [THRESHOLD])[0])
     counts = np.stack(counts)  # [N, 4]
-    return {"images": len(counts), "model": evaluate.summarize(counts),
-            "all_background": evaluate.summarize(evaluate.all_background(counts))}
+    return {"images": len(counts), "model": metrics.summarize(counts),
+            "all_background": metrics.summarize(metrics.all_background(counts))}
 
 
 # ------------------------------------------------------------ training

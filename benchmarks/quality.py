@@ -68,6 +68,8 @@ SPLIT_RULE = ("within each breed, trainval photos sorted by their number: index 
               "tune, the others -> train; test = the pets dir's annotations/test.txt")
 ALL_NEGATIVES = 1e9  # convert_pets --negatives is capped at the photos there are: every dog
 THRESHOLD = 0.5
+# train.py's val/ tag of the foreground IoU ("iou" in runs from before metrics.py)
+VAL_IOU_TAGS = ("foreground_iou", "iou")
 BIG = "1000000"  # steps between periodic checkpoints / image summaries: none in the budget
 
 
@@ -351,7 +353,7 @@ def read_events(run_dir):
     if start is None:
         start = costs[0][1] if costs else 0.0
     curve = [[event.wall_time - start, float(v.simple_value)] for event in events("val")
-             for v in event.summary.value if v.tag == "iou"]
+             for v in event.summary.value if v.tag in VAL_IOU_TAGS]
     batch = config.load_config(run_dir).batch_size
     rate = None
     if len(costs) > 1 and costs[-1][1] > costs[0][1]:

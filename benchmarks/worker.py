@@ -98,6 +98,7 @@ def build_train_step(spec):
     """(session, loss fetch) of one training step; running the fetch trains one step."""
     import tensorflow as tf
 
+    import optim
     import speed
     import train
     import unet
@@ -119,12 +120,12 @@ def build_train_step(spec):
                                    static_batch=spec["static_batch"])
         images, masks = v1.data.make_one_shot_iterator(ds).get_next()
         global_step = v1.train.get_or_create_global_step()
-        optimizer = speed.wrap_optimizer(v1.train.AdamOptimizer(LEARNING_RATE), cfg)
+        optimizer = optim.optimizer(cfg, LEARNING_RATE)
 
         def step(images, masks):  # [B, in, in, 3] float32, [B, out, out, 1] uint8
             logits = unet.unet(images, True, spec["depth"], spec["base"])
             loss, _, _ = train.pixel_loss(logits, masks, pos_weight=1.0)
-            with tf.control_dependencies([speed.minimize(optimizer, loss, global_step)]):
+            with tf.control_dependencies([optim.minimize(optimizer, loss, global_step)]):
                 return tf.identity(loss)
 
         if spec["xla"] == "compile":

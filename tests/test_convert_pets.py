@@ -310,8 +310,8 @@ def test_train_reads_the_embedded_sample_records(tmp_path):
         train_records=f"{out}-test-*", val_records=f"{out}-test-*", depth=2, base_filters=4,
         input_size=92, batch_size=2, max_steps=2, epochs=1, pos_weight="auto", seed=0,
         log_every=1, run_dir=str(tmp_path / "run"))))
-    assert result["step"] == 2 and 0.0 <= result["val_iou"] <= 1.0
-    assert np.isfinite(result["train_loss"])
+    assert result.step == 2 and 0.0 <= result.val.model["foreground_iou"] <= 1.0
+    assert np.isfinite(result.train_loss)
 
 
 # ---------------------------------------------------------------- interruptions

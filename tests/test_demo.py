@@ -1,9 +1,11 @@
 """The demo pipeline end to end on a tiny model: convert (or generate), train, score, resume."""
 
+import dataclasses
 import glob
 import json
 import math
 import os
+import types
 
 import pytest
 
@@ -25,16 +27,17 @@ def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path, caplog):
     # Cat-free images are kept as negatives: every generated image is a record.
     assert shards and stats["train2017"]["images"] == 6 and stats["val2017"]["images"] == 3
     steps = 2 * math.ceil(6 / 2)
-    assert first["step"] == steps and first["epoch"] == 2 and first["interrupted"] is None
+    trained = first.training
+    assert trained.step == steps and trained.epoch == 2 and trained.interrupted is None
 
     # Dataset-level metrics are consistent with one confusion matrix...
-    iou = first["val_iou"]
-    assert 0.0 <= iou <= 1.0 and first["val_baseline_iou"] == 0.0
-    assert first["val_dice"] == pytest.approx(2 * iou / (1 + iou), abs=1e-9)
+    iou = trained.val.model["foreground_iou"]
+    assert 0.0 <= iou <= 1.0 and trained.val.baseline["foreground_iou"] == 0.0
+    assert trained.val.model["dice"] == pytest.approx(2 * iou / (1 + iou), abs=1e-9)
     # ...taken over whole validation images: predicting background is right on exactly
     # the background share of the valid pixels the converter counted.
     fg, ignore = stats["val2017"]["foreground_fraction"], stats["val2017"]["ignore_fraction"]
-    assert first["val_baseline_accuracy"] == pytest.approx((1 - fg - ignore) / (1 - ignore),
+    assert trained.val.baseline["pixel_accuracy"] == pytest.approx((1 - fg - ignore) / (1 - ignore),
                                                            abs=1e-6)
     text = demo.report(first, str(run_dir))
     assert f"val foreground IoU {iou:.3f} (all-background baseline 0.000)" in text
@@ -48,7 +51,7 @@ def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path, caplog):
     assert "reusing the demo dataset" in caplog.text and "reusing the records" in caplog.text
     assert f"resuming from {run_dir}" in caplog.text
     assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
-    assert second["step"] == steps + 3 and second["epoch"] == 3
+    assert second.training.step == steps + 3 and second.training.epoch == 3
 
 
 def test_demo_flags_are_checked(capsys):
@@ -62,13 +65,15 @@ def test_demo_minutes_reach_training_and_lift_the_epoch_limit(monkeypatch):
     calls, configs = [], []
     monkeypatch.setattr(demo, "prepare_pets", lambda *args: ("t-*", "v-*"))
     monkeypatch.setattr(demo.train, "train",
-                        lambda cfg: configs.append(cfg) or {"interrupted": "SIGINT"})
+                        lambda cfg: configs.append(cfg) or types.SimpleNamespace(
+                            interrupted="SIGINT"))
     monkeypatch.setattr(demo, "report", lambda result, run_dir: "")
     real_run = demo.run
 
     def run(*args, **training):
         calls.append(training)
-        return {**real_run(*args, **training), "interrupted": None}
+        result = real_run(*args, **training)  # trains (the fake above) and is interrupted
+        return dataclasses.replace(result, training=types.SimpleNamespace(interrupted=None))
 
     monkeypatch.setattr(demo, "run", run)
     for argv in (["--minutes", "15"], ["--minutes", "15", "--epochs", "40"], []):
@@ -90,13 +95,13 @@ def test_pets_demo_trains_on_the_embedded_photos_and_scores_held_out_ones(tmp_pa
     assert (stats["trainval"]["positive_images"], stats["trainval"]["negative_images"]) \
         == (150, 75)
     assert (stats["test"]["positive_images"], stats["test"]["negative_images"]) == (50, 25)
-    assert result["step"] == 2 * math.ceil(225 / 2)
+    assert result.training.step == 2 * math.ceil(225 / 2)
 
     # The score is evaluate.py's on the 75 held-out photos at full size, threshold 0.5,
     # of the last checkpoint, and it adopts no threshold.
-    evaluation = result["evaluation"]
+    evaluation = result.evaluation
     assert evaluation["images"] == 75 and evaluation["threshold"] == 0.5
-    assert evaluation["checkpoint"] == result["checkpoint"]
+    assert evaluation["checkpoint"] == result.training.checkpoint
     assert evaluation["adopted_threshold"] is False
     assert not os.path.exists(run_dir / "threshold.json")
     fg, ignore = stats["test"]["foreground_fraction"], stats["test"]["ignore_fraction"]

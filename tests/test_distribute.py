@@ -174,7 +174,7 @@ def reference_weights(cfg_json, start_checkpoint, steps, splits):
 
     import config
     import data
-    import speed
+    import optim
     import train
     import unet
 
@@ -192,7 +192,7 @@ def reference_weights(cfg_json, start_checkpoint, steps, splits):
             logits = unet.unet(part_images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
             losses.append(train.pixel_loss(logits, part_masks, cfg.pos_weight)[0])
         global_step = v1.train.get_or_create_global_step()
-        train_op = speed.minimize(v1.train.AdamOptimizer(cfg.learning_rate),
+        train_op = optim.minimize(v1.train.AdamOptimizer(cfg.learning_rate),
                                   tf.add_n(losses) / splits, global_step)
         saver = v1.train.Saver()
         with v1.Session() as sess:
@@ -225,13 +225,14 @@ run_dir, steps = cfg.run_dir, cfg.max_steps
 v1 = tf.compat.v1
 # Step-0 checkpoint from --strategy none's own graph: both runs start from these weights.
 with tf.Graph().as_default():
-    g = train.build_graph(cfg, steps)
+    plan = train.Plan(distribute.record_files(cfg.train_records), [], 0, 0, steps, None)
+    g = train.build_graph(cfg, plan)
     with v1.Session() as sess:
-        sess.run(g["init"])
-        start = g["saver"].save(sess, run_dir + "/" + checkpoints.CKPT_PREFIX, 0)
+        sess.run(g.init)
+        start = g.saver.save(sess, run_dir + "/" + checkpoints.CKPT_PREFIX, 0)
 result = train.train(dataclasses.replace(cfg, strategy="mirrored", devices="/cpu:0,/cpu:1"))
-assert result["step"] == steps, result
-final = tf.train.load_checkpoint(result["checkpoint"])
+assert result.step == steps, result
+final = tf.train.load_checkpoint(result.checkpoint)
 plain = dataclasses.replace(cfg, strategy="none")
 cfg_json = json.dumps(dataclasses.asdict(plain))
 out = {}
@@ -289,7 +290,7 @@ def loop_then_dump(sess, g, *args):
     # Every variable of this worker's replica, read after its last step (one run: each
     # run of a multi-worker session is a round trip through its gRPC master).
     result = loop(sess, g, *args)
-    values = sess.run({v.op.name: g["strategy"].experimental_local_results(v)[0]
+    values = sess.run({v.op.name: g.strategy.experimental_local_results(v)[0]
                        for v in tf.compat.v1.global_variables()})
     np.savez(sys.argv[1], **values)
     return result

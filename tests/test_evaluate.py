@@ -13,59 +13,11 @@ import checkpoints
 import cli
 import config
 import evaluate
+import metrics
 import predict
 import records
 
 F, B, X = records.FOREGROUND, records.BACKGROUND, records.IGNORE
-
-
-# ------------------------------------------------------------ pure metrics
-
-
-def test_confusion_counts_valid_pixels_and_includes_the_threshold():
-    prob = np.array([[0.9, 0.5, 0.2], [0.7, 0.1, 0.5]], np.float32)
-    truth = np.array([[F, F, F], [B, B, X]], np.uint8)
-    counts = evaluate.confusion(prob, truth, [0.0, 0.5, 0.8, 1.0])
-    np.testing.assert_array_equal(counts, [[3, 2, 0, 0],    # everything foreground
-                                           [2, 1, 1, 1],    # 0.5 itself is foreground
-                                           [1, 0, 2, 2],
-                                           [0, 0, 3, 2]])
-    assert counts.dtype == np.int64
-
-
-def test_rates_exact_values_and_empty_conventions():
-    r = evaluate.rates(np.array([[6, 2, 4, 88], [0, 0, 0, 10], [0, 0, 5, 5], [0, 3, 0, 7]]))
-    np.testing.assert_allclose(r["foreground_iou"], [0.5, 1.0, 0.0, 0.0])
-    np.testing.assert_allclose(r["dice"], [12 / 18, 1.0, 0.0, 0.0])
-    np.testing.assert_allclose(r["precision"], [0.75, 1.0, 0.0, 0.0])
-    np.testing.assert_allclose(r["recall"], [0.6, 1.0, 0.0, 0.0])
-    np.testing.assert_allclose(r["pixel_accuracy"], [0.94, 1.0, 0.5, 0.7])
-
-
-def test_rates_agree_with_train_validation_metrics():
-    train = pytest.importorskip("train")
-    for tp, fp, fn, tn in [(6, 2, 4, 88), (0, 0, 0, 10), (0, 0, 5, 5), (0, 3, 0, 7)]:
-        ours = evaluate.rates(np.array([tp, fp, fn, tn]))
-        theirs = train.metrics_from_counts(tp, fp, fn, tn)
-        for mine, key in [("foreground_iou", "iou"), ("dice", "dice"),
-                          ("precision", "precision"), ("recall", "recall"),
-                          ("pixel_accuracy", "accuracy")]:
-            assert float(ours[mine]) == pytest.approx(theirs[key])
-
-
-def test_summarize_dataset_level_vs_mean_image_iou():
-    per_image = np.array([[1, 0, 1, 8],     # IoU 0.5
-                          [9, 1, 0, 0],     # IoU 0.9
-                          [0, 0, 0, 10],    # empty and predicted empty: 1.0
-                          [0, 0, 0, 0]])    # all ignore: not in the mean
-    s = evaluate.summarize(per_image)
-    assert s["foreground_iou"] == pytest.approx(10 / 12)
-    assert s["mean_image_iou"] == pytest.approx((0.5 + 0.9 + 1.0) / 3)
-    assert s["pixel_accuracy"] == pytest.approx(28 / 30)
-    base = evaluate.summarize(evaluate.all_background(per_image))
-    assert base == pytest.approx({"foreground_iou": 0.0, "dice": 0.0, "precision": 0.0,
-                                  "recall": 0.0, "pixel_accuracy": 19 / 30,
-                                  "mean_image_iou": (0 + 0 + 1) / 3})
 
 
 # ------------------------------------------------------------ evaluate()
@@ -116,23 +68,23 @@ def evaluated(tmp_path_factory):
 
 def test_metrics_equal_numpy_on_full_image_forward_passes(evaluated):
     run, items, result = evaluated
-    counts = np.stack([evaluate.confusion(reference_probabilities(run, image), mask,
+    counts = np.stack([metrics.confusion(reference_probabilities(run, image), mask,
                                           [0.5] + list(evaluate.SWEEP))
                        for image, mask, _ in items])
     assert result["images"] == 5 and result["record_files"] == 2
     assert result["images_without_valid_pixels"] == 1
     assert result["valid_pixels"] == sum(int((m != X).sum()) for _, m, _ in items)
     assert result["foreground_pixels"] == sum(int((m == F).sum()) for _, m, _ in items)
-    assert result["model"] == pytest.approx(evaluate.summarize(counts[:, 0]))
+    assert result["model"] == pytest.approx(metrics.summarize(counts[:, 0]))
     assert result["all_background"]["foreground_iou"] == 0.0
     assert 0 < result["model"]["foreground_iou"] < 1
-    ious = [evaluate.summarize(counts[:, 1 + i])["foreground_iou"]
+    ious = [metrics.summarize(counts[:, 1 + i])["foreground_iou"]
             for i in range(len(evaluate.SWEEP))]
     assert [r["threshold"] for r in result["sweep"]] == pytest.approx(list(evaluate.SWEEP))
     assert [r["foreground_iou"] for r in result["sweep"]] == pytest.approx(ious)
     assert result["best_threshold_iou"] == pytest.approx(max(ious))
     assert result["best_threshold"] in list(evaluate.SWEEP)
-    per_image = evaluate.rates(counts[:4, 0])["foreground_iou"]
+    per_image = metrics.rates(counts[:4, 0])["foreground_iou"]
     assert [e["iou"] for e in result["worst_images"]] == pytest.approx(sorted(per_image))
     assert result["worst_images"][0]["image_id"] == 100 + int(np.argmin(per_image))
 
@@ -143,11 +95,11 @@ def test_long_side_run_is_scored_against_the_full_resolution_masks(tmp_path):
     items = make_images()
     write_records(tmp_path / "val.tfrecord", items)
     result = evaluate.evaluate(str(run), str(tmp_path / "val.tfrecord"), progress=False)
-    counts = np.stack([evaluate.confusion(scaled_reference_probabilities(run, image, 20), mask,
+    counts = np.stack([metrics.confusion(scaled_reference_probabilities(run, image, 20), mask,
                                           [0.5])[0] for image, mask, _ in items])
     assert result["long_side"] == 20
     assert result["valid_pixels"] == sum(int((m != X).sum()) for _, m, _ in items)
-    assert result["model"] == pytest.approx(evaluate.summarize(counts))
+    assert result["model"] == pytest.approx(metrics.summarize(counts))
     assert 0 < result["model"]["foreground_iou"] < 1
 
 

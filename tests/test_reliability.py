@@ -213,7 +213,7 @@ def test_sigkill_at_random_steps_loses_at_most_the_checkpoint_interval(shards, t
         lost.append(int(seen - saved))
     caplog.set_level("INFO")  # re-running the command: train.main calls train.train
     assert train.train(cfg_for(shards, run, max_steps=24,
-                               checkpoint_every=CHECKPOINT_EVERY))["step"] == 24
+                               checkpoint_every=CHECKPOINT_EVERY)).step == 24
     assert "taking over the stale lock" in caplog.text
     assert resumed_step(caplog.text) == saved
     final = tf.train.load_checkpoint(checkpoints.latest(str(run)))
@@ -241,7 +241,7 @@ def test_sigkill_during_saves_leaves_a_restorable_checkpoint(shards, tmp_path, c
     caplog.set_level("INFO")
     until = int(tf.train.load_checkpoint(previous).get_tensor("global_step")) + 2
     assert train.train(cfg_for(shards, run, max_steps=until,
-                               checkpoint_every=1))["step"] == until
+                               checkpoint_every=1)).step == until
     assert "is unreadable (torn by a crash?)" in caplog.text
     assert f"resuming from {previous}" in caplog.text
 
@@ -250,11 +250,11 @@ def test_a_relative_run_dir_resumes(shards, tmp_path, monkeypatch, caplog):
     # `python demo.py` passes logs/demo: the state file's entries are relative to it.
     monkeypatch.chdir(tmp_path)
     run = os.path.join("logs", "rel")
-    assert train.train(cfg_for(shards, run, max_steps=3))["step"] == 3
+    assert train.train(cfg_for(shards, run, max_steps=3)).step == 3
     latest = checkpoints.restorable(run)
     assert latest == os.path.join(run, "model.ckpt-3") == checkpoints.latest(run)
     caplog.set_level("INFO", logger="train")
-    assert train.train(cfg_for(shards, run, max_steps=5))["step"] == 5
+    assert train.train(cfg_for(shards, run, max_steps=5)).step == 5
     assert resumed_step(caplog.text) == 3 and "unreadable" not in caplog.text
     os.remove(os.path.join(run, "checkpoint"))  # no state file: found by name, same answer
     assert checkpoints.restorable(run) == os.path.join(run, "model.ckpt-5")
@@ -262,7 +262,7 @@ def test_a_relative_run_dir_resumes(shards, tmp_path, monkeypatch, caplog):
 
 def test_no_readable_checkpoint_is_refused_not_overwritten(shards, tmp_path, capsys):
     run = tmp_path / "run"
-    assert train.train(cfg_for(shards, run, max_steps=2))["step"] == 2
+    assert train.train(cfg_for(shards, run, max_steps=2)).step == 2
     for data_file in glob.glob(str(run / "model.ckpt-*.data-*")):
         with open(data_file, "r+b") as f:
             f.truncate(10)
@@ -287,7 +287,7 @@ def test_sigint_sigterm_save_then_resume_exactly(shards, tmp_path, signum, code,
     step = int(stopped[0].split(" at step ")[1].split(":")[0])
     assert "Traceback" not in err and not os.path.exists(runlock.lock_path(run))
     caplog.set_level("INFO", logger="train")
-    assert train.train(cfg_for(shards, run, max_steps=step + 3, epochs=ENDLESS))["step"] == step + 3
+    assert train.train(cfg_for(shards, run, max_steps=step + 3, epochs=ENDLESS)).step == step + 3
     assert resumed_step(caplog.text) == step  # nothing lost: the signal saved this step
     reader = tf.train.load_checkpoint(checkpoints.latest(str(run)))
     assert reader.get_tensor("global_step") == step + 3
@@ -341,7 +341,7 @@ def test_corrupt_shard_names_shard_record_and_offset(tmp_path, how):
 
     result = train.train(cfg_for(str(path), tmp_path / "run", max_steps=2,
                                  skip_corrupt_records=True))
-    assert result["step"] == 2
+    assert result.step == 2
     report = json.loads((tmp_path / "run" / guard.REPORT).read_text())["train"]
     assert report["skipped"] == 1 and report["good"] == (5 if how == "flip" else 4)
     assert report["bad"][0]["index"] == bad and report["bad"][0]["offset"] == starts[bad]
@@ -370,7 +370,7 @@ def test_record_with_an_undecodable_mask_is_named_or_skipped(tmp_path):
         train.train(cfg_for(str(path), tmp_path / "run", max_steps=20))
     result = train.train(cfg_for(str(path), tmp_path / "run2", max_steps=6,
                                  skip_corrupt_records=True))
-    assert result["step"] == 6
+    assert result.step == 6
     report = json.loads((tmp_path / "run2" / guard.REPORT).read_text())["train"]
     assert report["skipped"] == 1 and report["good"] == 5 and report["bad"][0]["index"] == 2
     clean = guard.scan_records(str(tmp_path / "run2" / guard.CLEAN_DIR / "train" / "*"))
@@ -432,7 +432,7 @@ def test_on_nan_skip_skips_exactly_the_bad_updates(shards, tmp_path, monkeypatch
     monkeypatch.setattr(train, "pixel_loss", every_third_nan)
     caplog.set_level("WARNING", logger="train")
     result = train.train(cfg_for(shards, tmp_path / "run", max_steps=9, on_nan="skip"))
-    assert result["step"] == 9 and np.isfinite(result["train_loss"])
+    assert result.step == 9 and np.isfinite(result.train_loss)
     skipped = [r for r in caplog.records if "update skipped" in r.getMessage()]
     assert len(skipped) == 3  # steps 2, 5, 8 (global step 1, 4, 7 before each)
     reader = tf.train.load_checkpoint(checkpoints.latest(str(tmp_path / "run")))
@@ -469,7 +469,7 @@ def test_disk_full_is_one_clear_error_and_the_last_checkpoint_restores(shards, t
     assert not os.path.exists(runlock.lock_path(run))
     caplog.set_level("INFO", logger="train")  # the same command again, in this process
     again = train.train(cfg_for(shards, run, max_steps=40, checkpoint_every=CHECKPOINT_EVERY))
-    assert again["step"] == 40 and resumed_step(caplog.text) == 4
+    assert again.step == 40 and resumed_step(caplog.text) == 4
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")

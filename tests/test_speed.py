@@ -3,13 +3,11 @@ import subprocess
 import sys
 import types
 
-import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 import speed
-import unet
 from cli import UsageError
 
 v1 = tf.compat.v1
@@ -96,35 +94,6 @@ def test_xla_auto_compiles_with_the_cpu_flag_set_before_the_start():
 def test_bad_settings_are_one_line_usage_errors(bad, gpu, match):
     with pytest.raises(UsageError, match=match):
         speed.session_config(cfg(**bad), gpu=gpu)
-
-
-def _train(precision, steps=4):
-    """Losses of a tiny U-Net trained with speed.wrap_optimizer / speed.minimize."""
-    g = tf.Graph()
-    with g.as_default():
-        v1.set_random_seed(0)
-        rng = np.random.default_rng(0)
-        x = tf.constant(rng.random([2, 44, 44, 3], dtype=np.float32))
-        y = tf.constant((rng.random([2, 28, 28, 1]) < 0.3).astype(np.float32))
-        logits = unet.unet(x, True, depth=1, base_filters=4)
-        loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits))
-        opt = speed.wrap_optimizer(v1.train.AdamOptimizer(1e-2), cfg(precision=precision))
-        train_op = speed.minimize(opt, loss, v1.train.get_or_create_global_step())
-        mean = [v for v in v1.global_variables() if v.name.endswith("moving_mean:0")][0]
-        with v1.Session() as sess:
-            sess.run(v1.global_variables_initializer())
-            losses = [sess.run([loss, train_op])[0] for _ in range(steps)]
-            return losses, sess.run(mean), type(opt).__name__
-
-
-def test_loss_scaling_wraps_the_optimizer_and_trains_like_plain_adam():
-    plain, mean, name = _train("float32")
-    scaled, _, scaled_name = _train("mixed_float16")
-    assert name == "AdamOptimizer" and scaled_name == "MixedPrecisionLossScaleOptimizer"
-    # On a CPU the graph stays float32, and power-of-two loss scaling is exact.
-    np.testing.assert_allclose(scaled, plain, rtol=1e-6)
-    assert plain[-1] < plain[0]
-    assert np.any(mean != 0.0)  # minimize() ran the batch-norm moving-average updates
 
 
 CPUINFO = """processor\t: 0

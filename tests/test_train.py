@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing import event_accumulator
 import checkpoints
 import cli
 import config
+import metrics
 import records
 import speed
 import train
@@ -93,25 +94,14 @@ def scalars(directory):
 # ------------------------------------------------------------- pure parts
 
 
-def test_metrics_from_counts_exact():
-    m = train.metrics_from_counts(tp=6, fp=2, fn=4, tn=88)
-    assert m == pytest.approx({"iou": 0.5, "dice": 12 / 18, "precision": 0.75, "recall": 0.6,
-                               "accuracy": 0.94})
-    # Nothing to find and nothing found is perfect; predicting nothing when there is
-    # something to find scores zero.
-    assert train.metrics_from_counts(0, 0, 0, 5)["iou"] == 1.0
-    assert train.metrics_from_counts(0, 0, 3, 5) == pytest.approx(
-        {"iou": 0.0, "dice": 0.0, "precision": 0.0, "recall": 0.0, "accuracy": 5 / 8})
-
-
 def test_validation_metrics_include_all_background_baseline():
     m = train.validation_metrics(np.array([6, 2, 4, 88]), ce_sum=5.0, n_valid=100.0)
-    assert m["iou"] == 0.5 and m["loss"] == 0.05
-    assert m["baseline_iou"] == 0.0 and m["baseline_recall"] == 0.0
-    assert m["baseline_accuracy"] == pytest.approx(0.90)  # (fp + tn) / all: truth is bg
+    assert m.model["foreground_iou"] == 0.5 and m.loss == 0.05
+    assert m.baseline["foreground_iou"] == 0.0 and m.baseline["recall"] == 0.0
+    assert m.baseline["pixel_accuracy"] == pytest.approx(0.90)  # (fp + tn) / all: truth is bg
 
 
-def test_pixel_loss_and_counts_ignore_255():
+def test_pixel_loss_ignores_255():
     logits = np.array([2.0, -1.0, 0.5, -3.0, 4.0], np.float32).reshape(1, 1, 5, 1)
     masks = np.array([1, 0, 0, 1, 255], np.uint8).reshape(1, 1, 5, 1)
     loss, ce_sum, n_valid = train.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0)
@@ -125,8 +115,6 @@ def test_pixel_loss_and_counts_ignore_255():
     dice = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
     with_dice, _, _ = train.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0, 0.5)
     np.testing.assert_allclose(float(with_dice), ce.mean() + 0.5 * (1 - dice), rtol=1e-6)
-    counts = train.confusion_counts(tf.constant(logits), tf.constant(masks)).numpy()
-    assert counts.tolist() == [1, 1, 1, 1]  # tp, fp, fn, tn; the 255 pixel is in none
 
 
 def test_window_panels_align_output_with_its_place_in_the_input():
@@ -243,10 +231,10 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
     first = train.train(make_cfg(blob_data, run, epochs=8, checkpoint_every=6,
                                  keep_checkpoints=3))
     steps_per_epoch = 4  # 16 records, batch 4
-    assert first["step"] == 8 * steps_per_epoch and first["epoch"] == 8
-    assert first["interrupted"] is None
-    assert first["val_iou"] > 0.5 > first["val_baseline_iou"] == 0.0
-    assert first["best_val_iou"] >= np.float32(first["val_iou"])  # kept as float32
+    assert first.step == 8 * steps_per_epoch and first.epoch == 8
+    assert first.interrupted is None
+    assert first.val.model["foreground_iou"] > 0.5 > first.val.baseline["foreground_iou"] == 0.0
+    assert first.best_val_iou >= np.float32(first.val.model["foreground_iou"])  # as float32
 
     # Run dir contract: config.json, checkpoints (pruned to --keep-checkpoints), best/.
     saved = config.load_config(str(run))
@@ -277,29 +265,31 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
     # Validation: the model in val/, all-background in baseline/, under the same tags so
     # TensorBoard draws them in one chart; the last values are what train() returned.
     val, baseline = event_scalars(run / "val"), event_scalars(run / "baseline")
-    assert set(val) == {"cost", *train.METRIC_TAGS} and set(baseline) == set(train.METRIC_TAGS)
-    for tag in train.METRIC_TAGS:
+    assert set(val) == {"cost", *metrics.RATIOS} and set(baseline) == set(metrics.RATIOS)
+    for tag in metrics.RATIOS:
         assert [s for s, _ in val[tag]] == [s for s, _ in baseline[tag]] == [
             4 * k for k in range(1, 9)]
-        assert val[tag][-1][1] == pytest.approx(first[f"val_{tag}"], abs=1e-6)
-        assert baseline[tag][-1][1] == pytest.approx(first[f"val_baseline_{tag}"], abs=1e-6)
-    assert val["cost"][-1][1] == pytest.approx(first["val_loss"], rel=1e-6)
-    assert {v for _, v in baseline["iou"]} == {0.0} and val["iou"][-1][1] > 0.5
+        assert val[tag][-1][1] == pytest.approx(first.val.model[tag], abs=1e-6)
+        assert baseline[tag][-1][1] == pytest.approx(first.val.baseline[tag], abs=1e-6)
+    assert val["cost"][-1][1] == pytest.approx(first.val.loss, rel=1e-6)
+    assert {v for _, v in baseline["foreground_iou"]} == {0.0}
+    assert val["foreground_iou"][-1][1] > 0.5
 
     # Same command with more epochs resumes: step, epoch and Adam state carry over.
     caplog.clear()
     second = train.train(make_cfg(blob_data, run, epochs=9, checkpoint_every=6,
                                   keep_checkpoints=3))
     assert "resuming from" in caplog.text and "step 32, epoch 8" in caplog.text
-    assert second["step"] == 36 and second["epoch"] == 9
+    assert second.step == 36 and second.epoch == 9
     reader = tf.train.load_checkpoint(checkpoints.latest(str(run)))
     assert reader.get_tensor("beta1_power") == pytest.approx(0.9 ** 37, rel=1e-4)
     assert len(tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths) == 3
 
     # Nothing left to do: the run reports where it stands without training.
     third = train.train(make_cfg(blob_data, run, epochs=9))
-    assert third["step"] == 36 and third["train_loss"] is None
-    assert third["val_iou"] == pytest.approx(second["val_iou"], abs=1e-6)
+    assert third.step == 36 and third.train_loss is None
+    assert third.val.model["foreground_iou"] == pytest.approx(
+        second.val.model["foreground_iou"], abs=1e-6)
 
     # A different network cannot resume from these checkpoints.
     with pytest.raises(UserError, match="another network .*base_filters 8 -> 4"):
@@ -311,7 +301,7 @@ def test_same_seed_repeats_and_max_steps_stops_mid_epoch(blob_data, tmp_path):
     for name in ("a", "b"):
         result = train.train(make_cfg(blob_data, tmp_path / name, max_steps=3, val_records="",
                                       depth=1, input_size=44, lr_schedule="cosine"))
-        assert result["step"] == 3 and result["epoch"] == 0 and "val_iou" not in result
+        assert result.step == 3 and result.epoch == 0 and result.val is None
         costs.append([e.value for e in scalars(tmp_path / name / "train").Scalars("cost")])
     np.testing.assert_allclose(costs[0], costs[1], rtol=1e-5)
     lr = [e.value for e in scalars(tmp_path / "a" / "train").Scalars("learning_rate")]
@@ -467,12 +457,12 @@ def test_budget_fits_the_cosine_and_ends_with_validation_and_checkpoint(blob_dat
                                   val_every=1, **TINIEST), clock=FakeClock(10.0))
     # 4 steps per epoch at 10 s each, a validation (10 s, in the budget), then the 60 s
     # budget is spent after step 5: the final validation and checkpoint are not in it.
-    assert result["step"] == 5 and result["epoch"] == 1 and result["interrupted"] is None
-    assert result["train_seconds"] == 60.0 and 0.0 <= result["val_iou"] <= 1.0
+    assert result.step == 5 and result.epoch == 1 and result.interrupted is None
+    assert result.train_seconds == 60.0 and 0.0 <= result.val.model["foreground_iou"] <= 1.0
     lr = scalars(run / "train").Scalars("learning_rate")
     assert [e.step for e in lr] == [1, 2, 3, 4, 5]
     np.testing.assert_allclose([e.value for e in lr], cosine([0, 10, 20, 30, 50]), rtol=1e-5)
-    assert [e.step for e in scalars(run / "val").Scalars("iou")] == [4, 5]
+    assert [e.step for e in scalars(run / "val").Scalars("foreground_iou")] == [4, 5]
     checkpoint = checkpoints.latest(str(run))
     assert checkpoint.endswith("model.ckpt-5")
     assert tf.train.load_checkpoint(checkpoint).get_tensor("train_seconds") == 60.0
@@ -490,7 +480,7 @@ def test_resumed_budget_continues_the_schedule_and_stops_at_the_same_total(
     run = tmp_path / "run"
     settings = dict(minutes=1.0, epochs=0, lr_schedule="cosine", val_every=10, **TINIEST)
     first = train.train(make_cfg(blob_data, run, max_steps=3, **settings), clock=FakeClock(10))
-    assert first["step"] == 3 and first["train_seconds"] == 30.0
+    assert first.step == 3 and first.train_seconds == 30.0
     assert "--epochs/--max-steps ended the run with 0:00:30 of the 1 min budget" in caplog.text
     # A new process: its clock starts anywhere, the checkpoint holds the 30 s trained.
     caplog.clear()
@@ -498,7 +488,7 @@ def test_resumed_budget_continues_the_schedule_and_stops_at_the_same_total(
     clock.t = 1e6
     second = train.train(make_cfg(blob_data, run, **settings), clock=clock)
     assert "(step 3, epoch 0, 0:00:30 of training)" in caplog.text
-    assert second["step"] == 6 and second["train_seconds"] == 60.0
+    assert second.step == 6 and second.train_seconds == 60.0
     lr = scalars(run / "train").Scalars("learning_rate")
     assert [e.step for e in lr] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([e.value for e in lr], cosine([0, 10, 20, 30, 40, 50]),
@@ -507,7 +497,7 @@ def test_resumed_budget_continues_the_schedule_and_stops_at_the_same_total(
     assert reader.get_tensor("train_seconds") == 60.0 and reader.get_tensor("global_step") == 6
     # Budget spent: the same command only validates.
     third = train.train(make_cfg(blob_data, run, **settings), clock=FakeClock(10))
-    assert third["step"] == 6 and third["train_loss"] is None and "val_iou" in third
+    assert third.step == 6 and third.train_loss is None and third.val is not None
 
 
 def test_checkpoint_without_training_clock_still_resumes(blob_data, tmp_path, caplog):
@@ -528,4 +518,4 @@ def test_checkpoint_without_training_clock_still_resumes(blob_data, tmp_path, ca
     assert "train_seconds" not in {n for n, _ in tf.train.list_variables(path)}
     result = train.train(make_cfg(blob_data, run, max_steps=2, **tiny), clock=FakeClock(5))
     assert "(step 1, epoch 0, 0:00:00 of training)" in caplog.text
-    assert result["step"] == 2 and result["train_seconds"] == 5.0
+    assert result.step == 2 and result.train_seconds == 5.0

@@ -1,0 +1,78 @@
+"""optim.py: Adam with loss scaling, the --on-nan skip and the batch-norm updates."""
+
+import types
+
+import numpy as np
+import tensorflow as tf
+
+import optim
+import unet
+
+v1 = tf.compat.v1
+
+
+def cfg(**kw):
+    return types.SimpleNamespace(**kw)
+
+
+def _train(precision, steps=4):
+    """Losses of a tiny U-Net trained with optim.optimizer / optim.minimize."""
+    g = tf.Graph()
+    with g.as_default():
+        v1.set_random_seed(0)
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.random([2, 44, 44, 3], dtype=np.float32))
+        y = tf.constant((rng.random([2, 28, 28, 1]) < 0.3).astype(np.float32))
+        logits = unet.unet(x, True, depth=1, base_filters=4)
+        loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits))
+        opt = optim.optimizer(cfg(precision=precision), 1e-2)
+        train_op = optim.minimize(opt, loss, v1.train.get_or_create_global_step())
+        mean = [v for v in v1.global_variables() if v.name.endswith("moving_mean:0")][0]
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            losses = [sess.run([loss, train_op])[0] for _ in range(steps)]
+            return losses, sess.run(mean), type(opt).__name__
+
+
+def test_loss_scaling_wraps_the_optimizer_and_trains_like_plain_adam():
+    plain, mean, name = _train("float32")
+    scaled, _, scaled_name = _train("mixed_float16")
+    assert name == "AdamOptimizer" and scaled_name == "MixedPrecisionLossScaleOptimizer"
+    # On a CPU the graph stays float32, and power-of-two loss scaling is exact.
+    np.testing.assert_allclose(scaled, plain, rtol=1e-6)
+    assert plain[-1] < plain[0]
+    assert np.any(mean != 0.0)  # minimize() ran the batch-norm moving-average updates
+
+
+def test_skip_non_finite_counts_the_step_but_leaves_weights_and_slots_alone():
+    with tf.Graph().as_default():
+        w = v1.get_variable("w", [2], initializer=v1.ones_initializer())
+        scale = v1.placeholder(tf.float32, [])
+        loss = tf.reduce_sum(w * scale)
+        global_step = v1.train.get_or_create_global_step()
+        opt = optim.optimizer(cfg(precision="float32", on_nan="skip"), 0.1)
+        train_op = optim.minimize(opt, loss, global_step)
+        finite = optim.all_finite(v1.global_variables())
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            assert sess.run(train_op, {scale: np.nan}) is np.False_
+            assert sess.run(global_step) == 1 and sess.run(w).tolist() == [1.0, 1.0]
+            assert sess.run(finite)
+            assert sess.run(train_op, {scale: 1.0}) is np.True_
+            assert sess.run(global_step) == 2 and np.all(sess.run(w) < 1.0)
+
+
+def test_learning_rate_schedules():
+    with tf.Graph().as_default():
+        step = tf.constant(50, tf.int64)
+        base = dict(learning_rate=1.0, lr_decay_steps=100, lr_decay_rate=0.1)
+
+        def lr(schedule, progress=None):
+            return optim.learning_rate(cfg(lr_schedule=schedule, **base), step, 100, progress)
+
+        with v1.Session() as sess:
+            assert sess.run(lr("constant")) == 1.0
+            np.testing.assert_allclose(sess.run(lr("cosine")), 0.5, rtol=1e-6)
+            # --minutes: the cosine follows the budget and ends with it.
+            assert sess.run(lr("cosine", tf.constant(1.0))) == 0.0
+            np.testing.assert_allclose(sess.run(lr("exponential")), 0.1 ** 0.5, rtol=1e-6)
