@@ -191,7 +191,7 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
                             f"(tensorflow.python.lib.io._pywrap_record_io), which TensorFlow "
                             f"{tf.__version__} lacks: train without the flag after re-creating "
                             "damaged shards with convert_coco.py or convert_pets.py")
-        with data.record_errors(file_pattern):  # TensorFlow's public reader: no offsets
+        with record_errors(file_pattern, files):  # TensorFlow's public reader: no offsets
             return files, [sum(1 for _ in v1.io.tf_record_iterator(f)) for f in files]
     decoder = _Decoder() if skip_corrupt else None
     counts, all_bad, used = [], [], []
@@ -283,8 +283,9 @@ def record_errors(file_pattern, files=None):
             UnicodeDecodeError) as e:
         log.warning("a record of %s failed to read or decode: scanning the shards to name it",
                     file_pattern)
-        try:
-            where = locate_bad_record(files or data.list_records(file_pattern))
+        try:  # naming the record needs the offset reader
+            where = RandomRecordReader and locate_bad_record(
+                files or data.list_records(file_pattern))
         except (UserError, OSError, tf.errors.OpError):
             where = None
         if where is None:
