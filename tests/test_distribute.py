@@ -218,14 +218,14 @@ distribute.use_logical_cpus(2)  # before anything starts TF's runtime
 import dataclasses, logging
 import numpy as np
 import tensorflow as tf
-import checkpoints, config, train, test_distribute
+import checkpoints, config, data, train, test_distribute
 logging.basicConfig(level=logging.INFO)
 cfg = config.Config(**json.loads(sys.argv[1]))
 run_dir, steps = cfg.run_dir, cfg.max_steps
 v1 = tf.compat.v1
 # Step-0 checkpoint from --strategy none's own graph: both runs start from these weights.
 with tf.Graph().as_default():
-    plan = train.Plan(distribute.record_files(cfg.train_records), [], 0, 0, steps, None)
+    plan = train.Plan(data.record_files(cfg.train_records), [], 0, 0, steps, None)
     g = train.build_graph(cfg, plan)
     with v1.Session() as sess:
         sess.run(g.init)
