@@ -2,29 +2,18 @@
 
     python train.py --train-records 'data/cat-train2017-*' --val-records 'data/cat-val2017-*'
 
-Everything lands in the run dir (default logs/<run-name>, see checkpoints.py):
-config.json, Saver checkpoints model.ckpt-<step> (periodic, every epoch end,
-on Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and
-TensorBoard events in train/ (cost and learning rate every step; every
---image-summary-every steps `windows`: input window, ground truth and prediction
-side by side; the graph), val/ (metrics at every validation) and baseline/ (the
-all-background metrics under the same tags, so each chart shows both; see
-docs/tensorboard.md). Re-running the same command resumes from the latest
-checkpoint: global step, epoch, Adam slots, the best IoU so far and the
-training time so far.
+The run dir (default logs/<run-name>; its layout is checkpoints.py's, its charts
+docs/tensorboard.md's) gets config.json, checkpoints (periodic, every epoch end, on
+Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and TensorBoard
+events. Re-running the same command resumes: global step, epoch, Adam slots, the best
+IoU and the training time so far.
 
---minutes M trains for a time budget instead of a number of epochs: the
-cosine schedule is a function of progress = training time / budget (fed to
-the graph every step), so it reaches its end exactly when the time runs out;
-then the run validates and saves. The budget is the total over resumes (the
-training time is checkpointed) and counts this run's steps, periodic
-validations and checkpoints; start-up before the first step and the final
-validation come on top (see _TrainingClock).
+--minutes M trains for a time budget: the cosine schedule follows training time /
+budget, fed every step, so it ends when the time does. The budget is the total over
+resumes; what it counts is _TrainingClock's.
 
-Validation metrics are dataset-level over valid (non-255) pixels of the
-validation windows: foreground IoU = total intersection / total union, Dice,
-precision, recall and pixel accuracy, next to the same metrics for predicting
-background everywhere, so a model that finds nothing cannot look good.
+Validation metrics are dataset-level over the valid (non-255) pixels, next to those of
+predicting background everywhere, so a model that finds nothing cannot look good.
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -66,29 +55,6 @@ log = logging.getLogger("train")
 
 EXIT_ON_SIGNAL = {signal.SIGINT: cli.EXIT_INTERRUPTED, signal.SIGTERM: 0}
 MAX_NAN_SKIPS = 20  # --on-nan skip: more non-finite steps in a row means training diverged
-
-
-# ------------------------------------------------------------ graph pieces
-
-
-def pixel_loss(logits, masks, pos_weight, dice_weight=0.0):
-    """Weighted sigmoid cross-entropy averaged over valid pixels, plus an optional Dice term.
-
-    logits: [B, h, w, 1] float32; masks: [B, h, w, 1] uint8 (0, 1, 255 = ignore).
-    Returns (loss scalar, summed cross-entropy, number of valid pixels).
-    """
-    valid = tf.cast(tf.not_equal(masks, records.IGNORE), tf.float32)
-    labels = tf.cast(tf.equal(masks, records.FOREGROUND), tf.float32)
-    ce = tf.nn.weighted_cross_entropy_with_logits(labels, logits, pos_weight)
-    ce_sum = tf.reduce_sum(ce * valid)
-    n_valid = tf.reduce_sum(valid)
-    loss = ce_sum / tf.maximum(n_valid, 1.0)
-    if dice_weight:
-        probs = tf.sigmoid(logits) * valid
-        inter = tf.reduce_sum(probs * labels)
-        dice = (2.0 * inter + 1.0) / (tf.reduce_sum(probs) + tf.reduce_sum(labels * valid) + 1.0)
-        loss += dice_weight * (1.0 - dice)
-    return loss, ce_sum, n_valid
 
 
 @dataclasses.dataclass
@@ -172,7 +138,7 @@ def _loss_fn(cfg):
     def loss_fn(images, masks):  # [b, in, in, 3] f32, [b, out, out, 1] u8
         logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
         with tf.name_scope("loss"):
-            return pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0], logits
+            return optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0], logits
     return loss_fn
 
 
@@ -222,7 +188,7 @@ def _validation_ops(cfg, plan):
         iterator = data.make_initializable_iterator(val_ds)
         images, masks = iterator.get_next()
         logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
-        _, ce_sum, n_valid = pixel_loss(logits, masks, cfg.pos_weight)
+        _, ce_sum, n_valid = optim.pixel_loss(logits, masks, cfg.pos_weight)
         return ValOps(iterator, {"counts": metrics.confusion_counts(logits, masks),
                                  "ce_sum": ce_sum, "n_valid": n_valid})
 
@@ -561,9 +527,8 @@ def _session_config(cfg):
         log.info("device: GPU (%s)", ", ".join(gpu.name for gpu in gpus))
     else:
         log.info("device: CPU (TensorFlow sees no GPU)")
-    session_config = speed.session_config(cfg, gpu=bool(gpus))
+    session_config = speed.session_config(cfg, gpu=bool(gpus))  # allows memory growth too
     session_config.log_device_placement = cfg.log_device_placement
-    session_config.gpu_options.allow_growth = True
     return session_config
 
 

@@ -175,7 +175,6 @@ def reference_weights(cfg_json, start_checkpoint, steps, splits):
     import config
     import data
     import optim
-    import train
     import unet
 
     v1 = tf.compat.v1
@@ -190,7 +189,7 @@ def reference_weights(cfg_json, start_checkpoint, steps, splits):
         losses = []
         for part_images, part_masks in zip(tf.split(images, splits), tf.split(masks, splits)):
             logits = unet.unet(part_images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
-            losses.append(train.pixel_loss(logits, part_masks, cfg.pos_weight)[0])
+            losses.append(optim.pixel_loss(logits, part_masks, cfg.pos_weight)[0])
         global_step = v1.train.get_or_create_global_step()
         train_op = optim.minimize(v1.train.AdamOptimizer(cfg.learning_rate),
                                   tf.add_n(losses) / splits, global_step)

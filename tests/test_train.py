@@ -101,22 +101,6 @@ def test_validation_metrics_include_all_background_baseline():
     assert m.baseline["pixel_accuracy"] == pytest.approx(0.90)  # (fp + tn) / all: truth is bg
 
 
-def test_pixel_loss_ignores_255():
-    logits = np.array([2.0, -1.0, 0.5, -3.0, 4.0], np.float32).reshape(1, 1, 5, 1)
-    masks = np.array([1, 0, 0, 1, 255], np.uint8).reshape(1, 1, 5, 1)
-    loss, ce_sum, n_valid = train.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0)
-    x, y = logits.ravel()[:4], np.array([1, 0, 0, 1.0])
-    ce = 3.0 * y * np.log1p(np.exp(-x)) + (1 - y) * np.log1p(np.exp(x))
-    assert float(n_valid) == 4.0
-    np.testing.assert_allclose(float(loss), ce.mean(), rtol=1e-6)
-    np.testing.assert_allclose(float(ce_sum), ce.sum(), rtol=1e-6)
-    # Dice term: soft Dice over the valid pixels only.
-    p = 1 / (1 + np.exp(-x))
-    dice = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-    with_dice, _, _ = train.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0, 0.5)
-    np.testing.assert_allclose(float(with_dice), ce.mean() + 0.5 * (1 - dice), rtol=1e-6)
-
-
 def test_window_panels_align_output_with_its_place_in_the_input():
     # A 10 px input window, 4 px output: the output lies 3 px in from each edge.
     images = np.full((1, 10, 10, 3), 0.2, np.float32)
