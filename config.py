@@ -109,31 +109,6 @@ class RunConfig(Config):
     precision: str = "float32"  # float32 | bfloat16 | mixed_float16: what ran
 
 
-def stats_path_for(train_records):
-    """The converter's stats JSON beside the shards: data/cat-train2017-*... -> -stats.json."""
-    derived = re.sub(r"-\*[^/]*$", "-stats.json", train_records)
-    if derived == train_records:
-        raise UsageError(f"cannot find the converter's stats file from --train-records "
-                         f"{train_records!r} (expected a '<output>-<split>-*' glob): pass --stats")
-    return derived
-
-
-def read_stats(path):
-    try:
-        with open(path) as f:
-            stats = json.load(f)
-        fraction = float(stats["foreground_fraction"])
-    except FileNotFoundError:
-        raise UserError(f"stats file {path} is missing: convert_coco.py / convert_pets.py write "
-                        "it next to the shards; pass --stats or a number for --pos-weight"
-                        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
-        raise UserError(f"stats file {path} is unreadable or has no number "
-                        f"'foreground_fraction' ({e}): re-run convert_coco.py or "
-                        "convert_pets.py") from None
-    return stats, fraction
-
-
 def resolve(cfg):
     """The one check of a Config: every flag, then the files it names, then 'auto' and
     None made concrete.
@@ -143,7 +118,7 @@ def resolve(cfg):
     read, so a typo is named before a missing stats file.
     """
     _check_flags(cfg)
-    # The other modules check their own flags, each in one visit.
+    # Then the flags whose rules live in other modules, each asked once.
     sizes = [("--input-size", cfg.input_size)]
     if cfg.val_input_size:
         sizes.append(("--val-input-size", cfg.val_input_size))
@@ -183,6 +158,22 @@ def _check_flags(cfg):
     check_budget(cfg)
 
 
+def check_budget(cfg):
+    """--minutes and --epochs: a run must have a limit, and every worker the same one."""
+    if not (math.isfinite(cfg.minutes) and cfg.minutes >= 0):
+        raise UsageError(f"--minutes must be a number >= 0 (0 = no time budget), "
+                         f"got {cfg.minutes}")
+    if cfg.epochs < 0 or (cfg.epochs == 0 and not cfg.minutes):
+        raise UsageError(f"--epochs must be positive (0 = no epoch limit needs a --minutes "
+                         f"budget), got {cfg.epochs}")
+    if cfg.minutes and cfg.strategy == "multi-worker":
+        raise UsageError("--minutes does not work with --strategy multi-worker: the workers' "
+                         "clocks differ and all must stop at the same step; use --epochs")
+    if cfg.minutes and cfg.lr_schedule != "cosine":
+        log.info("--minutes with --lr-schedule %s: the learning rate does not follow the "
+                 "budget (cosine decays it to 0 as the time runs out)", cfg.lr_schedule)
+
+
 def _resolve_pos_weight(cfg):
     """{pos_weight: float} ('auto': from the converter's stats, with stats and classes)."""
     if cfg.pos_weight != "auto":
@@ -200,20 +191,29 @@ def _resolve_pos_weight(cfg):
     return changes
 
 
-def check_budget(cfg):
-    """--minutes and --epochs: a run must have a limit, and every worker the same one."""
-    if not (math.isfinite(cfg.minutes) and cfg.minutes >= 0):
-        raise UsageError(f"--minutes must be a number >= 0 (0 = no time budget), "
-                         f"got {cfg.minutes}")
-    if cfg.epochs < 0 or (cfg.epochs == 0 and not cfg.minutes):
-        raise UsageError(f"--epochs must be positive (0 = no epoch limit needs a --minutes "
-                         f"budget), got {cfg.epochs}")
-    if cfg.minutes and cfg.strategy == "multi-worker":
-        raise UsageError("--minutes does not work with --strategy multi-worker: the workers' "
-                         "clocks differ and all must stop at the same step; use --epochs")
-    if cfg.minutes and cfg.lr_schedule != "cosine":
-        log.info("--minutes with --lr-schedule %s: the learning rate does not follow the "
-                 "budget (cosine decays it to 0 as the time runs out)", cfg.lr_schedule)
+def stats_path_for(train_records):
+    """The converter's stats JSON beside the shards: data/cat-train2017-*... -> -stats.json."""
+    derived = re.sub(r"-\*[^/]*$", "-stats.json", train_records)
+    if derived == train_records:
+        raise UsageError(f"cannot find the converter's stats file from --train-records "
+                         f"{train_records!r} (expected a '<output>-<split>-*' glob): pass --stats")
+    return derived
+
+
+def read_stats(path):
+    try:
+        with open(path) as f:
+            stats = json.load(f)
+        fraction = float(stats["foreground_fraction"])
+    except FileNotFoundError:
+        raise UserError(f"stats file {path} is missing: convert_coco.py / convert_pets.py write "
+                        "it next to the shards; pass --stats or a number for --pos-weight"
+                        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"stats file {path} is unreadable or has no number "
+                        f"'foreground_fraction' ({e}): re-run convert_coco.py or "
+                        "convert_pets.py") from None
+    return stats, fraction
 
 
 def check_resumable(cfg):

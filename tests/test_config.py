@@ -56,3 +56,12 @@ def test_stats_path_from_train_glob():
     assert config.stats_path_for("d/x-val-*.tfrecord") == "d/x-val-stats.json"
     with pytest.raises(UsageError, match="--stats"):
         config.stats_path_for("data/shard0.tfrecord")
+
+
+def test_resolve_names_a_bad_flag_before_reading_any_file(tmp_path):
+    cfg = config.Config(input_size=98, depth=2, pos_weight="auto",
+                        stats=str(tmp_path / "missing-stats.json"))
+    with pytest.raises(UsageError, match="--input-size 98 is not valid .* 96 and 100"):
+        config.resolve(cfg)
+    with pytest.raises(UserError, match="missing-stats.json is missing"):
+        config.resolve(dataclasses.replace(cfg, input_size=96))
