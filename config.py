@@ -1,19 +1,35 @@
-"""All training configuration in one place: the `Config` dataclass and its config.json.
+"""A run's configuration: the `Config` dataclass, its one check, and its config.json.
 
-train.py turns its flags into a `Config`, checks it once and resolves it
-(train.resolve) into a `RunConfig`, logs that and saves it as
-`<run_dir>/config.json` beside the checkpoints; evaluate.py, predict.py and
-export.py rebuild the same network from that file alone. What else the run
+train.py turns its flags into a `Config`; `resolve` checks it once and makes
+'auto' and None concrete in a `RunConfig`, which the run logs, trains with and
+saves as `<run_dir>/config.json` beside the checkpoints; evaluate.py, predict.py
+and export.py rebuild the same network from that file alone. What else the run
 directory holds is checkpoints.py's.
 """
 
 import dataclasses
 import json
+import logging
+import math
 import os
+import random
+import re
 
+import tensorflow as tf
+
+import augment
 import checkpoints
+import distribute
 import errors
-from cli import UserError
+import optim
+import speed
+import unet
+from cli import UsageError, UserError
+
+log = logging.getLogger("config")
+
+MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
+ON_NAN = ("stop", "skip")  # --on-nan
 
 
 @dataclasses.dataclass
@@ -85,12 +101,132 @@ class Config:
 
 @dataclasses.dataclass
 class RunConfig(Config):
-    """A Config as train.resolve checked it, with 'auto' and None made concrete: what a
+    """A Config as resolve checked it, with 'auto' and None made concrete: what a
     run trains with, saves as config.json and what load_config returns."""
 
     pos_weight: float = 1.0  # the foreground weight the loss uses
     seed: int = 0  # the graph and data seed (drawn when the Config had None)
     precision: str = "float32"  # float32 | bfloat16 | mixed_float16: what ran
+
+
+def resolve(cfg):
+    """The one check of a Config: every flag, then the files it names, then 'auto' and
+    None made concrete.
+
+    Returns a RunConfig, whose fields are what their types say; it is what the run
+    logs, saves as config.json and trains with. Flags are checked before any file is
+    read, so a typo is named before a missing stats file.
+    """
+    _check_flags(cfg)
+    # Then the flags whose rules live in other modules, each asked once.
+    sizes = [("--input-size", cfg.input_size)]
+    if cfg.val_input_size:
+        sizes.append(("--val-input-size", cfg.val_input_size))
+    for flag, size in sizes:
+        up = unet.valid_input_size(size, cfg.depth)  # size itself when it is valid
+        if up != size:
+            down = unet.valid_input_size(size, cfg.depth, "down")
+            raise UsageError(f"{flag} {size} is not valid for a depth-{cfg.depth} U-Net; "
+                             f"the nearest valid sizes are {down} and {up}")
+    distribute.check_flags(cfg)
+    # config.json names every augmentation group ("all" spelled out).
+    changes = {"augment": augment.format_groups(augment.from_config(cfg).groups)}
+    if cfg.precision == "auto":  # config.json must say what ran, not what was asked
+        gpu = bool(tf.config.list_physical_devices("GPU"))  # lists, starts no runtime
+        changes["precision"], why = speed.resolve_precision("auto", gpu)
+        log.info("precision auto: %s -> %s", why, changes["precision"])
+    speed.settings(dataclasses.replace(cfg, **changes))  # threads, XLA, concrete precision
+    changes.update(_resolve_pos_weight(cfg))
+    if cfg.seed is None:
+        changes["seed"] = random.SystemRandom().randrange(2**31)
+    resolved = RunConfig(**{**dataclasses.asdict(cfg), **changes})
+    check_resumable(resolved)
+    return resolved
+
+
+def _check_flags(cfg):
+    """The settings no other module owns."""
+    if cfg.long_side < 0:
+        raise UsageError(f"--long-side must be >= 0 (0 = images as stored), got {cfg.long_side}")
+    if cfg.lr_schedule not in optim.LR_SCHEDULES:
+        raise UsageError(f"--lr-schedule must be one of {', '.join(optim.LR_SCHEDULES)}")
+    if cfg.on_nan not in ON_NAN:
+        raise UsageError(f"--on-nan must be stop or skip, got {cfg.on_nan!r}")
+    if cfg.pos_weight != "auto" and float(cfg.pos_weight) <= 0:
+        raise UsageError(f"--pos-weight must be a positive number or 'auto', "
+                         f"got {cfg.pos_weight}")
+    check_budget(cfg)
+
+
+def check_budget(cfg):
+    """--minutes and --epochs: a run must have a limit, and every worker the same one."""
+    if not (math.isfinite(cfg.minutes) and cfg.minutes >= 0):
+        raise UsageError(f"--minutes must be a number >= 0 (0 = no time budget), "
+                         f"got {cfg.minutes}")
+    if cfg.epochs < 0 or (cfg.epochs == 0 and not cfg.minutes):
+        raise UsageError(f"--epochs must be positive (0 = no epoch limit needs a --minutes "
+                         f"budget), got {cfg.epochs}")
+    if cfg.minutes and cfg.strategy == "multi-worker":
+        raise UsageError("--minutes does not work with --strategy multi-worker: the workers' "
+                         "clocks differ and all must stop at the same step; use --epochs")
+    if cfg.minutes and cfg.lr_schedule != "cosine":
+        log.info("--minutes with --lr-schedule %s: the learning rate does not follow the "
+                 "budget (cosine decays it to 0 as the time runs out)", cfg.lr_schedule)
+
+
+def _resolve_pos_weight(cfg):
+    """{pos_weight: float} ('auto': from the converter's stats, with stats and classes)."""
+    if cfg.pos_weight != "auto":
+        return {"pos_weight": float(cfg.pos_weight)}
+    path = cfg.stats or stats_path_for(cfg.train_records)
+    stats, fraction = read_stats(path)
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
+                        "pass a number for --pos-weight")
+    changes = {"pos_weight": (1.0 - fraction) / fraction, "stats": path}
+    if stats.get("classes"):
+        changes["classes"] = tuple(stats["classes"])
+    log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
+             fraction, path, changes["pos_weight"])
+    return changes
+
+
+def stats_path_for(train_records):
+    """The converter's stats JSON beside the shards: data/cat-train2017-*... -> -stats.json."""
+    derived = re.sub(r"-\*[^/]*$", "-stats.json", train_records)
+    if derived == train_records:
+        raise UsageError(f"cannot find the converter's stats file from --train-records "
+                         f"{train_records!r} (expected a '<output>-<split>-*' glob): pass --stats")
+    return derived
+
+
+def read_stats(path):
+    try:
+        with open(path) as f:
+            stats = json.load(f)
+        fraction = float(stats["foreground_fraction"])
+    except FileNotFoundError:
+        raise UserError(f"stats file {path} is missing: convert_coco.py / convert_pets.py write "
+                        "it next to the shards; pass --stats or a number for --pos-weight"
+                        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"stats file {path} is unreadable or has no number "
+                        f"'foreground_fraction' ({e}): re-run convert_coco.py or "
+                        "convert_pets.py") from None
+    return stats, fraction
+
+
+def check_resumable(cfg):
+    """A run dir trained with another network cannot be resumed: say so before TF does."""
+    path = os.path.join(cfg.run_dir, checkpoints.RUN_CONFIG)
+    if not os.path.exists(path) or not checkpoints.latest(cfg.run_dir):
+        return
+    old = load_config(cfg.run_dir)
+    diff = [f"{k} {getattr(old, k)} -> {getattr(cfg, k)}" for k in MODEL_FIELDS
+            if getattr(old, k) != getattr(cfg, k)]
+    if diff:
+        raise UserError(f"{cfg.run_dir} holds checkpoints of another network ({', '.join(diff)}):"
+                        " use the same flags to resume, or a new --run-name")
 
 
 def save_config(cfg, run_dir):

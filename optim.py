@@ -1,6 +1,8 @@
-"""The optimiser of a training step: Adam on the learning-rate schedule, dynamic loss
-scaling for mixed_float16, the --on-nan skip, and the batch-norm updates in the train op.
+"""What a training step minimises and how: the pixel loss, Adam on the learning-rate
+schedule, dynamic loss scaling for mixed_float16, the --on-nan skip, and the batch-norm
+updates in the train op.
 
+    loss = optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0]
     lr = optim.learning_rate(cfg, global_step, total_steps, progress)
     train_op = optim.minimize(optim.optimizer(cfg, lr), loss, global_step)
 
@@ -10,9 +12,31 @@ with NaN/Inf weights is never written and the last one on disk stays good.
 
 import tensorflow as tf
 
+import records
+
 v1 = tf.compat.v1
 
 LR_SCHEDULES = ("constant", "exponential", "cosine")
+
+
+def pixel_loss(logits, masks, pos_weight, dice_weight=0.0):
+    """Weighted sigmoid cross-entropy averaged over valid pixels, plus an optional Dice term.
+
+    logits: [B, h, w, 1] float32; masks: [B, h, w, 1] uint8 (0, 1, 255 = ignore).
+    Returns (loss scalar, summed cross-entropy, number of valid pixels).
+    """
+    valid = tf.cast(tf.not_equal(masks, records.IGNORE), tf.float32)
+    labels = tf.cast(tf.equal(masks, records.FOREGROUND), tf.float32)
+    ce = tf.nn.weighted_cross_entropy_with_logits(labels, logits, pos_weight)
+    ce_sum = tf.reduce_sum(ce * valid)
+    n_valid = tf.reduce_sum(valid)
+    loss = ce_sum / tf.maximum(n_valid, 1.0)
+    if dice_weight:
+        probs = tf.sigmoid(logits) * valid
+        inter = tf.reduce_sum(probs * labels)
+        dice = (2.0 * inter + 1.0) / (tf.reduce_sum(probs) + tf.reduce_sum(labels * valid) + 1.0)
+        loss += dice_weight * (1.0 - dice)
+    return loss, ce_sum, n_valid
 
 
 def learning_rate(cfg, global_step, total_steps, progress=None):

@@ -2,29 +2,18 @@
 
     python train.py --train-records 'data/cat-train2017-*' --val-records 'data/cat-val2017-*'
 
-Everything lands in the run dir (default logs/<run-name>, see checkpoints.py):
-config.json, Saver checkpoints model.ckpt-<step> (periodic, every epoch end,
-on Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and
-TensorBoard events in train/ (cost and learning rate every step; every
---image-summary-every steps `windows`: input window, ground truth and prediction
-side by side; the graph), val/ (metrics at every validation) and baseline/ (the
-all-background metrics under the same tags, so each chart shows both; see
-docs/tensorboard.md). Re-running the same command resumes from the latest
-checkpoint: global step, epoch, Adam slots, the best IoU so far and the
-training time so far.
+The run dir (default logs/<run-name>; its layout is checkpoints.py's, its charts
+docs/tensorboard.md's) gets config.json, checkpoints (periodic, every epoch end, on
+Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and TensorBoard
+events. Re-running the same command resumes: global step, epoch, Adam slots, the best
+IoU and the training time so far.
 
---minutes M trains for a time budget instead of a number of epochs: the
-cosine schedule is a function of progress = training time / budget (fed to
-the graph every step), so it reaches its end exactly when the time runs out;
-then the run validates and saves. The budget is the total over resumes (the
-training time is checkpointed) and counts this run's steps, periodic
-validations and checkpoints; start-up before the first step and the final
-validation come on top (see _TrainingClock).
+--minutes M trains for a time budget: the cosine schedule follows training time /
+budget, fed every step, so it ends when the time does. The budget is the total over
+resumes; what it counts is _TrainingClock's.
 
-Validation metrics are dataset-level over valid (non-255) pixels of the
-validation windows: foreground IoU = total intersection / total union, Dice,
-precision, recall and pixel accuracy, next to the same metrics for predicting
-background everywhere, so a model that finds nothing cannot look good.
+Validation metrics are dataset-level over the valid (non-255) pixels, next to those of
+predicting background everywhere, so a model that finds nothing cannot look good.
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -37,8 +26,6 @@ import json
 import logging
 import math
 import os
-import random
-import re
 import signal
 import sys
 import threading
@@ -66,153 +53,8 @@ from cli import UsageError, UserError
 v1 = tf.compat.v1
 log = logging.getLogger("train")
 
-MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
 EXIT_ON_SIGNAL = {signal.SIGINT: cli.EXIT_INTERRUPTED, signal.SIGTERM: 0}
-ON_NAN = ("stop", "skip")  # --on-nan
 MAX_NAN_SKIPS = 20  # --on-nan skip: more non-finite steps in a row means training diverged
-
-
-# ------------------------------------------------------------ config checks
-
-
-def stats_path_for(train_records):
-    """The converter's stats JSON beside the shards: data/cat-train2017-*... -> -stats.json."""
-    derived = re.sub(r"-\*[^/]*$", "-stats.json", train_records)
-    if derived == train_records:
-        raise UsageError(f"cannot find the converter's stats file from --train-records "
-                         f"{train_records!r} (expected a '<output>-<split>-*' glob): pass --stats")
-    return derived
-
-
-def read_stats(path):
-    try:
-        with open(path) as f:
-            stats = json.load(f)
-        fraction = float(stats["foreground_fraction"])
-    except FileNotFoundError:
-        raise UserError(f"stats file {path} is missing: convert_coco.py / convert_pets.py write "
-                        "it next to the shards; pass --stats or a number for --pos-weight"
-                        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
-        raise UserError(f"stats file {path} is unreadable or has no number "
-                        f"'foreground_fraction' ({e}): re-run convert_coco.py or "
-                        "convert_pets.py") from None
-    return stats, fraction
-
-
-def resolve(cfg):
-    """The one check of a Config: every setting, then 'auto' and None made concrete.
-
-    Returns a config.RunConfig, whose fields are what their types say; it is what
-    the run logs, saves as config.json and trains with.
-    """
-    _check_settings(cfg)
-    # Checks the augmentation flags; config.json then names every group ("all" spelled out).
-    changes = {"augment": augment.format_groups(augment.from_config(cfg).groups),
-               **_resolve_pos_weight(cfg)}
-    if cfg.seed is None:
-        changes["seed"] = random.SystemRandom().randrange(2**31)
-    if cfg.precision == "auto":  # config.json must say what ran, not what was asked
-        gpu = bool(tf.config.list_physical_devices("GPU"))  # lists, starts no runtime
-        changes["precision"], why = speed.resolve_precision("auto", gpu)
-        log.info("precision auto: %s -> %s", why, changes["precision"])
-    resolved = config.RunConfig(**{**dataclasses.asdict(cfg), **changes})
-    speed.settings(resolved)  # threads, XLA and the concrete precision
-    return resolved
-
-
-def _check_input_size(flag, size, depth):
-    if not unet.is_valid_input_size(size, depth):
-        raise UsageError(
-            f"{flag} {size} is not valid for a depth-{depth} U-Net; the nearest valid sizes "
-            f"are {unet.valid_input_size(size, depth, 'down')} and "
-            f"{unet.valid_input_size(size, depth)}")
-
-
-def _check_settings(cfg):
-    _check_input_size("--input-size", cfg.input_size, cfg.depth)
-    if cfg.val_input_size:
-        _check_input_size("--val-input-size", cfg.val_input_size, cfg.depth)
-    if cfg.long_side < 0:
-        raise UsageError(f"--long-side must be >= 0 (0 = images as stored), got {cfg.long_side}")
-    if cfg.lr_schedule not in optim.LR_SCHEDULES:
-        raise UsageError(f"--lr-schedule must be one of {', '.join(optim.LR_SCHEDULES)}")
-    if cfg.on_nan not in ON_NAN:
-        raise UsageError(f"--on-nan must be stop or skip, got {cfg.on_nan!r}")
-    check_budget(cfg)
-    distribute.check_flags(cfg)
-
-
-def _resolve_pos_weight(cfg):
-    """{pos_weight: float} ('auto': from the converter's stats, with stats and classes)."""
-    if cfg.pos_weight != "auto":
-        if float(cfg.pos_weight) <= 0:
-            raise UsageError(f"--pos-weight must be a positive number or 'auto', "
-                             f"got {cfg.pos_weight}")
-        return {"pos_weight": float(cfg.pos_weight)}
-    path = cfg.stats or stats_path_for(cfg.train_records)
-    stats, fraction = read_stats(path)
-    if not 0.0 < fraction < 1.0:
-        raise UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
-                        "pass a number for --pos-weight")
-    changes = {"pos_weight": (1.0 - fraction) / fraction, "stats": path}
-    if stats.get("classes"):
-        changes["classes"] = tuple(stats["classes"])
-    log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
-             fraction, path, changes["pos_weight"])
-    return changes
-
-
-def check_budget(cfg):
-    """--minutes and --epochs: a run must have a limit, and every worker the same one."""
-    if not (math.isfinite(cfg.minutes) and cfg.minutes >= 0):
-        raise UsageError(f"--minutes must be a number >= 0 (0 = no time budget), "
-                         f"got {cfg.minutes}")
-    if cfg.epochs < 0 or (cfg.epochs == 0 and not cfg.minutes):
-        raise UsageError(f"--epochs must be positive (0 = no epoch limit needs a --minutes "
-                         f"budget), got {cfg.epochs}")
-    if cfg.minutes and cfg.strategy == "multi-worker":
-        raise UsageError("--minutes does not work with --strategy multi-worker: the workers' "
-                         "clocks differ and all must stop at the same step; use --epochs")
-    if cfg.minutes and cfg.lr_schedule != "cosine":
-        log.info("--minutes with --lr-schedule %s: the learning rate does not follow the "
-                 "budget (cosine decays it to 0 as the time runs out)", cfg.lr_schedule)
-
-
-def check_resumable(cfg):
-    """A run dir trained with another network cannot be resumed: say so before TF does."""
-    path = os.path.join(cfg.run_dir, checkpoints.RUN_CONFIG)
-    if not os.path.exists(path) or not checkpoints.latest(cfg.run_dir):
-        return
-    old = config.load_config(cfg.run_dir)
-    diff = [f"{k} {getattr(old, k)} -> {getattr(cfg, k)}" for k in MODEL_FIELDS
-            if getattr(old, k) != getattr(cfg, k)]
-    if diff:
-        raise UserError(f"{cfg.run_dir} holds checkpoints of another network ({', '.join(diff)}):"
-                        " use the same flags to resume, or a new --run-name")
-
-
-# ------------------------------------------------------------ graph pieces
-
-
-def pixel_loss(logits, masks, pos_weight, dice_weight=0.0):
-    """Weighted sigmoid cross-entropy averaged over valid pixels, plus an optional Dice term.
-
-    logits: [B, h, w, 1] float32; masks: [B, h, w, 1] uint8 (0, 1, 255 = ignore).
-    Returns (loss scalar, summed cross-entropy, number of valid pixels).
-    """
-    valid = tf.cast(tf.not_equal(masks, records.IGNORE), tf.float32)
-    labels = tf.cast(tf.equal(masks, records.FOREGROUND), tf.float32)
-    ce = tf.nn.weighted_cross_entropy_with_logits(labels, logits, pos_weight)
-    ce_sum = tf.reduce_sum(ce * valid)
-    n_valid = tf.reduce_sum(valid)
-    loss = ce_sum / tf.maximum(n_valid, 1.0)
-    if dice_weight:
-        probs = tf.sigmoid(logits) * valid
-        inter = tf.reduce_sum(probs * labels)
-        dice = (2.0 * inter + 1.0) / (tf.reduce_sum(probs) + tf.reduce_sum(labels * valid) + 1.0)
-        loss += dice_weight * (1.0 - dice)
-    return loss, ce_sum, n_valid
 
 
 @dataclasses.dataclass
@@ -296,7 +138,7 @@ def _loss_fn(cfg):
     def loss_fn(images, masks):  # [b, in, in, 3] f32, [b, out, out, 1] u8
         logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
         with tf.name_scope("loss"):
-            return pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0], logits
+            return optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0], logits
     return loss_fn
 
 
@@ -346,7 +188,7 @@ def _validation_ops(cfg, plan):
         iterator = data.make_initializable_iterator(val_ds)
         images, masks = iterator.get_next()
         logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
-        _, ce_sum, n_valid = pixel_loss(logits, masks, cfg.pos_weight)
+        _, ce_sum, n_valid = optim.pixel_loss(logits, masks, cfg.pos_weight)
         return ValOps(iterator, {"counts": metrics.confusion_counts(logits, masks),
                                  "ce_sum": ce_sum, "n_valid": n_valid})
 
@@ -685,9 +527,8 @@ def _session_config(cfg):
         log.info("device: GPU (%s)", ", ".join(gpu.name for gpu in gpus))
     else:
         log.info("device: CPU (TensorFlow sees no GPU)")
-    session_config = speed.session_config(cfg, gpu=bool(gpus))
+    session_config = speed.session_config(cfg, gpu=bool(gpus))  # allows memory growth too
     session_config.log_device_placement = cfg.log_device_placement
-    session_config.gpu_options.allow_growth = True
     return session_config
 
 
@@ -737,8 +578,7 @@ def train(cfg, clock=time.monotonic):
     clock: seconds, for the --minutes budget and the speed in the log (tests pass a
     fake one; see _TrainingClock for when it is read).
     """
-    cfg = resolve(cfg)
-    check_resumable(cfg)
+    cfg = config.resolve(cfg)  # also refuses a run dir of another network
     # First: logical CPU devices for --devices must exist before TF's runtime starts.
     strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
     # Non-chief workers share the chief's run dir but never write to it.
@@ -755,17 +595,17 @@ def _train_locked(cfg, strategy=None, clock=time.monotonic):
                                                    cfg.skip_corrupt_records, "train")
     val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
                                    "val")[0] if cfg.val_records else []
-    num_train = sum(train_counts)
     steps_per_epoch = distribute.steps_per_epoch(strategy, train_counts, cfg.batch_size)
     step_limits = [n for n in (cfg.epochs * steps_per_epoch, cfg.max_steps) if n]
-    plan = Plan(train_files, val_files, num_train, steps_per_epoch,
+    plan = Plan(train_files, val_files, sum(train_counts), steps_per_epoch,
                 total_steps=min(step_limits, default=0),  # 0: --minutes alone decides
                 worker_steps=steps_per_epoch if distribute.num_workers(strategy) > 1 else None)
-    _log_plan(cfg, plan, strategy)
-    if distribute.is_chief(strategy):
-        config.save_config(cfg, cfg.run_dir)
     # The multi-worker gRPC server must stay referenced while the Session runs.
     target, session_config, _server = distribute.session_target(strategy, session_config)
+    log.info(distribute.describe(strategy, cfg.batch_size))
+    _log_plan(cfg, plan)
+    if distribute.is_chief(strategy):
+        config.save_config(cfg, cfg.run_dir)
 
     with tf.Graph().as_default() as graph, distribute.scope(strategy):
         g = build_graph(cfg, plan, strategy)
@@ -774,7 +614,7 @@ def _train_locked(cfg, strategy=None, clock=time.monotonic):
             return _loop(sess, g, cfg, plan.total_steps, stop, clock)
 
 
-def _log_plan(cfg, plan, strategy):
+def _log_plan(cfg, plan):
     log.info("config: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
     limits = [f"{plan.total_steps} steps"] if plan.total_steps else []
     if cfg.minutes:
@@ -786,7 +626,6 @@ def _log_plan(cfg, plan, strategy):
              cfg.base_filters, unet.parameter_count(cfg.depth, cfg.base_filters,
                                                     cfg.num_outputs),
              cfg.input_size, unet.output_size(cfg.input_size, cfg.depth))
-    log.info(distribute.describe(strategy, cfg.batch_size))
 
 
 def _restore(sess, g, cfg):
@@ -973,7 +812,7 @@ def build_parser():
     a("--skip-corrupt-records", action="store_true",
       help="skip and count records that fail their checksum or do not decode, instead of "
       "stopping (decodes every record once at start)")
-    a("--on-nan", choices=ON_NAN, default=d.on_nan,
+    a("--on-nan", choices=config.ON_NAN, default=d.on_nan,
       help="non-finite loss: stop with the step, or skip that batch's update")
     a("-v", "--verbose", action="store_true", help="debug logging")
     return p

@@ -5,7 +5,7 @@ and XLA flags are fixed per process and because peak RSS must be per setting.
 Kinds:
 
   stepping workers (driven over stdin, so run.py can interleave them):
-    ours   one training step of the project's graph (unet + train.pixel_loss +
+    ours   one training step of the project's graph (unet + optim.pixel_loss +
            Adam + UPDATE_OPS, speed.py settings), fed by tf.data
     keras  the Keras 3 peer (keras_peer.py) with train_on_batch
     torch  the PyTorch eager peer (torch_peer.py), when torch is installed
@@ -100,7 +100,6 @@ def build_train_step(spec):
 
     import optim
     import speed
-    import train
     import unet
 
     v1 = tf.compat.v1
@@ -124,7 +123,7 @@ def build_train_step(spec):
 
         def step(images, masks):  # [B, in, in, 3] float32, [B, out, out, 1] uint8
             logits = unet.unet(images, True, spec["depth"], spec["base"])
-            loss, _, _ = train.pixel_loss(logits, masks, pos_weight=1.0)
+            loss, _, _ = optim.pixel_loss(logits, masks, pos_weight=1.0)
             with tf.control_dependencies([optim.minimize(optimizer, loss, global_step)]):
                 return tf.identity(loss)
 

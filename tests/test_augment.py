@@ -78,7 +78,7 @@ def test_flags_reach_config_and_settings():
 def test_resolve_spells_out_the_groups_in_config_json(tmp_path):
     import config
 
-    cfg = train.resolve(config.Config(augment="all", seed=1))
+    cfg = config.resolve(config.Config(augment="all", seed=1))
     assert cfg.augment == "flip,rotate,scale,elastic,color"
     config.save_config(cfg, str(tmp_path))
     saved = json.loads((tmp_path / "config.json").read_text())

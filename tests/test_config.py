@@ -1,4 +1,4 @@
-"""config.py: the Config a run is asked for, the RunConfig it trains with, config.json."""
+"""config.py: the Config asked for, its one check (resolve), the RunConfig, config.json."""
 
 import dataclasses
 import json
@@ -7,7 +7,7 @@ import pytest
 
 import checkpoints
 import config
-from cli import UserError
+from cli import UsageError, UserError
 
 # config.json as commit 723af45 wrote it: 27 fields, before long_side, augmentation,
 # minutes, precision, strategy and on_nan existed.
@@ -49,3 +49,19 @@ def test_unknown_keys_are_one_error(tmp_path):
     (tmp_path / checkpoints.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, "nope": 1}))
     with pytest.raises(UserError, match="unknown keys"):
         config.load_config(str(tmp_path))
+
+
+def test_stats_path_from_train_glob():
+    assert config.stats_path_for("data/cat-train2017-*") == "data/cat-train2017-stats.json"
+    assert config.stats_path_for("d/x-val-*.tfrecord") == "d/x-val-stats.json"
+    with pytest.raises(UsageError, match="--stats"):
+        config.stats_path_for("data/shard0.tfrecord")
+
+
+def test_resolve_names_a_bad_flag_before_reading_any_file(tmp_path):
+    cfg = config.Config(input_size=98, depth=2, pos_weight="auto",
+                        stats=str(tmp_path / "missing-stats.json"))
+    with pytest.raises(UsageError, match="--input-size 98 is not valid .* 96 and 100"):
+        config.resolve(cfg)
+    with pytest.raises(UserError, match="missing-stats.json is missing"):
+        config.resolve(dataclasses.replace(cfg, input_size=96))

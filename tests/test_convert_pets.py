@@ -296,7 +296,7 @@ def test_stats_keys_match_convert_coco_and_pos_weight_auto_reads_them(tiny, tmp_
     assert set(stats) == set(coco_stats)
     for key in ("classes", "category_ids", "shards", "records_per_shard"):
         assert isinstance(stats[key], list)
-    cfg = train.resolve(config.Config(train_records=f"{out}-trainval-*.tfrecord",
+    cfg = config.resolve(config.Config(train_records=f"{out}-trainval-*.tfrecord",
                                       pos_weight="auto", seed=0))
     f = stats["foreground_fraction"]
     assert cfg.pos_weight == pytest.approx((1 - f) / f) and cfg.classes == ("cat",)
@@ -306,7 +306,7 @@ def test_stats_keys_match_convert_coco_and_pos_weight_auto_reads_them(tiny, tmp_
 def test_train_reads_the_embedded_sample_records(tmp_path):
     out = str(tmp_path / "pets")
     run(EMBEDDED, out, split="test", species="cat")
-    result = train.train(train.resolve(config.Config(
+    result = train.train(config.resolve(config.Config(
         train_records=f"{out}-test-*", val_records=f"{out}-test-*", depth=2, base_filters=4,
         input_size=92, batch_size=2, max_steps=2, epochs=1, pos_weight="auto", seed=0,
         log_every=1, run_dir=str(tmp_path / "run"))))

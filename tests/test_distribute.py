@@ -175,7 +175,6 @@ def reference_weights(cfg_json, start_checkpoint, steps, splits):
     import config
     import data
     import optim
-    import train
     import unet
 
     v1 = tf.compat.v1
@@ -190,7 +189,7 @@ def reference_weights(cfg_json, start_checkpoint, steps, splits):
         losses = []
         for part_images, part_masks in zip(tf.split(images, splits), tf.split(masks, splits)):
             logits = unet.unet(part_images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
-            losses.append(train.pixel_loss(logits, part_masks, cfg.pos_weight)[0])
+            losses.append(optim.pixel_loss(logits, part_masks, cfg.pos_weight)[0])
         global_step = v1.train.get_or_create_global_step()
         train_op = optim.minimize(v1.train.AdamOptimizer(cfg.learning_rate),
                                   tf.add_n(losses) / splits, global_step)
@@ -218,14 +217,14 @@ distribute.use_logical_cpus(2)  # before anything starts TF's runtime
 import dataclasses, logging
 import numpy as np
 import tensorflow as tf
-import checkpoints, config, train, test_distribute
+import checkpoints, config, data, train, test_distribute
 logging.basicConfig(level=logging.INFO)
 cfg = config.Config(**json.loads(sys.argv[1]))
 run_dir, steps = cfg.run_dir, cfg.max_steps
 v1 = tf.compat.v1
 # Step-0 checkpoint from --strategy none's own graph: both runs start from these weights.
 with tf.Graph().as_default():
-    plan = train.Plan(distribute.record_files(cfg.train_records), [], 0, 0, steps, None)
+    plan = train.Plan(data.record_files(cfg.train_records), [], 0, 0, steps, None)
     g = train.build_graph(cfg, plan)
     with v1.Session() as sess:
         sess.run(g.init)

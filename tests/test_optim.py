@@ -1,4 +1,4 @@
-"""optim.py: Adam with loss scaling, the --on-nan skip and the batch-norm updates."""
+"""optim.py: the pixel loss, Adam with loss scaling, --on-nan skip and the batch-norm updates."""
 
 import types
 
@@ -76,3 +76,19 @@ def test_learning_rate_schedules():
             # --minutes: the cosine follows the budget and ends with it.
             assert sess.run(lr("cosine", tf.constant(1.0))) == 0.0
             np.testing.assert_allclose(sess.run(lr("exponential")), 0.1 ** 0.5, rtol=1e-6)
+
+
+def test_pixel_loss_ignores_255():
+    logits = np.array([2.0, -1.0, 0.5, -3.0, 4.0], np.float32).reshape(1, 1, 5, 1)
+    masks = np.array([1, 0, 0, 1, 255], np.uint8).reshape(1, 1, 5, 1)
+    loss, ce_sum, n_valid = optim.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0)
+    x, y = logits.ravel()[:4], np.array([1, 0, 0, 1.0])
+    ce = 3.0 * y * np.log1p(np.exp(-x)) + (1 - y) * np.log1p(np.exp(x))
+    assert float(n_valid) == 4.0
+    np.testing.assert_allclose(float(loss), ce.mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(ce_sum), ce.sum(), rtol=1e-6)
+    # Dice term: soft Dice over the valid pixels only.
+    p = 1 / (1 + np.exp(-x))
+    dice = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+    with_dice, _, _ = optim.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0, 0.5)
+    np.testing.assert_allclose(float(with_dice), ce.mean() + 0.5 * (1 - dice), rtol=1e-6)

@@ -85,12 +85,13 @@ def test_split_dir_links_images_and_writes_the_three_split_files(tmp_path):
 @pytest.mark.parametrize("recipe", [r for r in quality.RECIPES if r.kind == "train"],
                          ids=lambda r: r.name)
 def test_every_recipe_is_flags_train_py_accepts_over_the_common_base(recipe):
+    import config
     import train
 
     sets = quality.Sets("/d/train-*", "/d/tune-*", "/d/test-*", None, {})
     args = quality.train_args(recipe, quality.FULL, sets, 4.0, 7, "/r/x")
     assert args[0] == "train.py"
-    cfg = train.resolve(train.config_from_args(args[1:]))
+    cfg = config.resolve(train.config_from_args(args[1:]))
     assert (cfg.depth, cfg.base_filters, cfg.input_size, cfg.batch_size) == (2, 16, 76, 8)
     assert (cfg.lr_schedule, cfg.minutes, cfg.epochs, cfg.seed) == ("cosine", 4.0, 0, 7)
     assert (cfg.intra_op_threads, cfg.inter_op_threads) == (1, 1)

@@ -27,6 +27,7 @@ import config
 import convert_coco
 import demo_data
 import guard
+import optim
 import records
 import runlock
 import train
@@ -420,7 +421,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(shards,
 
 
 def test_on_nan_skip_skips_exactly_the_bad_updates(shards, tmp_path, monkeypatch, caplog):
-    real = train.pixel_loss
+    real = optim.pixel_loss
 
     def every_third_nan(logits, masks, pos_weight, dice_weight=0.0):
         loss, ce_sum, n_valid = real(logits, masks, pos_weight, dice_weight)
@@ -429,7 +430,7 @@ def test_on_nan_skip_skips_exactly_the_bad_updates(shards, tmp_path, monkeypatch
         poison = tf.where(tf.equal(step % 3, 1), np.float32("nan"), np.float32(1.0))
         return loss * poison, ce_sum, n_valid
 
-    monkeypatch.setattr(train, "pixel_loss", every_third_nan)
+    monkeypatch.setattr(optim, "pixel_loss", every_third_nan)
     caplog.set_level("WARNING", logger="train")
     result = train.train(cfg_for(shards, tmp_path / "run", max_steps=9, on_nan="skip"))
     assert result.step == 9 and np.isfinite(result.train_loss)

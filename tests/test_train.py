@@ -101,22 +101,6 @@ def test_validation_metrics_include_all_background_baseline():
     assert m.baseline["pixel_accuracy"] == pytest.approx(0.90)  # (fp + tn) / all: truth is bg
 
 
-def test_pixel_loss_ignores_255():
-    logits = np.array([2.0, -1.0, 0.5, -3.0, 4.0], np.float32).reshape(1, 1, 5, 1)
-    masks = np.array([1, 0, 0, 1, 255], np.uint8).reshape(1, 1, 5, 1)
-    loss, ce_sum, n_valid = train.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0)
-    x, y = logits.ravel()[:4], np.array([1, 0, 0, 1.0])
-    ce = 3.0 * y * np.log1p(np.exp(-x)) + (1 - y) * np.log1p(np.exp(x))
-    assert float(n_valid) == 4.0
-    np.testing.assert_allclose(float(loss), ce.mean(), rtol=1e-6)
-    np.testing.assert_allclose(float(ce_sum), ce.sum(), rtol=1e-6)
-    # Dice term: soft Dice over the valid pixels only.
-    p = 1 / (1 + np.exp(-x))
-    dice = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-    with_dice, _, _ = train.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0, 0.5)
-    np.testing.assert_allclose(float(with_dice), ce.mean() + 0.5 * (1 - dice), rtol=1e-6)
-
-
 def test_window_panels_align_output_with_its_place_in_the_input():
     # A 10 px input window, 4 px output: the output lies 3 px in from each edge.
     images = np.full((1, 10, 10, 3), 0.2, np.float32)
@@ -142,13 +126,6 @@ def test_window_panels_align_output_with_its_place_in_the_input():
     assert (truth[3:7, 3:7] == truth[3:7, 3:7, :1]).all()  # grey levels, not colours
     assert (prob[3:7, 3:7, 0] == [0, 64, 128, 255]).all()
     assert (truth[0] == blue).all() and (prob[9] == blue).all() and (prob[:, 0] == blue).all()
-
-
-def test_stats_path_from_train_glob():
-    assert train.stats_path_for("data/cat-train2017-*") == "data/cat-train2017-stats.json"
-    assert train.stats_path_for("d/x-val-*.tfrecord") == "d/x-val-stats.json"
-    with pytest.raises(UsageError, match="--stats"):
-        train.stats_path_for("data/shard0.tfrecord")
 
 
 # ------------------------------------------------------------- flags and errors
@@ -184,7 +161,7 @@ def test_long_side_flag_is_a_config_field_checked_by_resolve():
     assert train.config_from_args([]).long_side == 0
     assert train.config_from_args(["--long-side", "320"]).long_side == 320
     with pytest.raises(UsageError, match="--long-side must be >= 0"):
-        train.resolve(config.Config(long_side=-5))
+        config.resolve(config.Config(long_side=-5))
 
 
 def test_missing_records_exit_1(tmp_path, capsys):
@@ -194,12 +171,12 @@ def test_missing_records_exit_1(tmp_path, capsys):
 
 
 def test_pos_weight_auto_reads_converter_stats(blob_data, tmp_path):
-    cfg = train.resolve(make_cfg(blob_data, tmp_path, pos_weight="auto"))
+    cfg = config.resolve(make_cfg(blob_data, tmp_path, pos_weight="auto"))
     f = blob_data["fraction"]
     assert cfg.pos_weight == pytest.approx((1 - f) / f)
     assert cfg.classes == ("ball",) and cfg.stats.endswith("blobs-train-stats.json")
     with pytest.raises(UserError, match="stats file .*missing"):
-        train.resolve(make_cfg(blob_data, tmp_path, pos_weight="auto",
+        config.resolve(make_cfg(blob_data, tmp_path, pos_weight="auto",
                                stats=str(tmp_path / "nope.json")))
 
 
@@ -213,8 +190,8 @@ def test_minutes_flag_lifts_the_epoch_limit_unless_epochs_is_given():
 
 def test_no_epoch_limit_needs_a_budget(blob_data, tmp_path):
     with pytest.raises(UsageError, match="--epochs must be positive .*--minutes"):
-        train.resolve(make_cfg(blob_data, tmp_path, epochs=0))
-    assert train.resolve(make_cfg(blob_data, tmp_path, epochs=0, minutes=2)).epochs == 0
+        config.resolve(make_cfg(blob_data, tmp_path, epochs=0))
+    assert config.resolve(make_cfg(blob_data, tmp_path, epochs=0, minutes=2)).epochs == 0
 
 
 def test_precision_flag_accepts_auto_and_keeps_float32_the_default():
@@ -417,7 +394,7 @@ def test_corrupt_shard_is_named_before_training(blob_data, tmp_path):
 
 
 def test_precision_auto_is_resolved_logged_and_saved(blob_data, tmp_path, monkeypatch, caplog):
-    caplog.set_level("INFO", logger="train")
+    caplog.set_level("INFO", logger="config")  # resolve logs the choice
     cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"  # no bfloat16 math
     monkeypatch.setattr(speed, "read_cpuinfo", lambda: cpuinfo)
     monkeypatch.setattr(speed.platform, "system", lambda: "Linux")
