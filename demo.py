@@ -49,7 +49,7 @@ import train
 log = logging.getLogger("demo")
 
 CLASSES = ("cat",)
-TARGET_IOU = 0.7  # what the demo promises; the run prints a warning below it
+TARGET_IOU = 0.7  # the demo's goal (issue 11); the run prints a note below it
 PETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "oxford_pets")
 PETS_SPLITS = ("trainval", "test")  # train on the first, validate and score on the second
 
@@ -192,9 +192,9 @@ def report(result, run_dir):
         f"{os.path.dirname(run_dir) or '.'})",
     ]
     if iou < TARGET_IOU:
-        lines.append(f"warning: IoU below the expected {TARGET_IOU}; a heavily loaded machine "
-                     "(with --minutes) or an interrupted run can cause this: re-run to train "
-                     "further")
+        lines.append(f"note: IoU below the demo's {TARGET_IOU} goal; the real-photo recipe ends "
+                     "near 0.60 (docs/train.md, 'The demo'), and a loaded machine with --minutes "
+                     "or an interrupted run ends lower: re-run to train further")
     return "\n".join(lines)
 
 

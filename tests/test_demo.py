@@ -111,6 +111,7 @@ def test_pets_demo_trains_on_the_embedded_photos_and_scores_held_out_ones(tmp_pa
     text = demo.report(result, str(run_dir))
     assert (f"foreground IoU {iou:.3f} (all-background baseline 0.000)" in text
             and "on 75 held-out photos, full size" in text)
+    assert ("note: IoU below the demo's 0.7 goal" in text) == (iou < demo.TARGET_IOU)
 
     caplog.clear()  # a second run reuses the records
     demo.run("pets", str(data_dir), str(run_dir), long_side=32, **TINY)
