@@ -148,27 +148,16 @@ def _train_dataset(cfg, files, data_epoch, seed):
                              augmentation=augment.from_config(cfg))
 
 
-def _single_device_step(cfg, plan, data_epoch, optimizer, global_step):
-    """The plain graph: one iterator, one forward pass, one update."""
-    # Name scopes keep TensorBoard's graph to a few blocks around unet/ (docs/tensorboard.md).
-    with tf.name_scope("train_input"):
-        iterator = data.make_initializable_iterator(
-            _train_dataset(cfg, plan.train_files, data_epoch, cfg.seed))
-        images, masks = iterator.get_next()  # [B,in,in,3] f32, [B,out,out,1] u8
-    loss, logits = _loss_fn(cfg)(images, masks)
-    train_op = optim.minimize(optimizer, loss, global_step)  # runs the BN UPDATE_OPS too
-    with tf.control_dependencies([train_op]):
-        step = tf.identity(global_step.read_value())
-    return Step(iterator, step, loss, images, masks, logits)
-
-
-def _distributed_step(cfg, plan, data_epoch, optimizer, global_step, strategy):
-    """The train step run by every replica of `strategy` (see distribute.py)."""
+def _train_step(cfg, plan, data_epoch, optimizer, global_step, strategy):
+    """The train step that every replica of `strategy` runs (see distribute.py); one
+    device is the default strategy's single replica, on the same path."""
     def dataset_fn(workers, index):
         files = distribute.shard_files(plan.train_files, workers, index)
         return _train_dataset(cfg, files, data_epoch, distribute.worker_seed(cfg.seed, index))
 
-    iterator = distribute.make_iterator(strategy, dataset_fn, plan.worker_steps)
+    # Name scopes keep TensorBoard's graph to a few blocks around unet/ (docs/tensorboard.md).
+    with tf.name_scope("train_input"):
+        iterator = distribute.make_iterator(strategy, dataset_fn, plan.worker_steps)
     out = distribute.build_step(strategy, iterator, _loss_fn(cfg),
                                 lambda loss: optim.minimize(optimizer, loss, global_step),
                                 global_step)
@@ -257,10 +246,8 @@ def build_graph(cfg, plan, strategy=None):
     progress = v1.placeholder(tf.float32, [], "budget_progress") if cfg.minutes else None
     lr = optim.learning_rate(cfg, global_step, plan.total_steps, progress)
     optimizer = optim.optimizer(cfg, lr)
-    if strategy is None:
-        step = _single_device_step(cfg, plan, data_epoch, optimizer, global_step)
-    else:
-        step = _distributed_step(cfg, plan, data_epoch, optimizer, global_step, strategy)
+    step = _train_step(cfg, plan, data_epoch, optimizer, global_step,
+                       strategy or tf.distribute.get_strategy())
     n = min(cfg.batch_size, 3)
     image_summary = v1.summary.image("windows", window_panels(
         step.images[:n], step.masks[:n], tf.sigmoid(step.logits[:n])), n)
