@@ -111,12 +111,14 @@ def resolve(run_dir, checkpoint=None):
             raise UserError(f"checkpoint {prefix} not found (no {prefix}.index): pass a "
                             "model.ckpt-<step> prefix or a directory holding one")
         return prefix
-    found = [_newest_readable(d) for d in
-             ([checkpoint] if checkpoint else [os.path.join(run_dir, BEST_DIR), run_dir])]
-    path = next((p for p, _ in found if p), None)
-    if path:
-        return path
-    if any(on_disk for _, on_disk in found):
+    any_on_disk = False
+    # In order, and stop at the first that reads: checking reads every tensor.
+    for directory in [checkpoint] if checkpoint else [os.path.join(run_dir, BEST_DIR), run_dir]:
+        path, on_disk = _newest_readable(directory)
+        if path:
+            return path
+        any_on_disk = any_on_disk or bool(on_disk)
+    if any_on_disk:
         raise UserError(f"no checkpoint in {checkpoint or run_dir} reads completely (see "
                         "the warnings above): pass a readable --checkpoint, or train again")
     if checkpoint is None:

@@ -86,8 +86,8 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
         raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")
     files = data.list_records(records_pattern)
     own_records = _are_val_records(files, cfg)
-    checkpoint = checkpoints.resolve(run_dir, checkpoint)
-    adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint)
+    requested, checkpoint = checkpoint, checkpoints.resolve(run_dir, checkpoint)
+    adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint, requested is None)
     name = EVAL_DIR if own_records else report_name(records_pattern)
 
     graph = tf.Graph()
@@ -173,7 +173,7 @@ def _are_val_records(files, cfg):
         map(os.path.realpath, own))
 
 
-def _adoption(adopt, own_records, run_dir, checkpoint):
+def _adoption(adopt, own_records, run_dir, checkpoint, is_default=False):
     """(adopt the best threshold?, why): the caller's True / False, else only for the
     run's own val_records evaluated with the checkpoint predict.py would restore.
     """
@@ -181,6 +181,8 @@ def _adoption(adopt, own_records, run_dir, checkpoint):
         return adopt, "--adopt-threshold" if adopt else "--no-adopt-threshold"
     if not own_records:
         return False, "not the run's val_records"
+    if is_default:  # resolved as predict.py and export.py resolve it: no second read
+        return True, "the run's val_records and default checkpoint"
     try:
         default = checkpoints.resolve(run_dir)  # what predict.py and export.py restore
     except UserError:
