@@ -70,6 +70,10 @@ def positive_float(text):
     return value
 
 
+def positive_float_or_auto(text):
+    return text if text == "auto" else positive_float(text)
+
+
 def fraction(text):
     value = float(text)
     if not 0.0 <= value <= 1.0:

@@ -7,6 +7,7 @@ and export.py rebuild the same network from that file alone. What else the run
 directory holds is checkpoints.py's.
 """
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -19,6 +20,7 @@ import tensorflow as tf
 
 import augment
 import checkpoints
+import cli
 import distribute
 import errors
 import optim
@@ -32,71 +34,139 @@ MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
 ON_NAN = ("stop", "skip")  # --on-nan
 
 
+def _flag(default, help, type=None, **argparse_kwargs):
+    """A Config field that is also train.py's `--<name>` flag: the default, its
+    --help line and the parser's type are written here once (add_flags)."""
+    return dataclasses.field(default=default, metadata=dict(help=help, type=type,
+                                                            **argparse_kwargs))
+
+
 @dataclasses.dataclass
 class Config:
     # ---- data
-    train_records: str = "data/cat-train2017-*.tfrecord"  # glob of convert_coco.py shards
-    val_records: str = "data/cat-val2017-*.tfrecord"  # glob; "" skips validation
-    input_size: int = 572  # network input window; the mask window is the output size
+    train_records: str = _flag("data/cat-train2017-*.tfrecord", "glob of training TFRecord "
+                               "shards (convert_coco.py, convert_pets.py)")
+    val_records: str = _flag("data/cat-val2017-*.tfrecord",
+                             "glob of validation shards; '' = none")
+    input_size: int = _flag(572, "network input window in pixels (572 -> 388 output at depth 4); "
+                            "the mask window is the output size", cli.positive_int)
     classes: tuple = ("cat",)  # informational: the classes the records were made for
     # ---- model (unet.unet arguments)
-    depth: int = 4  # 2x2 max pools; 4 is the paper's network
-    base_filters: int = 64  # channels at the first level; 64 is the paper's
+    depth: int = _flag(4, "U-Net levels (2x2 max pools); 4 is the paper's", cli.positive_int)
+    base_filters: int = _flag(64, "channels of the first level, doubled per level; 64 is the "
+                              "paper's", cli.positive_int)
     num_outputs: int = 1  # one sigmoid logit: pixel belongs to the classes or not
-    # ---- where the run lives
-    run_dir: str = "logs/unet"  # checkpoints, config.json and TensorBoard events (train.py)
-    # ---- more data (train.py / data.py)
-    val_input_size: int = 0  # validation window; 0 = input_size. Bigger sees more of each image
-    val_every: int = 1  # validate every this many epochs (and always at the end)
-    stats: str = ""  # converter stats JSON for pos_weight "auto"; "" = next to train_records
-    shuffle_buffer: int = 256  # records mixed by the shuffle; ~1 MB of encoded JPEG per 5
-    # every image is resized so its longer side is N px before windows are cut; 0 = as stored
-    # (evaluate/predict/export do the same and map the probabilities back to full size)
-    long_side: int = 0
+    # ---- where the run lives: checkpoints, config.json and TensorBoard events
+    run_dir: str = "logs/unet"  # train.py: --run-dir, or logs/<--run-name>
+    # ---- more data (data.py)
+    val_input_size: int = _flag(0, "validation window; 0 = --input-size; bigger covers more of "
+                                "each image", cli.non_negative_int)
+    val_every: int = _flag(1, "validate every N epochs (and at the end)", cli.positive_int)
+    stats: str = _flag("", "converter stats JSON for --pos-weight auto; '' = the one next to "
+                       "the shards")
+    # ~1 MB of encoded JPEG per 5 records
+    shuffle_buffer: int = _flag(256, "records mixed by the shuffle", cli.positive_int)
+    # Small machines train on small photos; evaluate/predict/export resize the same way and
+    # map the probabilities back to full size.
+    long_side: int = _flag(0, "resize every image so its longer side is N px before windows are "
+                           "cut (saved in config.json; evaluate/predict/export use it too); "
+                           "0 = as stored", cli.non_negative_int)
     # ---- augmentation of training windows (augment.py; validation is never augmented)
-    augment: str = "flip"  # comma list of flip,rotate,scale,elastic,color, or all / none
-    elastic_grid: int = 3  # elastic: random displacements on this n x n grid (paper: 3)
-    elastic_sigma: float = 10.0  # elastic: their standard deviation in pixels (paper: 10)
-    min_scale: float = 0.5  # scale: zoom drawn log-uniformly in [min_scale, max_scale]
-    max_scale: float = 2.0  # scale: upper end of that range
-    max_rotation: float = 180.0  # rotate: angle uniform in [-max, max] degrees (180 = any)
-    brightness: float = 0.1  # color: up to this much added to [0, 1] pixel values
-    contrast: float = 0.2  # color: contrast scaled by a factor in [1 - c, 1 + c]
-    saturation: float = 0.2  # color: saturation scaled by a factor in [1 - s, 1 + s]
-    hue: float = 0.02  # color: hue turned by up to this fraction of the colour wheel
+    augment: str = _flag("flip", "training augmentation: comma list of "
+                         f"{','.join(augment.GROUPS)}, or all, or none (docs/augmentation.md)",
+                         augment.groups_arg)
+    elastic_grid: int = _flag(3, "elastic: random displacement vectors on an N x N grid (>= 2; "
+                              "paper: 3)", cli.positive_int)
+    elastic_sigma: float = _flag(10.0, "elastic: standard deviation of the displacements in "
+                                 "pixels (paper: 10)", cli.non_negative_float)
+    min_scale: float = _flag(0.5, "scale: smallest zoom factor (drawn log-uniformly up to "
+                             "--max-scale)", cli.positive_float)
+    max_scale: float = _flag(2.0, "scale: largest zoom factor", cli.positive_float)
+    max_rotation: float = _flag(180.0, "rotate: angle uniform in [-N, N] degrees; 180 = any "
+                                "angle", cli.non_negative_float)
+    brightness: float = _flag(0.1, "color: up to this much added to pixel values in [0, 1]",
+                              cli.non_negative_float)
+    contrast: float = _flag(0.2, "color: contrast scaled by a factor in [1 - N, 1 + N]; N <= 1",
+                            cli.non_negative_float)
+    saturation: float = _flag(0.2, "color: saturation scaled by a factor in [1 - N, 1 + N]; "
+                              "N <= 1", cli.non_negative_float)
+    hue: float = _flag(0.02, "color: hue turned by up to N of the colour wheel; N <= 0.5",
+                       cli.non_negative_float)
     # ---- optimisation
-    batch_size: int = 4  # tiles per step; the paper used 1 big tile, BN wants a few
-    epochs: int = 50  # passes over the train records (total, also on resume); 0: minutes decides
-    # Training time budget in minutes (the total, also when resuming); 0 = none. The cosine
-    # schedule is fitted to it; epochs and max_steps, when set, still cap it (train.py).
-    minutes: float = 0.0
-    max_steps: int = 0  # stop at this global step even mid-epoch; 0 = no step limit
-    learning_rate: float = 1e-3  # Adam's initial step size
-    lr_schedule: str = "constant"  # constant | exponential | cosine (to 0 at the last step)
-    lr_decay_rate: float = 0.1  # exponential: lr is multiplied by this every lr_decay_steps
-    lr_decay_steps: int = 10000  # exponential: steps per lr_decay_rate factor (smooth decay)
-    pos_weight: float | str = 1.0  # foreground weight in the CE; "auto" = (1 - f) / f from stats
-    dice_weight: float = 0.0  # adds dice_weight * (1 - soft Dice) to the loss; 0 = CE only
-    seed: int | None = None  # graph and data seed; None draws one (saved here for repeats)
-    # ---- speed (speed.py; defaults are what measured fastest on a 2-core CPU)
-    intra_op_threads: int = 0  # threads inside one op; 0 = TensorFlow's choice (all cores)
-    inter_op_threads: int = 0  # ops run side by side; 0 = TensorFlow's choice
-    xla: str = "off"  # "auto" = XLA auto-clustering: slower on CPU, worth a try on a GPU
-    # bfloat16: CPUs with AVX512_BF16/AMX; mixed_float16: GPUs. The flag's "auto" is resolved
-    # by speed.resolve_precision and saved here as the precision it picked (what ran).
-    precision: str = "float32"  # or "auto"
+    # The paper used one big tile a step; batch norm wants a few.
+    batch_size: int = _flag(4, "windows per step", cli.positive_int)
+    # train.py's flag has no default of its own: with --minutes there is no epoch limit.
+    epochs: int = _flag(50, "total passes over the data, also when resuming (default 50; with "
+                        "--minutes: no limit, or a cap if given)", cli.positive_int,
+                        no_flag_default=True)
+    minutes: float = _flag(0.0, "train for this many minutes (the total, also when resuming), "
+                           "then validate and save; --lr-schedule cosine ends when the time "
+                           "does; 0 = no time budget", cli.non_negative_float)
+    max_steps: int = _flag(0, "stop at this global step, even mid-epoch; 0 = no limit",
+                           cli.non_negative_int)
+    learning_rate: float = _flag(1e-3, "Adam's initial step size", cli.positive_float)
+    lr_schedule: str = _flag("constant", "cosine decays to 0 at the last step (or as the "
+                             "--minutes run out)", choices=optim.LR_SCHEDULES)
+    lr_decay_rate: float = _flag(0.1, "exponential: factor per --lr-decay-steps",
+                                 cli.positive_float)
+    lr_decay_steps: int = _flag(10000, "exponential: steps per --lr-decay-rate factor (decays "
+                                "smoothly)", cli.positive_int)
+    pos_weight: float | str = _flag(1.0, "foreground weight in the loss, or 'auto' = (1-f)/f "
+                                    "from the converter's stats", cli.positive_float_or_auto)
+    dice_weight: float = _flag(0.0, "adds this times (1 - soft Dice) to the loss; 0 = "
+                               "cross-entropy only", cli.non_negative_float)
+    seed: int | None = _flag(None, "graph and data seed, for repeatable runs; by default one is "
+                             "drawn and saved in config.json", cli.non_negative_int)
+    # ---- speed (speed.py; the defaults measured fastest on a 2-core CPU)
+    intra_op_threads: int = _flag(0, "threads inside one op; 0 = one per core",
+                                  cli.non_negative_int)
+    inter_op_threads: int = _flag(0, "ops run side by side; 0 = TensorFlow's choice",
+                                  cli.non_negative_int)
+    xla: str = _flag("off", "auto = XLA auto-clustering (try it on a GPU; on a CPU it is slower "
+                     "and needs the TF_XLA_FLAGS environment variable, see docs/train.md)",
+                     choices=speed.XLA_MODES)
+    # RunConfig holds what "auto" picked: config.json says what ran.
+    precision: str = _flag("float32", "bfloat16: faster on CPUs with AVX512_BF16/AMX; "
+                           "mixed_float16: GPUs; both trade some accuracy; auto: mixed_float16 "
+                           "on a GPU, bfloat16 on a Linux CPU with amx_bf16/avx512_bf16, else "
+                           "float32 (config.json records the choice)",
+                           choices=speed.PRECISION_CHOICES)
     # ---- logging and checkpoints
-    log_every: int = 20  # steps between progress lines
-    image_summary_every: int = 100  # steps between TensorBoard `windows` images (in|truth|pred)
-    checkpoint_every: int = 500  # steps between periodic checkpoints (plus each epoch end)
-    keep_checkpoints: int = 5  # periodic/epoch checkpoints kept; best/ keeps its own one
-    log_device_placement: bool = False  # TF logs the device of every op (debugging)
+    log_every: int = _flag(20, "steps per log line", cli.positive_int)
+    image_summary_every: int = _flag(100, "steps between TensorBoard `windows` images "
+                                     "(input | truth | prediction)", cli.positive_int)
+    checkpoint_every: int = _flag(500, "steps between checkpoints (one is also saved every "
+                                  "epoch end)", cli.positive_int)
+    keep_checkpoints: int = _flag(5, "newest checkpoints kept in the run dir (best/ keeps its "
+                                  "own)", cli.positive_int)
+    log_device_placement: bool = _flag(False, "log the device of every op (debugging)")
     # ---- distribution (distribute.py; docs/distributed.md)
-    strategy: str = "none"  # none | mirrored (GPUs of one machine) | multi-worker (TF_CONFIG)
-    devices: str = ""  # mirrored: "/gpu:0,/gpu:1"; "" = all GPUs; "/cpu:0,/cpu:1" = logical CPUs
+    strategy: str = _flag("none", "mirrored: all GPUs of this machine (or --devices); "
+                          "multi-worker: the machines in TF_CONFIG; the global batch is "
+                          "--batch-size x replicas (docs/distributed.md)",
+                          choices=distribute.STRATEGIES)
+    devices: str = _flag("", "--strategy mirrored: devices to use, e.g. /gpu:0,/gpu:1 "
+                         "('/cpu:0,/cpu:1': logical CPUs); '' = all GPUs")
     # ---- reliability (guard.py, docs/reliability.md)
-    skip_corrupt_records: bool = False  # True: skip and count bad records instead of stopping
-    on_nan: str = "stop"  # non-finite loss: "stop" with the step, or "skip" that batch's update
+    skip_corrupt_records: bool = _flag(False, "skip and count records that fail their checksum "
+                                       "or do not decode, instead of stopping (decodes every "
+                                       "record once at start)")
+    on_nan: str = _flag("stop", "non-finite loss: stop with the step, or skip that batch's "
+                        "update", choices=ON_NAN)
+
+
+def add_flags(parser):
+    """Config's flags: one `--<name>` per field that has a --help line."""
+    for field in dataclasses.fields(Config):
+        if "help" not in field.metadata:
+            continue
+        meta = dict(field.metadata)
+        name = "--" + field.name.replace("_", "-")
+        if field.type is bool or field.type == "bool":
+            parser.add_argument(name, action="store_true", help=meta["help"])
+            continue
+        default = argparse.SUPPRESS if meta.pop("no_flag_default", False) else field.default
+        parser.add_argument(name, default=default, **meta)
 
 
 @dataclasses.dataclass
@@ -141,6 +211,7 @@ def resolve(cfg):
         changes["seed"] = random.SystemRandom().randrange(2**31)
     resolved = RunConfig(**{**dataclasses.asdict(cfg), **changes})
     check_resumable(resolved)
+    log.info("config: %s", json.dumps(dataclasses.asdict(resolved), sort_keys=True))
     return resolved
 
 

@@ -231,6 +231,23 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def train_dataset(cfg, files, epoch, seed):
+    """The training windows of `files` for a config.RunConfig: shuffled, cut and
+    augmented anew each `epoch` ([] int64 tensor), seeded by `seed`."""
+    return make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth, seed, epoch,
+                        cfg.shuffle_buffer, long_side=cfg.long_side,
+                        augmentation=augment.from_config(cfg))
+
+
+def val_dataset(cfg, files):
+    """Every validation window of `files` once, centred, for a config.RunConfig."""
+    size = cfg.val_input_size or cfg.input_size
+    # Inference holds no activations for backprop, but a big window still needs a
+    # smaller batch to stay within the training step's memory.
+    batch = max(1, round(cfg.batch_size * (cfg.input_size / size) ** 2))
+    return make_dataset(files, batch, False, size, cfg.depth, cfg.seed, long_side=cfg.long_side)
+
+
 def make_initializable_iterator(dataset):
     """The TF1 iterator whose `initializer` restarts the pass (run it every epoch)."""
     return v1.data.make_initializable_iterator(dataset)

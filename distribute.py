@@ -2,7 +2,7 @@
 
 train.py --strategy picks one of:
 
-    none          the plain single-device graph (train.py never calls in here)
+    none          one device: the default strategy's single replica, on the same path
     mirrored      tf.compat.v1.distribute.MirroredStrategy over all visible GPUs,
                   or the devices named by --devices ("/gpu:0,/gpu:1"; "/cpu:0,/cpu:1"
                   makes logical CPU devices, which is how tests run it without GPUs)
@@ -30,6 +30,7 @@ directory, so all of them resume together.
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -242,16 +243,18 @@ def batches_per_worker(counts, workers, batch_size):
     return steps
 
 
-def make_iterator(strategy, dataset_fn, take=None):
+def make_iterator(strategy, files, seed, dataset_fn, take=None):
     """The strategy's initialisable input iterator over per-replica batches.
 
-    dataset_fn(workers, index) -> this worker's dataset of per-replica batches.
+    dataset_fn(files, seed) -> a dataset of per-replica batches; each worker
+    gets its share of `files` (shard_files) and its own seed (worker_seed).
     take: batches per worker and epoch (multi-worker), None = until exhausted.
     A worker's batches go round-robin to its replicas: with 2 local replicas,
     batches 0 and 1 of the worker's dataset make its first step.
     """
     def input_fn(context):
-        ds = dataset_fn(context.num_input_pipelines, context.input_pipeline_id)
+        workers, index = context.num_input_pipelines, context.input_pipeline_id
+        ds = dataset_fn(shard_files(files, workers, index), worker_seed(seed, index))
         # Each step takes one batch per local replica.
         return ds if take is None else ds.take(take * _local_replicas(strategy))
 
@@ -327,6 +330,36 @@ def steps_per_epoch(strategy, counts, batch_size):
         return batches_per_worker(counts, num_workers(strategy),
                                   batch_size * _local_replicas(strategy))
     return math.ceil(sum(counts) / (batch_size * num_replicas(strategy)))
+
+
+@dataclasses.dataclass
+class Plan:
+    """What the record scan decided: the files and how many steps they make."""
+
+    train_files: list  # checked record files (clean copies with --skip-corrupt-records)
+    val_files: list  # [] without val_records
+    num_train: int  # training records
+    steps_per_epoch: int
+    total_steps: int  # the epoch / max_steps limit; 0: --minutes alone decides
+    worker_steps: int | None  # multi-worker: steps per epoch every worker can feed
+
+
+def plan(strategy, cfg, train_files, counts, val_files):
+    """The Plan of a run (cfg: a config.RunConfig) over guard.scan_records' files and
+    counts, logged with how the global batch splits."""
+    steps = steps_per_epoch(strategy, counts, cfg.batch_size)
+    limits = [n for n in (cfg.epochs * steps, cfg.max_steps) if n]
+    result = Plan(train_files, val_files, sum(counts), steps,
+                  total_steps=min(limits, default=0),  # 0: --minutes alone decides
+                  worker_steps=steps if num_workers(strategy) > 1 else None)
+    log.info(describe(strategy, cfg.batch_size))
+    total = [f"{result.total_steps} steps"] if result.total_steps else []
+    if cfg.minutes:
+        total.append(f"{cfg.minutes:g} min of training (start-up and the final validation "
+                     "come on top)")
+    log.info("%d train records, %d steps per epoch, %s in total", result.num_train, steps,
+             " or ".join(total))
+    return result
 
 
 # --------------------------------------------------------- train.py glue

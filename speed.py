@@ -1,47 +1,28 @@
-"""Session and optimiser settings for a fast training step (measured: benchmarks/run.py).
+"""Session settings for a fast step: threads, XLA, precision, and the device config.
 
-What won on a 2-core AVX-512 CPU (docs/performance.md has the figures):
+The defaults are what measured fastest on a 2-core CPU (docs/performance.md has
+the figures): TensorFlow's own thread counts, its oneDNN kernels, XLA off (0.5-0.7x
+on a CPU; worth a try on a GPU, and on a CPU it needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit
+before the process starts, since TensorFlow reads it once and its in-process switch
+is private). bfloat16 (CPU) and mixed_float16 (GPU, with optim.py's loss scaling)
+are grappler's auto-mixed-precision rewrites, opt-in because they trade accuracy;
+"auto" picks one per machine from /proc/cpuinfo (TensorFlow has no public API for CPU
+features) and is made concrete before a run starts, so config.json says what ran.
 
-  - TensorFlow's default oneDNN kernels in a plain tf.compat.v1 graph, NHWC,
-    fed by tf.data: grappler already fuses conv + bias + ReLU into one
-    oneDNN op, and the step never leaves the graph side.
-  - intra/inter-op threads left to TensorFlow (0 = one per core); pinned
-    combinations measured 0.97-1.02x with cpu_ops' ordered conv gradients
-    (without them the two ran side by side, and pinning cost 4-14%).
-  - XLA off on CPU: auto-clustering (0.7x) and compiling the whole step
-    (0.5-0.6x) were both slower than oneDNN's kernels. On a GPU, xla="auto"
-    is worth trying. On a CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit
-    set before the process starts (TensorFlow reads it once, and its only
-    in-process switch is private): without it, xla="auto" is a UsageError.
-  - bfloat16 (opt-in, trades accuracy): grappler's oneDNN auto-mixed-precision
-    rewrite runs convs in bfloat16 with float32 weights and optimiser state;
-    1.6-1.8x faster with AVX512_BF16. Without it (or AMX), measure first.
-  - mixed_float16 (opt-in, GPU only): the float16 auto-mixed-precision rewrite
-    plus dynamic loss scaling (required, or small gradients flush to zero).
-  - precision "auto" (opt-in; not the default until the quality benchmark says
-    so) picks per machine: mixed_float16 on a GPU, bfloat16 on a CPU whose
-    /proc/cpuinfo flags list amx_bf16 or avx512_bf16, float32 elsewhere
-    (TensorFlow has no public API for CPU features, and other systems than
-    Linux are not probed). resolve_precision() turns it into the concrete
-    value before a run starts, so config.json says what ran.
-
-train.py calls `session_config(cfg, gpu)` before any Session; the loss scaling that
-mixed_float16 needs is optim.py's.
-
-Every setting is read with getattr from a config-like object; one without a
-field gets config.Config's default.
+The settings are read from a config.Config (or any object with its four fields).
 """
 
+import logging
 import os
 import platform
 
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-import config
 from cli import UsageError
 
 v1 = tf.compat.v1
+log = logging.getLogger("speed")
 
 XLA_MODES = ("off", "auto")
 PRECISIONS = ("float32", "bfloat16", "mixed_float16")
@@ -54,9 +35,9 @@ XLA_CPU_FLAGS = "--tf_xla_cpu_global_jit"
 XLA_FLAGS_ENV = "TF_XLA_FLAGS"
 
 
-def settings(cfg_like=None):
-    """The four speed settings of cfg_like (a Config, namespace or None), validated."""
-    s = {k: getattr(cfg_like, k, getattr(config.Config, k)) for k in SETTINGS}
+def settings(cfg):
+    """The four speed settings of cfg, validated."""
+    s = {k: getattr(cfg, k) for k in SETTINGS}
     for key in ("intra_op_threads", "inter_op_threads"):
         if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 0:
             raise UsageError(f"{key} must be an integer >= 0 (0 = one per core), "
@@ -112,14 +93,14 @@ def resolve_precision(requested, gpu, cpuinfo_text=None, system=None):
     return "float32", f"the CPU has neither {' nor '.join(CPU_BF16_FLAGS)}"
 
 
-def session_config(cfg_like=None, gpu=False):
-    """A ConfigProto with the threads, XLA and precision settings of cfg_like.
+def session_config(cfg, gpu=False):
+    """A ConfigProto with the threads, XLA and precision settings of cfg.
 
     Raises UsageError for an unknown value, a precision the device cannot
     use (mixed_float16 needs a GPU; bfloat16 is the CPU option), or xla="auto"
     on a CPU without XLA_CPU_FLAGS in the environment.
     """
-    s = settings(cfg_like)
+    s = settings(cfg)
     if s["precision"] == "mixed_float16" and not gpu:
         raise UsageError("precision mixed_float16 needs a GPU; on a CPU use bfloat16 "
                          "(fast with AVX512_BF16) or float32")
@@ -143,3 +124,21 @@ def session_config(cfg_like=None, gpu=False):
     return config
 
 
+
+
+def device_config(cfg):
+    """session_config for this machine's devices, with GPU memory growth; logs the device.
+
+    Call it before any Session (XLA flags are read at the first one).
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process; allow_growth covers it
+            pass
+    log.info("device: %s", f"GPU ({', '.join(gpu.name for gpu in gpus)})" if gpus
+             else "CPU (TensorFlow sees no GPU)")
+    config = session_config(cfg, gpu=bool(gpus))  # allows memory growth too
+    config.log_device_placement = cfg.log_device_placement
+    return config

@@ -22,7 +22,6 @@ import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -34,7 +33,6 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import augment
 import checkpoints
 import cli
 import config
@@ -44,9 +42,9 @@ import errors
 import guard
 import metrics
 import optim
-import records
 import runlock
 import speed
+import summaries
 import unet
 from cli import UsageError, UserError
 
@@ -76,18 +74,6 @@ def validation_metrics(counts, ce_sum, n_valid):
 
 
 @dataclasses.dataclass
-class Plan:
-    """What the record scan decided: the files and how many steps they make."""
-
-    train_files: list  # checked record files (clean copies with --skip-corrupt-records)
-    val_files: list  # [] without val_records
-    num_train: int  # training records
-    steps_per_epoch: int
-    total_steps: int  # the epoch / max_steps limit; 0: --minutes alone decides
-    worker_steps: int | None  # multi-worker: steps per epoch every worker can feed
-
-
-@dataclasses.dataclass
 class Step:
     """One training step's ops, from the single-device or the distributed builder."""
 
@@ -97,6 +83,7 @@ class Step:
     images: tf.Tensor  # [b, in, in, 3] float32 of the (first replica's) batch
     masks: tf.Tensor  # [b, out, out, 1] uint8
     logits: tf.Tensor  # [b, out, out, 1] float32
+    learning_rate: tf.Tensor  # [] float32: this step's
 
 
 @dataclasses.dataclass
@@ -142,39 +129,29 @@ def _loss_fn(cfg):
     return loss_fn
 
 
-def _train_dataset(cfg, files, data_epoch, seed):
-    return data.make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth, seed,
-                             data_epoch, cfg.shuffle_buffer, long_side=cfg.long_side,
-                             augmentation=augment.from_config(cfg))
-
-
-def _train_step(cfg, plan, data_epoch, optimizer, global_step, strategy):
+def _train_step(cfg, plan, data_epoch, global_step, progress, strategy):
     """The train step that every replica of `strategy` runs (see distribute.py); one
     device is the default strategy's single replica, on the same path."""
-    def dataset_fn(workers, index):
-        files = distribute.shard_files(plan.train_files, workers, index)
-        return _train_dataset(cfg, files, data_epoch, distribute.worker_seed(cfg.seed, index))
-
+    lr = optim.learning_rate(cfg, global_step, plan.total_steps, progress)
+    optimizer = optim.optimizer(cfg, lr)
     # Name scopes keep TensorBoard's graph to a few blocks around unet/ (docs/tensorboard.md).
     with tf.name_scope("train_input"):
-        iterator = distribute.make_iterator(strategy, dataset_fn, plan.worker_steps)
+        iterator = distribute.make_iterator(
+            strategy, plan.train_files, cfg.seed,
+            lambda files, seed: data.train_dataset(cfg, files, data_epoch, seed),
+            plan.worker_steps)
     out = distribute.build_step(strategy, iterator, _loss_fn(cfg),
                                 lambda loss: optim.minimize(optimizer, loss, global_step),
                                 global_step)
-    return Step(iterator, out["step"], out["loss"], out["images"], out["masks"], out["logits"])
+    return Step(iterator, out["step"], out["loss"], out["images"], out["masks"], out["logits"],
+                lr)
 
 
 def _validation_ops(cfg, plan):
     if not plan.val_files:
         return None
-    val_size = cfg.val_input_size or cfg.input_size
-    # Inference holds no activations for backprop, but a big window still needs a
-    # smaller batch to stay within the training step's memory.
-    val_batch = max(1, round(cfg.batch_size * (cfg.input_size / val_size) ** 2))
     with tf.name_scope("validation"):  # the weights stay unet/'s: get_variable ignores it
-        val_ds = data.make_dataset(plan.val_files, val_batch, False, val_size, cfg.depth,
-                                   cfg.seed, long_side=cfg.long_side)
-        iterator = data.make_initializable_iterator(val_ds)
+        iterator = data.make_initializable_iterator(data.val_dataset(cfg, plan.val_files))
         images, masks = iterator.get_next()
         logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
         _, ce_sum, n_valid = optim.pixel_loss(logits, masks, cfg.pos_weight)
@@ -187,47 +164,6 @@ def _state_variable(name, dtype, initial):
     var = v1.get_variable(name, [], dtype, v1.constant_initializer(initial), trainable=False)
     value = v1.placeholder(dtype, [], f"{name}_in")
     return var, value, var.assign(value)
-
-
-# The colours of the paper's overlap-tile figure (Fig. 2): the prediction covers the yellow
-# area and sees the blue one.
-OUTPUT_OUTLINE_RGB = (1.0, 0.8, 0.0)
-CONTEXT_RGB = (0.1, 0.25, 0.6)
-PANEL_GAP = 4  # white pixels between the panels of a window summary
-
-
-def window_panels(images, masks, probs, outline=2):
-    """Input | ground truth | prediction of each window, side by side, as one uint8 image.
-
-    images [B, in, in, 3] f32 in [0, 1]; masks [B, out, out, 1] u8 (0, 1, 255 = ignore);
-    probs [B, out, out, 1] f32 in [0, 1] -> [B, in, 3 * in + 2 * PANEL_GAP, 3] u8.
-    Mask (0 black, 1 white, ignore grey) and probability panels are as big as the input
-    with the output pasted where it lies in the input window, so the same pixel row and
-    column mean the same place in all three; around it, the context the output has no
-    pixel for is blue, and a yellow outline (drawn in the context) marks the output area.
-    """
-    with tf.name_scope("window_panels"):
-        size, out = int(images.shape[1]), int(masks.shape[1])
-        border = (size - out) // 2
-        width = min(outline, border)
-
-        def place(x, margin):  # [b, in - 2 margin, in - 2 margin, c] -> [b, in, in, c]
-            return tf.pad(x, [[0, 0], [margin, margin], [margin, margin], [0, 0]])
-
-        inside = place(tf.ones([1, out, out, 1]), border)  # [1, in, in, 1], 1 on the output area
-        ring = place(tf.ones([1, out + 2 * width, out + 2 * width, 1]), border - width) - inside
-        context = (1.0 - inside) * tf.constant(CONTEXT_RGB)  # [1, in, in, 3]
-
-        def output_panel(grey):  # [B, out, out, 1] in [0, 1] -> [B, in, in, 3]
-            return place(grey, border) * inside + context
-
-        truth = tf.cast(masks, tf.float32)
-        truth = tf.where(tf.equal(masks, records.IGNORE), tf.fill(tf.shape(truth), 0.5), truth)
-        panels = [images, output_panel(truth), output_panel(probs)]
-        panels = [p * (1.0 - ring) + ring * tf.constant(OUTPUT_OUTLINE_RGB) for p in panels]
-        gap = tf.ones_like(images[:, :, :PANEL_GAP, :])
-        row = tf.concat([panels[0], gap, panels[1], gap, panels[2]], axis=2)
-        return tf.cast(tf.round(tf.clip_by_value(row * 255.0, 0.0, 255.0)), tf.uint8)
 
 
 def build_graph(cfg, plan, strategy=None):
@@ -244,14 +180,16 @@ def build_graph(cfg, plan, strategy=None):
     train_seconds, seconds_in, set_seconds = _state_variable("train_seconds", tf.float64, 0.0)
     # Fed every step: the schedule cannot know the time per step ahead.
     progress = v1.placeholder(tf.float32, [], "budget_progress") if cfg.minutes else None
-    lr = optim.learning_rate(cfg, global_step, plan.total_steps, progress)
-    optimizer = optim.optimizer(cfg, lr)
-    step = _train_step(cfg, plan, data_epoch, optimizer, global_step,
+    step = _train_step(cfg, plan, data_epoch, global_step, progress,
                        strategy or tf.distribute.get_strategy())
-    n = min(cfg.batch_size, 3)
-    image_summary = v1.summary.image("windows", window_panels(
-        step.images[:n], step.masks[:n], tf.sigmoid(step.logits[:n])), n)
     val = _validation_ops(cfg, plan)
+    n = min(cfg.batch_size, 3)
+    image_summary = v1.summary.image("windows", summaries.window_panels(
+        step.images[:n], step.masks[:n], tf.sigmoid(step.logits[:n])), n)
+    log.info("U-Net depth %d, %d base filters, %d parameters, input %d -> output %d",
+             cfg.depth, cfg.base_filters, sum(v.shape.num_elements()
+                                              for v in v1.trainable_variables()),
+             cfg.input_size, step.logits.shape[1])
     with tf.name_scope("finite_check"):
         finite = optim.all_finite(v1.global_variables())
     return Graph(
@@ -262,7 +200,8 @@ def build_graph(cfg, plan, strategy=None):
         best_iou=best_iou, new_best=new_best, set_best=set_best,
         train_seconds=train_seconds, seconds_in=seconds_in, set_seconds=set_seconds,
         summary=v1.summary.merge([v1.summary.scalar("cost", step.loss),
-                                  v1.summary.scalar("learning_rate", lr)]),
+                                  v1.summary.scalar("learning_rate",
+                                                    step.learning_rate)]),
         image_summary=image_summary, finite=finite,
         # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
         saver=v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True),
@@ -324,9 +263,9 @@ class _Loop:
     run() is the outline; each method below is one of its named steps.
     """
 
-    def __init__(self, sess, g, cfg, total_steps, stop, clock):
+    def __init__(self, sess, g, cfg, total_steps, stop, clock, checkpoint):
         self.sess, self.g, self.cfg, self.total_steps, self.stop = sess, g, cfg, total_steps, stop
-        _restore(sess, g, cfg)
+        _restore(sess, g, cfg, checkpoint)
         step, epoch, seconds = sess.run([g.global_step, g.epoch, g.train_seconds])
         self.step, self.epoch = int(step), int(epoch)
         self.timer = _TrainingClock(clock, cfg.minutes * 60.0, float(seconds))
@@ -502,23 +441,6 @@ class _Loop:
             train_seconds=self.timer.seconds, val=self.val)
 
 
-def _session_config(cfg):
-    """Device log line, GPU memory growth and speed.py's settings; call before any Session."""
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised in this process; allow_growth covers it
-            pass
-    if gpus:
-        log.info("device: GPU (%s)", ", ".join(gpu.name for gpu in gpus))
-    else:
-        log.info("device: CPU (TensorFlow sees no GPU)")
-    session_config = speed.session_config(cfg, gpu=bool(gpus))  # allows memory growth too
-    session_config.log_device_placement = cfg.log_device_placement
-    return session_config
-
-
 class _StopFlag:
     """Ctrl-C / SIGTERM ask the loop to save and stop; a second Ctrl-C aborts at once.
 
@@ -565,58 +487,34 @@ def train(cfg, clock=time.monotonic):
     clock: seconds, for the --minutes budget and the speed in the log (tests pass a
     fake one; see _TrainingClock for when it is read).
     """
-    cfg = config.resolve(cfg)  # also refuses a run dir of another network
+    cfg = config.resolve(cfg)  # every flag checked once; refuses a run dir of another network
     # First: logical CPU devices for --devices must exist before TF's runtime starts.
     strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
     # Non-chief workers share the chief's run dir but never write to it.
     lock = runlock.RunLock(cfg.run_dir) if distribute.is_chief(strategy) else (
         contextlib.nullcontext())
     with lock, errors.disk_errors(cfg.run_dir):
-        return _train_locked(cfg, strategy, clock)
+        session_config = speed.device_config(cfg)  # first: XLA flags are read at the first Session
+        # Checks every record once (the count reads them all anyway); see guard.py.
+        train_files, counts = guard.scan_records(cfg.train_records, cfg.run_dir,
+                                                 cfg.skip_corrupt_records, "train")
+        val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
+                                       "val")[0] if cfg.val_records else []
+        plan = distribute.plan(strategy, cfg, train_files, counts, val_files)
+        # The multi-worker gRPC server must stay referenced while the Session runs.
+        target, session_config, _server = distribute.session_target(strategy, session_config)
+        if distribute.is_chief(strategy):
+            config.save_config(cfg, cfg.run_dir)
+        checkpoint = checkpoints.restorable(cfg.run_dir)  # passes over one torn by a crash
+        with tf.Graph().as_default() as graph, distribute.scope(strategy):
+            g = build_graph(cfg, plan, strategy)
+            graph.finalize()  # any op added inside the loop would be a leak
+            with v1.Session(target, config=session_config) as sess, _StopFlag() as stop:
+                return _loop(sess, g, cfg, plan.total_steps, stop, clock, checkpoint)
 
 
-def _train_locked(cfg, strategy=None, clock=time.monotonic):
-    session_config = _session_config(cfg)  # first: XLA flags are read at the first Session
-    # Checks every record once (the count reads them all anyway); see guard.py.
-    train_files, train_counts = guard.scan_records(cfg.train_records, cfg.run_dir,
-                                                   cfg.skip_corrupt_records, "train")
-    val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
-                                   "val")[0] if cfg.val_records else []
-    steps_per_epoch = distribute.steps_per_epoch(strategy, train_counts, cfg.batch_size)
-    step_limits = [n for n in (cfg.epochs * steps_per_epoch, cfg.max_steps) if n]
-    plan = Plan(train_files, val_files, sum(train_counts), steps_per_epoch,
-                total_steps=min(step_limits, default=0),  # 0: --minutes alone decides
-                worker_steps=steps_per_epoch if distribute.num_workers(strategy) > 1 else None)
-    # The multi-worker gRPC server must stay referenced while the Session runs.
-    target, session_config, _server = distribute.session_target(strategy, session_config)
-    log.info(distribute.describe(strategy, cfg.batch_size))
-    _log_plan(cfg, plan)
-    if distribute.is_chief(strategy):
-        config.save_config(cfg, cfg.run_dir)
-
-    with tf.Graph().as_default() as graph, distribute.scope(strategy):
-        g = build_graph(cfg, plan, strategy)
-        graph.finalize()  # any op added inside the loop would be a leak
-        with v1.Session(target, config=session_config) as sess, _StopFlag() as stop:
-            return _loop(sess, g, cfg, plan.total_steps, stop, clock)
-
-
-def _log_plan(cfg, plan):
-    log.info("config: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
-    limits = [f"{plan.total_steps} steps"] if plan.total_steps else []
-    if cfg.minutes:
-        limits.append(f"{cfg.minutes:g} min of training (start-up and the final "
-                      "validation come on top)")
-    log.info("%d train records, %d steps per epoch, %s in total; U-Net depth %d, "
-             "%d base filters, %d parameters, input %d -> output %d",
-             plan.num_train, plan.steps_per_epoch, " or ".join(limits), cfg.depth,
-             cfg.base_filters, unet.parameter_count(cfg.depth, cfg.base_filters,
-                                                    cfg.num_outputs),
-             cfg.input_size, unet.output_size(cfg.input_size, cfg.depth))
-
-
-def _restore(sess, g, cfg):
-    checkpoint = checkpoints.restorable(cfg.run_dir)  # skips one torn by a crash
+def _restore(sess, g, cfg, checkpoint):
+    """Restore `checkpoint` (None: initialise a new run) and hand the savers the older files."""
     if not checkpoint:
         sess.run(g.init)
         log.info("starting a new run in %s", cfg.run_dir)
@@ -687,8 +585,8 @@ def _progress_line(g, cfg, timer, total_steps, step, epoch, loss, rate):
     return line
 
 
-def _loop(sess, g, cfg, total_steps, stop, clock=time.monotonic):
-    loop = _Loop(sess, g, cfg, total_steps, stop, clock)
+def _loop(sess, g, cfg, total_steps, stop, clock, checkpoint):
+    loop = _Loop(sess, g, cfg, total_steps, stop, clock, checkpoint)
     writers = _Writers.open(g.strategy, cfg.run_dir, sess.graph)
     try:
         return loop.run(writers)
@@ -699,109 +597,13 @@ def _loop(sess, g, cfg, total_steps, stop, clock=time.monotonic):
 # ------------------------------------------------------------ command line
 
 
-def pos_weight_arg(text):
-    return text if text == "auto" else cli.positive_float(text)
-
-
 def build_parser():
-    d = config.Config()
     p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("--train-records", default=d.train_records, help="glob of training TFRecord shards")
-    a("--val-records", default=d.val_records, help="glob of validation shards; '' = none")
-    a("--run-name", default="unet", help="run directory is logs/<run-name>")
-    a("--run-dir", help="run directory; overrides --run-name")
-    a("--input-size", type=cli.positive_int, default=d.input_size,
-      help="network input window in pixels (572 -> 388 output at depth 4)")
-    a("--val-input-size", type=cli.non_negative_int, default=d.val_input_size,
-      help="validation window; 0 = --input-size; bigger covers more of each image")
-    a("--long-side", type=cli.non_negative_int, default=d.long_side,
-      help="resize every image so its longer side is N px before windows are cut (saved in "
-      "config.json; evaluate/predict/export use it too); 0 = as stored")
-    a("--val-every", type=cli.positive_int, default=d.val_every,
-      help="validate every N epochs (and at the end)")
-    a("--depth", type=cli.positive_int, default=d.depth, help="U-Net levels (2x2 max pools)")
-    a("--base-filters", type=cli.positive_int, default=d.base_filters,
-      help="channels of the first level; doubles per level")
-    a("--batch-size", type=cli.positive_int, default=d.batch_size, help="windows per step")
-    # No default here: without --minutes it is Config's, with --minutes there is no limit.
-    a("--epochs", type=cli.positive_int, default=argparse.SUPPRESS,
-      help=f"total passes over the data (default {d.epochs}; with --minutes: no limit, "
-      "or a cap if given)")
-    a("--minutes", type=cli.non_negative_float, default=d.minutes,
-      help="train for this many minutes (the total, also when resuming), then validate "
-      "and save; --lr-schedule cosine ends when the time does; 0 = no time budget")
-    a("--max-steps", type=cli.non_negative_int, default=d.max_steps,
-      help="stop at this global step; 0 = no limit")
-    a("--learning-rate", type=cli.positive_float, default=d.learning_rate, help="Adam's")
-    a("--lr-schedule", choices=optim.LR_SCHEDULES, default=d.lr_schedule,
-      help="cosine decays to 0 at the last step")
-    a("--lr-decay-rate", type=cli.positive_float, default=d.lr_decay_rate,
-      help="exponential: factor per --lr-decay-steps")
-    a("--lr-decay-steps", type=cli.positive_int, default=d.lr_decay_steps,
-      help="exponential: steps per --lr-decay-rate factor")
-    a("--pos-weight", type=pos_weight_arg, default=d.pos_weight,
-      help="foreground weight in the loss, or 'auto' = (1-f)/f from the converter's stats")
-    a("--stats", default=d.stats,
-      help="converter stats JSON for --pos-weight auto; '' = the one next to the shards")
-    a("--dice-weight", type=cli.non_negative_float, default=d.dice_weight,
-      help="adds this times (1 - soft Dice) to the loss")
-    a("--seed", type=cli.non_negative_int, default=d.seed,
-      help="makes runs repeatable; None draws one and saves it in config.json")
-    a("--shuffle-buffer", type=cli.positive_int, default=d.shuffle_buffer,
-      help="records mixed by the shuffle")
-    a("--augment", type=augment.groups_arg, default=d.augment,
-      help=f"training augmentation: comma list of {','.join(augment.GROUPS)}, or all, or none"
-      " (docs/augmentation.md)")
-    a("--elastic-grid", type=cli.positive_int, default=d.elastic_grid,
-      help="elastic: random displacement vectors on an N x N grid (>= 2)")
-    a("--elastic-sigma", type=cli.non_negative_float, default=d.elastic_sigma,
-      help="elastic: standard deviation of the displacements in pixels")
-    a("--min-scale", type=cli.positive_float, default=d.min_scale,
-      help="scale: smallest zoom factor (drawn log-uniformly up to --max-scale)")
-    a("--max-scale", type=cli.positive_float, default=d.max_scale,
-      help="scale: largest zoom factor")
-    a("--max-rotation", type=cli.non_negative_float, default=d.max_rotation,
-      help="rotate: angle uniform in [-N, N] degrees; 180 = any angle")
-    a("--brightness", type=cli.non_negative_float, default=d.brightness,
-      help="color: up to this much added to pixel values in [0, 1]")
-    a("--contrast", type=cli.non_negative_float, default=d.contrast,
-      help="color: contrast scaled by a factor in [1 - N, 1 + N]; N <= 1")
-    a("--saturation", type=cli.non_negative_float, default=d.saturation,
-      help="color: saturation scaled by a factor in [1 - N, 1 + N]; N <= 1")
-    a("--hue", type=cli.non_negative_float, default=d.hue,
-      help="color: hue turned by up to N of the colour wheel; N <= 0.5")
-    a("--log-every", type=cli.positive_int, default=d.log_every, help="steps per log line")
-    a("--image-summary-every", type=cli.positive_int, default=d.image_summary_every,
-      help="steps between TensorBoard image writes")
-    a("--checkpoint-every", type=cli.positive_int, default=d.checkpoint_every,
-      help="steps between checkpoints (one is also saved every epoch end)")
-    a("--keep-checkpoints", type=cli.positive_int, default=d.keep_checkpoints,
-      help="newest checkpoints kept in the run dir (best/ keeps its own)")
-    a("--precision", choices=speed.PRECISION_CHOICES, default=d.precision,
-      help="bfloat16: faster on CPUs with AVX512_BF16/AMX; mixed_float16: GPUs; both trade "
-      "some accuracy; auto: mixed_float16 on a GPU, bfloat16 on a Linux CPU with "
-      "amx_bf16/avx512_bf16, else float32 (config.json records the choice)")
-    a("--xla", choices=speed.XLA_MODES, default=d.xla,
-      help="auto = XLA auto-clustering (try it on a GPU; on a CPU it is slower and needs "
-      "the TF_XLA_FLAGS environment variable, see docs/train.md)")
-    a("--intra-op-threads", type=cli.non_negative_int, default=d.intra_op_threads,
-      help="threads inside one op; 0 = one per core")
-    a("--inter-op-threads", type=cli.non_negative_int, default=d.inter_op_threads,
-      help="ops run side by side; 0 = TensorFlow's choice")
-    a("--log-device-placement", action="store_true", help="log the device of every op")
-    a("--strategy", choices=distribute.STRATEGIES, default=d.strategy,
-      help="mirrored: all GPUs of this machine (or --devices); multi-worker: the machines in "
-      "TF_CONFIG; the global batch is --batch-size x replicas (docs/distributed.md)")
-    a("--devices", default=d.devices,
-      help="--strategy mirrored: devices to use, e.g. /gpu:0,/gpu:1; '' = all GPUs")
-    a("--skip-corrupt-records", action="store_true",
-      help="skip and count records that fail their checksum or do not decode, instead of "
-      "stopping (decodes every record once at start)")
-    a("--on-nan", choices=config.ON_NAN, default=d.on_nan,
-      help="non-finite loss: stop with the step, or skip that batch's update")
-    a("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--run-name", default="unet", help="run directory is logs/<run-name>")
+    p.add_argument("--run-dir", help="run directory; overrides --run-name")
+    config.add_flags(p)  # every Config field's flag, defined with its default in config.py
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 

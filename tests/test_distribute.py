@@ -224,7 +224,7 @@ run_dir, steps = cfg.run_dir, cfg.max_steps
 v1 = tf.compat.v1
 # Step-0 checkpoint from --strategy none's own graph: both runs start from these weights.
 with tf.Graph().as_default():
-    plan = train.Plan(data.record_files(cfg.train_records), [], 0, 0, steps, None)
+    plan = distribute.Plan(data.record_files(cfg.train_records), [], 0, 0, steps, None)
     g = train.build_graph(cfg, plan)
     with v1.Session() as sess:
         sess.run(g.init)

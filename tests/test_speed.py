@@ -1,12 +1,12 @@
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
+import config
 import speed
 from cli import UsageError
 
@@ -16,11 +16,11 @@ HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x sl
 
 
 def cfg(**kw):
-    return types.SimpleNamespace(**kw)
+    return config.Config(**kw)
 
 
 def test_defaults_leave_threads_to_tensorflow_and_xla_off():
-    c = speed.session_config(None)
+    c = speed.session_config(config.Config())
     assert c.intra_op_parallelism_threads == 0 and c.inter_op_parallelism_threads == 0
     assert c.graph_options.optimizer_options.global_jit_level == 0
     assert c.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 != ON
@@ -53,11 +53,11 @@ def test_xla_auto_sets_jit_level_and_needs_the_cpu_flag_in_the_environment(monke
 
 XLA_PROBE = """
 import quiet  # entry points do this first: TensorFlow reads TF_XLA_FLAGS there
-import types
 import tensorflow as tf
+import config
 import speed
 v1 = tf.compat.v1
-config = speed.session_config(types.SimpleNamespace(xla="auto"))
+config = speed.session_config(config.Config(xla="auto"))
 with tf.Graph().as_default():
     x = v1.get_variable("x", [8, 8])
     y = tf.reduce_sum(tf.nn.relu(tf.matmul(x, x) + 1.0) * 2.0)

@@ -19,6 +19,7 @@ import config
 import metrics
 import records
 import speed
+import summaries
 import train
 from cli import UsageError, UserError
 
@@ -99,33 +100,6 @@ def test_validation_metrics_include_all_background_baseline():
     assert m.model["foreground_iou"] == 0.5 and m.loss == 0.05
     assert m.baseline["foreground_iou"] == 0.0 and m.baseline["recall"] == 0.0
     assert m.baseline["pixel_accuracy"] == pytest.approx(0.90)  # (fp + tn) / all: truth is bg
-
-
-def test_window_panels_align_output_with_its_place_in_the_input():
-    # A 10 px input window, 4 px output: the output lies 3 px in from each edge.
-    images = np.full((1, 10, 10, 3), 0.2, np.float32)
-    masks = np.array([[0, 1, 255, 0]] * 4, np.uint8).reshape(1, 4, 4, 1)
-    probs = np.tile(np.array([0.0, 0.25, 0.5, 1.0], np.float32), (4, 1)).reshape(1, 4, 4, 1)
-    row = train.window_panels(tf.constant(images), tf.constant(masks), tf.constant(probs))
-    row = row.numpy()[0].astype(int)
-    gap = train.PANEL_GAP
-    assert row.shape == (10, 3 * 10 + 2 * gap, 3)
-    image, truth, prob = (row[:, k * (10 + gap):k * (10 + gap) + 10] for k in range(3))
-    assert (row[:, 10:10 + gap] == 255).all() and (row[:, 20 + gap:20 + 2 * gap] == 255).all()
-    yellow = [round(255 * c) for c in train.OUTPUT_OUTLINE_RGB]
-    blue = [round(255 * c) for c in train.CONTEXT_RGB]
-    for panel in (image, truth, prob):
-        # The 2 px outline sits in the context just outside the output area (rows 3..6).
-        ring = np.zeros((10, 10), bool)
-        ring[1:9, 1:9] = True
-        ring[3:7, 3:7] = False
-        assert (panel[ring] == yellow).all() and not (panel[~ring] == yellow).all(-1).any()
-    assert (image[3:7, 3:7] == 51).all() and (image[0] == 51).all()  # the input, untouched
-    # Ground truth: background black, foreground white, ignore grey, at the output's place.
-    assert truth[3:7, 3:7, 0].tolist() == [[0, 255, 128, 0]] * 4
-    assert (truth[3:7, 3:7] == truth[3:7, 3:7, :1]).all()  # grey levels, not colours
-    assert (prob[3:7, 3:7, 0] == [0, 64, 128, 255]).all()
-    assert (truth[0] == blue).all() and (prob[9] == blue).all() and (prob[:, 0] == blue).all()
 
 
 # ------------------------------------------------------------- flags and errors
@@ -232,7 +206,7 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
     assert {t.split("/")[0] for t in tags["images"]} == {"windows"}
     shown = tb.Images(tags["images"][0])
     assert [e.step for e in shown] == [1, *range(4, 33, 4)]  # the first step, then every 4th
-    assert (shown[0].height, shown[0].width) == (92, 3 * 92 + 2 * train.PANEL_GAP)
+    assert (shown[0].height, shown[0].width) == (92, 3 * 92 + 2 * summaries.PANEL_GAP)
     # The graph tab shows a few named blocks around unet/, not hundreds of loose ops.
     top = {node.name.split("/")[0] for node in tb.Graph().node}
     assert {"train_input", "unet", "loss", "validation", "finite_check",
@@ -428,7 +402,7 @@ def cosine(seconds, budget=60.0, lr=3e-3):
 
 def test_budget_fits_the_cosine_and_ends_with_validation_and_checkpoint(blob_data, tmp_path,
                                                                         caplog):
-    caplog.set_level("INFO", logger="train")
+    caplog.set_level("INFO")
     run = tmp_path / "run"
     result = train.train(make_cfg(blob_data, run, minutes=1.0, epochs=0, lr_schedule="cosine",
                                   val_every=1, **TINIEST), clock=FakeClock(10.0))
