@@ -119,8 +119,7 @@ def _check_bounds(ann, height, width, filename):
     if isinstance(segm, dict) and list(segm.get("size", ())) != [height, width]:
         raise cli.UserError(f"{where}: RLE size {segm.get('size')} is not the image's "
                             f"[height, width] [{height}, {width}]; fix the annotation file")
-    polygons = segm if isinstance(segm, list) else []
-    for poly in polygons:
+    for poly in segm if isinstance(segm, list) else []:
         xs, ys = poly[0::2], poly[1::2]
         if xs and (min(xs) < -sx or max(xs) > width + sx or min(ys) < -sy
                    or max(ys) > height + sy):

@@ -219,8 +219,7 @@ def convert(pets_dir, split="trainval", species="cat", output="data/pets_cat", n
         log.warning("--negatives %g adds nothing: %s holds no photo of another species",
                     negatives, split)
     negative_ids = set(shards.draw_negatives(others, len(positives), negatives, seed))
-    selected = sorted(positives + [p for p in chosen if p.image_id in negative_ids],
-                      key=lambda p: p.image_id)
+    selected = [p for p in chosen if p.species in wanted or p.image_id in negative_ids]
     image_dir = os.path.join(pets_dir, "images")
     if not os.path.isdir(image_dir):
         raise cli.UserError(f"image folder {image_dir} not found: unpack images.tar.gz into "
