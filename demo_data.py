@@ -84,8 +84,7 @@ def _noise(rng, h, w, cells):
 
 def _background(rng, h, w):
     """[h, w, 3] float32 mottled surface, sometimes a floor below a horizon."""
-    img = np.empty((h, w, 3), np.float32)
-    img[:] = rng.uniform(35, 225, 3)
+    img = np.full((h, w, 3), rng.uniform(35, 225, 3), np.float32)
     if rng.random() < 0.5:
         horizon = int(h * rng.uniform(0.35, 0.75))
         img[horizon:] = rng.uniform(35, 225, 3)
@@ -97,8 +96,7 @@ def _background(rng, h, w):
 
 def _fur(rng, s, base):
     """[s, s, 3] plain coat with soft shading and per-pixel grain."""
-    img = np.empty((s, s, 3), np.float32)
-    img[:] = base
+    img = np.full((s, s, 3), base, np.float32)
     img *= 1 + 0.12 * _noise(rng, s, s, 4)[..., None]
     img += rng.normal(0, 7, (s, s, 1)).astype(np.float32)
     return img
@@ -222,8 +220,7 @@ def _draw_person(rng, s):
 
 def _draw_car(rng, s):
     mask = np.zeros((s, s), np.uint8)
-    img = np.zeros((s, s, 3), np.float32)
-    img[:] = rng.uniform(20, 235, 3)
+    img = np.full((s, s, 3), rng.uniform(20, 235, 3), np.float32)
     img *= 1 + 0.1 * _noise(rng, s, s, 3)[..., None]
     cabin = np.array([_p(s, 0.22, 0.47), _p(s, 0.33, 0.27), _p(s, 0.7, 0.27),
                       _p(s, 0.82, 0.47)], np.int32)
@@ -241,8 +238,7 @@ def _draw_car(rng, s):
 def _draw_ball(rng, s):
     mask = np.zeros((s, s), np.uint8)
     cv2.circle(mask, _p(s, 0.5, 0.5), int(0.4 * s), 1, -1)
-    img = np.zeros((s, s, 3), np.float32)
-    img[:] = rng.uniform(20, 235, 3)
+    img = np.full((s, s, 3), rng.uniform(20, 235, 3), np.float32)
     cv2.circle(img, _p(s, 0.4, 0.4), int(0.1 * s), (240, 240, 240), -1)
     return img, mask
 
@@ -402,9 +398,8 @@ def _split(out_dir, split, seed, split_no, count):
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     images, anns = [], []
     for i in range(count):
-        rng = np.random.default_rng([seed, split_no, i])
         image_id = FIRST_IMAGE_ID[split] + i
-        pixels, objects = _render(rng, i)
+        pixels, objects = _render(np.random.default_rng([seed, split_no, i]), i)
         name = f"{image_id:012d}.jpg"
         jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
         errors.write_atomic(os.path.join(out_dir, split, name), jpeg.tobytes())
