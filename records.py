@@ -74,25 +74,21 @@ def decode_image(encoded):
 
 
 def decode(parsed):
-    """Graph op: decoded image [H, W, 3] uint8 and mask [H, W, 1] uint8.
-
-    Checks the schema version and that image and mask sizes agree with the
-    stored height and width, so a record from another tool fails loudly.
-    """
+    """Graph op: decoded image [H, W, 3] uint8 and mask [H, W, 1] uint8, checked against
+    the schema version and stored size, so a record from another tool fails loudly."""
     image = decode_image(parsed[IMAGE])
     mask = tf.io.decode_png(parsed[MASK], channels=1)
-    height = tf.cast(parsed[HEIGHT], tf.int32)
-    width = tf.cast(parsed[WIDTH], tf.int32)
+    size = tf.cast(tf.stack([parsed[HEIGHT], parsed[WIDTH]]), tf.int32)
     checks = [
         tf.debugging.assert_equal(
             parsed[VERSION], tf.constant(SCHEMA_VERSION, tf.int64),
             message=f"record schema version differs from {SCHEMA_VERSION}: "
             "re-run convert_coco.py or convert_pets.py"),
         tf.debugging.assert_equal(
-            tf.shape(image)[:2], tf.stack([height, width]),
+            tf.shape(image)[:2], size,
             message="record image size does not match its height/width"),
         tf.debugging.assert_equal(
-            tf.shape(mask)[:2], tf.stack([height, width]),
+            tf.shape(mask)[:2], size,
             message="record mask size does not match its image"),
     ]
     with tf.control_dependencies(checks):
