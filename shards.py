@@ -284,14 +284,10 @@ def _summarize(job, shards):
     return {
         **{key: job.settings[key] for key in
            ("split", "classes", "category_ids", "crowd", "negatives", "seed")},
-        "images": total["images"], "positive_images": total["positive_images"],
-        "negative_images": total["negative_images"], "instances": total["instances"],
-        "crowd_regions": total["crowd_regions"], "skipped": dict(total["skipped"]),
-        "bytes_written": total["bytes"], "num_shards": n,
+        **{key: total[key] for key in ("images", "positive_images", "negative_images", *COUNTS)},
+        "skipped": dict(total["skipped"]), "bytes_written": total["bytes"], "num_shards": n,
         "shards": [os.path.basename(shard_name(job.output, job.split, k, n)) for k in range(n)],
         "records_per_shard": [c["images"] for c in shards],
-        "pixels": total["pixels"], "foreground_pixels": total["foreground_pixels"],
-        "ignore_pixels": total["ignore_pixels"],
         "foreground_fraction": total["foreground_pixels"] / pixels,
         "ignore_fraction": total["ignore_pixels"] / pixels,
         "schema_version": records.SCHEMA_VERSION,
