@@ -100,7 +100,7 @@ def category_ids(coco, classes):
 
 def select_images(coco, cat_ids, negatives=0.0, seed=0):
     """(positive ids holding any of cat_ids, negative ids drawn from the others), sorted."""
-    positives = set()
+    positives = set()  # a union: COCO.getImgIds(catIds=[...]) would intersect
     for c in cat_ids:
         positives.update(coco.catToImgs.get(c, ()))
     unknown = positives - coco.imgs.keys()

@@ -36,7 +36,8 @@ def jpeg_components(data):
 def decode(path, restore="download it again", what="image"):
     """(file bytes, OpenCV's pixels, [H, W] or [H, W, C]) of an image file.
 
-    Raises BadImage: "missing" (the message ends with `restore`), "unreadable", "corrupt".
+    Raises BadImage: "missing" (the message ends with `restore`), "unreadable", "corrupt";
+    the messages call the file `what`.
     """
     try:
         with open(path, "rb") as f:
