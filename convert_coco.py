@@ -202,7 +202,7 @@ def encode_image(task):
 def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=None, workers=None,
             crowd="ignore", negatives=0.0, seed=0, overwrite=False, skip_bad_images=False,
             progress=True):
-    """Convert one split (see the module docstring); returns the stats dict it also saves."""
+    """Convert one split (docs/convert.md); returns the stats dict it also saves."""
     classes = (classes,) if isinstance(classes, str) else tuple(classes)
     if crowd not in CROWD_POLICIES:
         raise cli.UsageError(f"crowd policy must be one of {', '.join(CROWD_POLICIES)}, "

@@ -200,7 +200,7 @@ def encode_image(task):
 def convert(pets_dir, split="trainval", species="cat", output="data/pets_cat", num_shards=None,
             workers=None, border="ignore", negatives=0.0, seed=0, overwrite=False,
             skip_bad_images=False, progress=True):
-    """Convert one split (see the module docstring); returns the stats dict it also saves."""
+    """Convert one split (docs/convert_pets.md); returns the stats dict it also saves."""
     wanted = species_ids(species)
     if border not in BORDER:
         raise cli.UsageError(f"border policy must be one of {', '.join(BORDER)}, got {border!r}")
