@@ -2,38 +2,9 @@
 
     python convert_coco.py --coco-dir DIR --split train2017 --classes cat --output data/cat
 
-reads DIR/annotations/instances_<split>.json (pycocotools) and DIR/<split>/*.jpg and writes
-
-    <output>-<split>-00000-of-0000N.tfrecord ...  one tf.train.Example per image
-    <output>-<split>-stats.json                   counts and pixel fractions (written last)
-
-Records: the schema (feature keys, dtypes, meaning) lives once in records.py, whose
-docstring tabulates it; every record is made by records.make_example (and then
-serialized with sorted map keys, so the bytes repeat across runs). The image is the file's own bytes
-when it is a 3-channel JPEG; anything else (grayscale or CMYK JPEG, PNG with
-alpha or 16 bits, ...) is decoded and re-encoded losslessly as 8-bit RGB PNG.
-Images are checked by decoding them, and their size must match the annotation.
-
-Masks (uint8 PNG, same size as the image), from the annotations of the chosen
-classes only, so other classes, crowds included, never leak in:
-    1    union of the non-crowd instances
-    255  crowd regions (iscrowd=1) with --crowd ignore (default); 1 with
-         --crowd positive; left 0 with --crowd skip
-    0    everything else
-An instance pixel stays 1 where a crowd region overlaps it: it is labelled for
-sure, and the crowd only says "some unlabelled cats are somewhere here".
-
-Selection: every image holding an annotation (crowd or not) of any chosen class
-(a union; COCO.getImgIds(catIds=[...]) would intersect), plus --negatives x that
-many images holding none of them, drawn with --seed. Records are in image id
-order and shard k holds the k-th contiguous slice, so the output is identical
-whatever --workers is.
-
-Stats sidecar keys and the atomic, resumable shard writing are shared with
-convert_pets.py and documented in shards.py; for COCO, crowd is the --crowd
-policy, category_ids the COCO ids of the classes and instances / crowd_regions
-count their non-crowd / crowd annotations. Re-running the same command after a
-kill finishes the remaining shards.
+Flags, selection, mask values and bad-input handling: docs/convert.md. Records
+are made by records.make_example and written by shards.py. Masks use only the
+chosen classes' annotations, so other classes, crowds included, never leak in.
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -128,12 +99,8 @@ def category_ids(coco, classes):
 
 
 def select_images(coco, cat_ids, negatives=0.0, seed=0):
-    """(positive ids, negative ids), sorted.
-
-    Positives hold any of cat_ids; negatives are round(negatives * #positives)
-    of the other images, drawn with seed.
-    """
-    positives = set()
+    """(positive ids holding any of cat_ids, negative ids drawn from the others), sorted."""
+    positives = set()  # a union: COCO.getImgIds(catIds=[...]) would intersect
     for c in cat_ids:
         positives.update(coco.catToImgs.get(c, ()))
     unknown = positives - coco.imgs.keys()
@@ -152,8 +119,7 @@ def _check_bounds(ann, height, width, filename):
     if isinstance(segm, dict) and list(segm.get("size", ())) != [height, width]:
         raise cli.UserError(f"{where}: RLE size {segm.get('size')} is not the image's "
                             f"[height, width] [{height}, {width}]; fix the annotation file")
-    polygons = segm if isinstance(segm, list) else []
-    for poly in polygons:
+    for poly in segm if isinstance(segm, list) else []:
         xs, ys = poly[0::2], poly[1::2]
         if xs and (min(xs) < -sx or max(xs) > width + sx or min(ys) < -sy
                    or max(ys) > height + sy):
@@ -185,7 +151,11 @@ def ann_to_mask(ann, height, width, filename=""):
 
 
 def build_mask(anns, height, width, crowd="ignore", filename=""):
-    """[H, W] uint8 mask of the given annotations (see the module docstring)."""
+    """[H, W] uint8 mask: 1 instances, crowds 255 / 1 / 0 by policy (ignore / positive / skip).
+
+    An instance pixel stays 1 under a crowd: it is labelled for sure, and the crowd
+    only says "some unlabelled cats are somewhere here".
+    """
     objects = np.zeros((height, width), bool)
     crowds = np.zeros((height, width), bool)
     for ann in anns:
@@ -202,22 +172,18 @@ def build_mask(anns, height, width, crowd="ignore", filename=""):
 # ---------------------------------------------------------------- images
 
 
-def read_image(path, height, width):
-    """(encoded bytes, "jpeg" | "png") for the record; raises photos.BadImage(reason, message)."""
-    data, pixels = photos.decode(path, restore="unzip the split's images again")
-    if pixels.shape[:2] != (height, width):
-        raise photos.BadImage("size_mismatch", f"image {path} is {pixels.shape[1]}x"
-                              f"{pixels.shape[0]} but the annotations say {width}x{height}: "
-                              "wrong file or annotations")
-    return photos.record_image(path, data, pixels)
-
-
 def encode_image(task):
     """Worker: (index, make_example args, counts, None), or (index, None, None, (reason, msg))."""
     index, image_dir, img, anns, crowd = task
     height, width, name = int(img["height"]), int(img["width"]), img["file_name"]
+    path = os.path.join(image_dir, name)
     try:
-        data, fmt = read_image(os.path.join(image_dir, name), height, width)
+        data, pixels = photos.decode(path, restore="unzip the split's images again")
+        if pixels.shape[:2] != (height, width):
+            raise photos.BadImage("size_mismatch", f"image {path} is {pixels.shape[1]}x"
+                                  f"{pixels.shape[0]} but the annotations say {width}x{height}: "
+                                  "wrong file or annotations")
+        data, fmt = photos.record_image(path, data, pixels)
     except photos.BadImage as e:
         return index, None, None, e.args
     mask = build_mask(anns, height, width, crowd, name)
@@ -236,7 +202,7 @@ def encode_image(task):
 def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=None, workers=None,
             crowd="ignore", negatives=0.0, seed=0, overwrite=False, skip_bad_images=False,
             progress=True):
-    """Convert one split (see the module docstring); returns the stats dict it also saves."""
+    """Convert one split (docs/convert.md); returns the stats dict it also saves."""
     classes = (classes,) if isinstance(classes, str) else tuple(classes)
     if crowd not in CROWD_POLICIES:
         raise cli.UsageError(f"crowd policy must be one of {', '.join(CROWD_POLICIES)}, "
@@ -274,11 +240,6 @@ def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=Non
     return shards.write(job, workers, overwrite, skip_bad_images, progress)
 
 
-def summary(stats, output):
-    """A few human lines about a finished conversion."""
-    return shards.summary(stats, output)
-
-
 def main(argv=None):
     p = cli.ArgumentParser(description="Convert COCO instance annotations into TFRecords of "
                            "image + class mask for training the U-Net.")
@@ -302,7 +263,7 @@ def main(argv=None):
     stats = convert(args.coco_dir, args.split, classes, output, args.num_shards, args.workers,
                     args.crowd, args.negatives, args.seed, args.overwrite,
                     args.skip_bad_images, progress=not args.no_progress)
-    print(summary(stats, output))
+    print(shards.summary(stats, output))
 
 
 if __name__ == "__main__":

@@ -2,43 +2,10 @@
 
     python convert_pets.py --pets-dir DIR --split trainval --species cat --output data/pets_cat
 
-reads the official layout (images.tar.gz and annotations.tar.gz unpacked into DIR)
-
-    DIR/images/<Image>.jpg
-    DIR/annotations/trimaps/<Image>.png       1 pet, 2 background, 3 border (not classified)
-    DIR/annotations/list.txt                  "Image CLASS-ID SPECIES BREED-ID"; # comments
-    DIR/annotations/<split>.txt               trainval.txt or test.txt, the same columns
-
-and writes the same records and sidecars as convert_coco.py (schema in
-records.py, output in shards.py), so train.py, evaluate.py, predict.py and
-export.py read them unchanged:
-
-    <output>-<split>-00000-of-0000N.tfrecord ...  one tf.train.Example per photo
-    <output>-<split>-stats.json                   counts and pixel fractions (written last)
-
-Masks (uint8 PNG, the photo's size), from the trimap:
-    1    trimap 1 (the pet)
-    0    trimap 2 (background)
-    255  trimap 3 (the border) with --border ignore (default); 1 with
-         --border positive; 0 with --border background
-A trimap of another size than its photo, or with other values, is a bad image.
-
-Selection: every photo of the split whose SPECIES (1 cat, 2 dog) is chosen
-(--species both: their union), plus --negatives x that many photos of the other
-species with all-0 masks, drawn with --seed as convert_coco.py draws them.
-Records are in image id order, image id = CLASS-ID * 10000 + the photo's number
-(Abyssinian_100 -> 10100), so ids are the same in the full dataset and any
-subset of it.
-
-Stats: convert_coco.py's keys (shards.py) with classes = the species names,
-category_ids = their SPECIES ids, crowd = the --border policy, instances = pets
-(one per positive photo) and crowd_regions = positive photos whose trimap has a
-border region, whatever --border does with it.
-
-Bad files of the official release: some ".jpg" files are GIF or RGBA PNG; they
-are decoded and stored as RGB PNG (photos.py). Photos that do not decode, or
-whose trimap is missing or unusable, stop the run naming the file, or are
-skipped and counted with --skip-bad-images. Negatives need no trimap.
+reads the official layout (DIR/images/*.jpg, DIR/annotations/{list,<split>}.txt and
+trimaps/*.png) and writes the same records (records.py) and shards and stats
+(shards.py) as convert_coco.py, so every later stage reads them unchanged.
+Flags, masks, image ids, stats and bad files: docs/convert_pets.md.
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -167,7 +134,7 @@ def species_ids(species):
 
 
 def trimap_to_mask(trimap, border="ignore"):
-    """[H, W] uint8 mask of an [H, W] trimap (see the module docstring)."""
+    """[H, W] uint8 mask of an [H, W] trimap: pet 1, background 0, border BORDER[border]."""
     mask = np.full(trimap.shape, records.BACKGROUND, np.uint8)
     mask[trimap == TRIMAP_PET] = records.FOREGROUND
     mask[trimap == TRIMAP_BORDER] = BORDER[border]
@@ -180,17 +147,10 @@ def trimap_to_mask(trimap, border="ignore"):
 def read_trimap(path, height, width):
     """[H, W] uint8 trimap of the photo; raises photos.BadImage."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise photos.BadImage("missing_trimap", f"trimap {path} not found: restore it (unpack "
-                              "annotations.tar.gz again)") from None
-    except OSError as e:
-        raise photos.BadImage("missing_trimap", f"cannot read trimap {path} "
-                              f"({e.strerror})") from None
-    try:
-        trimap = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
+        trimap = photos.decode(path, "unpack annotations.tar.gz again", what="trimap")[1]
+    except photos.BadImage as e:
+        if e.args[0] != "corrupt":  # missing or unreadable
+            raise photos.BadImage("missing_trimap", e.args[1]) from None
         trimap = None
     if trimap is None or trimap.ndim != 2 or trimap.dtype != np.uint8:
         raise photos.BadImage("bad_trimap", f"trimap {path} is not a readable 1-channel 8-bit "
@@ -240,7 +200,7 @@ def encode_image(task):
 def convert(pets_dir, split="trainval", species="cat", output="data/pets_cat", num_shards=None,
             workers=None, border="ignore", negatives=0.0, seed=0, overwrite=False,
             skip_bad_images=False, progress=True):
-    """Convert one split (see the module docstring); returns the stats dict it also saves."""
+    """Convert one split (docs/convert_pets.md); returns the stats dict it also saves."""
     wanted = species_ids(species)
     if border not in BORDER:
         raise cli.UsageError(f"border policy must be one of {', '.join(BORDER)}, got {border!r}")
@@ -259,8 +219,7 @@ def convert(pets_dir, split="trainval", species="cat", output="data/pets_cat", n
         log.warning("--negatives %g adds nothing: %s holds no photo of another species",
                     negatives, split)
     negative_ids = set(shards.draw_negatives(others, len(positives), negatives, seed))
-    selected = sorted(positives + [p for p in chosen if p.image_id in negative_ids],
-                      key=lambda p: p.image_id)
+    selected = [p for p in chosen if p.species in wanted or p.image_id in negative_ids]
     image_dir = os.path.join(pets_dir, "images")
     if not os.path.isdir(image_dir):
         raise cli.UserError(f"image folder {image_dir} not found: unpack images.tar.gz into "
@@ -277,11 +236,6 @@ def convert(pets_dir, split="trainval", species="cat", output="data/pets_cat", n
                      frozenset(i for i, p in enumerate(selected) if p.species in wanted),
                      encode_image, "convert_pets")
     return shards.write(job, workers, overwrite, skip_bad_images, progress)
-
-
-def summary(stats, output):
-    """A few human lines about a finished conversion."""
-    return shards.summary(stats, output, regions="border regions", flag="--border")
 
 
 def main(argv=None):
@@ -307,7 +261,7 @@ def main(argv=None):
     stats = convert(args.pets_dir, args.split, args.species, output, args.num_shards,
                     args.workers, args.border, args.negatives, args.seed, args.overwrite,
                     args.skip_bad_images, progress=not args.no_progress)
-    print(summary(stats, output))
+    print(shards.summary(stats, output, regions="border regions", flag="--border"))
 
 
 if __name__ == "__main__":

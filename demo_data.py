@@ -2,33 +2,14 @@
 
     python demo_data.py --out demo_coco [--seed 0] [--num-train 96] [--num-val 24]
 
-writes the layout of the real COCO download, so every stage runs unchanged on it:
-
-    <out>/annotations/instances_train2017.json
-    <out>/annotations/instances_val2017.json
-    <out>/train2017/<12-digit id>.jpg
-    <out>/val2017/<12-digit id>.jpg
-
-The annotation files have COCO's structure (info, licenses, images, annotations,
-categories) and its real 80-category table, so `cat` is id 17. Objects get
-polygon segmentations traced from their masks; crowds get uncompressed RLE
-(`{"counts": [...], "size": [h, w]}`, column-major) exactly like real COCO.
-
-What is drawn: procedurally drawn cats (body, head, pointed ears, tail, eyes)
-with tabby stripes in cat colours, and distractors of other COCO classes (dogs
-with floppy ears and spotted coats in the same colours, people, cars, balls) on
-mottled backgrounds. Colour alone cannot separate cats from dogs or backgrounds;
-stripes and shape can, which a small U-Net learns in minutes on a CPU.
-
-Every image's pixels are painted from the rasterization of its own annotation
-(pycocotools), so the masks agree with the pictures to the pixel. Sizes range
-over 200-800 px a side (some below the 572 input tile, some above); about one
-image in seven is grayscale. The first images of each split are fixed
-showcases, so even a tiny dataset has them: several cats; a crowd of cats next
-to a crowd of people; a dog and no cat; grayscale.
-
-The output depends only on the seed (the same bytes every run), and image i
-depends only on (seed, split, i), so asking for more images keeps the first.
+writes the real COCO download's layout (annotations/instances_<split>.json with
+COCO's 80-category table, <split>/<12-digit id>.jpg), so every stage runs on it
+unchanged. Tabby cats are drawn among dogs of the same coat colours, people, cars
+and balls: colour alone cannot separate them, stripes and shape can, which a small
+U-Net learns in minutes on a CPU. Each image is painted from the rasterization of
+its own annotations (polygons; crowds as uncompressed RLE), so masks and pictures
+agree to the pixel. Image i depends only on (seed, split, i): the same seed gives
+the same bytes, and asking for more images keeps the first.
 """
 
 import json
@@ -103,8 +84,7 @@ def _noise(rng, h, w, cells):
 
 def _background(rng, h, w):
     """[h, w, 3] float32 mottled surface, sometimes a floor below a horizon."""
-    img = np.empty((h, w, 3), np.float32)
-    img[:] = rng.uniform(35, 225, 3)
+    img = np.full((h, w, 3), rng.uniform(35, 225, 3), np.float32)
     if rng.random() < 0.5:
         horizon = int(h * rng.uniform(0.35, 0.75))
         img[horizon:] = rng.uniform(35, 225, 3)
@@ -116,8 +96,7 @@ def _background(rng, h, w):
 
 def _fur(rng, s, base):
     """[s, s, 3] plain coat with soft shading and per-pixel grain."""
-    img = np.empty((s, s, 3), np.float32)
-    img[:] = base
+    img = np.full((s, s, 3), base, np.float32)
     img *= 1 + 0.12 * _noise(rng, s, s, 4)[..., None]
     img += rng.normal(0, 7, (s, s, 1)).astype(np.float32)
     return img
@@ -241,8 +220,7 @@ def _draw_person(rng, s):
 
 def _draw_car(rng, s):
     mask = np.zeros((s, s), np.uint8)
-    img = np.zeros((s, s, 3), np.float32)
-    img[:] = rng.uniform(20, 235, 3)
+    img = np.full((s, s, 3), rng.uniform(20, 235, 3), np.float32)
     img *= 1 + 0.1 * _noise(rng, s, s, 3)[..., None]
     cabin = np.array([_p(s, 0.22, 0.47), _p(s, 0.33, 0.27), _p(s, 0.7, 0.27),
                       _p(s, 0.82, 0.47)], np.int32)
@@ -260,8 +238,7 @@ def _draw_car(rng, s):
 def _draw_ball(rng, s):
     mask = np.zeros((s, s), np.uint8)
     cv2.circle(mask, _p(s, 0.5, 0.5), int(0.4 * s), 1, -1)
-    img = np.zeros((s, s, 3), np.float32)
-    img[:] = rng.uniform(20, 235, 3)
+    img = np.full((s, s, 3), rng.uniform(20, 235, 3), np.float32)
     cv2.circle(img, _p(s, 0.4, 0.4), int(0.1 * s), (240, 240, 240), -1)
     return img, mask
 
@@ -384,9 +361,13 @@ class _Scene:
 
 
 def _render(rng, index):
-    """Draw image `index` of a split; returns (pixels, annotations without ids)."""
+    """Draw image `index` of a split; returns (pixels, annotations without ids).
+
+    Images 0-3 are showcases, so even a tiny split has them: several cats; a crowd
+    of cats next to a crowd of people; a dog and no cat; grayscale.
+    """
     h, w = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, 2))
-    if index == 0:  # showcase: a big image with several cats
+    if index == 0:  # big, to hold several cats
         h, w = max(h, 600), max(w, 640)
     scene = _Scene(rng, h, w)
     if index == 1:
@@ -400,7 +381,7 @@ def _render(rng, index):
             placed += 1
         else:
             failed += 1
-    if index == 2:  # showcase: a dog and no cat, the hardest "no"
+    if index == 2:  # the hardest "no"
         scene.add(DOG, _draw_dog, rng.uniform(0.35, 0.8))
     for _ in range(int(rng.integers(0, 4))):
         category, drawer, _, size = DISTRACTORS[rng.choice(len(DISTRACTORS), p=DISTRACTOR_P)]
@@ -417,12 +398,10 @@ def _split(out_dir, split, seed, split_no, count):
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     images, anns = [], []
     for i in range(count):
-        rng = np.random.default_rng([seed, split_no, i])
         image_id = FIRST_IMAGE_ID[split] + i
-        pixels, objects = _render(rng, i)
+        pixels, objects = _render(np.random.default_rng([seed, split_no, i]), i)
         name = f"{image_id:012d}.jpg"
-        ok, jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        assert ok, "OpenCV failed to encode a JPEG"
+        jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
         errors.write_atomic(os.path.join(out_dir, split, name), jpeg.tobytes())
         images.append({"license": 1, "file_name": name, "coco_url": "",
                        "height": pixels.shape[0], "width": pixels.shape[1],

@@ -1,10 +1,5 @@
 """Source photos for the converters: decode, check, and pick the bytes a record stores.
 
-A record's image is the file's own bytes when the file is a 3-channel JPEG;
-anything else OpenCV decodes (grayscale or CMYK JPEG, PNG with alpha or 16 bits,
-a GIF or PNG saved under a .jpg name, ...) is re-encoded losslessly as 8-bit RGB
-PNG, so `tf.io.decode_image(channels=3)` reads RGB for every record.
-
 Every file is decoded, so a corrupt one is found here rather than in training.
 Problems raise BadImage(reason, message); the converters stop on it or, with
 --skip-bad-images, count it under `reason` in their stats.
@@ -38,33 +33,19 @@ def jpeg_components(data):
     return None
 
 
-def to_rgb8(pixels):
-    """OpenCV's decode ([H, W] or [H, W, C], 8 or 16 bit) to [H, W, 3] uint8 BGR."""
-    if pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
-        raise BadImage("unsupported", f"has {pixels.dtype} pixels; convert it to 8-bit RGB")
-    if pixels.ndim == 3 and pixels.shape[2] in (1, 2):  # gray (+ alpha)
-        pixels = pixels[..., 0]
-    if pixels.ndim == 2:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
-    if pixels.shape[2] == 4:
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
-    return pixels
-
-
-def decode(path, restore="download it again"):
+def decode(path, restore="download it again", what="image"):
     """(file bytes, OpenCV's pixels, [H, W] or [H, W, C]) of an image file.
 
-    Raises BadImage: "missing" (the message ends with `restore`), "unreadable", "corrupt".
+    Raises BadImage: "missing" (the message ends with `restore`), "unreadable", "corrupt";
+    the messages call the file `what`.
     """
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise BadImage("missing", f"image {path} not found: restore it ({restore})") from None
+        raise BadImage("missing", f"{what} {path} not found: restore it ({restore})") from None
     except OSError as e:
-        raise BadImage("unreadable", f"cannot read image {path} ({e.strerror})") from None
+        raise BadImage("unreadable", f"cannot read {what} {path} ({e.strerror})") from None
     try:  # OpenCV raises rather than returning None on an empty buffer
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -75,11 +56,23 @@ def decode(path, restore="download it again"):
 
 
 def record_image(path, data, pixels):
-    """(encoded bytes, "jpeg" | "png") for the record of a decoded file (see the docstring)."""
+    """(encoded bytes, "jpeg" | "png") for the record of a decoded file.
+
+    A 3-channel JPEG keeps its own bytes; anything else (gray or CMYK JPEG, PNG with
+    alpha or 16 bits, a GIF named .jpg, ...) becomes lossless 8-bit PNG, so
+    `tf.io.decode_image(channels=3)` reads RGB for every record.
+    """
     if pixels.ndim == 3 and pixels.dtype == np.uint8 and jpeg_components(data) == 3:
         return data, "jpeg"
-    try:
-        bgr = to_rgb8(pixels)
-    except BadImage as e:
-        raise BadImage(e.args[0], f"image {path} {e.args[1]}") from None
-    return cv2.imencode(".png", bgr)[1].tobytes(), "png"
+    if pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif pixels.dtype != np.uint8:
+        raise BadImage("unsupported", f"image {path} has {pixels.dtype} pixels; convert it to "
+                       "8-bit RGB")
+    if pixels.ndim == 3 and pixels.shape[2] in (1, 2):  # gray (+ alpha)
+        pixels = pixels[..., 0]
+    if pixels.ndim == 2:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
+    elif pixels.shape[2] == 4:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
+    return cv2.imencode(".png", pixels)[1].tobytes(), "png"

@@ -1,38 +1,22 @@
 """The TFRecord schema shared by the converters (writers) and data.py (reader).
 
-One `tf.train.Example` per image:
-
-    key               dtype   meaning
-    image/encoded     bytes   RGB image, JPEG (the original file's bytes when
-                              the source is a 3-channel JPEG) or PNG; decode with
-                              tf.io.decode_image(channels=3)
-    image/format      bytes   b"jpeg" or b"png"
-    image/height      int64   image height in pixels
-    image/width       int64   image width in pixels
-    image/id          int64   COCO image id; Oxford-IIIT Pet: CLASS-ID * 10000
-                              + the photo's number (convert_pets.py)
-    image/filename    bytes   file name inside the COCO split directory (Pet:
-                              inside images/)
-    mask/encoded      bytes   PNG, uint8, 1 channel, same height and width:
-                              0 background, 1 chosen classes, 255 ignore
-    schema/version    int64   SCHEMA_VERSION; readers reject other versions
-
-Mask values are the constants below; every stage that reads or writes masks
-uses them instead of literals.
+One `tf.train.Example` per image, the keys below (dtypes in FEATURES; table in
+docs/convert.md). Mask values are the constants below; every stage that reads
+or writes masks uses them instead of literals.
 """
 
 import tensorflow as tf
 
 SCHEMA_VERSION = 1
 
-IMAGE = "image/encoded"
-FORMAT = "image/format"
+IMAGE = "image/encoded"  # RGB: a 3-channel JPEG source's own bytes, else PNG; decode_image reads it
+FORMAT = "image/format"  # b"jpeg" or b"png"
 HEIGHT = "image/height"
 WIDTH = "image/width"
-IMAGE_ID = "image/id"
-FILENAME = "image/filename"
-MASK = "mask/encoded"
-VERSION = "schema/version"
+IMAGE_ID = "image/id"  # COCO image id; Oxford-IIIT Pet: CLASS-ID * 10000 + the photo's number
+FILENAME = "image/filename"  # inside the COCO split directory (Pet: inside images/)
+MASK = "mask/encoded"  # PNG, uint8, 1 channel, the image's size: BACKGROUND, FOREGROUND, IGNORE
+VERSION = "schema/version"  # SCHEMA_VERSION; readers reject other versions
 
 BACKGROUND = 0
 FOREGROUND = 1
@@ -90,25 +74,21 @@ def decode_image(encoded):
 
 
 def decode(parsed):
-    """Graph op: decoded image [H, W, 3] uint8 and mask [H, W, 1] uint8.
-
-    Checks the schema version and that image and mask sizes agree with the
-    stored height and width, so a record from another tool fails loudly.
-    """
+    """Graph op: decoded image [H, W, 3] uint8 and mask [H, W, 1] uint8, checked against
+    the schema version and stored size, so a record from another tool fails loudly."""
     image = decode_image(parsed[IMAGE])
     mask = tf.io.decode_png(parsed[MASK], channels=1)
-    height = tf.cast(parsed[HEIGHT], tf.int32)
-    width = tf.cast(parsed[WIDTH], tf.int32)
+    size = tf.cast(tf.stack([parsed[HEIGHT], parsed[WIDTH]]), tf.int32)
     checks = [
         tf.debugging.assert_equal(
             parsed[VERSION], tf.constant(SCHEMA_VERSION, tf.int64),
             message=f"record schema version differs from {SCHEMA_VERSION}: "
             "re-run convert_coco.py or convert_pets.py"),
         tf.debugging.assert_equal(
-            tf.shape(image)[:2], tf.stack([height, width]),
+            tf.shape(image)[:2], size,
             message="record image size does not match its height/width"),
         tf.debugging.assert_equal(
-            tf.shape(mask)[:2], tf.stack([height, width]),
+            tf.shape(mask)[:2], size,
             message="record mask size does not match its image"),
     ]
     with tf.control_dependencies(checks):

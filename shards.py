@@ -7,24 +7,14 @@ record (records.make_example's arguments); this module writes them as
     <output>-<split>-progress.json                settings + finished shards, while running
     <output>-<split>-stats.json                   counts and pixel fractions, written last
 
-Records keep the converter's order and the shard boundaries depend only on the
-record count, so the output is byte-identical whatever the worker count.
-
-Atomic and resumable: a shard is written as <name>.partial and renamed when
-complete; the progress file records the finished shards and the plan (every
-setting that shapes the records). Re-running the same command after a kill
-writes only the missing shards; a different plan, or a finished set (the stats
-file exists), is refused unless overwrite. Readers should treat the stats file
-as the "complete" marker.
-
-Stats keys (both converters): split, classes, category_ids, crowd, negatives,
-seed (the converter's settings), images, positive_images, negative_images,
-instances, crowd_regions, skipped ({reason: count}), bytes_written,
-num_shards, shards, records_per_shard, pixels, foreground_pixels,
-ignore_pixels, foreground_fraction / ignore_fraction (over all pixels of all
-written masks; train.py --pos-weight auto reads the first), schema_version.
+Shard boundaries depend only on the record count, so the output is byte-identical
+whatever the worker count. A shard is written as <name>.partial and renamed when
+complete; re-running the same plan (every setting that shapes the records) after a
+kill writes only the missing shards. A different plan, or a finished set (the stats
+file, readers' "complete" marker, exists), is refused unless overwrite.
 """
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -161,11 +151,9 @@ def _mapper(encode, module_name, workers):
 def _ctrl_c_held():
     """Hold Ctrl-C while processes start; it takes effect here once they are up.
 
-    The fork server and the workers inherit the blocked signal and never see a
-    Ctrl-C: one landing while the fork server imported TensorFlow, for seconds,
-    printed its traceback, and one stopping this process midway through starting
-    the pool left workers that printed theirs. (The resource tracker of
-    multiprocessing starts the same way.)
+    The fork server, resource tracker and workers inherit the blocked signal: a Ctrl-C
+    while the fork server imported TensorFlow printed its traceback, and one midway
+    through starting the pool left workers that printed theirs.
     """
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, no fork server
         yield
@@ -218,7 +206,7 @@ def _prepare_output(output, split, plan, overwrite):
 
 def _empty_counts():
     return {"images": 0, "positive_images": 0, "negative_images": 0, **dict.fromkeys(COUNTS, 0),
-            "skipped": {}, "bytes": 0}
+            "skipped": collections.Counter(), "bytes": 0}
 
 
 def _write_shard(path, results, positives, skip_bad_images, bar):
@@ -233,7 +221,7 @@ def _write_shard(path, results, positives, skip_bad_images, bar):
                     reason, message = bad
                     if not skip_bad_images:
                         raise cli.UserError(f"{message}, or pass --skip-bad-images")
-                    counts["skipped"][reason] = counts["skipped"].get(reason, 0) + 1
+                    counts["skipped"][reason] += 1
                     bar.write(f"warning: skipped {message}", file=sys.stderr)
                     continue
                 writer.write(records.make_example(*parts))
@@ -285,27 +273,21 @@ def write(job, workers=None, overwrite=False, skip_bad_images=False, progress=Tr
 
 
 def _summarize(job, shards):
+    """The stats file; train.py --pos-weight auto reads foreground_fraction."""
     total = _empty_counts()
     for counts in shards:
-        for key, value in counts.items():
-            if key == "skipped":
-                for reason, n in value.items():
-                    total["skipped"][reason] = total["skipped"].get(reason, 0) + n
-            else:
-                total[key] += value
+        total["skipped"].update(counts["skipped"])
+        for key in total.keys() - {"skipped"}:
+            total[key] += counts[key]
     pixels = max(1, total["pixels"])
     n = job.plan["num_shards"]
     return {
         **{key: job.settings[key] for key in
            ("split", "classes", "category_ids", "crowd", "negatives", "seed")},
-        "images": total["images"], "positive_images": total["positive_images"],
-        "negative_images": total["negative_images"], "instances": total["instances"],
-        "crowd_regions": total["crowd_regions"], "skipped": total["skipped"],
-        "bytes_written": total["bytes"], "num_shards": n,
+        **{key: total[key] for key in ("images", "positive_images", "negative_images", *COUNTS)},
+        "skipped": dict(total["skipped"]), "bytes_written": total["bytes"], "num_shards": n,
         "shards": [os.path.basename(shard_name(job.output, job.split, k, n)) for k in range(n)],
         "records_per_shard": [c["images"] for c in shards],
-        "pixels": total["pixels"], "foreground_pixels": total["foreground_pixels"],
-        "ignore_pixels": total["ignore_pixels"],
         "foreground_fraction": total["foreground_pixels"] / pixels,
         "ignore_fraction": total["ignore_pixels"] / pixels,
         "schema_version": records.SCHEMA_VERSION,
