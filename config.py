@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import random
-import re
 
 import tensorflow as tf
 
@@ -24,6 +23,7 @@ import cli
 import distribute
 import errors
 import optim
+import shards
 import speed
 import unet
 from cli import UsageError, UserError
@@ -206,7 +206,14 @@ def resolve(cfg):
         changes["precision"], why = speed.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
     speed.settings(dataclasses.replace(cfg, **changes))  # threads, XLA, concrete precision
-    changes.update(_resolve_pos_weight(cfg))
+    changes["pos_weight"] = cfg.pos_weight
+    if cfg.pos_weight == "auto":  # files are read last: a bad flag is named first
+        balance = shards.class_balance(cfg.train_records, cfg.stats)
+        changes.update(pos_weight=balance.pos_weight, stats=balance.path)
+        if balance.classes:
+            changes["classes"] = balance.classes
+        log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
+                 balance.foreground_fraction, balance.path, balance.pos_weight)
     if cfg.seed is None:
         changes["seed"] = random.SystemRandom().randrange(2**31)
     resolved = RunConfig(**{**dataclasses.asdict(cfg), **changes})
@@ -243,48 +250,6 @@ def check_budget(cfg):
     if cfg.minutes and cfg.lr_schedule != "cosine":
         log.info("--minutes with --lr-schedule %s: the learning rate does not follow the "
                  "budget (cosine decays it to 0 as the time runs out)", cfg.lr_schedule)
-
-
-def _resolve_pos_weight(cfg):
-    """{pos_weight: float} ('auto': from the converter's stats, with stats and classes)."""
-    if cfg.pos_weight != "auto":
-        return {"pos_weight": float(cfg.pos_weight)}
-    path = cfg.stats or stats_path_for(cfg.train_records)
-    stats, fraction = read_stats(path)
-    if not 0.0 < fraction < 1.0:
-        raise UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
-                        "pass a number for --pos-weight")
-    changes = {"pos_weight": (1.0 - fraction) / fraction, "stats": path}
-    if stats.get("classes"):
-        changes["classes"] = tuple(stats["classes"])
-    log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
-             fraction, path, changes["pos_weight"])
-    return changes
-
-
-def stats_path_for(train_records):
-    """The converter's stats JSON beside the shards: data/cat-train2017-*... -> -stats.json."""
-    derived = re.sub(r"-\*[^/]*$", "-stats.json", train_records)
-    if derived == train_records:
-        raise UsageError(f"cannot find the converter's stats file from --train-records "
-                         f"{train_records!r} (expected a '<output>-<split>-*' glob): pass --stats")
-    return derived
-
-
-def read_stats(path):
-    try:
-        with open(path) as f:
-            stats = json.load(f)
-        fraction = float(stats["foreground_fraction"])
-    except FileNotFoundError:
-        raise UserError(f"stats file {path} is missing: convert_coco.py / convert_pets.py write "
-                        "it next to the shards; pass --stats or a number for --pos-weight"
-                        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
-        raise UserError(f"stats file {path} is unreadable or has no number "
-                        f"'foreground_fraction' ({e}): re-run convert_coco.py or "
-                        "convert_pets.py") from None
-    return stats, fraction
 
 
 def check_resumable(cfg):

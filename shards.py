@@ -26,6 +26,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
@@ -292,6 +293,46 @@ def _summarize(job, shards):
         "ignore_fraction": total["ignore_pixels"] / pixels,
         "schema_version": records.SCHEMA_VERSION,
     }
+
+
+@dataclasses.dataclass
+class ClassBalance:
+    """What train.py --pos-weight auto takes from a stats file."""
+
+    path: str  # the stats file read
+    foreground_fraction: float  # f, over the records' valid pixels
+    classes: tuple  # what the records were made for; () when the stats do not say
+
+    @property
+    def pos_weight(self):
+        return (1.0 - self.foreground_fraction) / self.foreground_fraction
+
+
+def class_balance(train_records, path=""):
+    """The ClassBalance in `path`, by default the stats file beside the train_records glob
+    (data/cat-train2017-*... -> data/cat-train2017-stats.json)."""
+    if not path:
+        path = re.sub(r"-\*[^/]*$", "-stats.json", train_records)
+        if path == train_records:
+            raise cli.UsageError(f"cannot find the converter's stats file from --train-records "
+                                 f"{train_records!r} (expected a '<output>-<split>-*' glob): "
+                                 "pass --stats")
+    try:
+        with open(path) as f:
+            stats = json.load(f)
+        fraction = float(stats["foreground_fraction"])
+    except FileNotFoundError:
+        raise cli.UserError(f"stats file {path} is missing: convert_coco.py / convert_pets.py "
+                            "write it next to the shards; pass --stats or a number for "
+                            "--pos-weight") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise cli.UserError(f"stats file {path} is unreadable or has no number "
+                            f"'foreground_fraction' ({e}): re-run convert_coco.py or "
+                            "convert_pets.py") from None
+    if not 0.0 < fraction < 1.0:
+        raise cli.UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
+                            "pass a number for --pos-weight")
+    return ClassBalance(path, fraction, tuple(stats.get("classes") or ()))
 
 
 def summary(stats, output, regions="crowd regions", flag="--crowd"):

@@ -488,13 +488,14 @@ def train(cfg, clock=time.monotonic):
     fake one; see _TrainingClock for when it is read).
     """
     cfg = config.resolve(cfg)  # every flag checked once; refuses a run dir of another network
-    # First: logical CPU devices for --devices must exist before TF's runtime starts.
+    # Both before TF's runtime starts: XLA flags are read at the first Session, and the
+    # logical CPU devices of --devices must exist by then.
+    session_config = speed.device_config(cfg)
     strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
     # Non-chief workers share the chief's run dir but never write to it.
     lock = runlock.RunLock(cfg.run_dir) if distribute.is_chief(strategy) else (
         contextlib.nullcontext())
     with lock, errors.disk_errors(cfg.run_dir):
-        session_config = speed.device_config(cfg)  # first: XLA flags are read at the first Session
         # Checks every record once (the count reads them all anyway); see guard.py.
         train_files, counts = guard.scan_records(cfg.train_records, cfg.run_dir,
                                                  cfg.skip_corrupt_records, "train")

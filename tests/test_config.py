@@ -51,13 +51,6 @@ def test_unknown_keys_are_one_error(tmp_path):
         config.load_config(str(tmp_path))
 
 
-def test_stats_path_from_train_glob():
-    assert config.stats_path_for("data/cat-train2017-*") == "data/cat-train2017-stats.json"
-    assert config.stats_path_for("d/x-val-*.tfrecord") == "d/x-val-stats.json"
-    with pytest.raises(UsageError, match="--stats"):
-        config.stats_path_for("data/shard0.tfrecord")
-
-
 def test_resolve_names_a_bad_flag_before_reading_any_file(tmp_path):
     cfg = config.Config(input_size=98, depth=2, pos_weight="auto",
                         stats=str(tmp_path / "missing-stats.json"))

@@ -126,3 +126,19 @@ def test_the_pools_processes_start_with_ctrl_c_blocked(tmp_path):
         # So none can take a Ctrl-C as a KeyboardInterrupt and print its traceback
         # while it starts (the fork server imports TensorFlow for seconds).
         assert all(sigint_blocked(pid) for pid in pool)
+
+
+def test_class_balance_reads_the_stats_the_writer_wrote(tmp_path):
+    shards.write(job(tmp_path / "t", ["a", "b", "c"]), workers=1, progress=False)
+    balance = shards.class_balance(str(tmp_path / "t-s-*"))  # found beside the shards
+    assert balance.path == str(tmp_path / "t-s-stats.json")
+    assert balance.foreground_fraction == 24 / 72 and balance.pos_weight == pytest.approx(2.0)
+    assert balance.classes == ("thing",)
+    with pytest.raises(cli.UsageError, match="pass --stats"):
+        shards.class_balance("data/shard0.tfrecord")
+    (tmp_path / "bad.json").write_text('{"foreground_fraction": 0}')
+    with pytest.raises(cli.UserError, match="gives no class balance"):
+        shards.class_balance("ignored-*", str(tmp_path / "bad.json"))
+    (tmp_path / "torn.json").write_text('{"foreground_')
+    with pytest.raises(cli.UserError, match="torn.json is unreadable"):
+        shards.class_balance("ignored-*", str(tmp_path / "torn.json"))
