@@ -54,9 +54,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
              save_overlays=0, progress=True, adopt=None):
     """Predict every record's full image, write the report and TensorBoard, return the results.
 
-    records_pattern defaults to the run config's val_records. adopt: None adopts
-    the best threshold when the records are the run's val_records and the
-    checkpoint its default; True / False force it either way.
+    records_pattern defaults to the run's val_records; adopt: True / False, or None (_adoption).
     """
     cfg = config.load_config(run_dir)
     records_pattern = records_pattern or cfg.val_records
@@ -231,12 +229,9 @@ def _write_tensorboard(log_dir, counts, result):
     # TensorBoard's own convention for 0/0: 0, as its streaming PR op computes it.
     precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
     recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
-    values = [v1.Summary.Value(tag=f"eval/{key}", simple_value=value)
-              for key, value in result["model"].items()]
-    values += [v1.Summary.Value(tag=f"eval/all_background_{key}", simple_value=value)
-               for key, value in result["all_background"].items()]
-    values.append(v1.Summary.Value(tag="eval/best_threshold",
-                                   simple_value=result["best_threshold"]))
+    scalars = {**result["model"], "best_threshold": result["best_threshold"],
+               **{f"all_background_{k}": v for k, v in result["all_background"].items()}}
+    values = [v1.Summary.Value(tag=f"eval/{k}", simple_value=v) for k, v in scalars.items()]
     with tf.Graph().as_default():
         writer = v1.summary.FileWriter(log_dir)
         writer.add_summary(pr_summary.raw_data_pb(

@@ -118,11 +118,8 @@ def _checked_threshold(value, path, key):
 
 
 def collect_images(inputs, out_dir=None):
-    """Image paths from files and directories, and (input, message) for bad inputs.
-
-    A directory contributes its .jpg/.jpeg/.png files, sorted, except this
-    tool's own outputs when it is also the output directory.
-    """
+    """Image paths from files and directories (a directory's .jpg/.jpeg/.png files, sorted,
+    minus this tool's outputs when it is out_dir), and (input, message) for bad inputs."""
     paths, failed = [], []
     out_real = os.path.realpath(out_dir) if out_dir else None
     for item in inputs:
@@ -143,10 +140,7 @@ def collect_images(inputs, out_dir=None):
 
 
 def overlay(image, mask, truth=None):
-    """uint8 [H, W, 3] RGB: `image` with bool `mask` tinted and outlined.
-
-    With `truth` (bool [H, W]) the ground truth is outlined too, in green.
-    """
+    """uint8 [H, W, 3] RGB: `image` with bool `mask` tinted and outlined (bool `truth`: green)."""
     out = image.astype(np.float32)
     out[mask] = 0.55 * out[mask] + 0.45 * np.array(TINT, np.float32)
     out = np.round(out).astype(np.uint8)

@@ -55,8 +55,7 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
     by overlap-tile with `lay` from layout(), batch_size tiles per run (memory vs. speed)."""
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    check = tf.debugging.assert_positive(
-        tf.stack([height, width]), message="image has no pixels")
+    check = tf.debugging.assert_positive(tf.stack([height, width]), message="image has no pixels")
     with tf.control_dependencies([check]):
         ny, nx = tile_count(height, lay), tile_count(width, lay)
     # The padded canvas is exactly covered by the input tiles.
