@@ -65,7 +65,6 @@ class RunLock:
     def __init__(self, run_dir):
         self.run_dir = run_dir
         self.path = lock_path(run_dir)
-        self._fd = None
 
     def acquire(self):
         try:
@@ -109,19 +108,13 @@ class RunLock:
         self._fd = fd
         return self
 
-    def release(self):
-        if self._fd is None:
-            return
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
         # Remove the file before unlocking, so nobody sees our stale pid afterwards.
         with contextlib.suppress(OSError):
             if (read_owner(self.path) or {}).get("pid") == os.getpid():
                 os.remove(self.path)
         os.close(self._fd)  # also drops the flock
-        self._fd = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
 
