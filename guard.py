@@ -72,12 +72,10 @@ def masked_crc32c(data):
 
 def _header_ok(raw, pos, size):
     """Whether a valid record header starts at pos: its length crc matches and it fits."""
-    head = raw[pos:pos + HEADER]
-    if len(head) < HEADER:
-        return False
+    head = raw[pos:pos + HEADER]  # short at the shard's end: then it cannot fit either
     length = int.from_bytes(head[:8], "little")
-    return (masked_crc32c(head[:8]) == int.from_bytes(head[8:], "little")
-            and pos + HEADER + length + FOOTER <= size)
+    return (pos + HEADER + length + FOOTER <= size
+            and masked_crc32c(head[:8]) == int.from_bytes(head[8:], "little"))
 
 
 def iterate_shard(path, skip_corrupt=False):
