@@ -147,8 +147,7 @@ def _are_val_records(files, cfg):
 
 def _adoption(adopt, own_records, run_dir, checkpoint, is_default):
     """(adopt the best threshold?, why): the caller's True / False, else only for the
-    run's own val_records evaluated with the checkpoint predict.py would restore.
-    """
+    run's own val_records evaluated with the checkpoint predict.py would restore."""
     if adopt is not None:
         return adopt, "--adopt-threshold" if adopt else "--no-adopt-threshold"
     if not own_records:

@@ -92,12 +92,9 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
 
 
 def probabilities(image, cfg, batch_size=4):
-    """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor.
-
-    With cfg.long_side the network sees the image at its training scale
-    (data.resize_image) and its map is resized back to [H, W] bilinearly, so
-    masks and metrics stay at the input's full size.
-    """
+    """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor. With
+    cfg.long_side the network sees the image at its training scale (data.resize_image)
+    and its map is resized back bilinearly, so masks and metrics stay at full size."""
     if cfg.num_outputs != 1:
         raise UserError(f"config has num_outputs={cfg.num_outputs}; predict, evaluate and "
                         "export handle one sigmoid output (num_outputs=1)")
