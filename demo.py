@@ -3,26 +3,12 @@
     python demo.py                   # real photos: the embedded Oxford-IIIT Pet sample
     python demo.py --dataset drawn   # the generated COCO-format drawn dataset
 
-Real photos (the default):
-1. converts samples/oxford_pets/ (300 genuine Oxford-IIIT Pet photos, 256 px; see
-   its README) with convert_pets.py: the cats are the foreground, the dogs
-   negatives; its trainval.txt photos into data/pets_cat-trainval-*, its 75
-   held-out test.txt photos into data/pets_cat-test-*,
-2. trains a small U-Net on the CPU into logs/demo/ (checkpoints, TensorBoard),
-   validating on the held-out photos (never trained on),
-3. scores the final checkpoint on those photos with evaluate.py: full images at
-   their stored size, threshold 0.5, next to the all-background baseline.
-
-Drawn (`--dataset drawn`, logs/demo_drawn): generates the demo COCO dataset
-(demo_data.py) into data/demo_coco/, converts it with convert_coco.py and
-trains on it the same way.
-
-Re-running reuses the records when they are complete, and resumes the run (or,
-when it is finished, just scores it again). Delete the run dir to train from
-scratch. `--minutes M` trains for M minutes instead of a fixed number of
-epochs, with the cosine schedule fitted to them (train.py --minutes).
-
-Measured on 2 shared CPU cores: see docs/train.md ("The demo").
+Converts the data (samples/oxford_pets/ with convert_pets.py, cats the foreground and
+dogs negatives; or demo_data.py's drawn COCO set with convert_coco.py), trains a small
+U-Net on the CPU into logs/demo/ (or logs/demo_drawn/) and, on real photos, scores the
+last checkpoint on the held-out test photos with evaluate.py next to the all-background
+baseline (docs/train.md, "The demo"). Re-running reuses complete records and resumes
+the run (or, when it is finished, just scores it again).
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -78,14 +64,6 @@ DATASETS = {"pets": PETS_TRAINING, "drawn": DRAWN_TRAINING}
 RUN_DIRS = {"pets": "logs/demo", "drawn": "logs/demo_drawn"}
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _convert(convert, source, split, output, fresh=False, **settings):
     """Convert one split unless its stats file (the converter's 'complete' marker) exists;
     `fresh`: the source changed, so convert again over any earlier records."""
@@ -117,7 +95,11 @@ def prepare_drawn(data_dir="data", seed=0, num_train=demo_data.NUM_TRAIN,
     params = {"seed": seed, "num_train": num_train, "num_val": num_val}
     # demo_data writes each split's annotation file last; this marker comes after both.
     marker = os.path.join(coco_dir, "demo-params.json")
-    fresh = _read_json(marker) != params
+    try:
+        with open(marker) as f:
+            fresh = json.load(f) != params
+    except (OSError, ValueError):
+        fresh = True
     if fresh:
         log.info("generating the demo dataset in %s (%d train, %d val images)",
                  coco_dir, num_train, num_val)
@@ -166,21 +148,17 @@ def run(dataset="pets", data_dir="data", run_dir=None, seed=0, num_train=demo_da
     return DemoResult(training, evaluation, time.time() - start)
 
 
-def _scores(result):
-    """(model metrics, all-background metrics, what was scored, its name)."""
-    if result.evaluation:
-        return (result.evaluation["model"], result.evaluation["all_background"],
-                f"{result.evaluation['images']} held-out photos, full size", "held-out")
-    val = result.training.val
-    return val.model, val.baseline, "val images", "val"
-
-
 def report(result, run_dir):
     """The closing lines: the score next to the baseline, and where things are."""
     if result.training.interrupted:
         return (f"demo stopped at step {result.training.step}: run `python demo.py` again "
                 "to continue")
-    model, base, scored, name = _scores(result)
+    if result.evaluation:
+        model, base = result.evaluation["model"], result.evaluation["all_background"]
+        scored, name = f"{result.evaluation['images']} held-out photos, full size", "held-out"
+    else:
+        model, base = result.training.val.model, result.training.val.baseline
+        scored, name = "val images", "val"
     iou = model["foreground_iou"]
     minutes, seconds = divmod(round(result.seconds), 60)
     lines = [

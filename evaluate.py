@@ -1,43 +1,24 @@
-"""Honest full-image metrics for a trained run.
+"""Honest full-image metrics for a trained run (docs/inference.md, "Evaluate").
 
     python evaluate.py --run logs/demo --records 'data/demo-val2017-*'
 
-Every record's whole image goes through the same overlap-tile graph as
-predict.py (not just a centre crop, as the training-time validation does), and
-the metrics count the valid pixels (mask != 255) of the full masks. A run
-trained with long_side sees each image at that scale, and its probabilities are
-resized back to the stored size, so it is scored against the full-resolution
-mask, as predict.py's masks would be:
-
-    foreground IoU     dataset-level: total intersection / total union
-    mean image IoU     the mean of per-image IoUs (images with no valid pixel skipped)
-    Dice, precision, recall, pixel accuracy   dataset-level
-
-next to the same metrics for the all-background prediction, so a network that
-predicts nothing cannot look good. A prediction is foreground when p >= the
-threshold (--threshold, 0.5), as in TensorBoard's PR curves. A ratio with
-nothing to find and nothing found (0/0) counts as perfect (metrics.py).
-
-It also sweeps thresholds 0.05..0.95: precision, recall and IoU at each, and
-the best-IoU threshold. That threshold is tuned on the records evaluated here,
-so it is ADOPTED (written to <run>/threshold.json, which predict.py and
-export.py default to) only when they are the run's own val_records and the
-checkpoint is the run's default one, or with --adopt-threshold; evaluating
+Unlike training's centre-crop validation, every record's whole image goes through
+predict.py's overlap-tile graph (at the run's long_side, resized back) and is scored
+on the valid pixels of its full mask, next to the all-background prediction, so a
+network that predicts nothing cannot look good. The sweep's best threshold is tuned
+on the records evaluated, so it is adopted into threshold.json only for the run's
+own val_records with its default checkpoint, or with --adopt-threshold: evaluating
 other data (e.g. real photos) never moves it silently.
-
-The report is named for what it evaluated: <run>/eval.json for the run's
-val_records, else <run>/eval-<records>-<hash>.json (atomically), with a
-TensorBoard PR curve and scalars in the directory of the same name, and with
---save-overlays N the N worst and N best images by IoU in its overlays/
-(prediction tinted red and outlined yellow, ground truth outlined green).
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import argparse
+import contextlib
 import hashlib
 import heapq
+import itertools
 import os
 import re
 import sys
@@ -69,16 +50,11 @@ NAMES = {"foreground_iou": "foreground IoU", "mean_image_iou": "mean image IoU",
          "pixel_accuracy": "pixel accuracy"}
 
 
-# ------------------------------------------------------------ evaluation
-
-
 def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batch_size=4,
              save_overlays=0, progress=True, adopt=None):
     """Predict every record's full image, write the report and TensorBoard, return the results.
 
-    records_pattern defaults to the run config's val_records. adopt: None adopts
-    the best threshold when the records are the run's val_records and the
-    checkpoint its default; True / False force it either way.
+    records_pattern defaults to the run's val_records; adopt: True / False, or None (_adoption).
     """
     cfg = config.load_config(run_dir)
     records_pattern = records_pattern or cfg.val_records
@@ -108,28 +84,24 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
         bar = tqdm(unit="image", disable=not progress, file=sys.stderr)
         for path in files:
             sess.run(iterator.initializer, {filename: path})
-            index = 0
-            while True:
+            for index in itertools.count():
                 try:
                     got = sess.run(item)
                 except tf.errors.OutOfRangeError:
                     break
+                # UnicodeDecodeError: TF's answer to bytes that are no Example proto.
                 except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
-                        tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
-                    raise UserError(f"{path}: record #{index} is unreadable "
-                                    f"({errors.summary(e)}): re-create it with "
-                                    "convert_coco.py or convert_pets.py") from None
-                except UnicodeDecodeError:  # TF's answer to bytes that are no Example proto
-                    raise UserError(f"{path}: record #{index} is unreadable (not a "
-                                    "tf.train.Example): re-create it with convert_coco.py or "
-                                    "convert_pets.py") from None
+                        tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
+                        UnicodeDecodeError) as e:
+                    reason = ("not a tf.train.Example" if isinstance(e, UnicodeDecodeError)
+                              else errors.summary(e))
+                    raise UserError(f"{path}: record #{index} is unreadable ({reason}): re-create "
+                                    "it with convert_coco.py or convert_pets.py") from None
                 c = metrics.confusion(got["prob"], got["mask"][..., 0], thresholds)
                 counts.append(c)
                 names.append((got["filename"].decode(errors="replace"), int(got["id"])))
-                if save_overlays:
-                    iou = metrics.ratios(c[-1])["foreground_iou"] if c[-1].sum() else None
-                    keep.add(iou, len(names) - 1, got)
-                index += 1
+                if save_overlays and c[-1].sum():  # images without valid pixels have no IoU
+                    keep.add(metrics.ratios(c[-1])["foreground_iou"], len(names) - 1, got)
                 bar.update()
         bar.close()
     if not counts:
@@ -173,21 +145,18 @@ def _are_val_records(files, cfg):
         map(os.path.realpath, own))
 
 
-def _adoption(adopt, own_records, run_dir, checkpoint, is_default=False):
+def _adoption(adopt, own_records, run_dir, checkpoint, is_default):
     """(adopt the best threshold?, why): the caller's True / False, else only for the
-    run's own val_records evaluated with the checkpoint predict.py would restore.
-    """
+    run's own val_records evaluated with the checkpoint predict.py would restore."""
     if adopt is not None:
         return adopt, "--adopt-threshold" if adopt else "--no-adopt-threshold"
     if not own_records:
         return False, "not the run's val_records"
-    if is_default:  # resolved as predict.py and export.py resolve it: no second read
-        return True, "the run's val_records and default checkpoint"
-    try:
-        default = checkpoints.resolve(run_dir)  # what predict.py and export.py restore
-    except UserError:
-        default = None
-    if default is None or os.path.abspath(default) != os.path.abspath(checkpoint):
+    if not is_default:  # a --checkpoint: the one predict.py and export.py restore anyway?
+        with contextlib.suppress(UserError):
+            default = checkpoints.resolve(run_dir)
+            is_default = os.path.abspath(default) == os.path.abspath(checkpoint)
+    if not is_default:
         return False, "not the run's default checkpoint"
     return True, "the run's val_records and default checkpoint"
 
@@ -199,8 +168,6 @@ class _Extremes:
         self.n, self.worst, self.best = n, [], []
 
     def add(self, iou, index, item):
-        if iou is None or not self.n:
-            return
         entry = (item["image"], item["mask"][..., 0], item["prob"], item["filename"])
         # Heaps hold the entries to drop first at [0]; index breaks ties by order.
         for heap, key in ((self.worst, (-iou, -index)), (self.best, (iou, -index))):
@@ -261,12 +228,9 @@ def _write_tensorboard(log_dir, counts, result):
     # TensorBoard's own convention for 0/0: 0, as its streaming PR op computes it.
     precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
     recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
-    values = [v1.Summary.Value(tag=f"eval/{key}", simple_value=value)
-              for key, value in result["model"].items()]
-    values += [v1.Summary.Value(tag=f"eval/all_background_{key}", simple_value=value)
-               for key, value in result["all_background"].items()]
-    values.append(v1.Summary.Value(tag="eval/best_threshold",
-                                   simple_value=result["best_threshold"]))
+    scalars = {**result["model"], "best_threshold": result["best_threshold"],
+               **{f"all_background_{k}": v for k, v in result["all_background"].items()}}
+    values = [v1.Summary.Value(tag=f"eval/{k}", simple_value=v) for k, v in scalars.items()]
     with tf.Graph().as_default():
         writer = v1.summary.FileWriter(log_dir)
         writer.add_summary(pr_summary.raw_data_pb(

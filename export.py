@@ -1,24 +1,13 @@
-"""Export a trained run as a TensorFlow SavedModel for serving.
+"""Export a trained run as a TensorFlow SavedModel for serving (docs/inference.md, "Export").
 
     python export.py --run logs/demo --out exported/cat_unet
 
-The serving signature ("serving_default") takes one encoded image and returns
-full-size maps, with the mirror-pad / tile / stitch of tiling.py inside the
-graph, so clients need no U-Net geometry:
-
-    inputs   image          string []       JPEG or PNG bytes, any size
-    outputs  probabilities  float32 [H, W]  foreground probability
-             mask           uint8 [H, W]    255 where probability >= threshold, else 0
-
-The threshold is baked in: --threshold, else the run's adopted threshold
-(threshold.json, written by evaluate.py; docs/inference.md), else 0.5, as
-predict.py. The graph is the same one predict.py runs, so the SavedModel gives
-predict.py's masks; a run trained with long_side resizes the image to that
-scale inside the graph and the probabilities back to the input's size. It is a TF1-style SavedModel
-(tf.compat.v1.saved_model.Builder), because unet.py builds its variables with
-tf.compat.v1.get_variable; tf.saved_model.load, saved_model_cli and TensorFlow
-Serving all read it. assets.extra/coco_unet.json records the config, checkpoint
-and threshold it was made from.
+The "serving_default" signature takes one encoded JPEG/PNG and returns full-size
+probabilities (float32 [H, W]) and mask (uint8 [H, W], 0/255) from the same graph
+as predict.py (tiling.py), so clients need no U-Net geometry; the threshold is
+baked in. It is a TF1-style SavedModel (tf.compat.v1.saved_model.Builder) because
+unet.py builds its variables with tf.compat.v1.get_variable; tf.saved_model.load,
+saved_model_cli and TensorFlow Serving all read it.
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -58,8 +47,7 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
     """Write the SavedModel to out_dir (complete or not at all); returns its info dict."""
     cfg = config.load_config(run_dir)
     checkpoint = checkpoints.resolve(run_dir, checkpoint)
-    threshold, source = (threshold, "--threshold") if threshold is not None \
-        else predict.default_threshold(run_dir)
+    threshold, source = predict.default_threshold(run_dir, threshold)
     if os.path.exists(out_dir) and not overwrite:
         raise UserError(f"{out_dir} already exists: pass --overwrite to replace it, or "
                         "another --out")

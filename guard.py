@@ -1,20 +1,12 @@
 """Corrupt training records: find them before training, skip them, report them.
 
-A TFRecord is framed as
-
-    uint64 length | uint32 masked crc32c(length) | data | uint32 masked crc32c(data)
-
-and TensorFlow checks both CRCs, but its DataLossError names neither the shard
-nor the place. `scan_records` walks every shard once before training (the
-trainer read every byte to count records anyway) with TensorFlow's own
-checksumming reader, so a flipped byte or a truncated shard stops the run with
-one line naming the shard, the record number and its byte offset. With
---skip-corrupt-records it also parses and decodes every record, and shards with
-bad records are replaced, for this run only, by copies of their good records in
-`<run_dir>/clean-records/`; what was skipped is logged and written to
-`<run_dir>/corrupt_records.json`. Records that frame correctly but do not decode
-(a damaged PNG inside, another schema) are found lazily: the first error in
-training triggers `locate_bad_record`, which names the record the same way.
+TensorFlow checks a TFRecord's CRCs, but its DataLossError names neither the shard
+nor the place. `scan_records` walks every shard once before training (counting the
+records reads every byte anyway) with TensorFlow's own checksumming reader, so a
+flipped byte or a truncated shard stops the run with one line naming the shard, the
+record number and its byte offset; --skip-corrupt-records skips and reports them
+instead (docs/reliability.md). Records that frame correctly but do not decode are
+found lazily: the first error in training triggers `locate_bad_record`.
 """
 
 import contextlib
@@ -41,8 +33,9 @@ log = logging.getLogger("guard")
 CLEAN_DIR = "clean-records"
 MALFORMED = "not a tf.train.Example: malformed protocol buffer"
 REPORT = "corrupt_records.json"
-HEADER = 12  # uint64 length + uint32 crc of the length
-FOOTER = 4  # uint32 crc of the data
+# A record is framed as uint64 length | uint32 masked crc32c(length) | data | uint32 crc(data).
+HEADER = 12
+FOOTER = 4
 
 
 @dataclasses.dataclass
@@ -59,17 +52,13 @@ class BadRecord:
 
 # ---------------------------------------------------------------- crc32c for resyncing
 
-def _crc_table():
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
+def _crc_of_byte(c):
+    for _ in range(8):
+        c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    return c
 
 
-_TABLE = _crc_table()
+_TABLE = [_crc_of_byte(n) for n in range(256)]
 
 
 def masked_crc32c(data):
@@ -83,15 +72,11 @@ def masked_crc32c(data):
 
 def _header_ok(raw, pos, size):
     """Whether a valid record header starts at pos: its length crc matches and it fits."""
-    head = raw[pos:pos + HEADER]
-    if len(head) < HEADER:
-        return False
+    head = raw[pos:pos + HEADER]  # short at the shard's end: then it cannot fit either
     length = int.from_bytes(head[:8], "little")
-    return (masked_crc32c(head[:8]) == int.from_bytes(head[8:], "little")
-            and pos + HEADER + length + FOOTER <= size)
+    return (pos + HEADER + length + FOOTER <= size
+            and masked_crc32c(head[:8]) == int.from_bytes(head[8:], "little"))
 
-
-# ---------------------------------------------------------------- scanning
 
 def iterate_shard(path, skip_corrupt=False):
     """Yield (index, offset, record bytes or BadRecord) for every record of one shard.
@@ -227,8 +212,6 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
 
 def _clean_copy(path, spans, run_dir, kind):
     """Copy a shard's good records byte for byte (framing and CRCs included)."""
-    if run_dir is None:
-        raise ValueError("skipping corrupt records needs a run_dir for the clean copies")
     out_dir = os.path.join(run_dir, CLEAN_DIR, kind)
     os.makedirs(out_dir, exist_ok=True)
     target = os.path.join(out_dir, os.path.basename(path))
@@ -255,8 +238,6 @@ def _write_report(run_dir, kind, file_pattern, bad, good):
 
 def locate_bad_record(files):
     """The first record of files that fails framing, parsing or decoding, or None."""
-    if RandomRecordReader is None:  # the caller's error line then names the files only
-        return None
     decoder = _Decoder()
     try:
         for path in files:
@@ -270,11 +251,8 @@ def locate_bad_record(files):
 
 @contextlib.contextmanager
 def record_errors(file_pattern, files=None):
-    """Turn a corrupt/unreadable record met inside sess.run into one UserError line.
-
-    The shards are scanned again to name the shard, record and byte offset of
-    the bad record; when none is found the line names the pattern.
-    """
+    """Turn a corrupt/unreadable record met inside sess.run into one UserError line that
+    names the shard, record and byte offset (found by scanning again), else the pattern."""
     try:
         yield
     # TensorFlow raises UnicodeDecodeError instead of InvalidArgumentError when the record
@@ -283,7 +261,7 @@ def record_errors(file_pattern, files=None):
             UnicodeDecodeError) as e:
         log.warning("a record of %s failed to read or decode: scanning the shards to name it",
                     file_pattern)
-        try:  # naming the record needs the offset reader
+        try:  # naming the record needs the offset reader; without it the line names the files
             where = RandomRecordReader and locate_bad_record(
                 files or data.list_records(file_pattern))
         except (UserError, OSError, tf.errors.OpError):

@@ -1,21 +1,12 @@
-"""Full-resolution masks for your own pictures with a trained run.
+"""Full-resolution masks for your own pictures with a trained run (docs/inference.md).
 
     python predict.py --run logs/demo photo.jpg more/ --out predictions/
 
-For every input image (a directory means every .jpg/.jpeg/.png in it, sorted)
-it writes, named after the file's stem:
-
-    <stem>_mask.png     uint8 0/255, exactly the input's height x width
-    <stem>_overlay.png  the image with the mask tinted red and outlined in yellow
-    <stem>_prob.png     with --save-probabilities: round(255 * p), uint8
-
-The network is rebuilt from the run's config.json and the best checkpoint is
-restored (or --checkpoint). Images of any size go through the overlap-tile
-graph in tiling.py, at the scale the run was trained with (config.json's
-long_side; the probabilities are resized back, so masks are full size). The
-threshold defaults to the one evaluate.py adopted for the run (threshold.json,
-see docs/inference.md), else 0.5. Bad images get one error line each;
-the rest are still predicted, and the exit code is 1 if any failed.
+For every image (a directory: its .jpg/.jpeg/.png files) it writes <stem>_mask.png
+(0/255, the input's size), <stem>_overlay.png and, with --save-probabilities,
+<stem>_prob.png, through tiling.py's overlap-tile graph at the run's training scale.
+Bad images get one error line each; the rest are still predicted, and the exit
+code is 1 if any failed.
 """
 
 import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -74,27 +65,24 @@ class Predictor:
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
             raise UserError(f"not a readable JPEG/PNG image ({errors.summary(e)})") from None
 
-    def close(self):
-        self.session.close()
-
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.close()
+        self.session.close()
 
 
 ADOPTED = "(default: the one evaluate.py adopted for the run, in threshold.json, else 0.5)"
 
 
-def default_threshold(run_dir):
-    """(threshold, where it came from): the run's adopted threshold, else 0.5.
+def default_threshold(run_dir, given=None):
+    """(threshold, where it came from): `given`, else the run's adopted threshold, else 0.5.
 
-    evaluate.py adopts one into threshold.json only from the run's own
-    val_records or on --adopt-threshold (docs/inference.md), so evaluating
-    other data never moves it. Run dirs from before threshold.json: eval.json's
-    best_threshold counts if it was tuned on the run's val_records.
+    Run dirs from before threshold.json: eval.json's best_threshold counts if it
+    was tuned on the run's val_records.
     """
+    if given is not None:
+        return given, "--threshold"
     path = os.path.join(run_dir, checkpoints.THRESHOLD_JSON)
     stored = _read_result(path)
     if stored is not None:
@@ -130,11 +118,8 @@ def _checked_threshold(value, path, key):
 
 
 def collect_images(inputs, out_dir=None):
-    """Image paths from files and directories, and (input, message) for bad inputs.
-
-    A directory contributes its .jpg/.jpeg/.png files, sorted, except this
-    tool's own outputs when it is also the output directory.
-    """
+    """Image paths from files and directories (a directory's .jpg/.jpeg/.png files, sorted,
+    minus this tool's outputs when it is out_dir), and (input, message) for bad inputs."""
     paths, failed = [], []
     out_real = os.path.realpath(out_dir) if out_dir else None
     for item in inputs:
@@ -155,10 +140,7 @@ def collect_images(inputs, out_dir=None):
 
 
 def overlay(image, mask, truth=None):
-    """uint8 [H, W, 3] RGB: `image` with bool `mask` tinted and outlined.
-
-    With `truth` (bool [H, W]) the ground truth is outlined too, in green.
-    """
+    """uint8 [H, W, 3] RGB: `image` with bool `mask` tinted and outlined (bool `truth`: green)."""
     out = image.astype(np.float32)
     out[mask] = 0.55 * out[mask] + 0.45 * np.array(TINT, np.float32)
     out = np.round(out).astype(np.uint8)
@@ -199,8 +181,7 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
     "failed": [(input, message)]}. Raises UserError for problems with the run or
     when there is no image at all; bad single images only land in "failed".
     """
-    threshold, source = (threshold, "--threshold") if threshold is not None \
-        else default_threshold(run_dir)
+    threshold, source = default_threshold(run_dir, threshold)
     paths, failed = collect_images(inputs, out_dir)
     seen = {}
     for path in list(paths):

@@ -3,17 +3,13 @@
     with runlock.RunLock(run_dir):
         ...train...
 
-creates `<run_dir>/train.lock` holding {"pid", "host", "started", "argv"} and
-holds an exclusive fcntl.flock on it while training. A second training on the
-same run dir refuses with one line naming the owner, instead of interleaving
-checkpoints with the first.
-
-Stale locks: the kernel drops a flock when its process dies, even by SIGKILL,
-so a lock file left by a killed run is taken over (and logged). On file
-systems where flock is a no-op (some network mounts) the pid + host in the
-file are the fallback: a lock from this host whose pid is gone is stale; one
-from another host is honoured until the user removes it, because we cannot
-see that machine's processes.
+holds an exclusive fcntl.flock on `<run_dir>/train.lock` ({"pid", "host", "started",
+"argv"}), so a second training on the run dir refuses with one line naming the owner
+instead of interleaving checkpoints with the first (docs/reliability.md). The kernel
+drops a flock when its process dies, even by SIGKILL, so a killed run's lock is taken
+over. Where flock is a no-op (some network mounts) the pid + host are the fallback: a
+lock from another host is honoured until the user removes it, because we cannot see
+that machine's processes.
 """
 
 import contextlib
@@ -49,12 +45,10 @@ def read_owner(path):
 def pid_alive(pid):
     try:
         os.kill(int(pid), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, TypeError, ValueError, OverflowError):  # gone, or not a pid
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    except (TypeError, ValueError, OverflowError):
-        return False
     return True
 
 
@@ -71,7 +65,6 @@ class RunLock:
     def __init__(self, run_dir):
         self.run_dir = run_dir
         self.path = lock_path(run_dir)
-        self._fd = None
 
     def acquire(self):
         try:
@@ -115,19 +108,13 @@ class RunLock:
         self._fd = fd
         return self
 
-    def release(self):
-        if self._fd is None:
-            return
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
         # Remove the file before unlocking, so nobody sees our stale pid afterwards.
         with contextlib.suppress(OSError):
             if (read_owner(self.path) or {}).get("pid") == os.getpid():
                 os.remove(self.path)
         os.close(self._fd)  # also drops the flock
-        self._fd = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
 

@@ -1,27 +1,14 @@
-"""Overlap-tile inference (Ronneberger et al. 2015, Fig. 2), shared by predict,
-evaluate and export.
+"""Overlap-tile inference (Ronneberger et al. 2015, Fig. 2), shared by predict, evaluate
+and export: one TF graph (decode -> tiles -> U-Net -> stitch), so all three give the
+same pixels. docs/inference.md ("How any image size works") walks through it.
 
-A valid-convolution U-Net maps an `input`-sized tile to a smaller `output`-sized
-map: every output pixel sees `border` = (input - output) / 2 pixels of context on
-each side. To predict an image of any size we
-
-1. mirror the image by `border` px on every side (REFLECT, repeated as often as
-   needed, so even a 1x1 image works: its mirror image is that pixel again),
-2. cut input-sized tiles whose output tiles cover the image,
-3. run the tiles through the network in fixed-size batches, and
-4. stitch the output tiles and crop to the image's size.
-
-Tiles lie on a grid whose stride is a multiple of 2**depth (the product of the
-2x2 poolings). A tile shifted off that grid pools different pixel pairs than its
-neighbours and gives slightly different numbers, so the stride is the output size
-rounded down to the grid (388 -> 384 px for the paper's network; equal to the
-output size for depth <= 2). The last row and column of tiles may reach up to
-stride - 1 px past the image into mirrored context; that costs no extra tile and
-keeps the stitched map exactly equal to one forward pass over the whole
+The image is mirrored (REFLECT, repeated, so even a 1x1 image works) by `border` =
+(input - output) / 2 px, cut into input-sized tiles, run in fixed-size batches and
+stitched. The tile stride is the output size rounded down to a multiple of 2**depth
+(388 -> 384 px for the paper's network): a tile off that grid pools different pixel
+pairs than its neighbours. The last tiles may reach up to stride - 1 px past the image
+into mirrored context, so the stitched map equals one forward pass over the whole
 mirror-padded image (tests/test_predict.py checks this).
-
-Everything here is one TF graph (decode -> tiles -> U-Net -> stitch), so
-predict.py, evaluate.py and the exported SavedModel run the same ops.
 """
 
 import collections
@@ -39,8 +26,7 @@ Layout = collections.namedtuple("Layout", "input output border stride")
 
 def layout(input_size, depth):
     """Tile geometry for a network, or UserError when it cannot tile exactly."""
-    if not unet.is_valid_input_size(input_size, depth) or unet.output_size(
-            input_size, depth) <= 0:
+    if not unet.is_valid_input_size(input_size, depth):  # valid sizes have output pixels
         raise UserError(f"input_size {input_size} is not a valid depth-{depth} U-Net input "
                         "(no output pixels): fix input_size in the run's config.json")
     out = unet.output_size(input_size, depth)
@@ -65,20 +51,11 @@ def _stitch_indices(size, lay, count):
 
 
 def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
-    """U-Net logits for a whole image by overlap-tile.
-
-    Args:
-      image: uint8 [H, W, 3] RGB, any H, W >= 1 (dynamic).
-      lay: Layout from layout(input_size, depth).
-      batch_size: tiles per network run (memory vs. speed).
-
-    Returns:
-      float32 [H, W, num_outputs] logits.
-    """
+    """U-Net logits float32 [H, W, num_outputs] of a uint8 [H, W, 3] image (any H, W >= 1),
+    by overlap-tile with `lay` from layout(), batch_size tiles per run (memory vs. speed)."""
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    check = tf.debugging.assert_positive(
-        tf.stack([height, width]), message="image has no pixels")
+    check = tf.debugging.assert_positive(tf.stack([height, width]), message="image has no pixels")
     with tf.control_dependencies([check]):
         ny, nx = tile_count(height, lay), tile_count(width, lay)
     # The padded canvas is exactly covered by the input tiles.
@@ -88,9 +65,8 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
                                 width)
     padded = tf.gather(tf.gather(image, rows), cols, axis=1)  # uint8 [Hp, Wp, 3]
 
-    size = [1, lay.input, lay.input, 1]
-    step = [1, lay.stride, lay.stride, 1]
-    patches = tf.image.extract_patches(padded[None], size, step, [1, 1, 1, 1], "VALID")
+    patches = tf.image.extract_patches(padded[None], [1, lay.input, lay.input, 1],
+                                       [1, lay.stride, lay.stride, 1], [1, 1, 1, 1], "VALID")
     tiles = tf.reshape(patches, [-1, lay.input, lay.input, 3])  # [ny * nx, in, in, 3]
     n = ny * nx
     # Equal batches of at most batch_size: fewer than `batches` padding tiles are
@@ -116,12 +92,9 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
 
 
 def probabilities(image, cfg, batch_size=4):
-    """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor.
-
-    With cfg.long_side the network sees the image at its training scale
-    (data.resize_image) and its map is resized back to [H, W] bilinearly, so
-    masks and metrics stay at the input's full size.
-    """
+    """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor. With
+    cfg.long_side the network sees the image at its training scale (data.resize_image)
+    and its map is resized back bilinearly, so masks and metrics stay at full size."""
     if cfg.num_outputs != 1:
         raise UserError(f"config has num_outputs={cfg.num_outputs}; predict, evaluate and "
                         "export handle one sigmoid output (num_outputs=1)")
