@@ -491,11 +491,11 @@ def train(cfg, clock=time.monotonic):
     # Both before TF's runtime starts: XLA flags are read at the first Session, and the
     # logical CPU devices of --devices must exist by then.
     session_config = speed.device_config(cfg)
-    strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
-    # Non-chief workers share the chief's run dir but never write to it.
-    lock = runlock.RunLock(cfg.run_dir) if distribute.is_chief(strategy) else (
-        contextlib.nullcontext())
-    with lock, errors.disk_errors(cfg.run_dir):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(errors.disk_errors(cfg.run_dir))
+        strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
+        if distribute.is_chief(strategy):  # the other workers only read the chief's run dir
+            stack.enter_context(runlock.RunLock(cfg.run_dir))
         # Checks every record once (the count reads them all anyway); see guard.py.
         train_files, counts = guard.scan_records(cfg.train_records, cfg.run_dir,
                                                  cfg.skip_corrupt_records, "train")
