@@ -32,6 +32,7 @@ log = logging.getLogger("config")
 
 MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
 ON_NAN = ("stop", "skip")  # --on-nan
+_AUG = augment.Settings  # its defaults are the augmentation flags'
 
 
 def _flag(default, help, type=None, **argparse_kwargs):
@@ -71,26 +72,27 @@ class Config:
     long_side: int = _flag(0, "resize every image so its longer side is N px before windows are "
                            "cut (saved in config.json; evaluate/predict/export use it too); "
                            "0 = as stored", cli.non_negative_int)
-    # ---- augmentation of training windows (augment.py; validation is never augmented)
+    # ---- augmentation of training windows (augment.py, whose Settings hold the paper's
+    # values; validation is never augmented)
     augment: str = _flag("flip", "training augmentation: comma list of "
                          f"{','.join(augment.GROUPS)}, or all, or none (docs/augmentation.md)",
                          augment.groups_arg)
-    elastic_grid: int = _flag(3, "elastic: random displacement vectors on an N x N grid (>= 2; "
-                              "paper: 3)", cli.positive_int)
-    elastic_sigma: float = _flag(10.0, "elastic: standard deviation of the displacements in "
-                                 "pixels (paper: 10)", cli.non_negative_float)
-    min_scale: float = _flag(0.5, "scale: smallest zoom factor (drawn log-uniformly up to "
-                             "--max-scale)", cli.positive_float)
-    max_scale: float = _flag(2.0, "scale: largest zoom factor", cli.positive_float)
-    max_rotation: float = _flag(180.0, "rotate: angle uniform in [-N, N] degrees; 180 = any "
-                                "angle", cli.non_negative_float)
-    brightness: float = _flag(0.1, "color: up to this much added to pixel values in [0, 1]",
-                              cli.non_negative_float)
-    contrast: float = _flag(0.2, "color: contrast scaled by a factor in [1 - N, 1 + N]; N <= 1",
-                            cli.non_negative_float)
-    saturation: float = _flag(0.2, "color: saturation scaled by a factor in [1 - N, 1 + N]; "
-                              "N <= 1", cli.non_negative_float)
-    hue: float = _flag(0.02, "color: hue turned by up to N of the colour wheel; N <= 0.5",
+    elastic_grid: int = _flag(_AUG.elastic_grid, "elastic: random displacement vectors on an "
+                              "N x N grid (>= 2; paper: 3)", cli.positive_int)
+    elastic_sigma: float = _flag(_AUG.elastic_sigma, "elastic: standard deviation of the "
+                                 "displacements in pixels (paper: 10)", cli.non_negative_float)
+    min_scale: float = _flag(_AUG.min_scale, "scale: smallest zoom factor (drawn "
+                             "log-uniformly up to --max-scale)", cli.positive_float)
+    max_scale: float = _flag(_AUG.max_scale, "scale: largest zoom factor", cli.positive_float)
+    max_rotation: float = _flag(_AUG.max_rotation, "rotate: angle uniform in [-N, N] degrees; "
+                                "180 = any angle", cli.non_negative_float)
+    brightness: float = _flag(_AUG.brightness, "color: up to this much added to pixel values "
+                              "in [0, 1]", cli.non_negative_float)
+    contrast: float = _flag(_AUG.contrast, "color: contrast scaled by a factor in "
+                            "[1 - N, 1 + N]; N <= 1", cli.non_negative_float)
+    saturation: float = _flag(_AUG.saturation, "color: saturation scaled by a factor in "
+                              "[1 - N, 1 + N]; N <= 1", cli.non_negative_float)
+    hue: float = _flag(_AUG.hue, "color: hue turned by up to N of the colour wheel; N <= 0.5",
                        cli.non_negative_float)
     # ---- optimisation
     # The paper used one big tile a step; batch norm wants a few.
