@@ -1,4 +1,5 @@
-"""The converters' shared output: record shards written atomically and resumably.
+"""The converters' shared output: record shards written atomically and resumably, and
+the stats file beside them (which train.py --pos-weight auto reads back: class_balance).
 
 convert_coco.py and convert_pets.py choose the images and how each becomes a
 record (records.make_example's arguments); this module writes them as
