@@ -1,7 +1,7 @@
 """Quality benchmark: which training recipe segments cats best in the same time.
 
     python -m benchmarks.quality --out benchmarks/quality.json --plot docs/images/quality.png
-                                                     # ~45-50 min on a quiet 2-core CPU
+                                                     # ~30 min on a quiet 2-core CPU
     python -m benchmarks.quality --quick --out /tmp/quality.json     # the wiring, ~2-5 min
 
 The task is cat vs. everything on Oxford-IIIT Pet photos: species cat is the
