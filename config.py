@@ -164,7 +164,7 @@ def add_flags(parser):
             continue
         meta = dict(field.metadata)
         name = "--" + field.name.replace("_", "-")
-        if field.type is bool or field.type == "bool":
+        if field.type is bool:
             parser.add_argument(name, action="store_true", help=meta["help"])
             continue
         default = argparse.SUPPRESS if meta.pop("no_flag_default", False) else field.default
@@ -208,7 +208,6 @@ def resolve(cfg):
         changes["precision"], why = speed.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
     speed.settings(dataclasses.replace(cfg, **changes))  # threads, XLA, concrete precision
-    changes["pos_weight"] = cfg.pos_weight
     if cfg.pos_weight == "auto":  # files are read last: a bad flag is named first
         balance = shards.class_balance(cfg.train_records, cfg.stats)
         changes.update(pos_weight=balance.pos_weight, stats=balance.path)
@@ -216,6 +215,8 @@ def resolve(cfg):
             changes["classes"] = balance.classes
         log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
                  balance.foreground_fraction, balance.path, balance.pos_weight)
+    else:
+        changes["pos_weight"] = float(cfg.pos_weight)
     if cfg.seed is None:
         changes["seed"] = random.SystemRandom().randrange(2**31)
     resolved = RunConfig(**{**dataclasses.asdict(cfg), **changes})

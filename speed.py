@@ -124,8 +124,6 @@ def session_config(cfg, gpu=False):
     return config
 
 
-
-
 def device_config(cfg):
     """session_config for this machine's devices, with GPU memory growth; logs the device.
 

@@ -45,6 +45,11 @@ def test_run_config_types_say_what_the_fields_hold():
         f.name for f in dataclasses.fields(config.Config)]  # config.json keeps its keys
 
 
+def test_resolve_makes_pos_weight_a_float(tmp_path):
+    cfg = config.resolve(config.Config(pos_weight=2, seed=1, run_dir=str(tmp_path / "run")))
+    assert type(cfg.pos_weight) is float and cfg.pos_weight == 2.0
+
+
 def test_unknown_keys_are_one_error(tmp_path):
     (tmp_path / checkpoints.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, "nope": 1}))
     with pytest.raises(UserError, match="unknown keys"):
