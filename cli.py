@@ -71,7 +71,13 @@ def positive_float(text):
 
 
 def positive_float_or_auto(text):
-    return text if text == "auto" else positive_float(text)
+    if text == "auto":
+        return text
+    try:
+        return positive_float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'auto', "
+                                         f"got {text}") from None
 
 
 def fraction(text):

@@ -119,6 +119,7 @@ def test_invalid_input_size_lists_nearest_valid(capsys):
 
 @pytest.mark.parametrize("argv,code,message", [
     (["--pos-weight", "-1"], 2, "--pos-weight"),
+    (["--pos-weight", "abc"], 2, "--pos-weight: must be a positive number or 'auto', got abc"),
     (["--lr-schedule", "linear"], 2, "invalid choice"),
     (["--run-name", "a/b"], 2, "--run-dir"),
     (["--minutes", "-1"], 2, "--minutes"),
