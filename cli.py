@@ -87,6 +87,13 @@ def fraction(text):
     return value
 
 
+def rate(text):
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 def add_run_flags(parser, threshold_help, threshold_default=None, batch_help="tiles per "
                   "network run", progress=True):
     """The flags every command that reads a trained run shares, with the same names and checks.

@@ -57,6 +57,9 @@ class Config:
     base_filters: int = _flag(64, "channels of the first level, doubled per level; 64 is the "
                               "paper's", cli.positive_int)
     num_outputs: int = 1  # one sigmoid logit: pixel belongs to the classes or not
+    # Off: on the real-photo sample 0.5 and 0.2 both scored below none (docs/train.md).
+    dropout: float = _flag(0.0, "the paper's drop-out rate at the end of the contracting path, "
+                           "in training only; 0 = none", cli.rate)
     # ---- where the run lives: checkpoints, config.json and TensorBoard events
     run_dir: str = "logs/unet"  # train.py: --run-dir, or logs/<--run-name>
     # ---- more data (data.py)
@@ -229,6 +232,8 @@ def _check_flags(cfg):
     """The settings no other module owns."""
     if cfg.long_side < 0:
         raise UsageError(f"--long-side must be >= 0 (0 = images as stored), got {cfg.long_side}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UsageError(f"--dropout must be at least 0 and below 1 (0 = none), got {cfg.dropout}")
     if cfg.lr_schedule not in optim.LR_SCHEDULES:
         raise UsageError(f"--lr-schedule must be one of {', '.join(optim.LR_SCHEDULES)}")
     if cfg.on_nan not in ON_NAN:

@@ -123,7 +123,8 @@ class Graph:
 
 def _loss_fn(cfg):
     def loss_fn(images, masks):  # [b, in, in, 3] f32, [b, out, out, 1] u8
-        logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
+        logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs,
+                           dropout=cfg.dropout)
         with tf.name_scope("loss"):
             return optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0], logits
     return loss_fn

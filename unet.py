@@ -17,7 +17,9 @@ filters) a 572x572 input tile gives a 388x388 output map:
 Batch norm is not in the paper (it came later the same year); it follows each
 ReLU here because it makes training from scratch far less sensitive to the
 learning rate. Everything else matches: valid convolutions, so every output
-pixel sees a full 184x184 context and tiles stitch seamlessly.
+pixel sees a full 184x184 context and tiles stitch seamlessly. The paper's
+drop-out at the end of the contracting path is the `dropout` argument, off by
+default because it cost IoU in every run measured (docs/train.md).
 
 This module is a pure graph builder: images in, logits out. No flags, no I/O,
 no summaries. How three ops run on a CPU (up-conv, crop, conv gradient order)
@@ -162,6 +164,12 @@ def _double_conv(x, filters, training, ops):
     return _conv3x3_relu_bn(x, filters, training, "conv2", ops)
 
 
+def _dropout(x, rate, training):
+    # The paper's "implicit data augmentation" (section 3.1); its Caffe model drops
+    # half of conv4 and conv5, the two maps before the expanding path.
+    return tf.nn.dropout(x, rate=rate) if training and rate else x
+
+
 def _up_conv(x, filters, ops):
     """2x2 stride-2 up-conv: doubles H and W, halves the channels."""
     cin = x.shape[-1]
@@ -175,7 +183,7 @@ def _up_conv(x, filters, ops):
 # ------------------------------------------------------------------ model
 
 
-def unet(images, training, depth=4, base_filters=64, num_outputs=1, ops=None):
+def unet(images, training, depth=4, base_filters=64, num_outputs=1, ops=None, dropout=0.0):
     """Build the U-Net.
 
     Args:
@@ -188,6 +196,8 @@ def unet(images, training, depth=4, base_filters=64, num_outputs=1, ops=None):
       num_outputs: logit channels; 1 for a binary mask (apply a sigmoid).
       ops: cpu_ops.Ops, how up-convs, crops and conv gradients are computed
         (same values either way); None = cpu_ops.DEFAULT.
+      dropout: the paper's drop-out rate at the end of the contracting path (the
+        deepest contracting level and the bottom), in training only; 0 = none.
 
     Returns:
       logits: float32 [N, output_size(H), output_size(W), num_outputs].
@@ -200,10 +210,13 @@ def unet(images, training, depth=4, base_filters=64, num_outputs=1, ops=None):
                 if level > 1:
                     x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
                 x = _double_conv(x, base_filters * 2 ** (level - 1), training, ops)
+                if level == depth:
+                    x = _dropout(x, dropout, training)
                 skips.append(x)
         with v1.variable_scope("bottom"):
             x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
             x = _double_conv(x, base_filters * 2**depth, training, ops)
+            x = _dropout(x, dropout, training)
         for level in range(depth, 0, -1):
             with v1.variable_scope(f"expand{level}"):
                 filters = base_filters * 2 ** (level - 1)

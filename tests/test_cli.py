@@ -41,7 +41,10 @@ def test_parser_errors_are_usage_errors():
 
 @pytest.mark.parametrize("fn,text,ok", [(cli.fraction, "1.0", True), (cli.fraction, "1.5", False),
                                         (cli.non_negative_int, "0", True),
-                                        (cli.positive_float, "0", False)])
+                                        (cli.positive_float, "0", False),
+                                        (cli.rate, "0", True), (cli.rate, "0.5", True),
+                                        (cli.rate, "1", False), (cli.rate, "-0.1", False),
+                                        (cli.rate, "nan", False)])
 def test_argument_types(fn, text, ok):
     if ok:
         fn(text)

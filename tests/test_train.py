@@ -126,10 +126,18 @@ def test_invalid_input_size_lists_nearest_valid(capsys):
     (["--minutes", "inf"], 2, "--minutes"),
     (["--minutes", "5", "--strategy", "multi-worker"], 2, "--minutes does not work"),
     (["--long-side", "-1"], 2, "--long-side: must be >= 0, got -1"),
+    (["--dropout", "1"], 2, "--dropout: must be at least 0 and below 1, got 1"),
 ])
 def test_bad_flags_exit_2(argv, code, message, capsys):
     got, err = run_cli(argv, capsys)
     assert got == code and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_dropout_flag_reaches_the_config_and_resolve_checks_it():
+    assert train.config_from_args([]).dropout == 0.0
+    assert train.config_from_args(["--dropout", "0.5"]).dropout == 0.5
+    with pytest.raises(UsageError, match="--dropout must be at least 0 and below 1"):
+        config.resolve(config.Config(dropout=1.0))
 
 
 def test_long_side_flag_is_a_config_field_checked_by_resolve():

@@ -104,3 +104,31 @@ def test_batch_norm_train_updates_and_inference_uses_moving_stats():
     # With the moving stats converged to the batch stats, inference matches training.
     assert not np.allclose(before_eval, after_eval)
     np.testing.assert_allclose(after_eval, after_train, rtol=1e-2, atol=1e-2)
+
+
+def test_dropout_ends_the_contracting_path_in_training_only():
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [1, 92, 92, 3])
+        train_logits = unet.unet(x, True, depth=2, base_filters=4, dropout=0.5)
+        n_train_ops = len(g.get_operations())
+        eval_logits = unet.unet(x, False, depth=2, base_filters=4, dropout=0.5)
+        dropped = {op.name.split("/")[1] for op in g.get_operations() if "/dropout/" in op.name}
+        eval_ops = g.get_operations()[n_train_ops:]
+        batch = np.random.default_rng(0).uniform(0, 1, [1, 92, 92, 3]).astype(np.float32)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            train_a, train_b = (sess.run(train_logits, {x: batch}) for _ in range(2))
+            eval_a, eval_b = (sess.run(eval_logits, {x: batch}) for _ in range(2))
+    # The paper's places: the deepest contracting level and the bottom, as in its Caffe model.
+    assert dropped == {"contract2", "bottom"}
+    assert not any("dropout" in op.name for op in eval_ops)
+    assert not np.allclose(train_a, train_b)  # a new mask each step
+    np.testing.assert_array_equal(eval_a, eval_b)
+
+
+def test_no_dropout_ops_at_rate_zero():
+    g = tf.Graph()
+    with g.as_default():
+        unet.unet(v1.placeholder(tf.float32, [1, 92, 92, 3]), True, depth=2, base_filters=4)
+        assert not any("dropout" in op.name for op in g.get_operations())
