@@ -89,6 +89,8 @@ RECIPES = (
     Recipe("elastic", ("--augment", "elastic"), about="elastic deformation alone"),
     Recipe("color", ("--augment", "color"), about="colour jitter alone"),
     Recipe("all", ("--augment", "all"), about="every augmentation group"),
+    Recipe("dropout", ("--augment", "flip", "--dropout", "0.5"),
+           about="flip, the paper's drop-out (0.5) at the end of the contracting path"),
     Recipe("long32", ("--augment", "flip", "--long-side", "32"), about="flip, photos at 32 px"),
     Recipe("long64", ("--augment", "flip", "--long-side", "64", "--val-input-size", "108"),
            about="flip, photos at 64 px"),

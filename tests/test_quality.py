@@ -99,6 +99,7 @@ def test_every_recipe_is_flags_train_py_accepts_over_the_common_base(recipe):
     expected = {"long32": 32, "long64": 64, "long96": 96}.get(recipe.name, 48)
     assert cfg.long_side == expected
     assert cfg.precision == ("bfloat16" if recipe.name == "bfloat16" else "float32")
+    assert cfg.dropout == (0.5 if recipe.name == "dropout" else 0.0)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
