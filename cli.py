@@ -42,56 +42,46 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+def _number(text, kind, ok, wanted):
+    """text as kind if ok(value), else the flag's error: what it must be, never the
+    type function's name (argparse's own message for a ValueError)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
     return value
+
+
+def positive_int(text):
+    return _number(text, int, lambda v: v > 0, "a positive integer")
 
 
 def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+    return _number(text, int, lambda v: v >= 0, ">= 0")
 
 
 def non_negative_float(text):
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+    # also refuses nan and inf
+    return _number(text, float, lambda v: v >= 0 and math.isfinite(v), ">= 0")
 
 
 def positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+    return _number(text, float, lambda v: v > 0, "a positive number")
 
 
 def positive_float_or_auto(text):
-    if text == "auto":
-        return text
-    try:
-        return positive_float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number or 'auto', "
-                                         f"got {text}") from None
+    return text if text == "auto" else _number(text, float, lambda v: v > 0,
+                                                 "a positive number or 'auto'")
 
 
 def fraction(text):
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+    return _number(text, float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
 
 
 def rate(text):
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
+    return _number(text, float, lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")
 
 
 def add_run_flags(parser, threshold_help, threshold_default=None, batch_help="tiles per "

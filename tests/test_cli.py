@@ -44,13 +44,29 @@ def test_parser_errors_are_usage_errors():
                                         (cli.positive_float, "0", False),
                                         (cli.rate, "0", True), (cli.rate, "0.5", True),
                                         (cli.rate, "1", False), (cli.rate, "-0.1", False),
-                                        (cli.rate, "nan", False)])
+                                        (cli.rate, "nan", False),
+                                        (cli.positive_int, "1.5", False),
+                                        (cli.positive_float_or_auto, "auto", True)])
 def test_argument_types(fn, text, ok):
     if ok:
         fn(text)
     else:
         with pytest.raises(Exception, match="must be"):
             fn(text)
+
+
+@pytest.mark.parametrize("kind,wanted", [
+    (cli.positive_int, "a positive integer"), (cli.non_negative_int, ">= 0"),
+    (cli.non_negative_float, ">= 0"), (cli.positive_float, "a positive number"),
+    (cli.positive_float_or_auto, "a positive number or 'auto'"), (cli.fraction, "in [0, 1]"),
+    (cli.rate, "at least 0 and below 1")])
+def test_text_for_a_number_says_what_the_flag_wants(kind, wanted):
+    parser = cli.ArgumentParser(prog="tool")
+    parser.add_argument("--n", type=kind)
+    with pytest.raises(cli.UsageError) as raised:
+        parser.parse_args(["--n", "abc"])
+    # Not argparse's "invalid positive_int value: 'abc'": the function's name means nothing.
+    assert str(raised.value) == f"argument --n: must be {wanted}, got abc (see tool --help)"
 
 
 def test_quiet_tensorflow_start_leaves_stderr_empty():
