@@ -33,11 +33,6 @@ CROWD_POLICIES = ("ignore", "positive", "skip")
 BOUNDS_SLACK_PX = 2.0
 BOUNDS_SLACK_FRACTION = 0.01
 
-# The output side lives in shards.py; demo.py and the tests find these names here.
-shard_pattern, stats_path, progress_path = (shards.shard_pattern, shards.stats_path,
-                                            shards.progress_path)
-_jpeg_components = photos.jpeg_components
-
 
 # ---------------------------------------------------------------- annotations
 

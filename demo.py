@@ -30,6 +30,7 @@ import convert_pets
 import demo_data
 import errors
 import evaluate
+import shards
 import train
 
 log = logging.getLogger("demo")
@@ -67,10 +68,10 @@ RUN_DIRS = {"pets": "logs/demo", "drawn": "logs/demo_drawn"}
 def _convert(convert, source, split, output, fresh=False, **settings):
     """Convert one split unless its stats file (the converter's 'complete' marker) exists;
     `fresh`: the source changed, so convert again over any earlier records."""
-    if not fresh and os.path.exists(convert_coco.stats_path(output, split)):
-        log.info("reusing the records %s", convert_coco.shard_pattern(output, split))
+    if not fresh and os.path.exists(shards.stats_path(output, split)):
+        log.info("reusing the records %s", shards.shard_pattern(output, split))
         return
-    log.info("converting %s into %s", split, convert_coco.shard_pattern(output, split))
+    log.info("converting %s into %s", split, shards.shard_pattern(output, split))
     try:  # an interrupted conversion of the same data finishes where it stopped
         convert(source, split, output=output, progress=False, overwrite=fresh, **settings)
     except cli.UserError:  # left over from other settings: start it again
@@ -84,7 +85,7 @@ def prepare_pets(data_dir="data", seed=0, pets_dir=PETS_DIR):
         # Dogs are the negatives: a cat model must also learn what is not a cat.
         _convert(convert_pets.convert, pets_dir, split, output, species="cat", negatives=1.0,
                  seed=seed, workers=1)
-    return tuple(convert_coco.shard_pattern(output, split) for split in PETS_SPLITS)
+    return tuple(shards.shard_pattern(output, split) for split in PETS_SPLITS)
 
 
 def prepare_drawn(data_dir="data", seed=0, num_train=demo_data.NUM_TRAIN,
@@ -112,7 +113,7 @@ def prepare_drawn(data_dir="data", seed=0, num_train=demo_data.NUM_TRAIN,
         # workers can deadlock on OpenCV threads the generator started in this process.
         _convert(convert_coco.convert, coco_dir, split, output, fresh, classes=CLASSES,
                  negatives=1.0, seed=seed, workers=1)
-    return tuple(convert_coco.shard_pattern(output, split) for split in demo_data.SPLITS)
+    return tuple(shards.shard_pattern(output, split) for split in demo_data.SPLITS)
 
 
 @dataclasses.dataclass

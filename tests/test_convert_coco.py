@@ -19,6 +19,7 @@ import cli
 import convert_coco
 import demo_data
 import records
+import shards
 
 CAT, DOG, PERSON = 17, 18, 1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +34,7 @@ def _coco(root, split="train2017"):
 
 def read_records(output, split="train2017"):
     """Every record of a conversion, in file then record order, via plain tf.data."""
-    files = sorted(glob.glob(convert_coco.shard_pattern(output, split)))
+    files = sorted(glob.glob(shards.shard_pattern(output, split)))
     out = []
     for raw in tf.data.TFRecordDataset(files):
         parsed = records.parse_example(raw)
@@ -71,7 +72,7 @@ def holding(coco, cat_ids):
 
 def shard_bytes(output, split="train2017"):
     out = {}
-    for path in sorted(glob.glob(convert_coco.shard_pattern(output, split))):
+    for path in sorted(glob.glob(shards.shard_pattern(output, split))):
         with open(path, "rb") as f:
             out[os.path.basename(path)] = f.read()
     return out
@@ -142,7 +143,7 @@ def test_round_trip_matches_files_and_pycocotools(demo, tmp_path):
     assert (stats["classes"], stats["category_ids"], stats["num_shards"]) == (["cat"], [17], 1)
     assert stats["bytes_written"] == os.path.getsize(
         str(out) + "-train2017-00000-of-00001.tfrecord")
-    with open(convert_coco.stats_path(str(out), "train2017")) as f:
+    with open(shards.stats_path(str(out), "train2017")) as f:
         assert json.load(f) == stats
     assert sorted(os.listdir(tmp_path / "data")) == [
         "cat-train2017-00000-of-00001.tfrecord", "cat-train2017-stats.json"]
@@ -273,7 +274,7 @@ def test_crash_mid_shard_then_rerun_finishes_the_job(demo, reference, tmp_path, 
         run(demo, out, num_shards=3, crowd="skip")
     stats = run(demo, out, num_shards=3)
     assert shard_bytes(out) == reference[0] and stats == reference[1]
-    assert not os.path.exists(convert_coco.progress_path(out, "train2017"))
+    assert not os.path.exists(shards.progress_path(out, "train2017"))
 
 
 def test_sigkill_leaves_only_complete_shards(demo, reference, tmp_path):
@@ -389,14 +390,6 @@ def test_non_rgb_jpeg_sources_become_rgb_png(tmp_path):
     assert np.abs(recs["cmyk.jpg"]["image"].astype(int) - rgb).mean() < 8  # colours survive
     for r in recs.values():
         assert r["mask"].sum() == 100 and r["mask"][5:15, 5:15].min() == 1
-
-
-def test_jpeg_component_count():
-    gray = np.zeros((8, 8), np.uint8)
-    assert convert_coco._jpeg_components(cv2.imencode(".jpg", gray)[1].tobytes()) == 1
-    assert convert_coco._jpeg_components(cv2.imencode(".jpg", np.dstack([gray] * 3))[1]
-                                         .tobytes()) == 3
-    assert convert_coco._jpeg_components(b"\xff\xd8garbage") is None
 
 
 # ---------------------------------------------------------------- bad input

@@ -32,6 +32,7 @@ import records
 import runlock
 import train
 from cli import UserError
+from shards import stats_path  # `shards` is a fixture here
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -307,7 +308,7 @@ def test_converter_sigkill_then_rerun_gives_identical_records(tmp_path):
     # Killed once shard 0 is complete and shard 1 begun.
     kill(start_paused(PAUSE_ONCE_FILE_EXISTS, out + "-train2017-00001-of-*.tfrecord.partial",
                       cmd[2:], tmp_path / "converter.log"))
-    assert not os.path.exists(convert_coco.stats_path(out, "train2017"))
+    assert not os.path.exists(stats_path(out, "train2017"))
     complete = glob.glob(out + "-*.tfrecord")
     assert len(complete) < 4  # killed mid-run
     for shard in complete:  # whatever looks complete is complete
