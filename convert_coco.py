@@ -3,11 +3,11 @@
     python convert_coco.py --coco-dir DIR --split train2017 --classes cat --output data/cat
 
 Flags, selection, mask values and bad-input handling: docs/convert.md. Records
-are made by records.make_example and written by shards.py. Masks use only the
+are made by records.make_example and written by datasets/shards.py. Masks use only the
 chosen classes' annotations, so other classes, crowds included, never leak in.
 """
 
-import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import contextlib
@@ -22,10 +22,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-import cli
-import photos
-import records
-import shards
+from datasets import photos, records, shards
+from utils import cli
 
 CROWD_POLICIES = ("ignore", "positive", "skip")
 # Real COCO geometry strays a little past the border (rounding, hand drawing);

@@ -3,12 +3,12 @@
     python convert_pets.py --pets-dir DIR --split trainval --species cat --output data/pets_cat
 
 reads the official layout (DIR/images/*.jpg, DIR/annotations/{list,<split>}.txt and
-trimaps/*.png) and writes the same records (records.py) and shards and stats
-(shards.py) as convert_coco.py, so every later stage reads them unchanged.
+trimaps/*.png) and writes the same records (datasets/records.py) and shards and stats
+(datasets/shards.py) as convert_coco.py, so every later stage reads them unchanged.
 Flags, masks, image ids, stats and bad files: docs/convert_pets.md.
 """
 
-import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import dataclasses
@@ -20,10 +20,8 @@ import sys
 import cv2
 import numpy as np
 
-import cli
-import photos
-import records
-import shards
+from datasets import photos, records, shards
+from utils import cli
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,14 @@
     python demo.py --dataset drawn   # the generated COCO-format drawn dataset
 
 Converts the data (samples/oxford_pets/ with convert_pets.py, cats the foreground and
-dogs negatives; or demo_data.py's drawn COCO set with convert_coco.py), trains a small
+dogs negatives; or samples/drawn.py's drawn COCO set with convert_coco.py), trains a small
 U-Net on the CPU into logs/demo/ (or logs/demo_drawn/) and, on real photos, scores the
 last checkpoint on the held-out test photos with evaluate.py next to the all-background
 baseline (docs/train.md, "The demo"). Re-running reuses complete records and resumes
 the run (or, when it is finished, just scores it again).
 """
 
-import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import argparse
@@ -23,15 +23,14 @@ import signal
 import sys
 import time
 
-import cli
-import config
 import convert_coco
 import convert_pets
-import demo_data
-import errors
 import evaluate
-import shards
 import train
+from core import config
+from datasets import shards
+from samples import drawn
+from utils import cli, errors
 
 log = logging.getLogger("demo")
 
@@ -88,13 +87,13 @@ def prepare_pets(data_dir="data", seed=0, pets_dir=PETS_DIR):
     return tuple(shards.shard_pattern(output, split) for split in PETS_SPLITS)
 
 
-def prepare_drawn(data_dir="data", seed=0, num_train=demo_data.NUM_TRAIN,
-                  num_val=demo_data.NUM_VAL):
+def prepare_drawn(data_dir="data", seed=0, num_train=drawn.NUM_TRAIN,
+                  num_val=drawn.NUM_VAL):
     """Generate and convert the drawn demo data unless complete; returns (train, val) globs."""
     coco_dir = os.path.join(data_dir, "demo_coco")
     output = os.path.join(data_dir, "demo")
     params = {"seed": seed, "num_train": num_train, "num_val": num_val}
-    # demo_data writes each split's annotation file last; this marker comes after both.
+    # samples.drawn writes each split's annotation file last; this marker comes after both.
     marker = os.path.join(coco_dir, "demo-params.json")
     try:
         with open(marker) as f:
@@ -104,16 +103,16 @@ def prepare_drawn(data_dir="data", seed=0, num_train=demo_data.NUM_TRAIN,
     if fresh:
         log.info("generating the demo dataset in %s (%d train, %d val images)",
                  coco_dir, num_train, num_val)
-        demo_data.generate(coco_dir, seed, num_train, num_val)
+        drawn.generate(coco_dir, seed, num_train, num_val)
         errors.write_json(marker, params)
     else:
         log.info("reusing the demo dataset in %s", coco_dir)
-    for split in demo_data.SPLITS:
+    for split in drawn.SPLITS:
         # One worker: the demo's ~120 images convert in under a second, and forked
         # workers can deadlock on OpenCV threads the generator started in this process.
         _convert(convert_coco.convert, coco_dir, split, output, fresh, classes=CLASSES,
                  negatives=1.0, seed=seed, workers=1)
-    return tuple(shards.shard_pattern(output, split) for split in demo_data.SPLITS)
+    return tuple(shards.shard_pattern(output, split) for split in drawn.SPLITS)
 
 
 @dataclasses.dataclass
@@ -123,8 +122,8 @@ class DemoResult:
     seconds: float  # the whole run: data, training and scoring
 
 
-def run(dataset="pets", data_dir="data", run_dir=None, seed=0, num_train=demo_data.NUM_TRAIN,
-        num_val=demo_data.NUM_VAL, **training):
+def run(dataset="pets", data_dir="data", run_dir=None, seed=0, num_train=drawn.NUM_TRAIN,
+        num_val=drawn.NUM_VAL, **training):
     """Prepare the data, train, and score; returns a DemoResult.
 
     `training` overrides the dataset's recipe (the tests shrink the network with it).

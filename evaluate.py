@@ -11,7 +11,7 @@ own val_records with its default checkpoint, or with --adopt-threshold: evaluati
 other data (e.g. real photos) never moves it silently.
 """
 
-import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import argparse
@@ -28,16 +28,11 @@ import tensorflow as tf
 from tensorboard.plugins.pr_curve import summary as pr_summary
 from tqdm import tqdm
 
-import checkpoints
-import cli
-import config
-import data
-import errors
-import metrics
 import predict
-import records
-import tiling
-from cli import UserError
+from core import config, metrics, rundir, tiling
+from datasets import pipeline, records
+from utils import cli, errors
+from utils.cli import UserError
 
 v1 = tf.compat.v1
 
@@ -60,9 +55,9 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     records_pattern = records_pattern or cfg.val_records
     if not records_pattern:
         raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")
-    files = data.list_records(records_pattern)
+    files = pipeline.list_records(records_pattern)
     own_records = _are_val_records(files, cfg)
-    requested, checkpoint = checkpoint, checkpoints.resolve(run_dir, checkpoint)
+    requested, checkpoint = checkpoint, rundir.resolve(run_dir, checkpoint)
     adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint, requested is None)
     name = EVAL_DIR if own_records else report_name(records_pattern)
 
@@ -70,7 +65,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     with graph.as_default():
         filename = v1.placeholder(tf.string, [], name="records_file")
         dataset = tf.data.TFRecordDataset(filename).map(
-            data.decode_record, num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
+            pipeline.decode_record, num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
         iterator = v1.data.make_initializable_iterator(dataset)
         item = iterator.get_next()
         item["prob"] = tiling.probabilities(item["image"], cfg, batch_size)
@@ -80,7 +75,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     thresholds = np.concatenate([PR_THRESHOLDS, [threshold]])
     counts, names, keep = [], [], _Extremes(save_overlays)
     with sess:
-        checkpoints.restore(sess, checkpoint, cfg)
+        rundir.restore(sess, checkpoint, cfg)
         bar = tqdm(unit="image", disable=not progress, file=sys.stderr)
         for path in files:
             sess.run(iterator.initializer, {filename: path})
@@ -114,7 +109,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     report = os.path.join(run_dir, name + ".json")
     errors.write_json(report, result, sort_keys=False)
     if adopt:
-        errors.write_json(os.path.join(run_dir, checkpoints.THRESHOLD_JSON), {
+        errors.write_json(os.path.join(run_dir, rundir.THRESHOLD_JSON), {
             "threshold": result["best_threshold"], "foreground_iou": result["best_threshold_iou"],
             "records": records_pattern, "checkpoint": checkpoint,
             "global_step": result["global_step"], "reason": reason,
@@ -138,7 +133,7 @@ def report_name(records_pattern):
 def _are_val_records(files, cfg):
     """True when `files` are exactly the run's val_records, however the glob was spelled."""
     try:
-        own = data.list_records(cfg.val_records) if cfg.val_records else []
+        own = pipeline.list_records(cfg.val_records) if cfg.val_records else []
     except UserError:  # e.g. train.py ran in another directory
         return False
     return bool(own) and sorted(map(os.path.realpath, files)) == sorted(
@@ -154,7 +149,7 @@ def _adoption(adopt, own_records, run_dir, checkpoint, is_default):
         return False, "not the run's val_records"
     if not is_default:  # a --checkpoint: the one predict.py and export.py restore anyway?
         with contextlib.suppress(UserError):
-            default = checkpoints.resolve(run_dir)
+            default = rundir.resolve(run_dir)
             is_default = os.path.abspath(default) == os.path.abspath(checkpoint)
     if not is_default:
         return False, "not the run's default checkpoint"
@@ -204,7 +199,7 @@ def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_file
 
     return {
         "checkpoint": checkpoint,
-        "global_step": checkpoints.step(checkpoint),
+        "global_step": rundir.step(checkpoint),
         "records": pattern,
         "record_files": num_files,
         "images": len(names),
@@ -295,7 +290,7 @@ def main(argv=None):
     print(f"wrote {result['report']} and TensorBoard {os.path.splitext(result['report'])[0]}")
     if result["adopted_threshold"]:
         print(f"adopted threshold {result['best_threshold']:.2f} ({result['adoption_reason']}) "
-              f"into {os.path.join(args.run_dir, checkpoints.THRESHOLD_JSON)}: predict.py and "
+              f"into {os.path.join(args.run_dir, rundir.THRESHOLD_JSON)}: predict.py and "
               "export.py now default to it")
     else:
         print(f"threshold {result['best_threshold']:.2f} not adopted "

@@ -4,13 +4,13 @@
 
 The "serving_default" signature takes one encoded JPEG/PNG and returns full-size
 probabilities (float32 [H, W]) and mask (uint8 [H, W], 0/255) from the same graph
-as predict.py (tiling.py), so clients need no U-Net geometry; the threshold is
+as predict.py (core/tiling.py), so clients need no U-Net geometry; the threshold is
 baked in. It is a TF1-style SavedModel (tf.compat.v1.saved_model.Builder) because
 unet.py builds its variables with tf.compat.v1.get_variable; tf.saved_model.load,
 saved_model_cli and TensorFlow Serving all read it.
 """
 
-import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import dataclasses
@@ -19,14 +19,11 @@ import sys
 
 import tensorflow as tf
 
-import checkpoints
-import cli
-import config
-import errors
 import predict
-import records
-import tiling
-from cli import UserError
+from core import config, rundir, tiling
+from datasets import records
+from utils import cli, errors
+from utils.cli import UserError
 
 v1 = tf.compat.v1
 
@@ -46,7 +43,7 @@ def build(cfg, threshold, batch_size):
 def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, overwrite=False):
     """Write the SavedModel to out_dir (complete or not at all); returns its info dict."""
     cfg = config.load_config(run_dir)
-    checkpoint = checkpoints.resolve(run_dir, checkpoint)
+    checkpoint = rundir.resolve(run_dir, checkpoint)
     threshold, source = predict.default_threshold(run_dir, threshold)
     if os.path.exists(out_dir) and not overwrite:
         raise UserError(f"{out_dir} already exists: pass --overwrite to replace it, or "
@@ -66,7 +63,7 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
         with errors.atomic_dir(out_dir) as tmp, tf.Graph().as_default() as graph, \
                 v1.Session(graph=graph) as sess:
             encoded, outputs = build(cfg, threshold, batch_size)
-            checkpoints.restore(sess, checkpoint, cfg)
+            rundir.restore(sess, checkpoint, cfg)
             signature = v1.saved_model.signature_def_utils.predict_signature_def(
                 inputs={"image": encoded}, outputs=outputs)
             builder = v1.saved_model.Builder(tmp)

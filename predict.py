@@ -4,12 +4,12 @@
 
 For every image (a directory: its .jpg/.jpeg/.png files) it writes <stem>_mask.png
 (0/255, the input's size), <stem>_overlay.png and, with --save-probabilities,
-<stem>_prob.png, through tiling.py's overlap-tile graph at the run's training scale.
+<stem>_prob.png, through core/tiling.py's overlap-tile graph at the run's training scale.
 Bad images get one error line each; the rest are still predicted, and the exit
 code is 1 if any failed.
 """
 
-import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import json
@@ -21,13 +21,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import checkpoints
-import cli
-import config
-import errors
-import records
-import tiling
-from cli import UserError
+from core import config, rundir, tiling
+from datasets import records
+from utils import cli, errors
+from utils.cli import UserError
 
 v1 = tf.compat.v1
 
@@ -44,7 +41,7 @@ class Predictor:
 
     def __init__(self, run_dir, checkpoint=None, batch_size=4):
         self.cfg = config.load_config(run_dir)
-        self.checkpoint = checkpoints.resolve(run_dir, checkpoint)
+        self.checkpoint = rundir.resolve(run_dir, checkpoint)
         self.graph = tf.Graph()
         with self.graph.as_default():
             self._encoded = v1.placeholder(tf.string, [], name="encoded")
@@ -52,7 +49,7 @@ class Predictor:
             self._prob = tiling.probabilities(self._image, self.cfg, batch_size)  # [H, W]
             self.session = v1.Session(graph=self.graph)
         try:
-            checkpoints.restore(self.session, self.checkpoint, self.cfg)
+            rundir.restore(self.session, self.checkpoint, self.cfg)
         except BaseException:
             self.session.close()
             raise
@@ -83,11 +80,11 @@ def default_threshold(run_dir, given=None):
     """
     if given is not None:
         return given, "--threshold"
-    path = os.path.join(run_dir, checkpoints.THRESHOLD_JSON)
+    path = os.path.join(run_dir, rundir.THRESHOLD_JSON)
     stored = _read_result(path)
     if stored is not None:
         return _checked_threshold(stored.get("threshold"), path, "threshold"), path
-    path = os.path.join(run_dir, checkpoints.EVAL_JSON)
+    path = os.path.join(run_dir, rundir.EVAL_JSON)
     stored = _read_result(path)
     if (stored is None or "adopted_threshold" in stored or stored.get("best_threshold") is None
             or stored.get("records") != config.load_config(run_dir).val_records):

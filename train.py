@@ -2,7 +2,7 @@
 
     python train.py --train-records 'data/cat-train2017-*' --val-records 'data/cat-val2017-*'
 
-The run dir (default logs/<run-name>; its layout is checkpoints.py's, its charts
+The run dir (default logs/<run-name>; its layout is core/rundir.py's, its charts
 docs/tensorboard.md's) gets config.json, checkpoints (periodic, every epoch end, on
 Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and TensorBoard
 events. Re-running the same command resumes: global step, epoch, Adam slots, the best
@@ -16,7 +16,7 @@ Validation metrics are dataset-level over the valid (non-255) pixels, next to th
 predicting background everywhere, so a model that finds nothing cannot look good.
 """
 
-import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
+from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
 import argparse
@@ -33,20 +33,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import checkpoints
-import cli
-import config
-import data
-import distribute
-import errors
-import guard
-import metrics
-import optim
-import runlock
-import speed
-import summaries
 import unet
-from cli import UsageError, UserError
+from core import config, device, distribute, metrics, optim, rundir, summaries
+from datasets import guard, pipeline
+from utils import cli, errors, runlock
+from utils.cli import UsageError, UserError
 
 v1 = tf.compat.v1
 log = logging.getLogger("train")
@@ -131,7 +122,7 @@ def _loss_fn(cfg):
 
 
 def _train_step(cfg, plan, data_epoch, global_step, progress, strategy):
-    """The train step that every replica of `strategy` runs (see distribute.py); one
+    """The train step that every replica of `strategy` runs (see core/distribute.py); one
     device is the default strategy's single replica, on the same path."""
     lr = optim.learning_rate(cfg, global_step, plan.total_steps, progress)
     optimizer = optim.optimizer(cfg, lr)
@@ -139,7 +130,7 @@ def _train_step(cfg, plan, data_epoch, global_step, progress, strategy):
     with tf.name_scope("train_input"):
         iterator = distribute.make_iterator(
             strategy, plan.train_files, cfg.seed,
-            lambda files, seed: data.train_dataset(cfg, files, data_epoch, seed),
+            lambda files, seed: pipeline.train_dataset(cfg, files, data_epoch, seed),
             plan.worker_steps)
     out = distribute.build_step(strategy, iterator, _loss_fn(cfg),
                                 lambda loss: optim.minimize(optimizer, loss, global_step),
@@ -152,7 +143,7 @@ def _validation_ops(cfg, plan):
     if not plan.val_files:
         return None
     with tf.name_scope("validation"):  # the weights stay unet/'s: get_variable ignores it
-        iterator = data.make_initializable_iterator(data.val_dataset(cfg, plan.val_files))
+        iterator = pipeline.make_initializable_iterator(pipeline.val_dataset(cfg, plan.val_files))
         images, masks = iterator.get_next()
         logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
         _, ce_sum, n_valid = optim.pixel_loss(logits, masks, cfg.pos_weight)
@@ -395,8 +386,8 @@ class _Loop:
             sess.run(g.set_best, {g.new_best: iou})
             if not g.chief:
                 return
-            path = g.best_saver.save(sess, os.path.join(self.cfg.run_dir, checkpoints.BEST_DIR,
-                                                        checkpoints.CKPT_PREFIX), self.step,
+            path = g.best_saver.save(sess, os.path.join(self.cfg.run_dir, rundir.BEST_DIR,
+                                                        rundir.CKPT_PREFIX), self.step,
                                      write_meta_graph=False)
             log.info("new best val IoU %.4f: saved %s", iou, path)
 
@@ -409,7 +400,7 @@ class _Loop:
             raise UserError(f"weights became NaN/Inf by step {self.step}: not saving them (the "
                             "last good checkpoint is kept); lower --learning-rate")
         sess.run(g.set_seconds, {g.seconds_in: self.timer.seconds})
-        return g.saver.save(sess, os.path.join(self.cfg.run_dir, checkpoints.CKPT_PREFIX),
+        return g.saver.save(sess, os.path.join(self.cfg.run_dir, rundir.CKPT_PREFIX),
                             self.step, write_meta_graph=False)
 
     def _wrap_up(self, writers):
@@ -437,7 +428,7 @@ class _Loop:
             step=self.step, epoch=self.epoch,
             train_loss=float(np.mean(window)) if window else None,
             best_val_iou=float(self.sess.run(self.g.best_iou)),
-            checkpoint=self.checkpoint or checkpoints.latest(self.cfg.run_dir),
+            checkpoint=self.checkpoint or rundir.latest(self.cfg.run_dir),
             interrupted=signal.Signals(self.stop.signum).name if self.stop.signum else None,
             train_seconds=self.timer.seconds, val=self.val)
 
@@ -491,13 +482,13 @@ def train(cfg, clock=time.monotonic):
     cfg = config.resolve(cfg)  # every flag checked once; refuses a run dir of another network
     # Both before TF's runtime starts: XLA flags are read at the first Session, and the
     # logical CPU devices of --devices must exist by then.
-    session_config = speed.device_config(cfg)
+    session_config = device.device_config(cfg)
     with contextlib.ExitStack() as stack:
         stack.enter_context(errors.disk_errors(cfg.run_dir))
         strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
         if distribute.is_chief(strategy):  # the other workers only read the chief's run dir
             stack.enter_context(runlock.RunLock(cfg.run_dir))
-        # Checks every record once (the count reads them all anyway); see guard.py.
+        # Checks every record once (the count reads them all anyway); see datasets/guard.py.
         train_files, counts = guard.scan_records(cfg.train_records, cfg.run_dir,
                                                  cfg.skip_corrupt_records, "train")
         val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
@@ -507,7 +498,7 @@ def train(cfg, clock=time.monotonic):
         target, session_config, _server = distribute.session_target(strategy, session_config)
         if distribute.is_chief(strategy):
             config.save_config(cfg, cfg.run_dir)
-        checkpoint = checkpoints.restorable(cfg.run_dir)  # passes over one torn by a crash
+        checkpoint = rundir.restorable(cfg.run_dir)  # passes over one torn by a crash
         with tf.Graph().as_default() as graph, distribute.scope(strategy):
             g = build_graph(cfg, plan, strategy)
             graph.finalize()  # any op added inside the loop would be a leak
@@ -533,7 +524,7 @@ def _restore(sess, g, cfg, checkpoint):
                         "new --run-name") from None
     # Savers only prune what they saved; hand them the older files so --keep-checkpoints holds.
     for saver, directory in ((g.saver, cfg.run_dir),
-                             (g.best_saver, os.path.join(cfg.run_dir, checkpoints.BEST_DIR))):
+                             (g.best_saver, os.path.join(cfg.run_dir, rundir.BEST_DIR))):
         state = tf.train.get_checkpoint_state(directory)
         if state:
             saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
@@ -604,7 +595,7 @@ def build_parser():
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run-name", default="unet", help="run directory is logs/<run-name>")
     p.add_argument("--run-dir", help="run directory; overrides --run-name")
-    config.add_flags(p)  # every Config field's flag, defined with its default in config.py
+    config.add_flags(p)  # every Config field's flag, defined with its default in core/config.py
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 

@@ -22,15 +22,12 @@ drop-out at the end of the contracting path is the `dropout` argument, off by
 default because it cost IoU in every run measured (docs/train.md).
 
 This module is a pure graph builder: images in, logits out. No flags, no I/O,
-no summaries. How three ops run on a CPU (up-conv, crop, conv gradient order)
-is cpu_ops.py's business; the values are the same either way. Variables live
+no summaries. Variables live
 under the variable scope "unet" and are created with AUTO_REUSE, so a training
 graph and an evaluation graph built in the same tf.Graph share weights.
 """
 
 import tensorflow as tf
-
-import cpu_ops
 
 v1 = tf.compat.v1
 
@@ -95,34 +92,10 @@ def valid_input_size(size, depth=4, direction="up"):
     return candidate
 
 
-def parameter_count(depth=4, base_filters=64, num_outputs=1, in_channels=3,
-                    batch_norm=True):
-    """Trainable parameters, counted from the architecture (no graph needed).
-
-    With batch_norm=False, in_channels=1 and num_outputs=2 this is the paper's
-    network (grayscale cells, two classes): 31,030,658 weights and biases. The
-    RGB, one-logit, batch-norm default here has 31,043,521.
-    """
-    def conv(k, cin, cout):
-        return k * k * cin * cout + cout + (2 * cout if batch_norm else 0)
-
-    total, cin = 0, in_channels
-    for level in range(depth + 1):
-        cout = base_filters * 2**level
-        total += conv(3, cin, cout) + conv(3, cout, cout)
-        cin = cout
-    for level in reversed(range(depth)):
-        cout = base_filters * 2**level
-        total += 2 * 2 * cin * cout + cout  # up-conv, no batch norm
-        total += conv(3, 2 * cout, cout) + conv(3, cout, cout)
-        cin = cout
-    return total + cin * num_outputs + num_outputs
-
-
 # ----------------------------------------------------------------- layers
 
 
-def _conv3x3_relu_bn(x, filters, training, name, ops):
+def _conv3x3_relu_bn(x, filters, training, name):
     with v1.variable_scope(name):
         fan_in = 9 * x.shape[-1]
         # The paper's init: Gaussian with std sqrt(2 / N), N = inputs per unit.
@@ -130,8 +103,7 @@ def _conv3x3_relu_bn(x, filters, training, name, ops):
             "weights", [3, 3, x.shape[-1], filters],
             initializer=v1.initializers.random_normal(stddev=(2.0 / fan_in) ** 0.5))
         b = v1.get_variable("biases", [filters], initializer=v1.zeros_initializer())
-        with ops.conv_gradients():
-            y = tf.nn.conv2d(x, w, strides=1, padding="VALID")
+        y = tf.nn.conv2d(x, w, strides=1, padding="VALID")
         return _batch_norm(tf.nn.relu(tf.nn.bias_add(y, b)), training)
 
 
@@ -159,9 +131,9 @@ def _batch_norm(x, training):
     return y
 
 
-def _double_conv(x, filters, training, ops):
-    x = _conv3x3_relu_bn(x, filters, training, "conv1", ops)
-    return _conv3x3_relu_bn(x, filters, training, "conv2", ops)
+def _double_conv(x, filters, training):
+    x = _conv3x3_relu_bn(x, filters, training, "conv1")
+    return _conv3x3_relu_bn(x, filters, training, "conv2")
 
 
 def _dropout(x, rate, training):
@@ -170,20 +142,37 @@ def _dropout(x, rate, training):
     return tf.nn.dropout(x, rate=rate) if training and rate else x
 
 
-def _up_conv(x, filters, ops):
+def _up_conv(x, filters):
     """2x2 stride-2 up-conv: doubles H and W, halves the channels."""
     cin = x.shape[-1]
     w = v1.get_variable(
         "up_weights", [2, 2, filters, cin],
         initializer=v1.initializers.random_normal(stddev=(2.0 / (4 * cin)) ** 0.5))
     b = v1.get_variable("up_biases", [filters], initializer=v1.zeros_initializer())
-    return tf.nn.bias_add(ops.up_conv(x, w), b)
+    return tf.nn.bias_add(_transposed_conv(x, w), b)
+
+
+def _transposed_conv(x, w):
+    """x [N, h, w, C], w [2, 2, F, C] -> [N, 2h, 2w, F], static shape kept where known."""
+    s = tf.shape(x)
+    y = tf.nn.conv2d_transpose(x, w, tf.stack([s[0], 2 * s[1], 2 * s[2], w.shape[2]]),
+                               strides=2, padding="VALID")
+    y.set_shape([x.shape[0]] + [None if d is None else 2 * d for d in x.shape[1:3]]
+                + [w.shape[2]])
+    return y
+
+
+def _crop(skip, target):
+    """Centre-crop skip [N, h, w, C] to the spatial size of target: the border it lost."""
+    s, t = tf.shape(skip), tf.shape(target)
+    dh, dw = (s[1] - t[1]) // 2, (s[2] - t[2]) // 2
+    return skip[:, dh:dh + t[1], dw:dw + t[2], :]
 
 
 # ------------------------------------------------------------------ model
 
 
-def unet(images, training, depth=4, base_filters=64, num_outputs=1, ops=None, dropout=0.0):
+def unet(images, training, depth=4, base_filters=64, num_outputs=1, dropout=0.0):
     """Build the U-Net.
 
     Args:
@@ -194,36 +183,33 @@ def unet(images, training, depth=4, base_filters=64, num_outputs=1, ops=None, dr
       depth: number of 2x2 max pools (4 in the paper).
       base_filters: channels of the first level (64 in the paper).
       num_outputs: logit channels; 1 for a binary mask (apply a sigmoid).
-      ops: cpu_ops.Ops, how up-convs, crops and conv gradients are computed
-        (same values either way); None = cpu_ops.DEFAULT.
       dropout: the paper's drop-out rate at the end of the contracting path (the
         deepest contracting level and the bottom), in training only; 0 = none.
 
     Returns:
       logits: float32 [N, output_size(H), output_size(W), num_outputs].
     """
-    ops = cpu_ops.DEFAULT if ops is None else ops
     with v1.variable_scope("unet", reuse=v1.AUTO_REUSE):
         x, skips = images, []
         for level in range(1, depth + 1):
             with v1.variable_scope(f"contract{level}"):
                 if level > 1:
                     x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
-                x = _double_conv(x, base_filters * 2 ** (level - 1), training, ops)
+                x = _double_conv(x, base_filters * 2 ** (level - 1), training)
                 if level == depth:
                     x = _dropout(x, dropout, training)
                 skips.append(x)
         with v1.variable_scope("bottom"):
             x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
-            x = _double_conv(x, base_filters * 2**depth, training, ops)
+            x = _double_conv(x, base_filters * 2**depth, training)
             x = _dropout(x, dropout, training)
         for level in range(depth, 0, -1):
             with v1.variable_scope(f"expand{level}"):
                 filters = base_filters * 2 ** (level - 1)
-                x = _up_conv(x, filters, ops)
+                x = _up_conv(x, filters)
                 # Copy and crop: the contracting map loses its border to valid convs.
-                x = tf.concat([ops.crop(skips[level - 1], x), x], axis=-1)
-                x = _double_conv(x, filters, training, ops)
+                x = tf.concat([_crop(skips[level - 1], x), x], axis=-1)
+                x = _double_conv(x, filters, training)
         with v1.variable_scope("output"):
             w = v1.get_variable(
                 "weights", [1, 1, x.shape[-1], num_outputs],

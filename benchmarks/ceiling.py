@@ -12,7 +12,7 @@ the conv peak (benchmarks/run.py) is the most any float32 step built from
 these kernels could reach; the gap between the bound and our measured step
 is everything else.
 
-Up-convs are timed as unet.py builds them by default (cpu_ops.DEFAULT).
+Up-convs are timed as unet.py builds them.
 """
 
 import json
@@ -25,15 +25,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import quiet  # noqa: E402, F401  (first: flops imports unet, which imports TensorFlow)
+from utils import quiet  # noqa: E402, F401  (first: flops imports unet, which imports TensorFlow)
 
 # isort: split
 import tensorflow as tf  # noqa: E402
 
-import cli  # noqa: E402
-import cpu_ops  # noqa: E402
 import unet  # noqa: E402
 from benchmarks import flops  # noqa: E402
+from utils import cli  # noqa: E402
 
 v1 = tf.compat.v1
 PARTS = ("forward", "input_grad", "weight_grad")
@@ -46,7 +45,7 @@ def layer_graph(kind, size, cin, cout):
         x = v1.get_variable("x", initializer=tf.random.stateless_normal([1, size, size, cin],
                                                                         seed=[0, 1]))
         if kind == "up_conv":
-            y = unet._up_conv(x, cout, cpu_ops.DEFAULT)
+            y = unet._up_conv(x, cout)
             (w,) = [v for v in v1.global_variables() if v.name == "up_weights:0"]
         else:
             k = 3 if kind == "conv3x3" else 1

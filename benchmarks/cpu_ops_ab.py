@@ -19,14 +19,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import quiet  # noqa: E402, F401  (first: quiets TensorFlow's start-up logs)
+from utils import quiet  # noqa: E402, F401  (first: quiets TensorFlow's start-up logs)
 
 # isort: split
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import cpu_ops  # noqa: E402
 import unet  # noqa: E402
+from benchmarks import cpu_ops  # noqa: E402
 
 v1 = tf.compat.v1
 ARMS = {
@@ -46,7 +46,8 @@ def build(ops, base, size, batch, depth):
         x = tf.constant(rng.uniform(size=[batch, size, size, 3]), tf.float32)
         out = unet.output_size(size, depth)
         y = tf.constant(rng.integers(0, 2, [batch, out, out, 1]), tf.float32)
-        logits = unet.unet(x, True, depth, base, ops=ops)
+        with cpu_ops.building(ops):
+            logits = unet.unet(x, True, depth, base)
         loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits))
         with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
             step = v1.train.AdamOptimizer(1e-4).minimize(loss)

@@ -31,15 +31,16 @@ WORKER = r"""
 import json, sys, time
 spec = json.loads(sys.argv[1])
 sys.path.insert(0, spec["root"])
-import distribute
+from core import distribute
 devices = distribute.parse_devices(spec["devices"])
 strategy = distribute.make_strategy(spec["strategy"], devices)  # before TF's runtime starts
 import tensorflow as tf
-import config, speed, train
+import train
+from core import config, device
 cfg = config.Config(train_records=spec["records"], val_records="", depth=spec["depth"],
                     base_filters=spec["base_filters"], input_size=spec["input_size"],
                     batch_size=spec["batch"], seed=1, shuffle_buffer=16)
-target, session_config, _server = distribute.session_target(strategy, speed.session_config(cfg))
+target, session_config, _server = distribute.session_target(strategy, device.session_config(cfg))
 with tf.Graph().as_default(), distribute.scope(strategy):
     g = train.build_graph(cfg, 1000, strategy)
     with tf.compat.v1.Session(target, config=session_config) as sess:
@@ -62,7 +63,7 @@ def write_records(directory, count, size, seed=0):
     import tensorflow as tf
 
     sys.path.insert(0, ROOT)
-    import records
+    from datasets import records
 
     rng = np.random.default_rng(seed)
     for shard in range(4):

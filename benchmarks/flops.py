@@ -77,3 +77,27 @@ def train_step_flops(input_size, depth=4, base_filters=64, batch=1, num_outputs=
     """FLOPs of one training step (forward, backward, update) on `batch` images."""
     return TRAIN_FACTOR * batch * forward_flops(input_size, depth, base_filters, num_outputs,
                                                 in_channels)
+
+
+def parameter_count(depth=4, base_filters=64, num_outputs=1, in_channels=3,
+                    batch_norm=True):
+    """Trainable parameters, counted from the architecture (no graph needed).
+
+    With batch_norm=False, in_channels=1 and num_outputs=2 this is the paper's
+    network (grayscale cells, two classes): 31,030,658 weights and biases. The
+    RGB, one-logit, batch-norm default here has 31,043,521.
+    """
+    def conv(k, cin, cout):
+        return k * k * cin * cout + cout + (2 * cout if batch_norm else 0)
+
+    total, cin = 0, in_channels
+    for level in range(depth + 1):
+        cout = base_filters * 2**level
+        total += conv(3, cin, cout) + conv(3, cout, cout)
+        cin = cout
+    for level in reversed(range(depth)):
+        cout = base_filters * 2**level
+        total += 2 * 2 * cin * cout + cout  # up-conv, no batch norm
+        total += conv(3, 2 * cout, cout) + conv(3, cout, cout)
+        cin = cout
+    return total + cin * num_outputs + num_outputs

@@ -112,10 +112,9 @@ def examples(pattern):
     """tf.data of (image [H, W, 3] uint8, mask [H, W, 1] uint8) of the records, in order."""
     import tensorflow as tf
 
-    import data
-    import records
+    from datasets import pipeline, records
 
-    return tf.data.TFRecordDataset(data.list_records(pattern)).map(
+    return tf.data.TFRecordDataset(pipeline.list_records(pattern)).map(
         lambda s: records.decode(records.parse_example(s)))
 
 
@@ -123,7 +122,7 @@ def to_inputs(image, mask, img_size):
     """The example's preprocessing: image float32 [s, s, 3] in 0..255, label and weight [s, s]."""
     import tensorflow as tf
 
-    import records
+    from datasets import records
 
     x = tf.image.resize(tf.cast(image, tf.float32), [img_size, img_size])
     m = tf.image.resize(mask, [img_size, img_size], "nearest")[:, :, 0]
@@ -137,7 +136,7 @@ def training_data(spec):
     ds = examples(spec.train)
     count = int(ds.reduce(0, lambda n, _: n + 1))
     if count < spec.batch_size:
-        from cli import UserError
+        from utils.cli import UserError
 
         raise UserError(f"{spec.train} holds {count} images, fewer than one batch of "
                         f"{spec.batch_size}")
@@ -148,7 +147,7 @@ def training_data(spec):
 
 def window_iou(model, spec):
     """Foreground IoU on the tune records at the model's input size (the curve's metric)."""
-    import metrics
+    from core import metrics
 
     ds = examples(spec.tune).map(lambda i, m: to_inputs(i, m, spec.img_size)).batch(8)
     total = np.zeros(4, np.int64)
@@ -163,7 +162,7 @@ def score(model, pattern, img_size):
     """evaluate.py's numbers for every full image of the records, predicted at img_size."""
     import tensorflow as tf
 
-    import metrics
+    from core import metrics
 
     counts = []
     for image, mask in examples(pattern):
@@ -244,7 +243,7 @@ def spec_from_json(text):
 
 
 def main(argv=None):
-    import quiet  # noqa: F401  (TensorFlow's start-up lines would bury an error)
+    from utils import quiet  # noqa: F401  (TensorFlow's start-up lines would bury an error)
 
     argv = sys.argv[1:] if argv is None else argv
     result = run(spec_from_json(argv[0]))
@@ -253,6 +252,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    import cli  # noqa: E402  (ROOT is on sys.path only now)
+    from utils import cli  # noqa: E402  (ROOT is on sys.path only now)
 
     sys.exit(cli.run_main(main))

@@ -55,11 +55,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import quiet  # noqa: E402, F401  (first: the converters import TensorFlow)
+from utils import quiet  # noqa: E402, F401  (first: the converters import TensorFlow)
 
 # isort: split
-import cli  # noqa: E402
 from benchmarks import keras_seg_peer, run  # noqa: E402
+from utils import cli  # noqa: E402
 
 SAMPLE_PETS = os.path.join(ROOT, "samples", "oxford_pets")
 SHARED_COCO = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco_tiny")
@@ -68,7 +68,7 @@ SPLIT_RULE = ("within each breed, trainval photos sorted by their number: index 
               "tune, the others -> train; test = the pets dir's annotations/test.txt")
 ALL_NEGATIVES = 1e9  # convert_pets --negatives is capped at the photos there are: every dog
 THRESHOLD = 0.5
-# train.py's val/ tag of the foreground IoU ("iou" in runs from before metrics.py)
+# train.py's val/ tag of the foreground IoU ("iou" in runs from before core/metrics.py)
 VAL_IOU_TAGS = ("foreground_iou", "iou")
 BIG = "1000000"  # steps between periodic checkpoints / image summaries: none in the budget
 
@@ -339,7 +339,7 @@ def read_events(run_dir):
     """
     import tensorflow as tf
 
-    import config
+    from core import config
 
     tf.get_logger().setLevel("ERROR")  # summary_iterator's deprecation notice
 

@@ -13,7 +13,7 @@ Sections (each independent; a missing module skips only its own):
              the fastest step TensorFlow's conv kernels allow, vs the peak and ours
   options    speed settings against the default: threads, XLA, oneDNN, bfloat16,
              real-record input
-  pipeline   data.make_dataset records/s on the converted shards, vs training rate,
+  pipeline   pipeline.make_dataset records/s on the converted shards, vs training rate,
              with train.py's default input (flips) and with --augment all
   predict    predict.Predictor megapixels/s on a 640x480 image (overlap-tile)
 
@@ -39,16 +39,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import quiet  # noqa: E402, F401  (first: flops imports unet, which imports TensorFlow)
+from utils import quiet  # noqa: E402, F401  (first: flops imports unet, which imports TensorFlow)
 
 # isort: split
-import cli  # noqa: E402
 from benchmarks import flops, worker  # noqa: E402
+from utils import cli  # noqa: E402
 
 SECTIONS = ("converter", "train", "ceiling", "options", "pipeline", "predict")
-NEEDS = {"converter": ("convert_coco", "demo_data"), "pipeline": ("data",),
+NEEDS = {"converter": ("convert_coco", "samples.drawn"), "pipeline": ("datasets.pipeline",),
          "train": ("train", "keras"), "ceiling": ("unet",), "options": ("train",),
-         "predict": ("predict", "tiling")}
+         "predict": ("predict", "core.tiling")}
 
 FULL = {
     "depth": 4, "size": 572,
@@ -319,10 +319,10 @@ def options_section(plan, log_dir, records=None, log=print):
 
 
 def converter_section(plan, log_dir, tmp):
-    import demo_data
+    from samples import drawn
 
     coco = os.path.join(tmp, "demo_coco")
-    demo_data.generate(coco, seed=0, **plan["demo"])
+    drawn.generate(coco, seed=0, **plan["demo"])
     out = {}
     for workers in (1, 2):
         out[f"workers_{workers}"] = one_shot(f"converter w{workers}", {

@@ -6,12 +6,12 @@ Kinds:
 
   stepping workers (driven over stdin, so run.py can interleave them):
     ours   one training step of the project's graph (unet + optim.pixel_loss +
-           Adam + UPDATE_OPS, speed.py settings), fed by tf.data
+           Adam + UPDATE_OPS, core/device.py settings), fed by tf.data
     keras  the Keras 3 peer (keras_peer.py) with train_on_batch
     torch  the PyTorch eager peer (torch_peer.py), when torch is installed
     peak   TensorFlow's conv2d and matmul throughput on large shapes
   one-shot workers (print one RESULT line and exit):
-    pipeline   data.make_dataset records/s on real shards (optionally augmented)
+    pipeline   pipeline.make_dataset records/s on real shards (optionally augmented)
     converter  convert_coco.convert images/s on a demo dataset
     predict    predict.Predictor megapixels/s on a 640x480 image
     ceiling    benchmarks/ceiling.py: every conv of the network timed alone
@@ -47,9 +47,9 @@ def spec_env(spec):
     if spec.get("onednn") is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = "1" if spec["onednn"] else "0"
     if spec.get("xla") == "auto":  # XLA on CPU is switched on only by the environment
-        import speed
+        from core import device
 
-        env[speed.XLA_FLAGS_ENV] = speed.XLA_CPU_FLAGS
+        env[device.XLA_FLAGS_ENV] = device.XLA_CPU_FLAGS
     env.update(spec.get("env") or {})  # experiments, e.g. {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}
     return env
 
@@ -65,14 +65,14 @@ def rss_mb():
 def synthetic_dataset(batch, input_size, depth, seed=0, distinct=2, static_batch=False):
     """tf.data of (image [B, in, in, 3] float32 in [0, 1], mask [B, out, out, 1] uint8).
 
-    uint8 tensors cast on the graph side, like data.make_dataset's output; the
+    uint8 tensors cast on the graph side, like pipeline.make_dataset's output; the
     batch dimension is unknown, as in the trainer, unless static_batch (which
     measured the same speed). A few mask pixels are IGNORE.
     """
     import tensorflow as tf
 
-    import records
     import unet
+    from datasets import records
 
     rng = np.random.default_rng(seed)
     out = unet.output_size(input_size, depth)
@@ -86,7 +86,7 @@ def synthetic_dataset(batch, input_size, depth, seed=0, distinct=2, static_batch
 
 
 def settings_of(spec):
-    """speed.py settings for a step spec; xla 'compile' is benchmark-only (explicit XLA)."""
+    """core/device.py settings for a step spec; xla 'compile' is benchmark-only (explicit XLA)."""
     from types import SimpleNamespace
 
     return SimpleNamespace(intra_op_threads=spec["intra"], inter_op_threads=spec["inter"],
@@ -98,21 +98,20 @@ def build_train_step(spec):
     """(session, loss fetch) of one training step; running the fetch trains one step."""
     import tensorflow as tf
 
-    import optim
-    import speed
     import unet
+    from core import device, optim
 
     v1 = tf.compat.v1
     spec = {**STEP_DEFAULTS, **spec}
     cfg = settings_of(spec)
-    session_config = speed.session_config(cfg)  # first: xla=auto must precede any Session
+    session_config = device.session_config(cfg)  # first: xla=auto must precede any Session
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(spec["seed"])
         if spec["records"]:
-            import data
+            from datasets import pipeline
 
-            ds = data.make_dataset(spec["records"], spec["batch"], True, spec["size"],
+            ds = pipeline.make_dataset(spec["records"], spec["batch"], True, spec["size"],
                                    spec["depth"], spec["seed"]).repeat()
         else:
             ds = synthetic_dataset(spec["batch"], spec["size"], spec["depth"], spec["seed"],
@@ -157,8 +156,7 @@ def ours_steps(spec):
 
 
 def keras_steps(spec):
-    import unet
-    from benchmarks import keras_peer
+    from benchmarks import flops, keras_peer
 
     spec = {**STEP_DEFAULTS, **spec}
     model = keras_peer.compiled_model(spec["size"], spec["depth"], spec["base"],
@@ -166,7 +164,7 @@ def keras_steps(spec):
     x, y = keras_peer.synthetic_batch(spec["batch"], spec["size"], spec["depth"])
     params = keras_peer.trainable_parameter_count(model)
     info = {"parameters": params,
-            "same_parameters_as_unet": params == unet.parameter_count(spec["depth"],
+            "same_parameters_as_unet": params == flops.parameter_count(spec["depth"],
                                                                       spec["base"])}
     return {"train": lambda: float(model.train_on_batch(x, y))}, info
 
@@ -174,15 +172,14 @@ def keras_steps(spec):
 def torch_steps(spec):
     import torch
 
-    import unet
-    from benchmarks import torch_peer
+    from benchmarks import flops, torch_peer
 
     spec = {**STEP_DEFAULTS, **spec}
     step, model = torch_peer.train_step_fn(spec["size"], spec["depth"], spec["base"],
                                            spec["batch"])
     params = torch_peer.trainable_parameter_count(model)
     info = {"parameters": params, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "same_parameters_as_unet": params == unet.parameter_count(spec["depth"],
+            "same_parameters_as_unet": params == flops.parameter_count(spec["depth"],
                                                                       spec["base"])}
     return {"train": step}, info
 
@@ -258,20 +255,19 @@ def _median_rate(amounts_and_seconds):
 
 
 def pipeline_result(spec):
-    """Records/s of data.make_dataset alone (decode, crop, mirror-pad, augment, batch).
+    """Records/s of pipeline.make_dataset alone (decode, crop, mirror-pad, augment, batch).
 
     spec["augment"]: the --augment groups (default "flip", train.py's default).
     """
     import tensorflow as tf
 
-    import augment
-    import data
+    from datasets import augment, pipeline
 
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
         settings = augment.Settings(augment.parse_groups(spec.get("augment", "flip")))
-        ds = data.make_dataset(spec["records"], spec["batch"], True, spec["size"],
+        ds = pipeline.make_dataset(spec["records"], spec["batch"], True, spec["size"],
                                spec["depth"], seed=0, augmentation=settings).repeat()
         images, _ = v1.data.make_one_shot_iterator(ds).get_next()
         count = tf.shape(images)[0]
@@ -305,9 +301,8 @@ def make_run_dir(run_dir, base, depth, size):
     """A run dir as train.py leaves it: config.json and a (random-weight) checkpoint."""
     import tensorflow as tf
 
-    import checkpoints
-    import config
     import unet
+    from core import config, rundir
 
     v1 = tf.compat.v1
     config.save_config(config.Config(input_size=size, depth=depth, base_filters=base), run_dir)
@@ -318,7 +313,7 @@ def make_run_dir(run_dir, base, depth, size):
         saver = v1.train.Saver(v1.global_variables("unet"))
         with v1.Session() as session:
             session.run(v1.global_variables_initializer())
-            saver.save(session, os.path.join(run_dir, checkpoints.CKPT_PREFIX), global_step=0)
+            saver.save(session, os.path.join(run_dir, rundir.CKPT_PREFIX), global_step=0)
 
 
 def predict_result(spec):
@@ -361,7 +356,7 @@ ONE_SHOT = {"pipeline": pipeline_result, "converter": converter_result,
 
 
 def main(argv=None):
-    import quiet  # noqa: F401  (TensorFlow's start-up lines would bury a worker's error)
+    from utils import quiet  # noqa: F401  (TensorFlow's start-up lines would bury a worker's error)
 
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(argv[0])

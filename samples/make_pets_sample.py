@@ -28,8 +28,8 @@ import sys
 
 import cv2
 
-import cli
 import convert_pets
+from utils import cli
 
 BREEDS = ("Abyssinian", "Bengal", "american_bulldog")  # 2 cat breeds, 1 dog breed
 LONGEST = 256  # px of a photo's longer side; ~20 KB per JPEG

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_data import (
+from test_pipeline import (
     BORDER,
     DEPTH,
     INPUT,
@@ -14,12 +14,10 @@ from test_data import (
     write_records,
 )
 
-import augment
-import cli
-import data
-import records
 import train
-from cli import UsageError
+from datasets import augment, pipeline, records
+from utils import cli
+from utils.cli import UsageError
 
 ALL = augment.Settings(augment.GROUPS)
 GEOMETRY = augment.Settings(augment.GROUPS[:-1])  # all but color: exact pixel values
@@ -28,7 +26,7 @@ NONE = augment.Settings(())
 
 def windows(pattern, augmentation, seed=3, epoch=0, training=True):
     """Images [N, in, in, 3] and masks [N, out, out, 1] of one pass, as numpy."""
-    ds = data.make_dataset(str(pattern), 16, training, INPUT, DEPTH, seed=seed, epoch=epoch,
+    ds = pipeline.make_dataset(str(pattern), 16, training, INPUT, DEPTH, seed=seed, epoch=epoch,
                            augmentation=augmentation)
     batches = list(ds)  # one pass: a second one would be shuffled afresh
     return (np.concatenate([b[0].numpy() for b in batches]),
@@ -76,7 +74,7 @@ def test_flags_reach_config_and_settings():
 
 
 def test_resolve_spells_out_the_groups_in_config_json(tmp_path):
-    import config
+    from core import config
 
     cfg = config.resolve(config.Config(augment="all", seed=1))
     assert cfg.augment == "flip,rotate,scale,elastic,color"
@@ -284,7 +282,7 @@ def test_same_seed_epoch_record_repeat_and_epochs_differ(tmp_path):
 @pytest.mark.parametrize("settings", [NONE, augment.Settings(), ALL])
 def test_static_shapes_are_unchanged(settings, tmp_path):
     write_records(tmp_path / "s.tfrecord", [(30, 40)])
-    ds = data.make_dataset(str(tmp_path / "s.tfrecord"), 2, True, INPUT, DEPTH, seed=1,
+    ds = pipeline.make_dataset(str(tmp_path / "s.tfrecord"), 2, True, INPUT, DEPTH, seed=1,
                            augmentation=settings)
     image_spec, mask_spec = ds.element_spec
     assert image_spec.shape.as_list() == [None, INPUT, INPUT, 3]

@@ -20,22 +20,21 @@ import pytest
 import tensorflow as tf
 import test_convert_pets  # its tiny Oxford-IIIT Pet layout
 
-import checkpoints
-import cli
-import config
 import convert_coco
 import convert_pets
-import demo_data
 import evaluate
 import export
 import predict
-import records
 import train
+from core import config, rundir
+from datasets import records
+from samples import drawn
+from utils import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 MAINS = {"convert_coco": convert_coco.main, "convert_pets": convert_pets.main,
-         "demo_data": demo_data.main, "train": train.main,
+         "drawn": drawn.main, "train": train.main,
          "evaluate": evaluate.main, "predict": predict.main, "export": export.main}
 DOC = os.path.join(ROOT, "docs", "bad_inputs.md")
 
@@ -81,7 +80,7 @@ def world(tmp_path_factory):
     """A demo COCO dir, its records, a tiny trained run, and good/odd/bad image files."""
     d = tmp_path_factory.mktemp("world")
     coco = str(d / "coco")
-    demo_data.generate(coco, seed=2, num_train=3, num_val=2)
+    drawn.generate(coco, seed=2, num_train=3, num_val=2)
     out = str(d / "data" / "cat")
     for split in ("train2017", "val2017"):
         convert_coco.convert(coco, split, output=out, progress=False)
@@ -127,7 +126,7 @@ def write(path, text):
 
 
 def set_config(run, **changes):
-    path = os.path.join(run, checkpoints.RUN_CONFIG)
+    path = os.path.join(run, rundir.RUN_CONFIG)
     cfg = json.load(open(path))
     cfg.update(changes)
     write(path, json.dumps(cfg))
@@ -239,15 +238,15 @@ CASES = [
      lambda w, t: pets_args(w["pets"], t) + ["--border", "maybe"], 2, "invalid choice"),
     ("pets-unknown-flag", "convert_pets", "unknown flag",
      lambda w, t: pets_args(w["pets"], t) + ["--frobnicate"], 2, "unrecognized arguments"),
-    # ---------------------------------------------------------------- demo_data
-    ("demo-num-train-0", "demo_data", "--num-train 0",
+    # ---------------------------------------------------------------- samples.drawn
+    ("demo-num-train-0", "drawn", "--num-train 0",
      lambda w, t: ["--out", str(t / "d"), "--num-train", "0"], 2, "positive integer"),
-    ("demo-num-val-text", "demo_data", "--num-val many",
+    ("demo-num-val-text", "drawn", "--num-val many",
      lambda w, t: ["--out", str(t / "d"), "--num-val", "many"], 2,
      "--num-val: must be a positive integer, got many"),
-    ("demo-negative-seed", "demo_data", "--seed -1",
+    ("demo-negative-seed", "drawn", "--seed -1",
      lambda w, t: ["--out", str(t / "d"), "--seed", "-1"], 2, "must be >= 0"),
-    ("demo-out-is-a-file", "demo_data", "--out names an existing file",
+    ("demo-out-is-a-file", "drawn", "--out names an existing file",
      lambda w, t: (write(str(t / "f"), "x"), ["--out", str(t / "f"), "--num-train", "1",
                                               "--num-val", "1"])[1], 1, "cannot write"),
     # ---------------------------------------------------------------- train
@@ -292,7 +291,7 @@ CASES = [
      "another network"),
     ("train-malformed-run-config", "train", "resume a run dir whose config.json is broken",
      lambda w, t: tiny(w, t, **{"--run-dir": copy_run(w, t, lambda r: write(
-         os.path.join(r, checkpoints.RUN_CONFIG), "{oops"))}), 1, "not valid JSON"),
+         os.path.join(r, rundir.RUN_CONFIG), "{oops"))}), 1, "not valid JSON"),
     ("train-unknown-flag", "train", "unknown flag",
      lambda w, t: ["--frobnicate", "3"], 2, "unrecognized arguments"),
     # ---------------------------------------------------------------- evaluate
@@ -352,7 +351,7 @@ CASES = [
     ("predict-batch-size-0", "predict", "--batch-size 0",
      lambda w, t: ["--run", w["run"], w["images"], "--batch-size", "0"], 2, "positive integer"),
     ("predict-broken-eval-json", "predict", "run's eval.json is broken",
-     lambda w, t: ["--run", copy_run(w, t, lambda r: write(os.path.join(r, checkpoints.EVAL_JSON),
+     lambda w, t: ["--run", copy_run(w, t, lambda r: write(os.path.join(r, rundir.EVAL_JSON),
                                                             "[")), w["images"]], 1,
      "not a valid evaluate.py result"),
     ("predict-config-vs-checkpoint", "predict", "config.json does not match the checkpoint",
@@ -386,7 +385,7 @@ def _cut(w, t):
 
 def _drop_checkpoints(run):
     for name in os.listdir(run):
-        if name.startswith(("model.ckpt", "checkpoint")) or name == checkpoints.BEST_DIR:
+        if name.startswith(("model.ckpt", "checkpoint")) or name == rundir.BEST_DIR:
             path = os.path.join(run, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
@@ -427,10 +426,11 @@ def test_bad_input_is_one_clear_error_line(world, tmp_path, capsys, monkeypatch,
                                   "predict-not-an-image", "export-out-exists"])
 def test_as_a_subprocess_exactly_one_error_line(world, tmp_path, name):
     _, command, _, argv, code, words = next(c for c in CASES if c[0] == name)
-    done = subprocess.run([sys.executable, os.path.join(ROOT, f"{command}.py"),
-                           *argv(world, tmp_path)], cwd=str(tmp_path), capture_output=True,
-                          text=True, timeout=HANG_GUARD,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    script = ([os.path.join(ROOT, f"{command}.py")] if command != "drawn"
+              else ["-m", "samples.drawn"])
+    done = subprocess.run([sys.executable, *script, *argv(world, tmp_path)], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=HANG_GUARD,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT})
     errors = error_lines(done.stderr)
     assert done.returncode == code, done.stderr[-2000:]
     assert len(errors) == 1 and words in errors[0], done.stderr[-2000:]

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-import cpu_ops
-import speed
 import unet
-from benchmarks import ceiling, flops, keras_peer, run, worker
+from benchmarks import ceiling, cpu_ops, flops, keras_peer, run, worker
+from core import device
+from utils import cli
 
 v1 = tf.compat.v1
 
@@ -42,8 +41,9 @@ def test_flops_match_tensorflows_own_count_of_the_graph(size, depth, base, outpu
     g = tf.Graph()
     with g.as_default():
         # TensorFlow counts no flops for conv2d_transpose; the matmul up-conv it does count.
-        unet.unet(v1.placeholder(tf.float32, [1, size, size, 3]), False, depth, base, outputs,
-                  ops=cpu_ops.TRICKS)
+        with cpu_ops.building(cpu_ops.TRICKS):
+            unet.unet(v1.placeholder(tf.float32, [1, size, size, 3]), False, depth, base,
+                      outputs)
         opts = v1.profiler.ProfileOptionBuilder.float_operation()
         opts["output"] = "none"
         profile = v1.profiler.profile(g, options=opts)
@@ -77,7 +77,7 @@ def test_flops_of_the_papers_network_match_the_issue():
 @pytest.mark.parametrize("size,depth,base", [(44, 1, 4), (92, 2, 8)])
 def test_keras_peer_has_the_same_parameters_and_shapes(size, depth, base):
     model = keras_peer.build_model(size, depth, base)
-    assert keras_peer.trainable_parameter_count(model) == unet.parameter_count(depth, base)
+    assert keras_peer.trainable_parameter_count(model) == flops.parameter_count(depth, base)
     out = unet.output_size(size, depth)
     assert tuple(model.output.shape) == (None, out, out, 1)
     kinds = [type(layer).__name__ for layer in model.layers]
@@ -100,7 +100,7 @@ def test_torch_peer_worker_has_the_same_network_and_trains(tmp_path):
     results = run.run_group([("pytorch", {"kind": "torch", **TINY})], 3, str(tmp_path))
     r = results["pytorch"]
     assert "error" not in r, r.get("error")
-    assert r["ready"]["parameters"] == unet.parameter_count(TINY["depth"], TINY["base"])
+    assert r["ready"]["parameters"] == flops.parameter_count(TINY["depth"], TINY["base"])
     assert r["ready"]["same_parameters_as_unet"] is True
     losses = [r["ready"]["warmup_values"]["train"]] + [x["values"]["train"] for x in r["rounds"]]
     assert 0.3 < losses[0] < 3.0 and losses[-1] < losses[0]
@@ -139,8 +139,8 @@ def test_in_process_speed_options_give_the_plain_loss():
     np.testing.assert_allclose(bf16, plain, rtol=2e-2)
     # oneDNN rewrites to bfloat16 only on CPUs with AVX-512 (or native bf16); on others
     # (e.g. AVX2-only) TensorFlow leaves the graph in float32.
-    flags = speed.cpu_flags(speed.read_cpuinfo() or "")
-    if "avx512f" in flags or set(speed.CPU_BF16_FLAGS) & set(flags):
+    flags = device.cpu_flags(device.read_cpuinfo() or "")
+    if "avx512f" in flags or set(device.CPU_BF16_FLAGS) & set(flags):
         assert bf16 != plain  # the bfloat16 rewrite really ran
 
 

@@ -1,4 +1,4 @@
-"""cli.py and quiet.py: one error line, the right exit codes, a quiet TensorFlow start."""
+"""utils/cli.py, utils/quiet.py: one error line, the right exit codes, a quiet TensorFlow start."""
 
 import os
 import signal
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import cli
+from utils import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
@@ -70,7 +70,7 @@ def test_text_for_a_number_says_what_the_flag_wants(kind, wanted):
 
 
 def test_quiet_tensorflow_start_leaves_stderr_empty():
-    code = ("import quiet\nimport tensorflow as tf\n"
+    code = ("from utils import quiet\nimport tensorflow as tf\n"
             "with tf.compat.v1.Session() as s: print(s.run(tf.constant(41) + 1))\n")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
@@ -80,7 +80,7 @@ def test_quiet_tensorflow_start_leaves_stderr_empty():
 
 
 def test_quiet_replays_unknown_stderr_lines():
-    code = ("import os, sys\nsys.modules.pop('tensorflow', None)\nimport quiet\n"
+    code = ("import os, sys\nsys.modules.pop('tensorflow', None)\nfrom utils import quiet\n"
             "quiet._captured(lambda: os.write(2, b'real warning\\ncpu_feature_guard x\\n'))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=HANG_GUARD)
@@ -89,13 +89,13 @@ def test_quiet_replays_unknown_stderr_lines():
 
 def test_ctrl_c_while_tensorflow_imports_is_one_line(tmp_path):
     # A stand-in TensorFlow whose import is interrupted, as by a Ctrl-C in its seconds
-    # of start-up, while quiet.py holds stderr.
+    # of start-up, while utils/quiet.py holds stderr.
     (tmp_path / "tensorflow").mkdir()
     (tmp_path / "tensorflow" / "__init__.py").write_text(
         "import signal\nsignal.raise_signal(signal.SIGINT)\n")
-    done = subprocess.run([sys.executable, "-c", "import quiet"], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)},
-                          timeout=HANG_GUARD)
+    done = subprocess.run([sys.executable, "-c", "from utils import quiet"], cwd=ROOT,
+                          capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=HANG_GUARD)
     assert done.stderr == "interrupted\n"
     assert done.returncode == -signal.SIGINT  # as Python exits on Ctrl-C: a shell shows 130
 

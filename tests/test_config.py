@@ -1,13 +1,12 @@
-"""config.py: the Config asked for, its one check (resolve), the RunConfig, config.json."""
+"""core/config.py: the Config asked for, its one check (resolve), the RunConfig, config.json."""
 
 import dataclasses
 import json
 
 import pytest
 
-import checkpoints
-import config
-from cli import UsageError, UserError
+from core import config, rundir
+from utils.cli import UsageError, UserError
 
 # config.json as commit 723af45 wrote it: 27 fields, before long_side, augmentation,
 # minutes, precision, strategy and on_nan existed.
@@ -23,7 +22,7 @@ OLD_CONFIG_JSON = {
 
 
 def test_an_old_config_json_loads_as_a_run_config_with_todays_defaults(tmp_path):
-    (tmp_path / checkpoints.RUN_CONFIG).write_text(json.dumps(OLD_CONFIG_JSON))
+    (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps(OLD_CONFIG_JSON))
     cfg = config.load_config(str(tmp_path))
     assert isinstance(cfg, config.RunConfig)
     assert (cfg.pos_weight, cfg.seed, cfg.classes) == (2.5, 7, ("cat",))
@@ -51,7 +50,7 @@ def test_resolve_makes_pos_weight_a_float(tmp_path):
 
 
 def test_unknown_keys_are_one_error(tmp_path):
-    (tmp_path / checkpoints.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, "nope": 1}))
+    (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, "nope": 1}))
     with pytest.raises(UserError, match="unknown keys"):
         config.load_config(str(tmp_path))
 

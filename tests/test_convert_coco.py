@@ -15,11 +15,10 @@ import tensorflow as tf
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-import cli
 import convert_coco
-import demo_data
-import records
-import shards
+from datasets import records, shards
+from samples import drawn
+from utils import cli
 
 CAT, DOG, PERSON = 17, 18, 1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +85,7 @@ def run(coco_dir, output, **kw):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("demo"))
-    demo_data.generate(root, seed=0, num_train=10, num_val=2)
+    drawn.generate(root, seed=0, num_train=10, num_val=2)
     return root
 
 
@@ -167,7 +166,7 @@ def test_crowd_policies_and_no_leaks(demo, tmp_path, crowd):
     out = tmp_path / "cat"
     run(demo, out, crowd=crowd)
     coco = _coco(demo)
-    crowd_image = demo_data.FIRST_IMAGE_ID["train2017"] + 1  # the crowd showcase
+    crowd_image = drawn.FIRST_IMAGE_ID["train2017"] + 1  # the crowd showcase
     rec = {r["id"]: r for r in read_records(str(out))}[crowd_image]
     anns = coco.imgToAnns[crowd_image]
     cat_crowd = coco.annToMask(next(a for a in anns if a["iscrowd"] and a["category_id"] == CAT))
@@ -282,7 +281,7 @@ def test_sigkill_leaves_only_complete_shards(demo, reference, tmp_path):
     script = (
         "import os, signal, sys\n"
         f"sys.path.insert(0, {REPO!r})\n"
-        "import convert_coco, records\n"
+        "import convert_coco\nfrom datasets import records\n"
         "real, n = records.make_example, [0]\n"
         "def die(*a):\n"
         "    n[0] += 1\n"
@@ -311,7 +310,7 @@ def test_ctrl_c_during_a_pooled_conversion_is_one_line(demo, tmp_path):
     script = (
         "import sys\n"
         f"sys.path.insert(0, {REPO!r})\n"
-        "import cli, convert_coco, records\n"
+        "import convert_coco\nfrom datasets import records\nfrom utils import cli\n"
         "real, n = records.make_example, [0]\n"
         "def pause(*a):\n"
         "    n[0] += 1\n"

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-import config
 import convert_coco
 import convert_pets
-import demo_data
-import records
-import shards
 import train
+from core import config
+from datasets import records, shards
+from samples import drawn
+from utils import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared", "data", "oxford_pets_sample")
@@ -288,7 +287,7 @@ def test_cli_flags_reach_the_conversion(tiny, capsys, tmp_path):
 
 def test_stats_keys_match_convert_coco_and_pos_weight_auto_reads_them(tiny, tmp_path):
     coco = str(tmp_path / "coco")
-    demo_data.generate(coco, seed=0, num_train=2, num_val=1)
+    drawn.generate(coco, seed=0, num_train=2, num_val=1)
     coco_stats = convert_coco.convert(coco, "val2017", output=str(tmp_path / "coco_cat"),
                                       workers=1, progress=False)
     out = str(tmp_path / "pets")
@@ -347,7 +346,7 @@ def test_sigkill_leaves_only_complete_shards_and_rerun_resumes(tiny, reference, 
     script = (
         "import os, signal, sys\n"
         f"sys.path.insert(0, {REPO!r})\n"
-        "import convert_pets, records\n"
+        "import convert_pets\nfrom datasets import records\n"
         "real, n = records.make_example, [0]\n"
         "def die(*a):\n"
         "    n[0] += 1\n"

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cpu_ops
 import unet
+from benchmarks import cpu_ops
 
 v1 = tf.compat.v1
 
@@ -71,8 +71,8 @@ def test_model_convs_use_the_ordered_gradient():
     g = tf.Graph()
     with g.as_default():
         x = v1.placeholder(tf.float32, [1, 44, 44, 3])
-        loss = tf.reduce_sum(unet.unet(x, True, depth=1, base_filters=2,
-                                       ops=cpu_ops.Ops(ordered_grads=True)))
+        with cpu_ops.building(cpu_ops.Ops(ordered_grads=True)):
+            loss = tf.reduce_sum(unet.unet(x, True, depth=1, base_filters=2))
         grads = tf.gradients(loss, v1.trainable_variables())
         assert all(grad is not None for grad in grads)
         # The plain up-conv's forward op is a Conv2DBackpropInput too: gradients only.
@@ -91,7 +91,8 @@ def test_unet_with_tricks_equals_plain_unet_in_logits_and_gradients():
         with g.as_default():
             tf.random.set_seed(3)
             x = tf.constant(np.random.default_rng(0).uniform(size=[2, 92, 108, 3]), tf.float32)
-            logits = unet.unet(x, True, depth=2, base_filters=4, ops=ops)
+            with cpu_ops.building(ops):
+                logits = unet.unet(x, True, depth=2, base_filters=4)
             variables = v1.trainable_variables()
             grads = tf.gradients(tf.reduce_sum(tf.sin(logits)), variables)
             with v1.Session() as sess:

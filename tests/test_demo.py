@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-import cli
 import demo
+from utils import cli
 
 TINY = dict(depth=1, base_filters=4, input_size=44, batch_size=2, epochs=2, val_every=1,
             log_every=1)

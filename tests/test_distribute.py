@@ -1,4 +1,4 @@
-"""distribute.py: strategy flags, per-worker input, and training equal to one device.
+"""core/distribute.py: strategy flags, per-worker input, and training equal to one device.
 
 The TensorFlow runs happen in subprocesses: logical CPU devices can only be
 made before TF's runtime starts, and each multi-worker worker is a process.
@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-import distribute
-from cli import UsageError, UserError
+from core import distribute
+from utils import cli
+from utils.cli import UsageError, UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
@@ -172,19 +172,18 @@ def reference_weights(cfg_json, start_checkpoint, steps, splits):
     """
     import tensorflow as tf
 
-    import config
-    import data
-    import optim
     import unet
+    from core import config, optim
+    from datasets import pipeline
 
     v1 = tf.compat.v1
     cfg = config.Config(**{**json.loads(cfg_json), "classes": ("cat",)})
     with tf.Graph().as_default():
         v1.set_random_seed(cfg.seed)  # the shuffles' order depends on it, as in train.py
         epoch = v1.placeholder(tf.int64, [])
-        ds = data.make_dataset(cfg.train_records, cfg.batch_size * 2, True, cfg.input_size,
+        ds = pipeline.make_dataset(cfg.train_records, cfg.batch_size * 2, True, cfg.input_size,
                                cfg.depth, cfg.seed, epoch, cfg.shuffle_buffer)
-        iterator = data.make_initializable_iterator(ds)
+        iterator = pipeline.make_initializable_iterator(ds)
         images, masks = iterator.get_next()  # [4, in, in, 3], [4, out, out, 1]
         losses = []
         for part_images, part_masks in zip(tf.split(images, splits), tf.split(masks, splits)):
@@ -212,23 +211,25 @@ def reference_weights(cfg_json, start_checkpoint, steps, splits):
 
 MIRRORED = """
 import json, sys
-import distribute
+from core import distribute
 distribute.use_logical_cpus(2)  # before anything starts TF's runtime
 import dataclasses, logging
 import numpy as np
 import tensorflow as tf
-import checkpoints, config, data, train, test_distribute
+import train, test_distribute
+from core import config, rundir
+from datasets import pipeline
 logging.basicConfig(level=logging.INFO)
 cfg = config.Config(**json.loads(sys.argv[1]))
 run_dir, steps = cfg.run_dir, cfg.max_steps
 v1 = tf.compat.v1
 # Step-0 checkpoint from --strategy none's own graph: both runs start from these weights.
 with tf.Graph().as_default():
-    plan = distribute.Plan(data.record_files(cfg.train_records), [], 0, 0, steps, None)
+    plan = distribute.Plan(pipeline.record_files(cfg.train_records), [], 0, 0, steps, None)
     g = train.build_graph(cfg, plan)
     with v1.Session() as sess:
         sess.run(g.init)
-        start = g.saver.save(sess, run_dir + "/" + checkpoints.CKPT_PREFIX, 0)
+        start = g.saver.save(sess, run_dir + "/" + rundir.CKPT_PREFIX, 0)
 result = train.train(dataclasses.replace(cfg, strategy="mirrored", devices="/cpu:0,/cpu:1"))
 assert result.step == steps, result
 final = tf.train.load_checkpoint(result.checkpoint)
@@ -281,7 +282,8 @@ WORKER = """
 import sys
 import numpy as np
 import tensorflow as tf
-import cli, train
+import train
+from utils import cli
 loop = train._loop
 
 
@@ -378,7 +380,7 @@ def test_two_workers_train_alike_only_the_chief_writes_and_both_resume(shards, t
     assert int(w0["global_step"]) == 3
     # Only the chief wrote: one checkpoint, one event file, its config.
     assert (run_dir / "model.ckpt-3.index").exists()
-    written = sorted(set(os.listdir(run_dir)) - {"train.lock"})  # runlock.py's, chief only
+    written = sorted(set(os.listdir(run_dir)) - {"train.lock"})  # utils/runlock.py's, chief only
     assert written == ["baseline", "checkpoint", "config.json",
                        "model.ckpt-3.data-00000-of-00001", "model.ckpt-3.index", "train", "val"]
     assert len(_events(run_dir / "train")) == 1

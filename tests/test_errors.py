@@ -1,4 +1,4 @@
-"""errors.py: the one useful line of an error, and writes that are whole or absent."""
+"""utils/errors.py: the one useful line of an error, and writes that are whole or absent."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 import tensorflow as tf
 
-import errors
+from utils import errors
 
 
 def op_error(message):

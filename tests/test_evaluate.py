@@ -9,13 +9,11 @@ import pytest
 import tensorflow as tf
 from test_predict import make_run, reference_probabilities, scaled_reference_probabilities
 
-import checkpoints
-import cli
-import config
 import evaluate
-import metrics
 import predict
-import records
+from core import config, metrics, rundir
+from datasets import records
+from utils import cli
 
 F, B, X = records.FOREGROUND, records.BACKGROUND, records.IGNORE
 
@@ -105,27 +103,27 @@ def test_long_side_run_is_scored_against_the_full_resolution_masks(tmp_path):
 
 def test_own_val_records_write_eval_json_and_adopt_the_threshold(evaluated):
     run, _, result = evaluated
-    with open(run / checkpoints.EVAL_JSON) as f:
+    with open(run / rundir.EVAL_JSON) as f:
         stored = json.load(f)
-    assert result["report"] == str(run / checkpoints.EVAL_JSON)
+    assert result["report"] == str(run / rundir.EVAL_JSON)
     assert stored["best_threshold"] == result["best_threshold"]
     assert stored["model"] == pytest.approx(result["model"])
     assert stored["global_step"] == 7 and stored["long_side"] == 0
     assert stored["adopted_threshold"] is True
-    with open(run / checkpoints.THRESHOLD_JSON) as f:
+    with open(run / rundir.THRESHOLD_JSON) as f:
         adopted = json.load(f)
     assert adopted["threshold"] == result["best_threshold"]
     assert adopted["foreground_iou"] == result["best_threshold_iou"]
-    assert adopted["report"] == checkpoints.EVAL_JSON and adopted["checkpoint"].endswith("ckpt-7")
+    assert adopted["report"] == rundir.EVAL_JSON and adopted["checkpoint"].endswith("ckpt-7")
     assert predict.default_threshold(str(run)) == (result["best_threshold"],
-                                                   str(run / checkpoints.THRESHOLD_JSON))
+                                                   str(run / rundir.THRESHOLD_JSON))
 
 
 def test_other_records_never_move_the_threshold_unless_adopted(evaluated, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(evaluated[0], run)
     before = {name: (run / name).read_bytes()
-              for name in (checkpoints.EVAL_JSON, checkpoints.THRESHOLD_JSON)}
+              for name in (rundir.EVAL_JSON, rundir.THRESHOLD_JSON)}
     other = str(tmp_path / "cats-00000-of-00001.tfrecord")
     write_records(other, make_images(seed=1)[:3])
     result = evaluate.evaluate(str(run), other, save_overlays=1, progress=False)
@@ -139,23 +137,23 @@ def test_other_records_never_move_the_threshold_unless_adopted(evaluated, tmp_pa
     assert len(os.listdir(run / name / "overlays")) == 2
     assert {n: (run / n).read_bytes() for n in before} == before
     assert predict.default_threshold(str(run)) == (evaluated[2]["best_threshold"],
-                                                   str(run / checkpoints.THRESHOLD_JSON))
+                                                   str(run / rundir.THRESHOLD_JSON))
 
     argv = ["--run", str(run), "--records", other, "--no-progress", "--threshold", "0.3"]
     assert cli.run_main(evaluate.main, argv + ["--adopt-threshold"]) == 0
     out = capsys.readouterr().out
     assert f"wrote {run / name}.json" in out
-    adopted = json.loads((run / checkpoints.THRESHOLD_JSON).read_text())
+    adopted = json.loads((run / rundir.THRESHOLD_JSON).read_text())
     assert f"adopted threshold {adopted['threshold']:.2f} (--adopt-threshold)" in out
     assert adopted["records"] == other and adopted["report"] == f"{name}.json"
     assert predict.default_threshold(str(run))[0] == result["best_threshold"]
-    assert (run / checkpoints.EVAL_JSON).read_bytes() == before[checkpoints.EVAL_JSON]
+    assert (run / rundir.EVAL_JSON).read_bytes() == before[rundir.EVAL_JSON]
 
 
 def test_own_records_adopt_only_with_the_default_checkpoint(evaluated, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(evaluated[0], run)
-    (run / checkpoints.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.15}))
+    (run / rundir.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.15}))
     for suffix in (".index", ".data-00000-of-00001"):  # an older checkpoint, same weights
         shutil.copy(run / f"model.ckpt-7{suffix}", run / f"model.ckpt-3{suffix}")
     older = ["--run", str(run), "--no-progress", "--checkpoint", str(run / "model.ckpt-3")]
@@ -163,7 +161,7 @@ def test_own_records_adopt_only_with_the_default_checkpoint(evaluated, tmp_path,
     out = capsys.readouterr().out
     assert "not adopted (not the run's default checkpoint)" in out
     assert "pass --adopt-threshold" in out
-    assert json.loads((run / checkpoints.EVAL_JSON).read_text())["global_step"] == 3
+    assert json.loads((run / rundir.EVAL_JSON).read_text())["global_step"] == 3
     assert cli.run_main(evaluate.main, ["--run", str(run), "--no-progress",
                                         "--no-adopt-threshold"]) == 0
     assert "not adopted (--no-adopt-threshold)" in capsys.readouterr().out
@@ -226,7 +224,7 @@ def test_corrupt_and_missing_records_are_one_clear_error(tmp_path, capsys):
     assert code == 1 and "no record files match" in line
     code, line = error("--records", str(tmp_path / "good.tfrecord"), "--threshold", "-0.1")
     assert code == 2 and "must be in [0, 1]" in line
-    assert not os.path.exists(run / checkpoints.EVAL_JSON)
+    assert not os.path.exists(run / rundir.EVAL_JSON)
     # A mask whose size disagrees with its image.
     with tf.io.TFRecordWriter(str(tmp_path / "odd.tfrecord")) as w:
         image, mask, name = items[0]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from test_predict import HANG_GUARD, make_run, write_image
 
-import checkpoints
-import cli
 import export
 import predict
+from core import rundir
+from utils import cli
 
 # Runs in a fresh interpreter: nothing from this process (graph, variables,
 # imported project modules) can leak into the loaded model.
@@ -39,7 +39,7 @@ np.savez(sys.argv[2], **result)
 def export_run(tmp, long_side=0):
     run = tmp / "run"
     make_run(run, long_side=long_side)
-    (run / checkpoints.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.45}))
+    (run / rundir.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.45}))
     rng = np.random.default_rng(5)
     # Neither size is a multiple of the 20 px output tile; one is grayscale JPEG. With
     # long_side 32 the first shrinks (area) and the second grows (bilinear).
@@ -91,7 +91,7 @@ def test_export_records_its_origin_and_threshold(exported):
         stored = json.load(f)
     assert stored == json.loads(json.dumps(info))
     assert stored["threshold"] == 0.45
-    assert stored["threshold_source"] == str(run / checkpoints.THRESHOLD_JSON)
+    assert stored["threshold_source"] == str(run / rundir.THRESHOLD_JSON)
     assert stored["checkpoint"].endswith("model.ckpt-7")
     assert stored["config"]["depth"] == 2 and stored["config"]["base_filters"] == 4
     assert os.path.exists(tmp / "model" / "saved_model.pb")

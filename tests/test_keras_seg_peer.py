@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import records
 from benchmarks import keras_seg_peer
+from datasets import records
 
 
 def test_the_network_is_the_examples():

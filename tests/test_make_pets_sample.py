@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-import cli
 import convert_pets
 from samples import make_pets_sample as maker
+from utils import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "samples", "oxford_pets")

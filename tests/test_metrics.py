@@ -1,11 +1,11 @@
-"""metrics.py: confusion counts and the ratios, one set of keys everywhere."""
+"""core/metrics.py: confusion counts and the ratios, one set of keys everywhere."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import metrics
-import records
+from core import metrics
+from datasets import records
 
 F, B, X = records.FOREGROUND, records.BACKGROUND, records.IGNORE
 

@@ -1,12 +1,12 @@
-"""optim.py: the pixel loss, Adam with loss scaling, --on-nan skip and the batch-norm updates."""
+"""core/optim.py: pixel loss, Adam with loss scaling, --on-nan skip and the batch-norm updates."""
 
 import types
 
 import numpy as np
 import tensorflow as tf
 
-import optim
 import unet
+from core import optim
 
 v1 = tf.compat.v1
 

@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 
-import photos
+from datasets import photos
 
 
 def test_jpeg_component_count():

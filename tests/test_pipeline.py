@@ -1,107 +1,292 @@
-"""The whole tool through its command lines, on a tiny model: the user's path.
-
-demo_data -> convert_coco (train, val) -> train -> evaluate -> predict -> export,
-each as a subprocess exactly as a user types it, checking what each one leaves.
-"""
-
-import json
-import math
-import os
-import subprocess
-import sys
-
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
+import unet
+from datasets import guard, pipeline, records
+from utils.cli import UserError
 
+v1 = tf.compat.v1
 
-def run(*args, cwd):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, os.path.join(ROOT, args[0]), *args[1:]], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=HANG_GUARD)
-    assert done.returncode == 0, f"{args[0]} failed:\n{done.stderr[-3000:]}"
-    assert "Traceback" not in done.stderr
-    return done
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
-    run("demo_data.py", "--out", "coco", "--num-train", "8", "--num-val", "4", cwd=work)
-    for split in ("train2017", "val2017"):
-        run("convert_coco.py", "--coco-dir", "coco", "--split", split, "--output", "data/cat",
-            "--negatives", "1", "--no-progress", cwd=work)
-    run("train.py", "--train-records", "data/cat-train2017-*", "--val-records",
-        "data/cat-val2017-*", "--run-name", "tiny", "--depth", "1", "--base-filters", "4",
-        "--input-size", "44", "--batch-size", "4", "--epochs", "2", "--seed", "0", cwd=work)
-    run("evaluate.py", "--run", "logs/tiny", cwd=work)
-    return work
+DEPTH, INPUT = 1, 44  # a depth-1 U-Net maps 44 -> 28: border 8
+OUTPUT = unet.output_size(INPUT, DEPTH)
+BORDER = (INPUT - unet.output_size(INPUT, DEPTH)) // 2  # context lost on each side
 
 
-def test_training_left_a_complete_run_dir(pipeline):
-    run_dir = pipeline / "logs" / "tiny"
-    stats = json.loads((pipeline / "data" / "cat-train2017-stats.json").read_text())
-    cfg = json.loads((run_dir / "config.json").read_text())
-    assert (cfg["depth"], cfg["base_filters"], cfg["input_size"]) == (1, 4, 44)
-    steps = 2 * math.ceil(stats["images"] / 4)
-    assert (run_dir / f"model.ckpt-{steps}.index").exists()
-    assert os.listdir(run_dir / "train") and os.listdir(run_dir / "val")
-    assert any(name.endswith(".index") for name in os.listdir(run_dir / "best"))
+def coord_image(h, w, image_id):
+    """RGB image whose pixels spell their own (row, col, id): any crop is identifiable."""
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([rows, cols, np.full_like(rows, image_id)], -1).astype(np.uint8)
 
 
-def test_evaluate_scores_every_full_validation_image(pipeline):
-    result = json.loads((pipeline / "logs" / "tiny" / "eval.json").read_text())
-    stats = json.loads((pipeline / "data" / "cat-val2017-stats.json").read_text())
-    assert result["images"] == stats["images"]
-    # Full images, not crops: the valid pixels are exactly the converter's.
-    assert result["valid_pixels"] == stats["pixels"] - stats["ignore_pixels"]
-    assert result["foreground_pixels"] == stats["foreground_pixels"]
-    base = result["all_background"]
-    assert base["foreground_iou"] == 0.0
-    assert base["pixel_accuracy"] == pytest.approx(
-        1 - stats["foreground_pixels"] / result["valid_pixels"])
-    assert 0.05 <= result["best_threshold"] <= 0.95
+def checker_mask(h, w):
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    mask = ((rows // 3 + cols // 2) % 2).astype(np.uint8)
+    if w > 1:
+        mask[0, -1] = records.IGNORE  # a converter "ignore" pixel must survive the crop
+    return mask[..., None]
 
 
-def test_predict_writes_full_size_masks(pipeline):
-    image_path = sorted((pipeline / "coco" / "val2017").glob("*.jpg"))[0]
-    run("predict.py", "--run", "logs/tiny", str(image_path), "--out", "predictions",
-        "--save-probabilities", "--no-progress", cwd=pipeline)
-    image = cv2.imread(str(image_path))
-    mask = cv2.imread(str(pipeline / "predictions" / f"{image_path.stem}_mask.png"),
-                      cv2.IMREAD_UNCHANGED)
-    prob = cv2.imread(str(pipeline / "predictions" / f"{image_path.stem}_prob.png"),
-                      cv2.IMREAD_UNCHANGED)
-    assert mask.shape == prob.shape == image.shape[:2]
-    assert set(np.unique(mask)) <= {0, 255}
-    # The mask is the probability map at eval.json's best threshold.
-    threshold = json.loads((pipeline / "logs" / "tiny" / "eval.json").read_text())[
-        "best_threshold"]
-    decided = np.abs(prob / 255.0 - threshold) > 1 / 255
-    np.testing.assert_array_equal((mask == 255)[decided], (prob / 255.0 >= threshold)[decided])
-    overlay = cv2.imread(str(pipeline / "predictions" / f"{image_path.stem}_overlay.png"))
-    assert overlay.shape == image.shape
+def write_records(path, sizes):
+    """One PNG record per (h, w); PNG so decoded pixels are exact."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, (h, w) in enumerate(sizes):
+            image, mask = coord_image(h, w, i), checker_mask(h, w)
+            writer.write(records.make_example(
+                tf.io.encode_png(image).numpy(), "png", h, w, i, f"{i}.png",
+                tf.io.encode_png(mask).numpy()))
 
 
-def test_export_serves_the_same_mask(pipeline):
-    run("export.py", "--run", "logs/tiny", "--out", "exported/1", cwd=pipeline)
-    image_path = sorted((pipeline / "coco" / "val2017").glob("*.jpg"))[0]
-    code = ("import sys, tensorflow as tf\n"
-            "m = tf.saved_model.load(sys.argv[1])\n"
-            "out = m.signatures['serving_default'](image=tf.constant(open(sys.argv[2], 'rb')"
-            ".read()))\n"
-            "import numpy as np; np.save(sys.argv[3], out['mask'].numpy())\n")
-    subprocess.run([sys.executable, "-c", code, str(pipeline / "exported" / "1"),
-                    str(image_path), str(pipeline / "served.npy")], check=True, timeout=HANG_GUARD,
-                   capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    served = np.load(pipeline / "served.npy")
-    if not (pipeline / "predictions" / f"{image_path.stem}_mask.png").exists():
-        run("predict.py", "--run", "logs/tiny", str(image_path), "--out", "predictions",
-            "--no-progress", cwd=pipeline)
-    predicted = cv2.imread(str(pipeline / "predictions" / f"{image_path.stem}_mask.png"),
-                           cv2.IMREAD_UNCHANGED)
-    assert served.shape == predicted.shape
-    assert (served != predicted).mean() < 1e-3  # thresholds meet float noise at most
+def expected_window(image, mask, oy, ox, flip=False):
+    """Numpy oracle: np.pad reflect for the image, IGNORE padding for the mask."""
+    h, w = image.shape[:2]
+    pad = INPUT + max(h, w) + 8
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    img = padded[pad + oy - BORDER: pad + oy - BORDER + INPUT,
+                 pad + ox - BORDER: pad + ox - BORDER + INPUT]
+    padded_mask = np.pad(mask, ((pad, pad), (pad, pad), (0, 0)),
+                         constant_values=records.IGNORE)
+    msk = padded_mask[pad + oy: pad + oy + OUTPUT, pad + ox: pad + ox + OUTPUT]
+    if flip:
+        img, msk = img[:, ::-1], msk[:, ::-1]
+    return img, msk
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+@pytest.mark.parametrize("before,after", [(0, 0), (2, 5), (20, 33)])
+def test_reflect_indices_match_numpy_reflect_for_any_pad(n, before, after):
+    axis = np.arange(n) * 10
+    expected = np.pad(axis, (before, after), mode="reflect")
+    got = pipeline.reflect_indices(tf.constant(-before), n + before + after, tf.constant(n))
+    np.testing.assert_array_equal(axis[got.numpy()], expected)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("start", [-40, -3, 0, 2, 9])
+def test_reflect_indices_match_numpy_reflect(n, start):
+    size, pad = 50, 100
+    got = pipeline.reflect_indices(tf.constant(start), size, tf.constant(n)).numpy()
+    want = np.pad(np.arange(n), pad, mode="reflect")[pad + start: pad + start + size]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_reflect_matches_tf_pad_when_pad_is_small():
+    image = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
+    want = tf.pad(image, [[4, 4], [5, 5], [0, 0]], "REFLECT").numpy()
+    rows = pipeline.reflect_indices(tf.constant(-4), 13, tf.constant(5))
+    cols = pipeline.reflect_indices(tf.constant(-5), 16, tf.constant(6))
+    got = tf.gather(tf.gather(image, rows, axis=0), cols, axis=1).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("h,w,oy,ox", [(1, 1, -13, -14), (2, 3, -20, 0), (30, 40, 2, 12),
+                                       (28, 28, 0, 0), (50, 33, 22, -5), (9, 60, -19, 32)])
+def test_crop_window_geometry(h, w, oy, ox):
+    image, mask = coord_image(h, w, 7), checker_mask(h, w)
+    got_img, got_mask = pipeline.crop_window(tf.constant(image), tf.constant(mask),
+                                         tf.constant([oy, ox]), INPUT, OUTPUT)
+    want_img, want_mask = expected_window(image, mask, oy, ox)
+    np.testing.assert_array_equal(got_img.numpy(), want_img)
+    np.testing.assert_array_equal(got_mask.numpy(), want_mask)
+    # The mask window is the centre of the image window: same image pixels.
+    centre = got_img.numpy()[BORDER:BORDER + OUTPUT, BORDER:BORDER + OUTPUT]
+    inside = got_mask.numpy()[..., 0] != records.IGNORE
+    rr, cc = centre[..., 0][inside], centre[..., 1][inside]
+    np.testing.assert_array_equal(got_mask.numpy()[..., 0][inside], mask[rr, cc, 0])
+    # 255 exactly where the output window leaves the image (plus the one ignore pixel).
+    rows = np.arange(oy, oy + OUTPUT)
+    cols = np.arange(ox, ox + OUTPUT)
+    outside = ~(((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :])
+    assert np.all(got_mask.numpy()[..., 0][outside] == records.IGNORE)
+
+
+def test_eval_dataset_is_centre_window(tmp_path):
+    sizes = [(1, 1), (5, 3), (28, 28), (40, 70), (61, 30)]
+    write_records(tmp_path / "a.tfrecord", sizes)
+    ds = pipeline.make_dataset(str(tmp_path / "*.tfrecord"), 2, False, INPUT, DEPTH)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [2, 2, 1]
+    images = np.concatenate([b[0].numpy() for b in batches])
+    masks = np.concatenate([b[1].numpy() for b in batches])
+    assert images.dtype == np.float32 and masks.dtype == np.uint8
+    for i, (h, w) in enumerate(sizes):
+        want_img, want_mask = expected_window(coord_image(h, w, i), checker_mask(h, w),
+                                              (h - OUTPUT) // 2, (w - OUTPUT) // 2)
+        np.testing.assert_allclose(images[i], want_img / 255.0, rtol=0, atol=1e-7)
+        np.testing.assert_array_equal(masks[i], want_mask)
+    # A 1x1 image: the window is that pixel everywhere, its mask one valid pixel.
+    assert np.all(images[0] == 0.0) and (masks[0] != records.IGNORE).sum() == 1
+
+
+def find_window(image, mask, got_img, got_mask):
+    """All (oy, ox, flip) whose oracle windows equal the dataset's output."""
+    h, w = image.shape[:2]
+    hits = []
+    for oy in range(min(0, h - OUTPUT), max(0, h - OUTPUT) + 1):
+        for ox in range(min(0, w - OUTPUT), max(0, w - OUTPUT) + 1):
+            for flip in (False, True):
+                want_img, want_mask = expected_window(image, mask, oy, ox, flip)
+                if np.array_equal(want_img, got_img):
+                    assert np.array_equal(want_mask, got_mask), "mask not aligned with image"
+                    hits.append((oy, ox, flip))
+    return hits
+
+
+def test_training_windows_are_valid_random_and_flipped_together(tmp_path):
+    sizes = [(20, 50), (40, 31), (33, 33)]
+    write_records(tmp_path / "t.tfrecord", sizes)
+    seen = {i: set() for i in range(len(sizes))}
+    for epoch in range(6):
+        ds = pipeline.make_dataset(str(tmp_path / "t.tfrecord"), 1, True, INPUT, DEPTH,
+                               seed=3, epoch=epoch)
+        for img, msk in ds:
+            img = np.rint(img.numpy()[0] * 255).astype(np.uint8)
+            i = int(img[0, 0, 2])
+            h, w = sizes[i]
+            hits = find_window(coord_image(h, w, i), checker_mask(h, w), img, msk.numpy()[0])
+            assert len(hits) == 1
+            seen[i].add(hits[0])
+    flips = {flip for hits in seen.values() for _, _, flip in hits}
+    assert flips == {False, True}
+    assert all(len(hits) >= 3 for hits in seen.values())  # positions vary across epochs
+
+
+def epoch_ids(sess, iterator, epoch_ph, epoch):
+    images, _ = iterator.get_next()
+    ids = images[:, 0, 0, 2] * 255.0
+    sess.run(iterator.initializer, {epoch_ph: epoch})
+    out = []
+    while True:
+        try:
+            out.extend(np.rint(sess.run(ids)).astype(int).tolist())
+        except tf.errors.OutOfRangeError:
+            return out
+
+
+def test_iterator_reinitialises_each_epoch_with_new_order(tmp_path):
+    sizes = [(30, 30)] * 12
+    write_records(tmp_path / "x-00000-of-00002.tfrecord", sizes[:6])
+    with tf.io.TFRecordWriter(str(tmp_path / "x-00001-of-00002.tfrecord")) as writer:
+        for i in range(6, 12):
+            image, mask = coord_image(30, 30, i), checker_mask(30, 30)
+            writer.write(records.make_example(
+                tf.io.encode_png(image).numpy(), "png", 30, 30, i, f"{i}.png",
+                tf.io.encode_png(mask).numpy()))
+    orders = []
+    for _ in range(2):  # two graphs with the same seed: repeatable
+        with tf.Graph().as_default():
+            epoch_ph = v1.placeholder_with_default(tf.constant(0, tf.int64), [])
+            ds = pipeline.make_dataset(str(tmp_path / "x-*"), 5, True, INPUT, DEPTH, seed=11,
+                                   epoch=epoch_ph)
+            iterator = pipeline.make_initializable_iterator(ds)
+            with v1.Session() as sess:
+                orders.append([epoch_ids(sess, iterator, epoch_ph, e) for e in (0, 1, 0)])
+    first = orders[0]
+    assert all(sorted(ids) == list(range(12)) for ids in first)
+    assert first[0] != first[1]  # a new shuffle every epoch
+    assert first[0] == first[2] and orders[0] == orders[1]
+
+
+def test_missing_records_name_the_pattern(tmp_path):
+    pattern = str(tmp_path / "nope-*.tfrecord")
+    with pytest.raises(UserError, match="no record files match .*nope-"):
+        pipeline.make_dataset(pattern, 1, True, INPUT, DEPTH)
+
+
+@pytest.mark.parametrize("corruption,detail", [("truncated", "truncated record"),
+                                               ("bad_png", "Unknown image file format")])
+def test_corrupt_records_become_one_user_error(tmp_path, corruption, detail):
+    path = tmp_path / "c.tfrecord"
+    write_records(path, [(30, 30), (30, 30)])
+    if corruption == "truncated":
+        path.write_bytes(path.read_bytes()[:-50])
+    else:
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            writer.write(records.make_example(b"not a png", "png", 30, 30, 0, "x.png",
+                                              b"nor this"))
+    with tf.Graph().as_default():
+        ds = pipeline.make_dataset(str(path), 2, False, INPUT, DEPTH)
+        batch = pipeline.make_initializable_iterator(ds)
+        nxt = batch.get_next()
+        with v1.Session() as sess:
+            sess.run(batch.initializer)
+            with pytest.raises(UserError, match="cannot read records .*c.tfrecord") as e:
+                with guard.record_errors(str(path)):
+                    while True:
+                        sess.run(nxt)
+    message = str(e.value)
+    assert detail in message and "convert_coco.py" in message and "\n" not in message
+
+
+def test_glob_skips_converter_sidecars_and_rejects_unfinished_shards(tmp_path):
+    for i in range(2):
+        write_records(tmp_path / f"cat-train2017-{i:05d}-of-00003.tfrecord", [(30, 30)])
+    for sidecar in ("stats.json", "progress.json", "00002-of-00003.tfrecord.partial"):
+        (tmp_path / f"cat-train2017-{sidecar}").write_text("{}")
+    with pytest.raises(UserError, match="cat-train2017 has 2 of its 3 shards"):
+        pipeline.list_records(str(tmp_path / "cat-train2017-*"))
+    write_records(tmp_path / "cat-train2017-00002-of-00003.tfrecord", [(30, 30)])
+    files = pipeline.list_records(str(tmp_path / "cat-train2017-*"))
+    assert [f.rsplit("/", 1)[1] for f in files] == [
+        f"cat-train2017-{i:05d}-of-00003.tfrecord" for i in range(3)]
+
+
+# ------------------------------------------------------------ --long-side
+
+
+@pytest.mark.parametrize("h,w,n,want", [(30, 40, 20, (15, 20)), (40, 30, 20, (20, 15)),
+                                        (5, 9, 4, (2, 4)), (3, 7, 100, (43, 100)),
+                                        (1, 100, 10, (1, 10)), (7, 7, 7, (7, 7)),
+                                        (4000, 6000, 5999, (3999, 5999))])
+def test_scaled_size_keeps_aspect_and_hits_the_long_side_exactly(h, w, n, want):
+    assert tuple(pipeline.scaled_size(tf.constant([h, w]), n).numpy()) == want
+
+
+def test_resize_mask_is_nearest_and_keeps_0_1_255():
+    rng = np.random.default_rng(0)
+    mask = rng.choice(np.array([0, 1, 255], np.uint8), [20, 30, 1])
+    half = pipeline.resize_mask(tf.constant(mask), 15).numpy()
+    np.testing.assert_array_equal(half, mask[1::2, 1::2])  # half-pixel centres: odd pixels
+    double = pipeline.resize_mask(tf.constant(mask), 60).numpy()
+    np.testing.assert_array_equal(double, mask.repeat(2, 0).repeat(2, 1))
+    for n in (7, 13, 29, 31, 77):  # ratios that are no whole number
+        out = pipeline.resize_mask(tf.constant(mask), n).numpy()
+        assert out.dtype == np.uint8 and max(out.shape[:2]) == n
+        assert set(np.unique(out)) == {0, 1, 255}
+
+
+def test_resize_image_averages_when_shrinking_and_is_bilinear_when_enlarging():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, [20, 30, 3], dtype=np.uint8)
+    half = pipeline.resize_image(tf.constant(image), 15).numpy()
+    blocks = image.reshape(10, 2, 15, 2, 3).astype(np.float32).mean(axis=(1, 3))
+    assert half.dtype == np.uint8
+    np.testing.assert_array_equal(half, np.round(blocks))
+    big = pipeline.resize_image(tf.constant(image), 45).numpy()
+    want = cv2.resize(image.astype(np.float32), (45, 30), interpolation=cv2.INTER_LINEAR)
+    assert big.shape == (30, 45, 3) and np.abs(big - want).max() <= 0.5 + 1e-3
+    np.testing.assert_array_equal(pipeline.resize_image(tf.constant(image), 30).numpy(), image)
+
+
+def test_long_side_resizes_before_the_windows_are_cut(tmp_path):
+    sizes = [(30, 60), (9, 6)]
+    write_records(tmp_path / "s.tfrecord", sizes)
+    for training in (False, True):
+        ds = pipeline.make_dataset(str(tmp_path / "s.tfrecord"), 1, training, INPUT, DEPTH,
+                               seed=2, long_side=40)
+        for img, msk in ds:
+            img = np.rint(img.numpy()[0] * 255).astype(np.uint8)
+            i = int(img[0, 0, 2])  # training shuffles: the id channel says which image
+            image = pipeline.resize_image(tf.constant(coord_image(*sizes[i], i)), 40).numpy()
+            mask = pipeline.resize_mask(tf.constant(checker_mask(*sizes[i])), 40).numpy()
+            assert max(image.shape[:2]) == 40
+            assert set(np.unique(msk)) <= {0, 1, records.IGNORE}
+            if training:
+                assert len(find_window(image, mask, img, msk.numpy()[0])) == 1
+            else:
+                h, w = image.shape[:2]
+                want_img, want_mask = expected_window(image, mask, (h - OUTPUT) // 2,
+                                                      (w - OUTPUT) // 2)
+                np.testing.assert_array_equal(img, want_img)
+                np.testing.assert_array_equal(msk.numpy()[0], want_mask)

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
-import cli
-import config
-import data
 import predict
-import tiling
 import unet
+from core import config, rundir, tiling
+from datasets import pipeline
+from utils import cli
 
 v1 = tf.compat.v1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +62,7 @@ def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7, lo
             median = np.median(sess.run(logits, {x: pixels}))
             bias = variables["unet/output/biases"]
             bias.load(sess.run(bias) - np.float32(median), sess)
-            v1.train.Saver().save(sess, os.path.join(str(run_dir), checkpoints.CKPT_PREFIX),
+            v1.train.Saver().save(sess, os.path.join(str(run_dir), rundir.CKPT_PREFIX),
                                   global_step=step)
     return cfg
 
@@ -93,7 +91,7 @@ def reference_probabilities(run_dir, image):
         x = v1.placeholder(tf.float32, [1, None, None, 3])
         prob = tf.sigmoid(unet.unet(x, False, depth=cfg.depth, base_filters=cfg.base_filters))
         with v1.Session() as sess:
-            checkpoints.restore(sess, checkpoints.latest(str(run_dir)), cfg)
+            rundir.restore(sess, rundir.latest(str(run_dir)), cfg)
             out = sess.run(prob, {x: padded[None].astype(np.float32) / 255.0})
     return out[0, :h, :w, 0]
 
@@ -103,7 +101,7 @@ def scaled_reference_probabilities(run_dir, image, long_side):
 
     cv2's float bilinear resize has the same half-pixel geometry as TensorFlow's.
     """
-    scaled = data.resize_image(tf.constant(image), long_side).numpy()
+    scaled = pipeline.resize_image(tf.constant(image), long_side).numpy()
     prob = reference_probabilities(run_dir, scaled)
     return cv2.resize(prob, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
 
@@ -158,7 +156,7 @@ def test_stitched_tiles_equal_one_pass_over_the_mirror_padded_image(tmp_path, de
         image = v1.placeholder(tf.uint8, [None, None, 3])
         prob = tiling.probabilities(image, cfg, batch_size=3)  # 3 divides no tile count here
         with v1.Session() as sess:
-            checkpoints.restore(sess, checkpoints.latest(str(tmp_path)), cfg)
+            rundir.restore(sess, rundir.latest(str(tmp_path)), cfg)
             for h, w in sizes:
                 pixels = rng.integers(0, 256, [h, w, 3], dtype=np.uint8)
                 stitched = sess.run(prob, {image: pixels})
@@ -189,7 +187,7 @@ def test_overlay_tints_foreground_and_outlines_it():
 def test_default_threshold_is_the_adopted_one(tmp_path):
     config.save_config(config.Config(val_records="data/cat-val2017-*"), str(tmp_path))
     assert predict.default_threshold(str(tmp_path)) == (0.5, "default")
-    adopted, report = tmp_path / checkpoints.THRESHOLD_JSON, tmp_path / checkpoints.EVAL_JSON
+    adopted, report = tmp_path / rundir.THRESHOLD_JSON, tmp_path / rundir.EVAL_JSON
     # A run dir from before threshold.json: eval.json counts if tuned on the run's val_records.
     report.write_text(json.dumps({"best_threshold": 0.25, "records": "data/cat-val2017-*"}))
     assert predict.default_threshold(str(tmp_path)) == (0.25, str(report))
@@ -277,20 +275,20 @@ def test_long_side_run_predicts_at_its_scale_and_writes_full_size_masks(tmp_path
 def test_old_config_without_long_side_loads_as_stored(tmp_path):
     raw = dataclasses.asdict(config.Config(input_size=60, depth=2, base_filters=4))
     del raw["long_side"]
-    (tmp_path / checkpoints.RUN_CONFIG).write_text(json.dumps(raw))
+    (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps(raw))
     assert config.load_config(str(tmp_path)).long_side == 0
 
 
 def test_threshold_default_is_the_adopted_one_and_bounds_are_inclusive(run, tmp_path):
     image = tmp_path / "x.png"
     write_image(image, np.random.default_rng(3).integers(0, 256, [20, 20, 3], dtype=np.uint8))
-    (run / checkpoints.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.0}))
+    (run / rundir.THRESHOLD_JSON).write_text(json.dumps({"threshold": 0.0}))
     try:
         result = predict.predict(str(run), [str(image)], str(tmp_path / "a"), progress=False)
     finally:
-        os.remove(run / checkpoints.THRESHOLD_JSON)
+        os.remove(run / rundir.THRESHOLD_JSON)
     assert result["threshold"] == 0.0
-    assert result["threshold_source"].endswith(checkpoints.THRESHOLD_JSON)
+    assert result["threshold_source"].endswith(rundir.THRESHOLD_JSON)
     assert (cv2.imread(str(tmp_path / "a" / "x_mask.png"), 0) == 255).all()
     predict.predict(str(run), [str(image)], str(tmp_path / "b"), threshold=1.0, progress=False)
     assert (cv2.imread(str(tmp_path / "b" / "x_mask.png"), 0) == 0).all()

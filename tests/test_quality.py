@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
 import convert_pets
-import demo_data
 from benchmarks import quality
+from samples import drawn
+from utils import cli
 
 v1 = tf.compat.v1
 
@@ -85,8 +85,8 @@ def test_split_dir_links_images_and_writes_the_three_split_files(tmp_path):
 @pytest.mark.parametrize("recipe", [r for r in quality.RECIPES if r.kind == "train"],
                          ids=lambda r: r.name)
 def test_every_recipe_is_flags_train_py_accepts_over_the_common_base(recipe):
-    import config
     import train
+    from core import config
 
     sets = quality.Sets("/d/train-*", "/d/tune-*", "/d/test-*", None, {})
     args = quality.train_args(recipe, quality.FULL, sets, 4.0, 7, "/r/x")
@@ -141,7 +141,7 @@ def test_jobs_run_in_order_at_most_one_per_core_and_none_after_a_failure():
 
 def test_read_events_gives_the_curve_from_the_loop_start_and_the_speed(tmp_path):
     run_dir = str(tmp_path / "run")
-    import config
+    from core import config
 
     config.save_config(config.Config(batch_size=4), run_dir)
     with tf.Graph().as_default():
@@ -235,7 +235,7 @@ def test_a_work_dir_with_files_is_refused(tmp_path, capsys):
 def test_quick_run_reports_every_recipe_on_every_set(tmp_path):
     pets = make_pets(str(tmp_path / "pets"))
     coco = str(tmp_path / "coco")
-    demo_data.generate(coco, seed=0, num_train=1, num_val=1)
+    drawn.generate(coco, seed=0, num_train=1, num_val=1)
     out, png, work = (str(tmp_path / n) for n in ("q.json", "q.png", "work"))
     code = cli.run_main(quality.main, ["--quick", "--pets-dir", pets, "--coco-dir", coco,
                                        "--out", out, "--plot", png, "--work-dir", work])

@@ -1,4 +1,4 @@
-"""records.py: the one schema, written and read back, and loud on foreign records."""
+"""datasets/records.py: the one schema, written and read back, and loud on foreign records."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import records
+from datasets import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
@@ -46,7 +46,7 @@ def test_round_trip_exact():
 
 
 def test_serialization_is_identical_across_processes():
-    code = ("import records, hashlib\n"
+    code = ("import hashlib\nfrom datasets import records\n"
             "b = records.make_example(b'img', 'jpeg', 2, 3, 9, 'a.jpg', b'mask')\n"
             "print(hashlib.sha256(b).hexdigest())\n")
     # Three interpreters at once: each spends its time importing TensorFlow.

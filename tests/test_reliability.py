@@ -21,18 +21,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
-import cli
-import config
 import convert_coco
-import demo_data
-import guard
-import optim
-import records
-import runlock
 import train
-from cli import UserError
-from shards import stats_path  # `shards` is a fixture here
+from core import config, optim, rundir
+from datasets import guard, records
+from datasets.shards import stats_path  # `shards` is a fixture here
+from samples import drawn
+from utils import cli, runlock
+from utils.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -47,7 +43,8 @@ HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x sl
 # the machine is.
 PAUSE_AFTER_LOG_LINE = """
 import logging, sys
-import cli, train
+import train
+from utils import cli
 
 class Pause(logging.Handler):
     def emit(self, record):
@@ -64,7 +61,9 @@ sys.exit(cli.run_main(train.main, sys.argv[2:]))
 # matching argv[1] exists.
 PAUSE_ONCE_FILE_EXISTS = """
 import glob, sys
-import cli, convert_coco, records
+import convert_coco
+from datasets import records
+from utils import cli
 
 real = records.make_example
 
@@ -180,7 +179,7 @@ def resumed_step(stderr):
 
 def all_listed_readable(run_dir):
     state = tf.train.get_checkpoint_state(str(run_dir))
-    return state is None or all(checkpoints.readable(p)
+    return state is None or all(rundir.readable(p)
                                 for p in state.all_model_checkpoint_paths)
 
 
@@ -207,7 +206,7 @@ def test_sigkill_at_random_steps_loses_at_most_the_checkpoint_interval(shards, t
         assert seen == kill_after
         assert os.path.exists(runlock.lock_path(run))  # left behind by the killed run
         assert all_listed_readable(run)
-        saved = int(tf.train.load_checkpoint(checkpoints.latest(str(run)))
+        saved = int(tf.train.load_checkpoint(rundir.latest(str(run)))
                     .get_tensor("global_step"))
         # Everything after the last save is lost: at most the checkpoint interval.
         # A kill between logging step k*interval and saving it loses the whole interval.
@@ -218,7 +217,7 @@ def test_sigkill_at_random_steps_loses_at_most_the_checkpoint_interval(shards, t
                                checkpoint_every=CHECKPOINT_EVERY)).step == 24
     assert "taking over the stale lock" in caplog.text
     assert resumed_step(caplog.text) == saved
-    final = tf.train.load_checkpoint(checkpoints.latest(str(run)))
+    final = tf.train.load_checkpoint(rundir.latest(str(run)))
     assert final.get_tensor("global_step") == 24
     print(f"SIGKILL seed {seed}: steps lost per kill {lost} (interval {CHECKPOINT_EVERY})")
 
@@ -230,16 +229,16 @@ def test_sigkill_during_saves_leaves_a_restorable_checkpoint(shards, tmp_path, c
     for wait_for in (3, None):  # step 3 logged: checkpoints 1 and 2 are saved
         proc, _ = start_and_wait_for_step(cmd, wait_for)
         kill(proc)  # it goes on meanwhile: straight into saving the step it logged
-        assert checkpoints.restorable(str(run)) == checkpoints.latest(str(run))
+        assert rundir.restorable(str(run)) == rundir.latest(str(run))
         assert all_listed_readable(run)
     # A torn newest checkpoint (as a crash mid-write could leave on another file system):
     # resume falls back to the one before it.
-    latest = checkpoints.latest(str(run))
+    latest = rundir.latest(str(run))
     state = tf.train.get_checkpoint_state(str(run))
     previous = state.all_model_checkpoint_paths[-2]
     with open(latest + ".data-00000-of-00001", "r+b") as f:
         f.truncate(100)
-    assert checkpoints.restorable(str(run)) == previous
+    assert rundir.restorable(str(run)) == previous
     caplog.set_level("INFO")
     until = int(tf.train.load_checkpoint(previous).get_tensor("global_step")) + 2
     assert train.train(cfg_for(shards, run, max_steps=until,
@@ -253,13 +252,13 @@ def test_a_relative_run_dir_resumes(shards, tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     run = os.path.join("logs", "rel")
     assert train.train(cfg_for(shards, run, max_steps=3)).step == 3
-    latest = checkpoints.restorable(run)
-    assert latest == os.path.join(run, "model.ckpt-3") == checkpoints.latest(run)
+    latest = rundir.restorable(run)
+    assert latest == os.path.join(run, "model.ckpt-3") == rundir.latest(run)
     caplog.set_level("INFO", logger="train")
     assert train.train(cfg_for(shards, run, max_steps=5)).step == 5
     assert resumed_step(caplog.text) == 3 and "unreadable" not in caplog.text
     os.remove(os.path.join(run, "checkpoint"))  # no state file: found by name, same answer
-    assert checkpoints.restorable(run) == os.path.join(run, "model.ckpt-5")
+    assert rundir.restorable(run) == os.path.join(run, "model.ckpt-5")
 
 
 def test_no_readable_checkpoint_is_refused_not_overwritten(shards, tmp_path, capsys):
@@ -291,7 +290,7 @@ def test_sigint_sigterm_save_then_resume_exactly(shards, tmp_path, signum, code,
     caplog.set_level("INFO", logger="train")
     assert train.train(cfg_for(shards, run, max_steps=step + 3, epochs=ENDLESS)).step == step + 3
     assert resumed_step(caplog.text) == step  # nothing lost: the signal saved this step
-    reader = tf.train.load_checkpoint(checkpoints.latest(str(run)))
+    reader = tf.train.load_checkpoint(rundir.latest(str(run)))
     assert reader.get_tensor("global_step") == step + 3
     # Adam applied exactly step + 3 updates across the two processes.
     assert reader.get_tensor("beta1_power") == pytest.approx(0.9 ** (step + 4), rel=1e-5)
@@ -299,7 +298,7 @@ def test_sigint_sigterm_save_then_resume_exactly(shards, tmp_path, signum, code,
 
 def test_converter_sigkill_then_rerun_gives_identical_records(tmp_path):
     coco = str(tmp_path / "coco")
-    demo_data.generate(coco, seed=5, num_train=8, num_val=1)
+    drawn.generate(coco, seed=5, num_train=8, num_val=1)
     reference = str(tmp_path / "ref" / "cat")
     args = ["--coco-dir", coco, "--num-shards", "4", "--workers", "1", "--no-progress"]
     assert cli.run_main(convert_coco.main, args + ["--output", reference]) == 0
@@ -339,7 +338,7 @@ def test_corrupt_shard_names_shard_record_and_offset(tmp_path, how):
     with pytest.raises(UserError, match=rf"c-00000-of-00001\.tfrecord: record #{bad} at byte "
                                         rf"offset {starts[bad]} is corrupt .*--skip-corrupt"):
         train.train(cfg_for(str(path), tmp_path / "run", max_steps=2))
-    assert checkpoints.latest(str(tmp_path / "run")) is None  # never trained on it
+    assert rundir.latest(str(tmp_path / "run")) is None  # never trained on it
 
     result = train.train(cfg_for(str(path), tmp_path / "run", max_steps=2,
                                  skip_corrupt_records=True))
@@ -408,14 +407,14 @@ def test_without_tensorflows_offset_reader_skip_corrupt_fails_loudly(tmp_path, m
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(shards, tmp_path):
     run = tmp_path / "run"
     train.train(cfg_for(shards, run, max_steps=4, checkpoint_every=4))
-    good = checkpoints.latest(str(run))
+    good = rundir.latest(str(run))
     before = {n: tf.train.load_checkpoint(good).get_tensor(n)
               for n, _ in tf.train.list_variables(good)}
     with pytest.raises(UserError, match=r"(loss became (nan|inf)|weights became NaN/Inf)"
                                         r" (at|by) step \d+.*last good checkpoint is kept"):
         train.train(cfg_for(shards, run, max_steps=400, checkpoint_every=1000,
                             learning_rate=1e30))
-    assert checkpoints.latest(str(run)) == good
+    assert rundir.latest(str(run)) == good
     reader = tf.train.load_checkpoint(good)
     for name, value in before.items():
         np.testing.assert_array_equal(reader.get_tensor(name), value)
@@ -437,11 +436,11 @@ def test_on_nan_skip_skips_exactly_the_bad_updates(shards, tmp_path, monkeypatch
     assert result.step == 9 and np.isfinite(result.train_loss)
     skipped = [r for r in caplog.records if "update skipped" in r.getMessage()]
     assert len(skipped) == 3  # steps 2, 5, 8 (global step 1, 4, 7 before each)
-    reader = tf.train.load_checkpoint(checkpoints.latest(str(tmp_path / "run")))
+    reader = tf.train.load_checkpoint(rundir.latest(str(tmp_path / "run")))
     assert reader.get_tensor("global_step") == 9
     assert reader.get_tensor("beta1_power") == pytest.approx(0.9 ** (6 + 1), rel=1e-5)
     assert all(np.isfinite(reader.get_tensor(n)).all() for n, _ in
-               tf.train.list_variables(checkpoints.latest(str(tmp_path / "run"))))
+               tf.train.list_variables(rundir.latest(str(tmp_path / "run"))))
 
 
 # ------------------------------------------------------------------ disks
@@ -459,7 +458,7 @@ def test_disk_full_is_one_clear_error_and_the_last_checkpoint_restores(shards, t
                                                                       caplog):
     run = tmp_path / "run"
     train.train(cfg_for(shards, run, max_steps=4, checkpoint_every=CHECKPOINT_EVERY))
-    good = checkpoints.latest(str(run))
+    good = rundir.latest(str(run))
     size = os.path.getsize(good + ".data-00000-of-00001")
     cmd = train_cmd(shards, run, "--max-steps", "40")
     full = run_cmd(cmd, preexec_fn=_file_size_limit(size - 1))
@@ -467,7 +466,7 @@ def test_disk_full_is_one_clear_error_and_the_last_checkpoint_restores(shards, t
     errors = error_lines(full.stderr)
     assert len(errors) == 1 and "file too large" in errors[0], full.stderr[-2000:]
     assert "Traceback" not in full.stderr
-    assert checkpoints.restorable(str(run)) == good == checkpoints.latest(str(run))
+    assert rundir.restorable(str(run)) == good == rundir.latest(str(run))
     assert not os.path.exists(runlock.lock_path(run))
     caplog.set_level("INFO", logger="train")  # the same command again, in this process
     again = train.train(cfg_for(shards, run, max_steps=40, checkpoint_every=CHECKPOINT_EVERY))

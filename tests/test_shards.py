@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-import records
-import shards
+from datasets import records, shards
+from utils import cli
 
 
 def encode(task):

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-import summaries
+from core import summaries
 
 
 def test_window_panels_align_output_with_its_place_in_the_input():

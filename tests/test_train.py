@@ -13,15 +13,11 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-import checkpoints
-import cli
-import config
-import metrics
-import records
-import speed
-import summaries
 import train
-from cli import UsageError, UserError
+from core import config, device, metrics, rundir, summaries
+from datasets import records
+from utils import cli
+from utils.cli import UsageError, UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(depth=2, base_filters=8, input_size=92, batch_size=4, learning_rate=3e-3,
@@ -199,10 +195,10 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
     # Run dir contract: config.json, checkpoints (pruned to --keep-checkpoints), best/.
     saved = config.load_config(str(run))
     assert (saved.depth, saved.base_filters, saved.seed) == (2, 8, 1)
-    assert checkpoints.latest(str(run)).endswith("model.ckpt-32")
+    assert rundir.latest(str(run)).endswith("model.ckpt-32")
     assert len(tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths) == 3
-    best = tf.train.latest_checkpoint(str(run / checkpoints.BEST_DIR))
-    assert best and checkpoints.resolve(str(run)) == best
+    best = tf.train.latest_checkpoint(str(run / rundir.BEST_DIR))
+    assert best and rundir.resolve(str(run)) == best
     names = {name for name, _ in tf.train.list_variables(best)}
     assert {"global_step", "epoch", "unet/contract1/conv1/moving_mean",
             "unet/output/weights"} <= names
@@ -241,7 +237,7 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
                                   keep_checkpoints=3))
     assert "resuming from" in caplog.text and "step 32, epoch 8" in caplog.text
     assert second.step == 36 and second.epoch == 9
-    reader = tf.train.load_checkpoint(checkpoints.latest(str(run)))
+    reader = tf.train.load_checkpoint(rundir.latest(str(run)))
     assert reader.get_tensor("beta1_power") == pytest.approx(0.9 ** 37, rel=1e-4)
     assert len(tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths) == 3
 
@@ -293,7 +289,7 @@ def test_signal_saves_checkpoint_and_exits(blob_data, tmp_path, signum, exit_cod
     stopped = [line for line in err.splitlines() if "stopped by" in line]
     assert len(stopped) == 1 and signal.Signals(signum).name in stopped[0]
     step = int(stopped[0].split(" at step ")[1].split(":")[0])
-    assert step >= 2 and checkpoints.latest(str(run)).endswith(f"model.ckpt-{step}")
+    assert step >= 2 and rundir.latest(str(run)).endswith(f"model.ckpt-{step}")
     assert "re-run the same command to resume" in stopped[0] and "Traceback" not in err
 
 
@@ -379,10 +375,10 @@ def test_corrupt_shard_is_named_before_training(blob_data, tmp_path):
 def test_precision_auto_is_resolved_logged_and_saved(blob_data, tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO", logger="config")  # resolve logs the choice
     cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"  # no bfloat16 math
-    monkeypatch.setattr(speed, "read_cpuinfo", lambda: cpuinfo)
-    monkeypatch.setattr(speed.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(device, "read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(device.platform, "system", lambda: "Linux")
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    expected, why = speed.resolve_precision("auto", gpu, cpuinfo, "Linux")
+    expected, why = device.resolve_precision("auto", gpu, cpuinfo, "Linux")
     train.train(make_cfg(blob_data, tmp_path / "run", precision="auto", max_steps=1,
                          val_records="", depth=1, input_size=44))
     assert config.load_config(str(tmp_path / "run")).precision == expected != "auto"
@@ -423,7 +419,7 @@ def test_budget_fits_the_cosine_and_ends_with_validation_and_checkpoint(blob_dat
     assert [e.step for e in lr] == [1, 2, 3, 4, 5]
     np.testing.assert_allclose([e.value for e in lr], cosine([0, 10, 20, 30, 50]), rtol=1e-5)
     assert [e.step for e in scalars(run / "val").Scalars("foreground_iou")] == [4, 5]
-    checkpoint = checkpoints.latest(str(run))
+    checkpoint = rundir.latest(str(run))
     assert checkpoint.endswith("model.ckpt-5")
     assert tf.train.load_checkpoint(checkpoint).get_tensor("train_seconds") == 60.0
     assert "4 steps per epoch, 1 min of training (start-up and the final validation come " \
@@ -453,7 +449,7 @@ def test_resumed_budget_continues_the_schedule_and_stops_at_the_same_total(
     assert [e.step for e in lr] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([e.value for e in lr], cosine([0, 10, 20, 30, 40, 50]),
                                rtol=1e-5)
-    reader = tf.train.load_checkpoint(checkpoints.latest(str(run)))
+    reader = tf.train.load_checkpoint(rundir.latest(str(run)))
     assert reader.get_tensor("train_seconds") == 60.0 and reader.get_tensor("global_step") == 6
     # Budget spent: the same command only validates.
     third = train.train(make_cfg(blob_data, run, **settings), clock=FakeClock(10))
@@ -466,7 +462,7 @@ def test_checkpoint_without_training_clock_still_resumes(blob_data, tmp_path, ca
     tiny = dict(val_records="", depth=1, input_size=44)
     train.train(make_cfg(blob_data, run, max_steps=1, **tiny))
     # Rewrite the checkpoint as one saved before train_seconds existed.
-    path = checkpoints.latest(str(run))
+    path = rundir.latest(str(run))
     reader = tf.train.load_checkpoint(path)
     names = [n for n, _ in tf.train.list_variables(path) if n != "train_seconds"]
     with tf.Graph().as_default():

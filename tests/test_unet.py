@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 import unet
+from benchmarks import flops
 
 v1 = tf.compat.v1
 
@@ -38,12 +39,12 @@ def test_invalid_size_rejected_with_neighbours(size):
 
 def test_parameter_count_matches_paper():
     # The paper's network (1 input channel, 2 classes, no batch norm).
-    assert unet.parameter_count(in_channels=1, num_outputs=2, batch_norm=False) == 31_030_658
+    assert flops.parameter_count(in_channels=1, num_outputs=2, batch_norm=False) == 31_030_658
     g = tf.Graph()
     with g.as_default():
         unet.unet(v1.placeholder(tf.float32, [1, 572, 572, 3]), training=True)
         n = sum(int(np.prod(v.shape)) for v in v1.trainable_variables())
-    assert n == unet.parameter_count() == 31_043_521
+    assert n == flops.parameter_count() == 31_043_521
 
 
 @pytest.mark.parametrize("size,depth", [(572, 4), (188, 3), (108, 2)])

@@ -2,7 +2,7 @@
 
 A run directory (train.py's --run-dir) holds:
 
-    config.json           the resolved Config (config.py)
+    config.json           the resolved Config (core/config.py)
     model.ckpt-<step>.*   periodic and epoch-end checkpoints (tf.compat.v1 Saver)
     checkpoint            the Saver's state file (latest checkpoint)
     best/model.ckpt-*     the best checkpoint by validation foreground IoU
@@ -12,7 +12,8 @@ A run directory (train.py's --run-dir) holds:
     eval-<name>.json      its reports on other records, named for them (+ eval-<name>/)
     threshold.json        the adopted threshold predict.py and export.py default to
                           (docs/inference.md says when evaluate.py adopts one)
-    clean-records/, corrupt_records.json   --skip-corrupt-records' copies and list (guard.py)
+    clean-records/, corrupt_records.json   --skip-corrupt-records' copies and list
+                          (datasets/guard.py)
 
 Training and every inference tool pick checkpoints here alike: a checkpoint
 torn by a crash (listed, but its files do not read completely) is passed over
@@ -25,8 +26,8 @@ import re
 
 import tensorflow as tf
 
-import errors
-from cli import UserError
+from utils import errors
+from utils.cli import UserError
 
 v1 = tf.compat.v1
 log = logging.getLogger("checkpoints")

@@ -19,7 +19,7 @@ nothing) is 0.
 import numpy as np
 import tensorflow as tf
 
-import records
+from datasets import records
 
 RATIOS = ("foreground_iou", "dice", "precision", "recall", "pixel_accuracy")
 

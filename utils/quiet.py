@@ -8,7 +8,7 @@ import and the first device query run with file descriptor 2 captured; lines
 known to be harmless are dropped, everything else (e.g. a CUDA library that
 fails to load on a GPU machine) is written back to stderr unchanged.
 
-    import quiet  # noqa: F401  (first: before anything imports TensorFlow)
+    from utils import quiet  # noqa: F401  (first: before anything imports TensorFlow)
     # isort: split
 
 A Ctrl-C during those seconds of start-up, before cli.run_main is reached, prints

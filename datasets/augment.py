@@ -1,4 +1,4 @@
-"""Training augmentation (the U-Net paper's, section 3.1) as graph ops in data.py's map.
+"""Training augmentation (the U-Net paper's, section 3.1) as graph ops in the input pipeline.
 
 Groups, chosen with train.py --augment (a comma list, `all` or `none`):
 
@@ -21,12 +21,12 @@ window is the centre of the same coordinate field, so the two stay aligned.
 
 With rotate, scale or elastic on, `warp` samples the windows straight from
 the decoded photo, so the cost follows the window size, not the photo's or the
-zoom's. Outside the photo the image is mirrored exactly as data.py pads its
+zoom's. Outside the photo the image is mirrored exactly as datasets/pipeline.py pads its
 windows, and the mask is IGNORE (255): pixels from outside count neither in
-the loss nor in the metrics. Without them nothing is resampled: data.py cuts
+the loss nor in the metrics. Without them nothing is resampled: datasets/pipeline.py cuts
 its plain windows and `flip_and_color` flips and colours them.
 
-Randomness is stateless, from the per-record seed data.py derives from (seed,
+Randomness is stateless, from the per-record seed datasets/pipeline.py derives from (seed,
 epoch, record index): runs repeat exactly, every epoch differs.
 """
 
@@ -36,8 +36,8 @@ import math
 
 import tensorflow as tf
 
-import records
-from cli import UsageError
+from datasets import records
+from utils.cli import UsageError
 
 GROUPS = ("flip", "rotate", "scale", "elastic", "color")
 _WARPS = ("rotate", "scale", "elastic")
@@ -130,7 +130,7 @@ def flip_and_color(image, mask, settings, seed):
     """Augment plainly cut windows (settings without warps: flip and color only).
 
     image: [in, in, 3] uint8, mask: [out, out, 1] uint8, centred on each other
-    (data.crop_window); seed: [2] int64, the record's. Returns image float32 in
+    (pipeline.crop_window); seed: [2] int64, the record's. Returns image float32 in
     [0, 1] and mask, same shapes.
     """
     if "flip" in settings.groups:
@@ -147,7 +147,7 @@ def warp(image, mask, offset, settings, seed, input_size, output_size):
     """Augmented windows resampled straight from the photo (settings with warps).
 
     image: [H, W, 3] uint8, mask: [H, W, 1] uint8, the whole photo; offset: [2]
-    int32, top-left of the output window in it (data.window_offset); seed: [2]
+    int32, top-left of the output window in it (pipeline.window_offset); seed: [2]
     int64, the record's. Returns image [in, in, 3] float32 in [0, 1] and mask
     [out, out, 1] uint8.
     """
@@ -206,7 +206,7 @@ def window_coords(settings, seed, input_size):
 def mirror(x, n):
     """Float coordinates folded into [0, n - 1] by mirroring about the edge pixels.
 
-    At whole numbers this is data.reflect_indices' padding (np.pad "reflect");
+    At whole numbers this is pipeline.reflect_indices' padding (np.pad "reflect");
     between them, the bilinear interpolation of the mirrored photo at x equals
     the photo's at mirror(x), so one fold serves all four neighbours.
     """
@@ -218,7 +218,7 @@ def mirror(x, n):
 def sample_bilinear(image, rows, cols):
     """image [H, W, C] (dynamic H, W) at float rows, cols [...] -> [..., C] float32.
 
-    Outside the image it is mirrored, as data.py pads its windows.
+    Outside the image it is mirrored, as datasets/pipeline.py pads its windows.
     """
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     flat = tf.reshape(image, [-1, image.shape[-1]])  # cast after the gather: 4x less work

@@ -8,7 +8,7 @@ or TensorFlow into one `error:` line. `write_atomic`, `write_json` and
 the content goes to `temp_path(path)` first and is renamed over `path` when
 complete, so a crash or a full disk never leaves half a file that looks whole.
 
-The exceptions themselves (`cli.UserError`, `cli.UsageError`) stay in cli.py
+The exceptions themselves (`cli.UserError`, `cli.UsageError`) stay in utils/cli.py
 beside `run_main`, which turns them into the `error:` line and the exit code:
 they are the command-line contract every entry point already imports.
 """
@@ -21,7 +21,7 @@ import re
 import shutil
 import threading
 
-from cli import UserError
+from utils.cli import UserError
 
 # Lines of a TensorFlow error that say where it happened, not what went wrong.
 _WHERE = ("Graph execution error", "Detected at node", "File ", "Node:", "[[")
@@ -60,7 +60,7 @@ def summary(error):
 def temp_path(path):
     """Where `path` is written before the rename: beside it, hidden, one per process.
 
-    The `.tmp` ending keeps it out of record globs (data.list_records skips it).
+    The `.tmp` ending keeps it out of record globs (pipeline.list_records skips it).
     """
     head, tail = os.path.split(path)
     return os.path.join(head, f".{tail}.{os.getpid()}.tmp")

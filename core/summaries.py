@@ -3,7 +3,7 @@ side by side (docs/tensorboard.md says how to read it)."""
 
 import tensorflow as tf
 
-import records
+from datasets import records
 
 v1 = tf.compat.v1
 

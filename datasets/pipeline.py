@@ -17,7 +17,7 @@ Output window placement (top-left corner `o`, per axis, image size n, output
 size m):
   - training: uniform over [min(0, n - m), max(0, n - m)]: every image pixel
     can land in an output window, and an image smaller than the window lands
-    anywhere inside it; then augment.py's augmentation (by default a random
+    anywhere inside it; then datasets/augment.py's augmentation (by default a random
     horizontal flip of image and mask).
   - evaluation: the centre, (n - m) // 2; deterministic.
 
@@ -37,10 +37,9 @@ import re
 
 import tensorflow as tf
 
-import augment
-import records
 import unet
-from cli import UserError
+from datasets import augment, records
+from utils.cli import UserError
 
 v1 = tf.compat.v1
 

@@ -1,6 +1,6 @@
 """Generate a small COCO 2017-format dataset of drawn cats, for the demo and the tests.
 
-    python demo_data.py --out demo_coco [--seed 0] [--num-train 96] [--num-val 24]
+    python -m samples.drawn --out demo_coco [--seed 0] [--num-train 96] [--num-val 24]
 
 writes the real COCO download's layout (annotations/instances_<split>.json with
 COCO's 80-category table, <split>/<12-digit id>.jpg), so every stage runs on it
@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-import cli
-import errors
+from utils import cli, errors
 
 NUM_TRAIN = 96  # enough variety for a small U-Net to reach val IoU >= 0.7 in minutes
 NUM_VAL = 24
@@ -411,7 +410,7 @@ def _split(out_dir, split, seed, split_no, count):
             ann.update(image_id=image_id, id=FIRST_ANN_ID[split] + len(anns))
             anns.append(ann)
     doc = {
-        "info": {"description": "coco-unet demo: procedurally drawn cats (demo_data.py)",
+        "info": {"description": "coco-unet demo: procedurally drawn cats (samples/drawn.py)",
                  "url": "", "version": "1.0", "year": 2017,
                  "contributor": "coco-unet", "date_created": "2017/01/01"},
         "licenses": [{"url": "https://creativecommons.org/publicdomain/zero/1.0/", "id": 1,
@@ -440,7 +439,8 @@ def generate(out_dir, seed=0, num_train=NUM_TRAIN, num_val=NUM_VAL):
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(description="Generate the small COCO-format demo dataset.")
+    p = cli.ArgumentParser(
+        prog="python -m samples.drawn", description="Generate the small COCO-format demo dataset.")
     p.add_argument("--out", default="demo_coco", help="output directory (default: demo_coco)")
     p.add_argument("--seed", type=cli.non_negative_int, default=0,
                    help="random seed; the same seed gives the same bytes (default: 0)")

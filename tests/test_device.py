@@ -6,9 +6,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-import config
-import speed
-from cli import UsageError
+from core import config, device
+from utils.cli import UsageError
 
 v1 = tf.compat.v1
 ON = rewriter_config_pb2.RewriterConfig.ON
@@ -20,7 +19,7 @@ def cfg(**kw):
 
 
 def test_defaults_leave_threads_to_tensorflow_and_xla_off():
-    c = speed.session_config(config.Config())
+    c = device.session_config(config.Config())
     assert c.intra_op_parallelism_threads == 0 and c.inter_op_parallelism_threads == 0
     assert c.graph_options.optimizer_options.global_jit_level == 0
     assert c.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 != ON
@@ -29,10 +28,10 @@ def test_defaults_leave_threads_to_tensorflow_and_xla_off():
 
 
 def test_threads_and_precision_reach_the_config():
-    c = speed.session_config(cfg(intra_op_threads=2, inter_op_threads=1, precision="bfloat16"))
+    c = device.session_config(cfg(intra_op_threads=2, inter_op_threads=1, precision="bfloat16"))
     assert (c.intra_op_parallelism_threads, c.inter_op_parallelism_threads) == (2, 1)
     assert c.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == ON
-    g = speed.session_config(cfg(precision="mixed_float16"), gpu=True)
+    g = device.session_config(cfg(precision="mixed_float16"), gpu=True)
     assert g.graph_options.rewrite_options.auto_mixed_precision == ON
 
 
@@ -40,24 +39,24 @@ def test_xla_auto_sets_jit_level_and_needs_the_cpu_flag_in_the_environment(monke
     monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_enable_lazy_compilation=true")  # a default
     with pytest.raises(UsageError, match=r"--xla auto on a CPU needs "
                                          r"TF_XLA_FLAGS=--tf_xla_cpu_global_jit"):
-        speed.session_config(cfg(xla="auto"))
-    flags = f"--tf_xla_enable_lazy_compilation=true {speed.XLA_CPU_FLAGS}"
+        device.session_config(cfg(xla="auto"))
+    flags = f"--tf_xla_enable_lazy_compilation=true {device.XLA_CPU_FLAGS}"
     monkeypatch.setenv("TF_XLA_FLAGS", flags)
-    c = speed.session_config(cfg(xla="auto"))
+    c = device.session_config(cfg(xla="auto"))
     assert c.graph_options.optimizer_options.global_jit_level == v1.OptimizerOptions.ON_2
     assert os.environ["TF_XLA_FLAGS"] == flags  # read, never changed
     monkeypatch.delenv("TF_XLA_FLAGS")
-    gpu = speed.session_config(cfg(xla="auto"), gpu=True)  # a GPU needs no CPU flag
+    gpu = device.session_config(cfg(xla="auto"), gpu=True)  # a GPU needs no CPU flag
     assert gpu.graph_options.optimizer_options.global_jit_level == v1.OptimizerOptions.ON_2
 
 
 XLA_PROBE = """
-import quiet  # entry points do this first: TensorFlow reads TF_XLA_FLAGS there
+from utils import quiet  # entry points do this first: TensorFlow reads TF_XLA_FLAGS there
 import tensorflow as tf
-import config
-import speed
+from core import config
+from core import device
 v1 = tf.compat.v1
-config = speed.session_config(config.Config(xla="auto"))
+config = device.session_config(config.Config(xla="auto"))
 with tf.Graph().as_default():
     x = v1.get_variable("x", [8, 8])
     y = tf.reduce_sum(tf.nn.relu(tf.matmul(x, x) + 1.0) * 2.0)
@@ -75,7 +74,7 @@ def test_xla_auto_compiles_with_the_cpu_flag_set_before_the_start():
     # A fresh process: TensorFlow reads TF_XLA_FLAGS once, at start-up.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": root,
-           "TF_XLA_FLAGS": speed.XLA_CPU_FLAGS}
+           "TF_XLA_FLAGS": device.XLA_CPU_FLAGS}
     done = subprocess.run([sys.executable, "-c", XLA_PROBE], cwd=root, env=env,
                           capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -93,7 +92,7 @@ def test_xla_auto_compiles_with_the_cpu_flag_set_before_the_start():
 ])
 def test_bad_settings_are_one_line_usage_errors(bad, gpu, match):
     with pytest.raises(UsageError, match=match):
-        speed.session_config(cfg(**bad), gpu=gpu)
+        device.session_config(cfg(**bad), gpu=gpu)
 
 
 CPUINFO = """processor\t: 0
@@ -116,24 +115,24 @@ flags\t\t: fpu sse2 avx2 {extra}
     ("", True, "Windows", "mixed_float16", "GPU"),
 ])
 def test_auto_precision_follows_the_cpu_flags_and_the_gpu(extra, gpu, system, expected, why):
-    got, reason = speed.resolve_precision("auto", gpu, CPUINFO.format(extra=extra), system)
+    got, reason = device.resolve_precision("auto", gpu, CPUINFO.format(extra=extra), system)
     assert got == expected and why in reason
 
 
 def test_concrete_precision_passes_through_and_cpuinfo_is_parsed():
-    assert speed.resolve_precision("bfloat16", gpu=True) == ("bfloat16", None)
-    assert speed.cpu_flags(CPUINFO.format(extra="amx_bf16")) == {"fpu", "sse2", "avx2",
+    assert device.resolve_precision("bfloat16", gpu=True) == ("bfloat16", None)
+    assert device.cpu_flags(CPUINFO.format(extra="amx_bf16")) == {"fpu", "sse2", "avx2",
                                                                    "amx_bf16"}
-    assert speed.cpu_flags("processor\t: 0\n") == set()  # e.g. an ARM cpuinfo: no x86 flags
-    assert speed.resolve_precision("auto", False, "", "Linux")[0] == "float32"
+    assert device.cpu_flags("processor\t: 0\n") == set()  # e.g. an ARM cpuinfo: no x86 flags
+    assert device.resolve_precision("auto", False, "", "Linux")[0] == "float32"
 
 
 def test_unreadable_cpuinfo_means_float32(monkeypatch, tmp_path):
-    monkeypatch.setattr(speed, "CPUINFO", str(tmp_path / "missing"))
-    assert speed.resolve_precision("auto", False, system="Linux") == (
+    monkeypatch.setattr(device, "CPUINFO", str(tmp_path / "missing"))
+    assert device.resolve_precision("auto", False, system="Linux") == (
         "float32", f"{tmp_path / 'missing'} is unreadable")
 
 
 def test_unresolved_auto_is_a_caller_bug():
     with pytest.raises(ValueError, match="resolve_precision"):
-        speed.session_config(cfg(precision="auto"))
+        device.session_config(cfg(precision="auto"))

@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 
-from cli import UserError
+from utils.cli import UserError
 
 LOCK_FILE = "train.lock"
 log = logging.getLogger("runlock")

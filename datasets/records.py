@@ -1,4 +1,4 @@
-"""The TFRecord schema shared by the converters (writers) and data.py (reader).
+"""The TFRecord schema shared by the converters (writers) and datasets/pipeline.py (reader).
 
 One `tf.train.Example` per image, the keys below (dtypes in FEATURES; table in
 docs/convert.md). Mask values are the constants below; every stage that reads

@@ -1,4 +1,4 @@
-"""checkpoints.py: one step rule, latest/best/explicit resolution, and torn checkpoints passed
+"""core/rundir.py: one step rule, latest/best/explicit resolution, and torn checkpoints passed
 over by training and every inference tool alike; plus a run directory written by main 9695514
 (tests/fixtures/run_9695514) that today's code still resumes, predicts from and exports."""
 
@@ -13,15 +13,14 @@ import tensorflow as tf
 from test_evaluate import make_images, write_records
 from test_predict import make_run, write_image
 
-import checkpoints
-import cli
-import config
 import evaluate
 import export
 import predict
 import train
 import unet
-from cli import UserError
+from core import config, rundir
+from utils import cli
+from utils.cli import UserError
 
 v1 = tf.compat.v1
 # Written by main 9695514's own code: demo_data.py --num-train 4 --num-val 2, convert_coco.py
@@ -45,55 +44,55 @@ def two_checkpoints(tmp_path):
     run = tmp_path / "run"
     make_run(run, seed=0, step=3)
     make_run(run, seed=1, step=7)
-    paths = [str(run / f"{checkpoints.CKPT_PREFIX}-{s}") for s in (3, 7)]
+    paths = [str(run / f"{rundir.CKPT_PREFIX}-{s}") for s in (3, 7)]
     v1.train.update_checkpoint_state(str(run), paths[1], paths)
     return run, paths
 
 
 def test_step_has_one_rule():
-    assert checkpoints.step("logs/a-b/model.ckpt-120") == 120
-    assert checkpoints.step("logs/run/best/model.ckpt-0") == 0
-    assert checkpoints.step("logs/run-2/model.ckpt") == 0  # no step: 0, in sorting too
+    assert rundir.step("logs/a-b/model.ckpt-120") == 120
+    assert rundir.step("logs/run/best/model.ckpt-0") == 0
+    assert rundir.step("logs/run-2/model.ckpt") == 0  # no step: 0, in sorting too
 
 
 def test_latest_best_and_explicit(two_checkpoints):
     run, (older, newer) = two_checkpoints
-    assert checkpoints.latest(str(run)) == newer
-    assert checkpoints.resolve(str(run)) == newer  # no best/: the latest
+    assert rundir.latest(str(run)) == newer
+    assert rundir.resolve(str(run)) == newer  # no best/: the latest
     for given in (older, older + ".index", older + ".data-00000-of-00001"):
-        assert checkpoints.resolve(str(run), given) == older
-    best = run / checkpoints.BEST_DIR
+        assert rundir.resolve(str(run), given) == older
+    best = run / rundir.BEST_DIR
     best.mkdir()
     for name in glob.glob(older + ".*"):
         shutil.copy(name, best)
     v1.train.update_checkpoint_state(str(best), str(best / "model.ckpt-3"))
-    assert checkpoints.resolve(str(run)) == str(best / "model.ckpt-3")
-    assert checkpoints.resolve(str(run), str(run)) == newer  # a directory: its newest
+    assert rundir.resolve(str(run)) == str(best / "model.ckpt-3")
+    assert rundir.resolve(str(run), str(run)) == newer  # a directory: its newest
 
 
 def test_resolve_passes_over_a_torn_checkpoint_with_a_warning(two_checkpoints, caplog):
     run, (older, newer) = two_checkpoints
     tear(newer)
-    assert not checkpoints.readable(newer) and checkpoints.readable(older)
-    assert checkpoints.resolve(str(run)) == older
+    assert not rundir.readable(newer) and rundir.readable(older)
+    assert rundir.resolve(str(run)) == older
     assert f"checkpoint {newer} {TORN}" in caplog.text
-    assert checkpoints.restorable(str(run)) == older  # training picks the same
+    assert rundir.restorable(str(run)) == older  # training picks the same
     tear(older)
     with pytest.raises(UserError, match="reads completely.*--checkpoint"):
-        checkpoints.resolve(str(run))
+        rundir.resolve(str(run))
     with pytest.raises(UserError, match="reads completely.*--run-name"):
-        checkpoints.restorable(str(run))
+        rundir.restorable(str(run))
 
 
 def test_a_torn_best_checkpoint_falls_back_to_the_runs_newest(two_checkpoints, caplog):
     run, (_, newer) = two_checkpoints
-    best = run / checkpoints.BEST_DIR
+    best = run / rundir.BEST_DIR
     best.mkdir()
     for name in glob.glob(newer + ".*"):
         shutil.copy(name, best)
     v1.train.update_checkpoint_state(str(best), str(best / "model.ckpt-7"))
     tear(str(best / "model.ckpt-7"))
-    assert checkpoints.resolve(str(run)) == newer
+    assert rundir.resolve(str(run)) == newer
     assert TORN in caplog.text
 
 
@@ -124,23 +123,23 @@ def test_restore_refuses_another_network(two_checkpoints):
     with tf.Graph().as_default(), v1.Session() as sess:
         unet.unet(v1.placeholder(tf.float32, [1, 60, 60, 3]), False, depth=2, base_filters=8)
         with pytest.raises(UserError, match="does not match config.json.*base_filters 4"):
-            checkpoints.restore(sess, newer, cfg)
+            rundir.restore(sess, newer, cfg)
 
 
 # ------------------------------------------------- a run directory written by main 9695514
 
 
 def make_records(tmp_path):
-    """Tiny cat records made by today's demo_data.py and convert_coco.py: (train, val) globs."""
+    """Tiny cat records made by today's samples.drawn and convert_coco.py: (train, val) globs."""
     import convert_coco
-    import demo_data
+    from samples import drawn
 
     coco = str(tmp_path / "coco")
-    demo_data.generate(coco, 0, 4, 2)
-    for split in demo_data.SPLITS:
+    drawn.generate(coco, 0, 4, 2)
+    for split in drawn.SPLITS:
         convert_coco.convert(coco, split, ["cat"], str(tmp_path / "data" / "cat"), num_shards=1,
                              workers=1, progress=False)
-    return tuple(str(tmp_path / "data" / f"cat-{split}-*.tfrecord") for split in demo_data.SPLITS)
+    return tuple(str(tmp_path / "data" / f"cat-{split}-*.tfrecord") for split in drawn.SPLITS)
 
 
 def test_a_run_dir_written_by_main_9695514_resumes_predicts_and_exports(tmp_path, caplog,
@@ -156,7 +155,7 @@ def test_a_run_dir_written_by_main_9695514_resumes_predicts_and_exports(tmp_path
             "--seed", "1", "--max-steps", "6", "--checkpoint-every", "2"]
     assert cli.run_main(train.main, argv) == 0
     assert f"resuming from {run / 'model.ckpt-4'} (step 4, " in caplog.text
-    assert checkpoints.latest(str(run)) == str(run / "model.ckpt-6")
+    assert rundir.latest(str(run)) == str(run / "model.ckpt-6")
 
     image = np.random.default_rng(0).integers(0, 256, [40, 53, 3], dtype=np.uint8)
     write_image(tmp_path / "photo.png", image)

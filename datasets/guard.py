@@ -17,10 +17,9 @@ import os
 
 import tensorflow as tf
 
-import data
-import errors
-import records
-from cli import UserError
+from datasets import pipeline, records
+from utils import errors
+from utils.cli import UserError
 
 try:  # TensorFlow's checksumming reader at a byte offset: private, no public equivalent
     from tensorflow.python.lib.io._pywrap_record_io import RandomRecordReader
@@ -169,7 +168,7 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
     (needs run_dir), every record is also decoded, bad ones are skipped and
     counted, and damaged shards are replaced by clean copies in run_dir.
     """
-    files = data.list_records(file_pattern)
+    files = pipeline.list_records(file_pattern)
     if RandomRecordReader is None:
         if skip_corrupt:
             raise UserError(f"--skip-corrupt-records needs TensorFlow's RandomRecordReader "
@@ -263,7 +262,7 @@ def record_errors(file_pattern, files=None):
                     file_pattern)
         try:  # naming the record needs the offset reader; without it the line names the files
             where = RandomRecordReader and locate_bad_record(
-                files or data.list_records(file_pattern))
+                files or pipeline.list_records(file_pattern))
         except (UserError, OSError, tf.errors.OpError):
             where = None
         if where is None:

@@ -12,7 +12,7 @@ with NaN/Inf weights is never written and the last one on disk stays good.
 
 import tensorflow as tf
 
-import records
+from datasets import records
 
 v1 = tf.compat.v1
 

@@ -15,9 +15,9 @@ import collections
 
 import tensorflow as tf
 
-import data
 import unet
-from cli import UserError
+from datasets import pipeline
+from utils.cli import UserError
 
 v1 = tf.compat.v1
 
@@ -59,10 +59,10 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
     with tf.control_dependencies([check]):
         ny, nx = tile_count(height, lay), tile_count(width, lay)
     # The padded canvas is exactly covered by the input tiles.
-    rows = data.reflect_indices(-lay.border, lay.output + (ny - 1) * lay.stride + 2 * lay.border,
-                                height)
-    cols = data.reflect_indices(-lay.border, lay.output + (nx - 1) * lay.stride + 2 * lay.border,
-                                width)
+    rows = pipeline.reflect_indices(
+        -lay.border, lay.output + (ny - 1) * lay.stride + 2 * lay.border, height)
+    cols = pipeline.reflect_indices(
+        -lay.border, lay.output + (nx - 1) * lay.stride + 2 * lay.border, width)
     padded = tf.gather(tf.gather(image, rows), cols, axis=1)  # uint8 [Hp, Wp, 3]
 
     patches = tf.image.extract_patches(padded[None], [1, lay.input, lay.input, 1],
@@ -93,7 +93,7 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
 
 def probabilities(image, cfg, batch_size=4):
     """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor. With
-    cfg.long_side the network sees the image at its training scale (data.resize_image)
+    cfg.long_side the network sees the image at its training scale (pipeline.resize_image)
     and its map is resized back bilinearly, so masks and metrics stay at full size."""
     if cfg.num_outputs != 1:
         raise UserError(f"config has num_outputs={cfg.num_outputs}; predict, evaluate and "
@@ -103,7 +103,7 @@ def probabilities(image, cfg, batch_size=4):
         raise UserError(f"config has long_side={long_side!r}, not a whole number >= 0 (0 = "
                         "images as stored): fix long_side in the run's config.json")
     lay = layout(cfg.input_size, cfg.depth)
-    scaled = data.resize_image(image, long_side) if long_side else image
+    scaled = pipeline.resize_image(image, long_side) if long_side else image
     logits = tiled_logits(scaled, lay, cfg.depth, cfg.base_filters, 1, batch_size)
     prob = tf.sigmoid(logits[:, :, 0])  # [h, w]
     if not long_side:

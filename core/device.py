@@ -4,7 +4,7 @@ The defaults are what measured fastest on a 2-core CPU (docs/performance.md has
 the figures): TensorFlow's own thread counts, its oneDNN kernels, XLA off (0.5-0.7x
 on a CPU; worth a try on a GPU, and on a CPU it needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit
 before the process starts, since TensorFlow reads it once and its in-process switch
-is private). bfloat16 (CPU) and mixed_float16 (GPU, with optim.py's loss scaling)
+is private). bfloat16 (CPU) and mixed_float16 (GPU, with core/optim.py's loss scaling)
 are grappler's auto-mixed-precision rewrites, opt-in because they trade accuracy;
 "auto" picks one per machine from /proc/cpuinfo (TensorFlow has no public API for CPU
 features) and is made concrete before a run starts, so config.json says what ran.
@@ -19,7 +19,7 @@ import platform
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-from cli import UsageError
+from utils.cli import UsageError
 
 v1 = tf.compat.v1
 log = logging.getLogger("speed")
@@ -45,7 +45,7 @@ def settings(cfg):
     if s["xla"] not in XLA_MODES:
         raise UsageError(f"xla must be one of {', '.join(XLA_MODES)}, got {s['xla']!r}")
     if s["precision"] == "auto":  # a caller's bug: the run must know what it runs
-        raise ValueError("precision 'auto' must be resolved first (speed.resolve_precision)")
+        raise ValueError("precision 'auto' must be resolved first (device.resolve_precision)")
     if s["precision"] not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, "
                          f"got {s['precision']!r}")

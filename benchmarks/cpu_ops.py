@@ -1,6 +1,7 @@
 """The U-Net's CPU speed tricks, in one place: each gives the plain op's values.
 
-unet.py builds Fig. 1 from plain ops; an `Ops` says how three of them run:
+unet.py builds Fig. 1 from plain tf.nn ops; an `Ops` says how three of them run when a
+benchmark builds the network inside `building(ops)`:
   up_conv        conv2d_transpose, or one matmul + depth_to_space (a 2x2 stride-2
                  up-conv's taps never overlap; its gradient becomes two matmuls)
   crop           [...] indexing, or tf.slice (its gradient is a Pad)
@@ -18,17 +19,15 @@ import functools
 
 import tensorflow as tf
 
+import unet
+
 v1 = tf.compat.v1
 
 _ORDERED_CONV_GRAD = "UNetOrderedConv2DGrad"
 
 
-def plain_up_conv(x, w):
-    """2x2 stride-2 transposed conv: x [N, h, w, C], w [2, 2, F, C] -> [N, 2h, 2w, F]."""
-    s = tf.shape(x)
-    y = tf.nn.conv2d_transpose(x, w, tf.stack([s[0], 2 * s[1], 2 * s[2], w.shape[2]]),
-                               strides=2, padding="VALID")
-    return _with_doubled_shape(y, x, w.shape[2])
+plain_up_conv = unet._transposed_conv  # x [N, h, w, C], w [2, 2, F, C] -> [N, 2h, 2w, F]
+plain_crop = unet._crop  # (skip, target) -> skip centre-cropped to target's size
 
 
 def matmul_up_conv(x, w):
@@ -45,13 +44,6 @@ def matmul_up_conv(x, w):
 def _with_doubled_shape(y, x, filters):
     y.set_shape([x.shape[0]] + [None if d is None else 2 * d for d in x.shape[1:3]] + [filters])
     return y
-
-
-def plain_crop(skip, target):
-    """Centre-crop skip [N, h, w, C] to the spatial size of target."""
-    s, t = tf.shape(skip), tf.shape(target)
-    dh, dw = (s[1] - t[1]) // 2, (s[2] - t[2]) // 2
-    return skip[:, dh:dh + t[1], dw:dw + t[2], :]
 
 
 def slice_crop(skip, target):
@@ -96,6 +88,22 @@ class Ops:
         if not self.ordered_grads:
             return contextlib.nullcontext()
         return v1.get_default_graph().gradient_override_map({"Conv2D": ordered_conv_grad()})
+
+
+@contextlib.contextmanager
+def building(ops):
+    """Build unet.unet with these ops inside the block (same variables, same values).
+
+    The product's unet.py reads like Fig. 1 and knows no variants; the benchmarks swap
+    its two op helpers for the duration, and set the gradient of every Conv2D built.
+    """
+    saved = unet._transposed_conv, unet._crop
+    unet._transposed_conv, unet._crop = ops.up_conv, ops.crop
+    try:
+        with ops.conv_gradients():
+            yield
+    finally:
+        unet._transposed_conv, unet._crop = saved
 
 
 PLAIN = Ops()

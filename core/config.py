@@ -4,7 +4,7 @@ train.py turns its flags into a `Config`; `resolve` checks it once and makes
 'auto' and None concrete in a `RunConfig`, which the run logs, trains with and
 saves as `<run_dir>/config.json` beside the checkpoints; evaluate.py, predict.py
 and export.py rebuild the same network from that file alone. What else the run
-directory holds is checkpoints.py's.
+directory holds is core/rundir.py's.
 """
 
 import argparse
@@ -17,16 +17,11 @@ import random
 
 import tensorflow as tf
 
-import augment
-import checkpoints
-import cli
-import distribute
-import errors
-import optim
-import shards
-import speed
 import unet
-from cli import UsageError, UserError
+from core import device, distribute, optim, rundir
+from datasets import augment, shards
+from utils import cli, errors
+from utils.cli import UsageError, UserError
 
 log = logging.getLogger("config")
 
@@ -62,7 +57,7 @@ class Config:
                            "in training only; 0 = none", cli.rate)
     # ---- where the run lives: checkpoints, config.json and TensorBoard events
     run_dir: str = "logs/unet"  # train.py: --run-dir, or logs/<--run-name>
-    # ---- more data (data.py)
+    # ---- more data (datasets/pipeline.py)
     val_input_size: int = _flag(0, "validation window; 0 = --input-size; bigger covers more of "
                                 "each image", cli.non_negative_int)
     val_every: int = _flag(1, "validate every N epochs (and at the end)", cli.positive_int)
@@ -75,7 +70,7 @@ class Config:
     long_side: int = _flag(0, "resize every image so its longer side is N px before windows are "
                            "cut (saved in config.json; evaluate/predict/export use it too); "
                            "0 = as stored", cli.non_negative_int)
-    # ---- augmentation of training windows (augment.py, whose Settings hold the paper's
+    # ---- augmentation of training windows (datasets/augment.py, whose Settings hold the paper's
     # values; validation is never augmented)
     augment: str = _flag("flip", "training augmentation: comma list of "
                          f"{','.join(augment.GROUPS)}, or all, or none (docs/augmentation.md)",
@@ -122,20 +117,20 @@ class Config:
                                "cross-entropy only", cli.non_negative_float)
     seed: int | None = _flag(None, "graph and data seed, for repeatable runs; by default one is "
                              "drawn and saved in config.json", cli.non_negative_int)
-    # ---- speed (speed.py; the defaults measured fastest on a 2-core CPU)
+    # ---- speed (core/device.py; the defaults measured fastest on a 2-core CPU)
     intra_op_threads: int = _flag(0, "threads inside one op; 0 = one per core",
                                   cli.non_negative_int)
     inter_op_threads: int = _flag(0, "ops run side by side; 0 = TensorFlow's choice",
                                   cli.non_negative_int)
     xla: str = _flag("off", "auto = XLA auto-clustering (try it on a GPU; on a CPU it is slower "
                      "and needs the TF_XLA_FLAGS environment variable, see docs/train.md)",
-                     choices=speed.XLA_MODES)
+                     choices=device.XLA_MODES)
     # RunConfig holds what "auto" picked: config.json says what ran.
     precision: str = _flag("float32", "bfloat16: faster on CPUs with AVX512_BF16/AMX; "
                            "mixed_float16: GPUs; both trade some accuracy; auto: mixed_float16 "
                            "on a GPU, bfloat16 on a Linux CPU with amx_bf16/avx512_bf16, else "
                            "float32 (config.json records the choice)",
-                           choices=speed.PRECISION_CHOICES)
+                           choices=device.PRECISION_CHOICES)
     # ---- logging and checkpoints
     log_every: int = _flag(20, "steps per log line", cli.positive_int)
     image_summary_every: int = _flag(100, "steps between TensorBoard `windows` images "
@@ -145,14 +140,14 @@ class Config:
     keep_checkpoints: int = _flag(5, "newest checkpoints kept in the run dir (best/ keeps its "
                                   "own)", cli.positive_int)
     log_device_placement: bool = _flag(False, "log the device of every op (debugging)")
-    # ---- distribution (distribute.py; docs/distributed.md)
+    # ---- distribution (core/distribute.py; docs/distributed.md)
     strategy: str = _flag("none", "mirrored: all GPUs of this machine (or --devices); "
                           "multi-worker: the machines in TF_CONFIG; the global batch is "
                           "--batch-size x replicas (docs/distributed.md)",
                           choices=distribute.STRATEGIES)
     devices: str = _flag("", "--strategy mirrored: devices to use, e.g. /gpu:0,/gpu:1 "
                          "('/cpu:0,/cpu:1': logical CPUs); '' = all GPUs")
-    # ---- reliability (guard.py, docs/reliability.md)
+    # ---- reliability (datasets/guard.py, docs/reliability.md)
     skip_corrupt_records: bool = _flag(False, "skip and count records that fail their checksum "
                                        "or do not decode, instead of stopping (decodes every "
                                        "record once at start)")
@@ -208,9 +203,9 @@ def resolve(cfg):
     changes = {"augment": augment.format_groups(augment.from_config(cfg).groups)}
     if cfg.precision == "auto":  # config.json must say what ran, not what was asked
         gpu = bool(tf.config.list_physical_devices("GPU"))  # lists, starts no runtime
-        changes["precision"], why = speed.resolve_precision("auto", gpu)
+        changes["precision"], why = device.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
-    speed.settings(dataclasses.replace(cfg, **changes))  # threads, XLA, concrete precision
+    device.settings(dataclasses.replace(cfg, **changes))  # threads, XLA, concrete precision
     if cfg.pos_weight == "auto":  # files are read last: a bad flag is named first
         balance = shards.class_balance(cfg.train_records, cfg.stats)
         changes.update(pos_weight=balance.pos_weight, stats=balance.path)
@@ -262,8 +257,8 @@ def check_budget(cfg):
 
 def check_resumable(cfg):
     """A run dir trained with another network cannot be resumed: say so before TF does."""
-    path = os.path.join(cfg.run_dir, checkpoints.RUN_CONFIG)
-    if not os.path.exists(path) or not checkpoints.latest(cfg.run_dir):
+    path = os.path.join(cfg.run_dir, rundir.RUN_CONFIG)
+    if not os.path.exists(path) or not rundir.latest(cfg.run_dir):
         return
     old = load_config(cfg.run_dir)
     diff = [f"{k} {getattr(old, k)} -> {getattr(cfg, k)}" for k in MODEL_FIELDS
@@ -276,7 +271,7 @@ def check_resumable(cfg):
 def save_config(cfg, run_dir):
     """Write config.json atomically so a crash never leaves half a file."""
     os.makedirs(run_dir, exist_ok=True)
-    return errors.write_json(os.path.join(run_dir, checkpoints.RUN_CONFIG), dataclasses.asdict(cfg))
+    return errors.write_json(os.path.join(run_dir, rundir.RUN_CONFIG), dataclasses.asdict(cfg))
 
 
 def load_config(run_dir):
@@ -284,7 +279,7 @@ def load_config(run_dir):
 
     Files from earlier versions load too: a field they lack takes Config's default.
     """
-    path = os.path.join(run_dir, checkpoints.RUN_CONFIG)
+    path = os.path.join(run_dir, rundir.RUN_CONFIG)
     if not os.path.isdir(run_dir):
         raise UserError(f"run directory {run_dir} does not exist: pass the logs/<run> "
                         "directory that train.py wrote")

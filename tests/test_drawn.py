@@ -9,8 +9,8 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-import cli
-import demo_data
+from samples import drawn
+from utils import cli
 
 CAT, DOG = 17, 18
 
@@ -38,14 +38,14 @@ def _cats(coco, image_id, crowd=False):
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("demo"))
-    demo_data.generate(root, seed=3, num_train=6, num_val=4)
+    drawn.generate(root, seed=3, num_train=6, num_val=4)
     return root
 
 
 @pytest.fixture(scope="module")
 def default(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("demo_default"))
-    demo_data.generate(root)
+    drawn.generate(root)
     return root
 
 
@@ -113,7 +113,7 @@ def test_showcase_images_come_first(small):
 def test_default_dataset_has_the_promised_mix(default):
     coco = _coco(default, "train2017")
     images = list(coco.imgs.values())
-    assert len(images) == demo_data.NUM_TRAIN
+    assert len(images) == drawn.NUM_TRAIN
     sides = [s for i in images for s in (i["height"], i["width"])]
     assert 200 <= min(sides) < 572 < max(sides) <= 800
     counts = [len(_cats(coco, i["id"])) for i in images]
@@ -125,7 +125,7 @@ def test_default_dataset_has_the_promised_mix(default):
     assert 0.05 * len(images) <= gray <= 0.3 * len(images)
     others = {a["category_id"] for a in coco.dataset["annotations"]} - {CAT}
     assert {1, 3, 18} <= others
-    assert len(_coco(default, "val2017").imgs) == demo_data.NUM_VAL
+    assert len(_coco(default, "val2017").imgs) == drawn.NUM_VAL
 
 
 def test_cats_are_drawn_where_annotated(small):
@@ -151,10 +151,10 @@ def test_cats_are_drawn_where_annotated(small):
 
 def test_same_seed_same_bytes_and_prefix_stable(tmp_path):
     a, b, c, d = (str(tmp_path / n) for n in "abcd")
-    demo_data.generate(a, seed=5, num_train=3, num_val=2)
-    demo_data.generate(b, seed=5, num_train=3, num_val=2)
-    demo_data.generate(c, seed=6, num_train=3, num_val=2)
-    demo_data.generate(d, seed=5, num_train=5, num_val=2)
+    drawn.generate(a, seed=5, num_train=3, num_val=2)
+    drawn.generate(b, seed=5, num_train=3, num_val=2)
+    drawn.generate(c, seed=6, num_train=3, num_val=2)
+    drawn.generate(d, seed=5, num_train=5, num_val=2)
     fa, fc, fd = _files(a), _files(c), _files(d)
     assert fa == _files(b)
     assert fa.keys() == fc.keys() and all(fa[k] != fc[k] for k in fa)
@@ -166,7 +166,7 @@ def test_rle_counts_are_cocos_uncompressed_form():
     for first in (0, 1):
         mask = (rng.random((13, 7)) < 0.5).astype(np.uint8)
         mask[0, 0] = first
-        counts = demo_data._rle_counts(mask)
+        counts = drawn._rle_counts(mask)
         assert sum(counts) == mask.size and (counts[0] == 0) == bool(first)
         rle = mask_utils.frPyObjects({"counts": counts, "size": [13, 7]}, 13, 7)
         np.testing.assert_array_equal(mask_utils.decode(rle), mask)
@@ -175,7 +175,7 @@ def test_rle_counts_are_cocos_uncompressed_form():
 
 def test_cli_writes_dataset(tmp_path, capsys):
     out = str(tmp_path / "demo")
-    assert cli.run_main(demo_data.main, ["--out", out, "--num-train", "2", "--num-val", "1",
+    assert cli.run_main(drawn.main, ["--out", out, "--num-train", "2", "--num-val", "1",
                                          "--seed", "1"]) == 0
     assert "wrote 2 train2017 and 1 val2017 images" in capsys.readouterr().out
     assert len(os.listdir(os.path.join(out, "train2017"))) == 2
@@ -192,6 +192,6 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, code, words):
     argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in argv]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "x")]
-    assert cli.run_main(demo_data.main, argv) == code
+    assert cli.run_main(drawn.main, argv) == code
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err

@@ -38,14 +38,14 @@ import os
 
 import tensorflow as tf
 
-from cli import UsageError, UserError
+from utils.cli import UsageError, UserError
 
 v1 = tf.compat.v1
 log = logging.getLogger("distribute")
 
 STRATEGIES = ("none", "mirrored", "multi-worker")
 TASK_TYPES = ("chief", "worker")
-# Keeps the workers' shuffle and window seeds apart (data.py spaces epochs ~1e6 apart).
+# Keeps the workers' shuffle and window seeds apart (datasets/pipeline.py spaces epochs ~1e6 apart).
 _WORKER_SEED_STRIDE = 7919
 
 

@@ -39,9 +39,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import cli
-import errors
-import records
+from datasets import records
+from utils import cli, errors
 
 log = logging.getLogger(__name__)
 
