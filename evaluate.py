@@ -84,14 +84,10 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
                     got = sess.run(item)
                 except tf.errors.OutOfRangeError:
                     break
-                # UnicodeDecodeError: TF's answer to bytes that are no Example proto.
-                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
-                        tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
-                        UnicodeDecodeError) as e:
-                    reason = ("not a tf.train.Example" if isinstance(e, UnicodeDecodeError)
-                              else errors.summary(e))
-                    raise UserError(f"{path}: record #{index} is unreadable ({reason}): re-create "
-                                    "it with convert_coco.py or convert_pets.py") from None
+                except records.READ_ERRORS as e:
+                    raise UserError(f"{path}: record #{index} is unreadable "
+                                    f"({records.read_error_reason(e)}): re-create it with "
+                                    f"{records.RECREATE_HINT}") from None
                 c = metrics.confusion(got["prob"], got["mask"][..., 0], thresholds)
                 counts.append(c)
                 names.append((got["filename"].decode(errors="replace"), int(got["id"])))
@@ -101,7 +97,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
         bar.close()
     if not counts:
         raise UserError(f"records {records_pattern!r} hold no images: re-create them with "
-                        "convert_coco.py or convert_pets.py")
+                        f"{records.RECREATE_HINT}")
     counts = np.stack(counts)  # [N, T + 1, 4]
     result = _results(counts, names, thresholds, threshold, checkpoint, records_pattern,
                       len(files), save_overlays)

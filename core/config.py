@@ -19,7 +19,7 @@ import tensorflow as tf
 
 import unet
 from core import device, distribute, optim, rundir
-from datasets import augment, shards
+from datasets import augment, records, shards
 from utils import cli, errors
 from utils.cli import UsageError, UserError
 
@@ -41,7 +41,7 @@ def _flag(default, help, type=None, **argparse_kwargs):
 class Config:
     # ---- data
     train_records: str = _flag("data/cat-train2017-*.tfrecord", "glob of training TFRecord "
-                               "shards (convert_coco.py, convert_pets.py)")
+                               f"shards ({', '.join(records.CONVERTERS)})")
     val_records: str = _flag("data/cat-val2017-*.tfrecord",
                              "glob of validation shards; '' = none")
     input_size: int = _flag(572, "network input window in pixels (572 -> 388 output at depth 4); "
