@@ -29,7 +29,7 @@ from tensorboard.plugins.pr_curve import summary as pr_summary
 from tqdm import tqdm
 
 import predict
-from core import config, metrics, rundir, tiling
+from core import metrics, rundir, tiling
 from datasets import pipeline, records
 from utils import cli, errors
 from utils.cli import UserError
@@ -51,7 +51,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
 
     records_pattern defaults to the run's val_records; adopt: True / False, or None (_adoption).
     """
-    cfg = config.load_config(run_dir)
+    cfg = rundir.load_config(run_dir)
     records_pattern = records_pattern or cfg.val_records
     if not records_pattern:
         raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")

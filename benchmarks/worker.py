@@ -305,7 +305,7 @@ def make_run_dir(run_dir, base, depth, size):
     from core import config, rundir
 
     v1 = tf.compat.v1
-    config.save_config(config.Config(input_size=size, depth=depth, base_filters=base), run_dir)
+    rundir.save_config(config.Config(input_size=size, depth=depth, base_filters=base), run_dir)
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(0)

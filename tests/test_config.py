@@ -23,7 +23,7 @@ OLD_CONFIG_JSON = {
 
 def test_an_old_config_json_loads_as_a_run_config_with_todays_defaults(tmp_path):
     (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps(OLD_CONFIG_JSON))
-    cfg = config.load_config(str(tmp_path))
+    cfg = rundir.load_config(str(tmp_path))
     assert isinstance(cfg, config.RunConfig)
     assert (cfg.pos_weight, cfg.seed, cfg.classes) == (2.5, 7, ("cat",))
     assert (cfg.long_side, cfg.precision, cfg.on_nan, cfg.strategy) == (0, "float32", "stop",
@@ -33,8 +33,8 @@ def test_an_old_config_json_loads_as_a_run_config_with_todays_defaults(tmp_path)
 def test_save_and_load_round_trip(tmp_path):
     cfg = config.RunConfig(depth=2, base_filters=8, seed=3, pos_weight=1.5,
                            classes=("cat", "dog"))
-    config.save_config(cfg, str(tmp_path))
-    assert config.load_config(str(tmp_path)) == cfg
+    rundir.save_config(cfg, str(tmp_path))
+    assert rundir.load_config(str(tmp_path)) == cfg
 
 
 def test_run_config_types_say_what_the_fields_hold():
@@ -52,7 +52,7 @@ def test_resolve_makes_pos_weight_a_float(tmp_path):
 def test_unknown_keys_are_one_error(tmp_path):
     (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, "nope": 1}))
     with pytest.raises(UserError, match="unknown keys"):
-        config.load_config(str(tmp_path))
+        rundir.load_config(str(tmp_path))
 
 
 def test_resolve_names_a_bad_flag_before_reading_any_file(tmp_path):

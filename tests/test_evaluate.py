@@ -10,8 +10,7 @@ import tensorflow as tf
 from test_predict import make_run, reference_probabilities, scaled_reference_probabilities
 
 import evaluate
-import predict
-from core import config, metrics, rundir
+from core import metrics, rundir
 from datasets import records
 from utils import cli
 
@@ -56,7 +55,7 @@ def evaluated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
     run = tmp / "run"
     cfg = make_run(run)
-    config.save_config(dataclasses.replace(cfg, val_records=str(tmp / "val-*")), str(run))
+    rundir.save_config(dataclasses.replace(cfg, val_records=str(tmp / "val-*")), str(run))
     items = make_images()
     write_records(tmp / "val-00000-of-00002.tfrecord", items[:3])
     write_records(tmp / "val-00001-of-00002.tfrecord", items[3:])
@@ -115,7 +114,7 @@ def test_own_val_records_write_eval_json_and_adopt_the_threshold(evaluated):
     assert adopted["threshold"] == result["best_threshold"]
     assert adopted["foreground_iou"] == result["best_threshold_iou"]
     assert adopted["report"] == rundir.EVAL_JSON and adopted["checkpoint"].endswith("ckpt-7")
-    assert predict.default_threshold(str(run)) == (result["best_threshold"],
+    assert rundir.default_threshold(str(run)) == (result["best_threshold"],
                                                    str(run / rundir.THRESHOLD_JSON))
 
 
@@ -136,7 +135,7 @@ def test_other_records_never_move_the_threshold_unless_adopted(evaluated, tmp_pa
     assert any(n.startswith("events") for n in os.listdir(run / name))
     assert len(os.listdir(run / name / "overlays")) == 2
     assert {n: (run / n).read_bytes() for n in before} == before
-    assert predict.default_threshold(str(run)) == (evaluated[2]["best_threshold"],
+    assert rundir.default_threshold(str(run)) == (evaluated[2]["best_threshold"],
                                                    str(run / rundir.THRESHOLD_JSON))
 
     argv = ["--run", str(run), "--records", other, "--no-progress", "--threshold", "0.3"]
@@ -146,7 +145,7 @@ def test_other_records_never_move_the_threshold_unless_adopted(evaluated, tmp_pa
     adopted = json.loads((run / rundir.THRESHOLD_JSON).read_text())
     assert f"adopted threshold {adopted['threshold']:.2f} (--adopt-threshold)" in out
     assert adopted["records"] == other and adopted["report"] == f"{name}.json"
-    assert predict.default_threshold(str(run))[0] == result["best_threshold"]
+    assert rundir.default_threshold(str(run))[0] == result["best_threshold"]
     assert (run / rundir.EVAL_JSON).read_bytes() == before[rundir.EVAL_JSON]
 
 
@@ -165,7 +164,7 @@ def test_own_records_adopt_only_with_the_default_checkpoint(evaluated, tmp_path,
     assert cli.run_main(evaluate.main, ["--run", str(run), "--no-progress",
                                         "--no-adopt-threshold"]) == 0
     assert "not adopted (--no-adopt-threshold)" in capsys.readouterr().out
-    assert predict.default_threshold(str(run))[0] == 0.15
+    assert rundir.default_threshold(str(run))[0] == 0.15
 
 
 def test_tensorboard_has_pr_curve_and_scalars_at_the_checkpoint_step(evaluated):

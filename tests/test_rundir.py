@@ -18,7 +18,7 @@ import export
 import predict
 import train
 import unet
-from core import config, rundir
+from core import rundir
 from utils import cli
 from utils.cli import UserError
 
@@ -119,7 +119,7 @@ def test_predict_and_evaluate_use_the_previous_readable_checkpoint(two_checkpoin
 
 def test_restore_refuses_another_network(two_checkpoints):
     run, (_, newer) = two_checkpoints
-    cfg = config.load_config(str(run))
+    cfg = rundir.load_config(str(run))
     with tf.Graph().as_default(), v1.Session() as sess:
         unet.unet(v1.placeholder(tf.float32, [1, 60, 60, 3]), False, depth=2, base_filters=8)
         with pytest.raises(UserError, match="does not match config.json.*base_filters 4"):
