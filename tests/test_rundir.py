@@ -114,7 +114,7 @@ def test_predict_and_evaluate_use_the_previous_readable_checkpoint(two_checkpoin
     assert f"checkpoint {newer} {TORN}" in caplog.text
     write_records(tmp_path / "val.tfrecord", make_images())
     result = evaluate.evaluate(str(run), str(tmp_path / "val.tfrecord"), progress=False)
-    assert result["checkpoint"] == older and result["global_step"] == 3
+    assert result.checkpoint == older and result.global_step == 3
 
 
 def test_restore_refuses_another_network(two_checkpoints):
