@@ -62,3 +62,46 @@ def test_resolve_names_a_bad_flag_before_reading_any_file(tmp_path):
         config.resolve(cfg)
     with pytest.raises(UserError, match="missing-stats.json is missing"):
         config.resolve(dataclasses.replace(cfg, input_size=96))
+
+
+def test_every_field_has_one_rule_and_its_flag_parses_with_it():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    config.add_flags(parser)
+    flags = {a.dest: a for a in parser._actions}
+    for field in dataclasses.fields(config.Config):
+        rule = field.metadata["rule"]
+        assert rule.valid(field.default), field.name  # every default passes its own rule
+        if field.name in flags and rule.kind not in (str, bool) and field.name != "epochs":
+            assert flags[field.name].type == rule.parse, field.name
+    assert flags["lr_schedule"].choices == config.optim.LR_SCHEDULES
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(dropout=1.0), "--dropout must be at least 0 and below 1 (0 = none), got 1.0"),
+    (dict(long_side=-5), "--long-side must be >= 0 (0 = images as stored), got -5"),
+    (dict(on_nan="maybe"), "--on-nan must be stop or skip, got 'maybe'"),
+    (dict(pos_weight=0), "--pos-weight must be a positive number or 'auto', got 0"),
+    (dict(batch_size=2.5), "--batch-size must be a positive integer, got 2.5"),
+    (dict(hue=0.7), "--hue must be in [0, 0.5], got 0.7"),
+    (dict(min_scale=2.0, max_scale=1.5), "--min-scale 2.0 and --max-scale 1.5 must satisfy"),
+])
+def test_check_names_the_flag_of_a_bad_value(changes, message):
+    with pytest.raises(UsageError) as e:
+        config.check(config.Config(**changes))
+    assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("lr_schedule", "bogus", "config has lr_schedule='bogus', not one of constant, exponential,"
+     " cosine: fix lr_schedule in the run's config.json"),
+    ("dropout", 1, "config has dropout=1, not a number at least 0 and below 1 (0 = none)"),
+    ("depth", "4", "config has depth='4', not a positive integer: fix depth"),
+    ("intra_op_threads", -1, "config has intra_op_threads=-1, not a whole number >= 0"),
+])
+def test_a_loaded_config_json_is_checked_by_the_same_rules(tmp_path, key, value, message):
+    (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, key: value}))
+    with pytest.raises(UserError) as e:
+        rundir.load_config(str(tmp_path))
+    assert type(e.value) is UserError and str(e.value).startswith(message)

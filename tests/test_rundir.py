@@ -180,3 +180,19 @@ def test_the_fixture_is_small_and_complete():
     state = tf.train.get_checkpoint_state(FIXTURE)
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == \
         ["model.ckpt-2", "model.ckpt-4"]
+
+
+def test_rundir_builds_every_path_and_round_trips_threshold_json(tmp_path):
+    run = str(tmp_path)
+    assert rundir.checkpoint_prefix(run) == os.path.join(run, "model.ckpt")
+    assert rundir.best_prefix(run) == os.path.join(run, "best", "model.ckpt")
+    assert rundir.report_path(run, "eval") == os.path.join(run, rundir.EVAL_JSON)
+    assert rundir.events_dir(run, "val") == os.path.join(run, "val")
+    rundir.write_threshold(run, 0.35, 0.7, "data/x-*", os.path.join(run, "model.ckpt-12"),
+                           "--adopt-threshold", rundir.report_path(run, "eval"))
+    stored = json.loads(open(rundir.threshold_path(run)).read())
+    assert stored == {"threshold": 0.35, "foreground_iou": 0.7, "records": "data/x-*",
+                      "checkpoint": os.path.join(run, "model.ckpt-12"), "global_step": 12,
+                      "reason": "--adopt-threshold", "report": rundir.EVAL_JSON}
+    assert rundir.default_threshold(run) == (0.35, rundir.threshold_path(run))
+    assert rundir.default_threshold(run, 0.6) == (0.6, "--threshold")
