@@ -118,7 +118,7 @@ def prepare_drawn(data_dir="data", seed=0, num_train=drawn.NUM_TRAIN,
 @dataclasses.dataclass
 class DemoResult:
     training: train.TrainResult
-    evaluation: dict | None  # real photos: evaluate.evaluate's full-image results
+    evaluation: evaluate.Report | None  # real photos: evaluate.evaluate's full-image results
     seconds: float  # the whole run: data, training and scoring
 
 
@@ -154,8 +154,8 @@ def report(result, run_dir):
         return (f"demo stopped at step {result.training.step}: run `python demo.py` again "
                 "to continue")
     if result.evaluation:
-        model, base = result.evaluation["model"], result.evaluation["all_background"]
-        scored, name = f"{result.evaluation['images']} held-out photos, full size", "held-out"
+        model, base = result.evaluation.model, result.evaluation.all_background
+        scored, name = f"{result.evaluation.images} held-out photos, full size", "held-out"
     else:
         model, base = result.training.val.model, result.training.val.baseline
         scored, name = "val images", "val"

@@ -16,6 +16,7 @@ from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noi
 # isort: split
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -29,7 +30,7 @@ from tensorboard.plugins.pr_curve import summary as pr_summary
 from tqdm import tqdm
 
 import predict
-from core import config, metrics, rundir, tiling
+from core import metrics, rundir, tiling
 from datasets import pipeline, records
 from utils import cli, errors
 from utils.cli import UserError
@@ -45,13 +46,47 @@ NAMES = {"foreground_iou": "foreground IoU", "mean_image_iou": "mean image IoU",
          "pixel_accuracy": "pixel accuracy"}
 
 
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What evaluate() measured: the report file's keys, in its order (to_json), and the
+    files it wrote. Metric dicts map NAMES' keys to values."""
+
+    checkpoint: str
+    global_step: int
+    records: str  # the glob evaluated
+    record_files: int
+    images: int
+    images_without_valid_pixels: int
+    valid_pixels: int
+    foreground_pixels: int
+    threshold: float  # the main table's
+    model: dict  # metrics at `threshold`
+    all_background: dict  # the same metrics for a network that predicts nothing
+    sweep: list  # [{"threshold", *NAMES}] over SWEEP
+    best_threshold: float
+    best_threshold_iou: float
+    worst_images: list  # [{"filename", "image_id", "iou"}], lowest IoU first
+    best_images: list
+    long_side: int
+    adopted_threshold: bool  # written to threshold.json
+    adoption_reason: str
+    report: str = ""  # the JSON file
+    overlays: tuple = ()  # overlay PNGs (--save-overlays)
+
+    def to_json(self):
+        """The report file's object: every field but the paths of what was written."""
+        fields = dataclasses.asdict(self)
+        del fields["report"], fields["overlays"]
+        return fields
+
+
 def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batch_size=4,
              save_overlays=0, progress=True, adopt=None):
-    """Predict every record's full image, write the report and TensorBoard, return the results.
+    """Predict every record's full image, write the report and TensorBoard; returns a Report.
 
     records_pattern defaults to the run's val_records; adopt: True / False, or None (_adoption).
     """
-    cfg = config.load_config(run_dir)
+    cfg = rundir.load_config(run_dir)
     records_pattern = records_pattern or cfg.val_records
     if not records_pattern:
         raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")
@@ -60,7 +95,33 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     requested, checkpoint = checkpoint, rundir.resolve(run_dir, checkpoint)
     adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint, requested is None)
     name = EVAL_DIR if own_records else report_name(records_pattern)
+    thresholds = np.concatenate([PR_THRESHOLDS, [threshold]])
+    counts, names, keep = _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays,
+                                 progress)
+    if not counts:
+        raise UserError(f"records {records_pattern!r} hold no images: re-create them with "
+                        f"{records.RECREATE_HINT}")
+    counts = np.stack(counts)  # [N, T + 1, 4]
+    path = rundir.report_path(run_dir, name)
+    result = Report(**_results(counts, names, thresholds, threshold, checkpoint,
+                               records_pattern, len(files), save_overlays),
+                    long_side=cfg.long_side, adopted_threshold=adopt, adoption_reason=reason,
+                    report=path)
+    errors.write_json(path, result.to_json(), sort_keys=False)
+    if adopt:
+        rundir.write_threshold(run_dir, result.best_threshold, result.best_threshold_iou,
+                               records_pattern, checkpoint, reason, path)
+    events = rundir.events_dir(run_dir, name)
+    _write_tensorboard(events, counts, result)
+    if save_overlays:
+        overlays = _write_overlays(os.path.join(events, OVERLAY_DIR), keep, threshold)
+        result = dataclasses.replace(result, overlays=tuple(overlays))
+    return result
 
+
+def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progress):
+    """Every record's confusion counts [T, 4] at `thresholds`, its (filename, id), and the
+    extreme images for overlays; UserError naming an unreadable record."""
     graph = tf.Graph()
     with graph.as_default():
         filename = v1.placeholder(tf.string, [], name="records_file")
@@ -72,7 +133,6 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
         if not save_overlays:
             del item["image"]
         sess = v1.Session(graph=graph)
-    thresholds = np.concatenate([PR_THRESHOLDS, [threshold]])
     counts, names, keep = [], [], _Extremes(save_overlays)
     with sess:
         rundir.restore(sess, checkpoint, cfg)
@@ -84,14 +144,10 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
                     got = sess.run(item)
                 except tf.errors.OutOfRangeError:
                     break
-                # UnicodeDecodeError: TF's answer to bytes that are no Example proto.
-                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
-                        tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
-                        UnicodeDecodeError) as e:
-                    reason = ("not a tf.train.Example" if isinstance(e, UnicodeDecodeError)
-                              else errors.summary(e))
-                    raise UserError(f"{path}: record #{index} is unreadable ({reason}): re-create "
-                                    "it with convert_coco.py or convert_pets.py") from None
+                except records.READ_ERRORS as e:
+                    raise UserError(f"{path}: record #{index} is unreadable "
+                                    f"({records.read_error_reason(e)}): re-create it with "
+                                    f"{records.RECREATE_HINT}") from None
                 c = metrics.confusion(got["prob"], got["mask"][..., 0], thresholds)
                 counts.append(c)
                 names.append((got["filename"].decode(errors="replace"), int(got["id"])))
@@ -99,27 +155,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
                     keep.add(metrics.ratios(c[-1])["foreground_iou"], len(names) - 1, got)
                 bar.update()
         bar.close()
-    if not counts:
-        raise UserError(f"records {records_pattern!r} hold no images: re-create them with "
-                        "convert_coco.py or convert_pets.py")
-    counts = np.stack(counts)  # [N, T + 1, 4]
-    result = _results(counts, names, thresholds, threshold, checkpoint, records_pattern,
-                      len(files), save_overlays)
-    result.update(long_side=cfg.long_side, adopted_threshold=adopt, adoption_reason=reason)
-    report = os.path.join(run_dir, name + ".json")
-    errors.write_json(report, result, sort_keys=False)
-    if adopt:
-        errors.write_json(os.path.join(run_dir, rundir.THRESHOLD_JSON), {
-            "threshold": result["best_threshold"], "foreground_iou": result["best_threshold_iou"],
-            "records": records_pattern, "checkpoint": checkpoint,
-            "global_step": result["global_step"], "reason": reason,
-            "report": os.path.basename(report)}, sort_keys=False)
-    _write_tensorboard(os.path.join(run_dir, name), counts, result)
-    result["report"] = report
-    if save_overlays:
-        result["overlays"] = _write_overlays(os.path.join(run_dir, name, OVERLAY_DIR),
-                                             keep, threshold)
-    return result
+    return counts, names, keep
 
 
 def report_name(records_pattern):
@@ -180,6 +216,7 @@ class _Extremes:
 
 
 def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_files, n_list):
+    """Report's measured fields from the counts [N, T + 1, 4] of N images."""
     main = counts[:, -1]
     total = main.sum(axis=0)
     sweep = []
@@ -223,8 +260,8 @@ def _write_tensorboard(log_dir, counts, result):
     # TensorBoard's own convention for 0/0: 0, as its streaming PR op computes it.
     precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
     recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
-    scalars = {**result["model"], "best_threshold": result["best_threshold"],
-               **{f"all_background_{k}": v for k, v in result["all_background"].items()}}
+    scalars = {**result.model, "best_threshold": result.best_threshold,
+               **{f"all_background_{k}": v for k, v in result.all_background.items()}}
     values = [v1.Summary.Value(tag=f"eval/{k}", simple_value=v) for k, v in scalars.items()]
     with tf.Graph().as_default():
         writer = v1.summary.FileWriter(log_dir)
@@ -233,8 +270,8 @@ def _write_tensorboard(log_dir, counts, result):
             true_negative_counts=tn, false_negative_counts=fn, precision=precision,
             recall=recall, num_thresholds=len(PR_THRESHOLDS),
             description="Full-image foreground precision/recall over valid pixels"),
-            result["global_step"])
-        writer.add_summary(v1.Summary(value=values), result["global_step"])
+            result.global_step)
+        writer.add_summary(v1.Summary(value=values), result.global_step)
         writer.close()
 
 
@@ -255,18 +292,18 @@ def _write_overlays(out_dir, keep, threshold):
 
 def format_table(result):
     """The printed report: metrics vs. all-background, the sweep, the best threshold."""
-    m, b = result["model"], result["all_background"]
-    fg = result["foreground_pixels"] / max(result["valid_pixels"], 1)
-    lines = [f"{result['images']} images, {result['valid_pixels']:,} valid pixels "
-             f"({100 * fg:.1f}% foreground), {os.path.basename(result['checkpoint'])}, "
-             f"threshold {result['threshold']:g}",
+    m, b = result.model, result.all_background
+    fg = result.foreground_pixels / max(result.valid_pixels, 1)
+    lines = [f"{result.images} images, {result.valid_pixels:,} valid pixels "
+             f"({100 * fg:.1f}% foreground), {os.path.basename(result.checkpoint)}, "
+             f"threshold {result.threshold:g}",
              f"{'':16}{'model':>8}{'all-background':>16}"]
     lines += [f"{label:16}{m[key]:8.4f}{b[key]:16.4f}" for key, label in NAMES.items()]
     lines.append(f"{'threshold':>10}{'precision':>11}{'recall':>8}{'IoU':>8}")
     lines += [f"{r['threshold']:10.2f}{r['precision']:11.4f}{r['recall']:8.4f}"
-              f"{r['foreground_iou']:8.4f}" for r in result["sweep"]]
-    lines.append(f"best threshold {result['best_threshold']:.2f} "
-                 f"(IoU {result['best_threshold_iou']:.4f})")
+              f"{r['foreground_iou']:8.4f}" for r in result.sweep]
+    lines.append(f"best threshold {result.best_threshold:.2f} "
+                 f"(IoU {result.best_threshold_iou:.4f})")
     return "\n".join(lines)
 
 
@@ -287,17 +324,17 @@ def main(argv=None):
                       args.batch_size, args.save_overlays, progress=not args.no_progress,
                       adopt=args.adopt_threshold)
     print(format_table(result))
-    print(f"wrote {result['report']} and TensorBoard {os.path.splitext(result['report'])[0]}")
-    if result["adopted_threshold"]:
-        print(f"adopted threshold {result['best_threshold']:.2f} ({result['adoption_reason']}) "
-              f"into {os.path.join(args.run_dir, rundir.THRESHOLD_JSON)}: predict.py and "
+    print(f"wrote {result.report} and TensorBoard {os.path.splitext(result.report)[0]}")
+    if result.adopted_threshold:
+        print(f"adopted threshold {result.best_threshold:.2f} ({result.adoption_reason}) "
+              f"into {rundir.threshold_path(args.run_dir)}: predict.py and "
               "export.py now default to it")
     else:
-        print(f"threshold {result['best_threshold']:.2f} not adopted "
-              f"({result['adoption_reason']}): predict.py and export.py keep the run's "
+        print(f"threshold {result.best_threshold:.2f} not adopted "
+              f"({result.adoption_reason}): predict.py and export.py keep the run's "
               "threshold; pass --adopt-threshold to adopt it")
-    if result.get("overlays"):
-        print(f"overlays in {os.path.dirname(result['overlays'][0])}")
+    if result.overlays:
+        print(f"overlays in {os.path.dirname(result.overlays[0])}")
     return 0
 
 

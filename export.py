@@ -19,8 +19,7 @@ import sys
 
 import tensorflow as tf
 
-import predict
-from core import config, rundir, tiling
+from core import rundir, tiling
 from datasets import records
 from utils import cli, errors
 from utils.cli import UserError
@@ -42,9 +41,9 @@ def build(cfg, threshold, batch_size):
 
 def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, overwrite=False):
     """Write the SavedModel to out_dir (complete or not at all); returns its info dict."""
-    cfg = config.load_config(run_dir)
+    cfg = rundir.load_config(run_dir)
     checkpoint = rundir.resolve(run_dir, checkpoint)
-    threshold, source = predict.default_threshold(run_dir, threshold)
+    threshold, source = rundir.default_threshold(run_dir, threshold)
     if os.path.exists(out_dir) and not overwrite:
         raise UserError(f"{out_dir} already exists: pass --overwrite to replace it, or "
                         "another --out")
@@ -82,7 +81,7 @@ def main(argv=None):
     parser = cli.ArgumentParser(
         description="Export a trained run as a SavedModel: encoded image in, full-size "
                     "probabilities and mask out.")
-    cli.add_run_flags(parser, "mask threshold in [0, 1] " + predict.ADOPTED,
+    cli.add_run_flags(parser, "mask threshold in [0, 1] " + rundir.THRESHOLD_HELP,
                       batch_help="tiles per network run inside the graph", progress=False)
     parser.add_argument("--out", required=True, help="SavedModel directory to write "
                         "(for TensorFlow Serving: <model>/<version>, e.g. exported/cat_unet/1)")

@@ -12,7 +12,6 @@ code is 1 if any failed.
 from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
-import json
 import os
 import sys
 
@@ -21,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from core import config, rundir, tiling
+from core import rundir, tiling
 from datasets import records
 from utils import cli, errors
 from utils.cli import UserError
@@ -30,7 +29,6 @@ v1 = tf.compat.v1
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png")
-DEFAULT_THRESHOLD = 0.5
 TINT = (255, 0, 0)  # RGB red over predicted foreground
 OUTLINE = (255, 255, 0)  # RGB yellow around it
 TRUTH_OUTLINE = (0, 255, 0)  # RGB green around the ground truth (evaluate overlays)
@@ -40,7 +38,7 @@ class Predictor:
     """A run's network restored in its own graph: encoded image bytes -> probabilities."""
 
     def __init__(self, run_dir, checkpoint=None, batch_size=4):
-        self.cfg = config.load_config(run_dir)
+        self.cfg = rundir.load_config(run_dir)
         self.checkpoint = rundir.resolve(run_dir, checkpoint)
         self.graph = tf.Graph()
         with self.graph.as_default():
@@ -67,51 +65,6 @@ class Predictor:
 
     def __exit__(self, *exc):
         self.session.close()
-
-
-ADOPTED = "(default: the one evaluate.py adopted for the run, in threshold.json, else 0.5)"
-
-
-def default_threshold(run_dir, given=None):
-    """(threshold, where it came from): `given`, else the run's adopted threshold, else 0.5.
-
-    Run dirs from before threshold.json: eval.json's best_threshold counts if it
-    was tuned on the run's val_records.
-    """
-    if given is not None:
-        return given, "--threshold"
-    path = os.path.join(run_dir, rundir.THRESHOLD_JSON)
-    stored = _read_result(path)
-    if stored is not None:
-        return _checked_threshold(stored.get("threshold"), path, "threshold"), path
-    path = os.path.join(run_dir, rundir.EVAL_JSON)
-    stored = _read_result(path)
-    if (stored is None or "adopted_threshold" in stored or stored.get("best_threshold") is None
-            or stored.get("records") != config.load_config(run_dir).val_records):
-        return DEFAULT_THRESHOLD, "default"
-    return _checked_threshold(stored["best_threshold"], path, "best_threshold"), path
-
-
-def _read_result(path):
-    """An evaluate.py JSON file as a dict, None if it does not exist, else UserError."""
-    try:
-        with open(path) as f:
-            stored = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        stored = None
-    if not isinstance(stored, dict):
-        raise UserError(f"{path} is not a valid evaluate.py result: re-run evaluate.py "
-                        "or pass --threshold")
-    return stored
-
-
-def _checked_threshold(value, path, key):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise UserError(f"{path} has {key} {value!r}, not a number in [0, 1]: "
-                        "re-run evaluate.py or pass --threshold")
-    return float(value)
 
 
 def collect_images(inputs, out_dir=None):
@@ -178,7 +131,7 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
     "failed": [(input, message)]}. Raises UserError for problems with the run or
     when there is no image at all; bad single images only land in "failed".
     """
-    threshold, source = default_threshold(run_dir, threshold)
+    threshold, source = rundir.default_threshold(run_dir, threshold)
     paths, failed = collect_images(inputs, out_dir)
     seen = {}
     for path in list(paths):
@@ -225,7 +178,7 @@ def main(argv=None):
         description="Predict full-size masks with a trained run (overlap-tile).")
     parser.add_argument("inputs", nargs="+", help="image files (.jpg/.jpeg/.png) or "
                         "directories of them")
-    cli.add_run_flags(parser, "probability threshold in [0, 1] " + ADOPTED)
+    cli.add_run_flags(parser, "probability threshold in [0, 1] " + rundir.THRESHOLD_HELP)
     parser.add_argument("--out", default="predictions", help="output directory "
                         "(default: %(default)s)")
     parser.add_argument("--save-probabilities", action="store_true",

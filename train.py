@@ -233,7 +233,7 @@ class _Writers:
 
     @classmethod
     def open(cls, strategy, run_dir, graph):
-        return cls(*(distribute.summary_writer(strategy, os.path.join(run_dir, name),
+        return cls(*(distribute.summary_writer(strategy, rundir.events_dir(run_dir, name),
                                                graph if name == "train" else None)
                      for name in ("train", "val", "baseline")))
 
@@ -386,8 +386,7 @@ class _Loop:
             sess.run(g.set_best, {g.new_best: iou})
             if not g.chief:
                 return
-            path = g.best_saver.save(sess, os.path.join(self.cfg.run_dir, rundir.BEST_DIR,
-                                                        rundir.CKPT_PREFIX), self.step,
+            path = g.best_saver.save(sess, rundir.best_prefix(self.cfg.run_dir), self.step,
                                      write_meta_graph=False)
             log.info("new best val IoU %.4f: saved %s", iou, path)
 
@@ -400,7 +399,7 @@ class _Loop:
             raise UserError(f"weights became NaN/Inf by step {self.step}: not saving them (the "
                             "last good checkpoint is kept); lower --learning-rate")
         sess.run(g.set_seconds, {g.seconds_in: self.timer.seconds})
-        return g.saver.save(sess, os.path.join(self.cfg.run_dir, rundir.CKPT_PREFIX),
+        return g.saver.save(sess, rundir.checkpoint_prefix(self.cfg.run_dir),
                             self.step, write_meta_graph=False)
 
     def _wrap_up(self, writers):
@@ -479,7 +478,8 @@ def train(cfg, clock=time.monotonic):
     clock: seconds, for the --minutes budget and the speed in the log (tests pass a
     fake one; see _TrainingClock for when it is read).
     """
-    cfg = config.resolve(cfg)  # every flag checked once; refuses a run dir of another network
+    cfg = config.resolve(cfg)  # every flag checked once
+    rundir.check_resumable(cfg)  # refuses a run dir of another network
     # Both before TF's runtime starts: XLA flags are read at the first Session, and the
     # logical CPU devices of --devices must exist by then.
     session_config = device.device_config(cfg)
@@ -497,7 +497,7 @@ def train(cfg, clock=time.monotonic):
         # The multi-worker gRPC server must stay referenced while the Session runs.
         target, session_config, _server = distribute.session_target(strategy, session_config)
         if distribute.is_chief(strategy):
-            config.save_config(cfg, cfg.run_dir)
+            rundir.save_config(cfg, cfg.run_dir)
         checkpoint = rundir.restorable(cfg.run_dir)  # passes over one torn by a crash
         with tf.Graph().as_default() as graph, distribute.scope(strategy):
             g = build_graph(cfg, plan, strategy)
@@ -522,12 +522,7 @@ def _restore(sess, g, cfg, checkpoint):
         raise UserError(f"checkpoint {checkpoint} does not match this network "
                         f"({errors.summary(e)}): use the flags it was trained with, or a "
                         "new --run-name") from None
-    # Savers only prune what they saved; hand them the older files so --keep-checkpoints holds.
-    for saver, directory in ((g.saver, cfg.run_dir),
-                             (g.best_saver, os.path.join(cfg.run_dir, rundir.BEST_DIR))):
-        state = tf.train.get_checkpoint_state(directory)
-        if state:
-            saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+    rundir.hand_over_checkpoints(g.saver, g.best_saver, cfg.run_dir)  # --keep-checkpoints
     step, epoch, seconds = sess.run([g.global_step, g.epoch, g.train_seconds])
     log.info("resuming from %s (step %d, epoch %d, %s of training)", checkpoint, step, epoch,
              _hms(seconds))

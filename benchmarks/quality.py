@@ -339,7 +339,7 @@ def read_events(run_dir):
     """
     import tensorflow as tf
 
-    from core import config
+    from core import rundir
 
     tf.get_logger().setLevel("ERROR")  # summary_iterator's deprecation notice
 
@@ -356,7 +356,7 @@ def read_events(run_dir):
         start = costs[0][1] if costs else 0.0
     curve = [[event.wall_time - start, float(v.simple_value)] for event in events("val")
              for v in event.summary.value if v.tag in VAL_IOU_TAGS]
-    batch = config.load_config(run_dir).batch_size
+    batch = rundir.load_config(run_dir).batch_size
     rate = None
     if len(costs) > 1 and costs[-1][1] > costs[0][1]:
         rate = (costs[-1][0] - costs[0][0]) * batch / (costs[-1][1] - costs[0][1])

@@ -305,7 +305,7 @@ def make_run_dir(run_dir, base, depth, size):
     from core import config, rundir
 
     v1 = tf.compat.v1
-    config.save_config(config.Config(input_size=size, depth=depth, base_filters=base), run_dir)
+    rundir.save_config(config.Config(input_size=size, depth=depth, base_filters=base), run_dir)
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(0)
@@ -313,7 +313,7 @@ def make_run_dir(run_dir, base, depth, size):
         saver = v1.train.Saver(v1.global_variables("unet"))
         with v1.Session() as session:
             session.run(v1.global_variables_initializer())
-            saver.save(session, os.path.join(run_dir, rundir.CKPT_PREFIX), global_step=0)
+            saver.save(session, rundir.checkpoint_prefix(run_dir), global_step=0)
 
 
 def predict_result(spec):

@@ -9,7 +9,8 @@ are grappler's auto-mixed-precision rewrites, opt-in because they trade accuracy
 "auto" picks one per machine from /proc/cpuinfo (TensorFlow has no public API for CPU
 features) and is made concrete before a run starts, so config.json says what ran.
 
-The settings are read from a config.Config (or any object with its four fields).
+The settings are read from a config.Config (or any object with its four fields),
+whose values core/config.py's rules have checked.
 """
 
 import logging
@@ -36,19 +37,10 @@ XLA_FLAGS_ENV = "TF_XLA_FLAGS"
 
 
 def settings(cfg):
-    """The four speed settings of cfg, validated."""
+    """The four speed settings of cfg, as core/config.py's rules checked them."""
     s = {k: getattr(cfg, k) for k in SETTINGS}
-    for key in ("intra_op_threads", "inter_op_threads"):
-        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 0:
-            raise UsageError(f"{key} must be an integer >= 0 (0 = one per core), "
-                             f"got {s[key]!r}")
-    if s["xla"] not in XLA_MODES:
-        raise UsageError(f"xla must be one of {', '.join(XLA_MODES)}, got {s['xla']!r}")
     if s["precision"] == "auto":  # a caller's bug: the run must know what it runs
         raise ValueError("precision 'auto' must be resolved first (device.resolve_precision)")
-    if s["precision"] not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                         f"got {s['precision']!r}")
     return s
 
 
@@ -96,9 +88,9 @@ def resolve_precision(requested, gpu, cpuinfo_text=None, system=None):
 def session_config(cfg, gpu=False):
     """A ConfigProto with the threads, XLA and precision settings of cfg.
 
-    Raises UsageError for an unknown value, a precision the device cannot
-    use (mixed_float16 needs a GPU; bfloat16 is the CPU option), or xla="auto"
-    on a CPU without XLA_CPU_FLAGS in the environment.
+    Raises UsageError for a precision the device cannot use (mixed_float16 needs
+    a GPU; bfloat16 is the CPU option), or xla="auto" on a CPU without
+    XLA_CPU_FLAGS in the environment.
     """
     s = settings(cfg)
     if s["precision"] == "mixed_float16" and not gpu:

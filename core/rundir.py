@@ -17,15 +17,19 @@ A run directory (train.py's --run-dir) holds:
 
 Training and every inference tool pick checkpoints here alike: a checkpoint
 torn by a crash (listed, but its files do not read completely) is passed over
-with a warning for the newest older one that reads.
+with a warning for the newest older one that reads. The commands ask this module
+for every path above and never join one themselves.
 """
 
+import dataclasses
+import json
 import logging
 import os
 import re
 
 import tensorflow as tf
 
+from core import config
 from utils import errors
 from utils.cli import UserError
 
@@ -37,6 +41,49 @@ CKPT_PREFIX = "model.ckpt"
 BEST_DIR = "best"
 EVAL_JSON = "eval.json"
 THRESHOLD_JSON = "threshold.json"
+DEFAULT_THRESHOLD = 0.5  # predict.py and export.py without --threshold or threshold.json
+THRESHOLD_HELP = ("(default: the one evaluate.py adopted for the run, in threshold.json, "
+                  "else 0.5)")
+
+
+# ---------------------------------------------------------------- paths
+
+
+def checkpoint_prefix(run_dir):
+    """Where the periodic and epoch-end checkpoints are saved: <run_dir>/model.ckpt."""
+    return os.path.join(run_dir, CKPT_PREFIX)
+
+
+def best_dir(run_dir):
+    return os.path.join(run_dir, BEST_DIR)
+
+
+def best_prefix(run_dir):
+    """Where the best checkpoint by validation IoU is saved: <run_dir>/best/model.ckpt."""
+    return os.path.join(best_dir(run_dir), CKPT_PREFIX)
+
+
+def events_dir(run_dir, name):
+    """A TensorBoard event directory of the run: train, val, baseline or a report's name."""
+    return os.path.join(run_dir, name)
+
+
+def report_path(run_dir, name):
+    """An evaluate.py report: <run_dir>/<name>.json (name: eval or eval-<records>)."""
+    return os.path.join(run_dir, name + ".json")
+
+
+def threshold_path(run_dir):
+    return os.path.join(run_dir, THRESHOLD_JSON)
+
+
+def hand_over_checkpoints(saver, best_saver, run_dir):
+    """Give resumed savers the checkpoints earlier runs saved: a Saver prunes only what it
+    saved itself, so without this --keep-checkpoints would not hold across resumes."""
+    for each, directory in ((saver, run_dir), (best_saver, best_dir(run_dir))):
+        state = tf.train.get_checkpoint_state(directory)
+        if state:
+            each.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
 
 
 def step(prefix):
@@ -167,3 +214,96 @@ def restore(sess, checkpoint, cfg):
         except tf.errors.OpError as e:
             raise UserError(f"cannot restore checkpoint {checkpoint}: "
                             f"{errors.summary(e)}") from None
+
+
+# ---------------------------------------------------------------- config.json
+
+
+def save_config(cfg, run_dir):
+    """Write config.json atomically so a crash never leaves half a file."""
+    os.makedirs(run_dir, exist_ok=True)
+    return errors.write_json(os.path.join(run_dir, RUN_CONFIG), dataclasses.asdict(cfg))
+
+
+def load_config(run_dir):
+    """Read `<run_dir>/config.json` back into a checked config.RunConfig, or raise UserError.
+
+    Files from earlier versions load too: a field they lack takes Config's default.
+    """
+    path = os.path.join(run_dir, RUN_CONFIG)
+    if not os.path.isdir(run_dir):
+        raise UserError(f"run directory {run_dir} does not exist: pass the logs/<run> "
+                        "directory that train.py wrote")
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing: {run_dir} is not a train.py run directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}): restore it or re-run train.py") from None
+    return config.from_json(raw, path)
+
+
+def check_resumable(cfg):
+    """A run dir trained with another network cannot be resumed: say so before TF does."""
+    if not os.path.exists(os.path.join(cfg.run_dir, RUN_CONFIG)) or not latest(cfg.run_dir):
+        return
+    old = load_config(cfg.run_dir)
+    diff = [f"{k} {getattr(old, k)} -> {getattr(cfg, k)}" for k in config.MODEL_FIELDS
+            if getattr(old, k) != getattr(cfg, k)]
+    if diff:
+        raise UserError(f"{cfg.run_dir} holds checkpoints of another network ({', '.join(diff)}):"
+                        " use the same flags to resume, or a new --run-name")
+
+
+# ---------------------------------------------------------------- threshold.json
+
+
+def write_threshold(run_dir, threshold, foreground_iou, records, checkpoint, reason, report):
+    """Adopt `threshold` as the run's default for predict.py and export.py (atomically)."""
+    return errors.write_json(threshold_path(run_dir), {
+        "threshold": threshold, "foreground_iou": foreground_iou, "records": records,
+        "checkpoint": checkpoint, "global_step": step(checkpoint), "reason": reason,
+        "report": os.path.basename(report)}, sort_keys=False)
+
+
+def default_threshold(run_dir, given=None):
+    """(threshold, where it came from): `given`, else the run's adopted threshold, else 0.5.
+
+    Run dirs from before threshold.json: eval.json's best_threshold counts if it
+    was tuned on the run's val_records.
+    """
+    if given is not None:
+        return given, "--threshold"
+    path = threshold_path(run_dir)
+    stored = _read_result(path)
+    if stored is not None:
+        return _checked_threshold(stored.get("threshold"), path, "threshold"), path
+    path = os.path.join(run_dir, EVAL_JSON)
+    stored = _read_result(path)
+    if (stored is None or "adopted_threshold" in stored or stored.get("best_threshold") is None
+            or stored.get("records") != load_config(run_dir).val_records):
+        return DEFAULT_THRESHOLD, "default"
+    return _checked_threshold(stored["best_threshold"], path, "best_threshold"), path
+
+
+def _read_result(path):
+    """An evaluate.py JSON file as a dict, None if it does not exist, else UserError."""
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        stored = None
+    if not isinstance(stored, dict):
+        raise UserError(f"{path} is not a valid evaluate.py result: re-run evaluate.py "
+                        "or pass --threshold")
+    return stored
+
+
+def _checked_threshold(value, path, key):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise UserError(f"{path} has {key} {value!r}, not a number in [0, 1]: "
+                        "re-run evaluate.py or pass --threshold")
+    return float(value)

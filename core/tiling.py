@@ -98,10 +98,7 @@ def probabilities(image, cfg, batch_size=4):
     if cfg.num_outputs != 1:
         raise UserError(f"config has num_outputs={cfg.num_outputs}; predict, evaluate and "
                         "export handle one sigmoid output (num_outputs=1)")
-    long_side = cfg.long_side
-    if isinstance(long_side, bool) or not isinstance(long_side, int) or long_side < 0:
-        raise UserError(f"config has long_side={long_side!r}, not a whole number >= 0 (0 = "
-                        "images as stored): fix long_side in the run's config.json")
+    long_side = cfg.long_side  # checked by config.from_json with the flag's rule
     lay = layout(cfg.input_size, cfg.depth)
     scaled = pipeline.resize_image(image, long_side) if long_side else image
     logits = tiled_logits(scaled, lay, cfg.depth, cfg.base_filters, 1, batch_size)

@@ -37,7 +37,6 @@ import math
 import tensorflow as tf
 
 from datasets import records
-from utils.cli import UsageError
 
 GROUPS = ("flip", "rotate", "scale", "elastic", "color")
 _WARPS = ("rotate", "scale", "elastic")
@@ -76,7 +75,8 @@ def groups_arg(text):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What to augment and how strongly; built from a Config by `from_config`."""
+    """What to augment and how strongly; built from a Config by `from_config`. The ranges
+    are core/config.py's rules (checked once there, for flags and config.json alike)."""
 
     groups: tuple = ("flip",)  # subset of GROUPS, in GROUPS order
     elastic_grid: int = 3
@@ -89,37 +89,16 @@ class Settings:
     saturation: float = 0.2
     hue: float = 0.02
 
-    def __post_init__(self):
-        problems = [
-            (self.elastic_grid < 2, f"--elastic-grid must be >= 2, got {self.elastic_grid}"),
-            (not self.elastic_sigma >= 0, f"--elastic-sigma must be >= 0, got "
-             f"{self.elastic_sigma}"),
-            (not 0 < self.min_scale <= self.max_scale, f"--min-scale {self.min_scale} and "
-             f"--max-scale {self.max_scale} must satisfy 0 < min <= max"),
-            (not 0 <= self.max_rotation <= 180, f"--max-rotation must be in [0, 180] degrees,"
-             f" got {self.max_rotation}"),
-            (not self.brightness >= 0, f"--brightness must be >= 0, got {self.brightness}"),
-            (not 0 <= self.contrast <= 1, f"--contrast must be in [0, 1], got {self.contrast}"),
-            (not 0 <= self.saturation <= 1, f"--saturation must be in [0, 1], got "
-             f"{self.saturation}"),
-            (not 0 <= self.hue <= 0.5, f"--hue must be in [0, 0.5], got {self.hue}")]
-        for bad, message in problems:
-            if bad:
-                raise UsageError(message)
-
     @property
     def warps(self):
         return any(g in self.groups for g in _WARPS)
 
 
 def from_config(cfg):
-    """The Settings of a config.Config, or UsageError naming the bad flag."""
-    try:
-        groups = parse_groups(cfg.augment)
-    except ValueError as e:
-        raise UsageError(f"--augment {e}") from None
-    return Settings(groups, cfg.elastic_grid, cfg.elastic_sigma, cfg.min_scale, cfg.max_scale,
-                    cfg.max_rotation, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
+    """The Settings of a config.Config (one that config.check passed)."""
+    return Settings(parse_groups(cfg.augment), cfg.elastic_grid, cfg.elastic_sigma,
+                    cfg.min_scale, cfg.max_scale, cfg.max_rotation, cfg.brightness,
+                    cfg.contrast, cfg.saturation, cfg.hue)
 
 
 def _seed(seed, stream):

@@ -30,7 +30,9 @@ v1 = tf.compat.v1
 log = logging.getLogger("guard")
 
 CLEAN_DIR = "clean-records"
-MALFORMED = "not a tf.train.Example: malformed protocol buffer"
+_RECREATE_OR_SKIP = (f"re-create the shard with {records.RECREATE_HINT}, or pass "
+                     "--skip-corrupt-records to train without its bad records")
+MALFORMED = f"{records.NOT_AN_EXAMPLE}: malformed protocol buffer"
 REPORT = "corrupt_records.json"
 # A record is framed as uint64 length | uint32 masked crc32c(length) | data | uint32 crc(data).
 HEADER = 12
@@ -174,7 +176,7 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
             raise UserError(f"--skip-corrupt-records needs TensorFlow's RandomRecordReader "
                             f"(tensorflow.python.lib.io._pywrap_record_io), which TensorFlow "
                             f"{tf.__version__} lacks: train without the flag after re-creating "
-                            "damaged shards with convert_coco.py or convert_pets.py")
+                            f"damaged shards with {records.RECREATE_HINT}")
         with record_errors(file_pattern, files):  # TensorFlow's public reader: no offsets
             return files, [sum(1 for _ in v1.io.tf_record_iterator(f)) for f in files]
     decoder = _Decoder() if skip_corrupt else None
@@ -186,9 +188,7 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
             except OSError as e:
                 raise UserError(f"cannot read records {path} ({e.strerror})") from None
             if bad and not skip_corrupt:
-                raise UserError(f"{bad[0].describe()}: re-create the shard with convert_coco.py "
-                                "or convert_pets.py, or pass --skip-corrupt-records to train "
-                                "without its bad records")
+                raise UserError(f"{bad[0].describe()}: {_RECREATE_OR_SKIP}")
             counts.append(len(good))
             all_bad += bad
             used.append(_clean_copy(path, good, run_dir, kind) if bad else path)
@@ -205,7 +205,7 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
         _write_report(run_dir, kind, file_pattern, all_bad, total)
     if total == 0:
         raise UserError(f"records {file_pattern!r} hold no readable examples: re-run "
-                        "convert_coco.py or convert_pets.py")
+                        f"{records.RECREATE_HINT}")
     return used, counts
 
 
@@ -254,10 +254,7 @@ def record_errors(file_pattern, files=None):
     names the shard, record and byte offset (found by scanning again), else the pattern."""
     try:
         yield
-    # TensorFlow raises UnicodeDecodeError instead of InvalidArgumentError when the record
-    # is not a valid Example proto (its message quotes the raw bytes).
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-            UnicodeDecodeError) as e:
+    except records.READ_ERRORS as e:
         log.warning("a record of %s failed to read or decode: scanning the shards to name it",
                     file_pattern)
         try:  # naming the record needs the offset reader; without it the line names the files
@@ -266,12 +263,9 @@ def record_errors(file_pattern, files=None):
         except (UserError, OSError, tf.errors.OpError):
             where = None
         if where is None:
-            reason = MALFORMED if isinstance(e, UnicodeDecodeError) else errors.summary(e)
+            reason = records.read_error_reason(e, MALFORMED)
             raise UserError(f"cannot read records {file_pattern!r} ({type(e).__name__}: "
-                            f"{reason}): re-create them with convert_coco.py or "
-                            "convert_pets.py") from None
-        raise UserError(f"{where.describe()}: re-create the shard with convert_coco.py or "
-                        "convert_pets.py, or pass --skip-corrupt-records to train without its "
-                        "bad records") from None
+                            f"{reason}): re-create them with {records.RECREATE_HINT}") from None
+        raise UserError(f"{where.describe()}: {_RECREATE_OR_SKIP}") from None
 
 

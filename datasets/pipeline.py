@@ -63,7 +63,7 @@ def list_records(file_pattern):
     files = [f for f in matches if not f.endswith(_NOT_RECORDS)]
     if not files:
         raise UserError(f"no record files match {file_pattern!r}: check the path, quote the "
-                        "glob, or create them with convert_coco.py or convert_pets.py")
+                        f"glob, or create them with {records.RECREATE_HINT}")
     shard_sets = {}
     for f in files:
         found = _SHARD.search(f)
@@ -73,7 +73,7 @@ def list_records(file_pattern):
     for (prefix, total), indices in sorted(shard_sets.items()):
         if len(indices) != total:
             raise UserError(f"{prefix} has {len(indices)} of its {total} shards: the "
-                            "conversion did not finish; re-run convert_coco.py or convert_pets.py")
+                            f"conversion did not finish; re-run {records.RECREATE_HINT}")
     return files
 
 

@@ -7,7 +7,19 @@ or writes masks uses them instead of literals.
 
 import tensorflow as tf
 
+from utils import errors
+
 SCHEMA_VERSION = 1
+
+# The commands that write these records: every "re-create the records" hint names them
+# from here, so a new converter is added once.
+CONVERTERS = ("convert_coco.py", "convert_pets.py")
+RECREATE_HINT = " or ".join(CONVERTERS)  # "convert_coco.py or convert_pets.py"
+# What TensorFlow raises for a record it cannot read or parse, inside sess.run or eagerly.
+# UnicodeDecodeError: its answer to bytes that are no Example proto (the message quotes them).
+READ_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+               tf.errors.PermissionDeniedError, UnicodeDecodeError)
+NOT_AN_EXAMPLE = "not a tf.train.Example"
 
 IMAGE = "image/encoded"  # RGB: a 3-channel JPEG source's own bytes, else PNG; decode_image reads it
 FORMAT = "image/format"  # b"jpeg" or b"png"
@@ -83,7 +95,7 @@ def decode(parsed):
         tf.debugging.assert_equal(
             parsed[VERSION], tf.constant(SCHEMA_VERSION, tf.int64),
             message=f"record schema version differs from {SCHEMA_VERSION}: "
-            "re-run convert_coco.py or convert_pets.py"),
+            f"re-run {RECREATE_HINT}"),
         tf.debugging.assert_equal(
             tf.shape(image)[:2], size,
             message="record image size does not match its height/width"),
@@ -93,3 +105,9 @@ def decode(parsed):
     ]
     with tf.control_dependencies(checks):
         return tf.identity(image), tf.identity(mask)  # static shapes [None, None, 3 / 1]
+
+
+def read_error_reason(e, malformed=NOT_AN_EXAMPLE):
+    """The one-line reason for a READ_ERRORS exception: `malformed` for bytes that are no
+    Example proto (TensorFlow's UnicodeDecodeError quotes raw bytes), else TF's message."""
+    return malformed if isinstance(e, UnicodeDecodeError) else errors.summary(e)

@@ -322,13 +322,13 @@ def class_balance(train_records, path=""):
             stats = json.load(f)
         fraction = float(stats["foreground_fraction"])
     except FileNotFoundError:
-        raise cli.UserError(f"stats file {path} is missing: convert_coco.py / convert_pets.py "
+        raise cli.UserError(f"stats file {path} is missing: {' / '.join(records.CONVERTERS)} "
                             "write it next to the shards; pass --stats or a number for "
                             "--pos-weight") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         raise cli.UserError(f"stats file {path} is unreadable or has no number "
-                            f"'foreground_fraction' ({e}): re-run convert_coco.py or "
-                            "convert_pets.py") from None
+                            f"'foreground_fraction' ({e}): re-run "
+                            f"{records.RECREATE_HINT}") from None
     if not 0.0 < fraction < 1.0:
         raise cli.UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
                             "pass a number for --pos-weight")

@@ -56,9 +56,11 @@ def test_parse_groups_refuses(text):
     ({"max_rotation": 190.0}, "--max-rotation"), ({"brightness": -0.1}, "--brightness"),
     ({"contrast": 1.5}, "--contrast"), ({"saturation": 2.0}, "--saturation"),
     ({"hue": 0.6}, "--hue")])
-def test_settings_refuse_bad_values(changes, flag):
+def test_config_rules_refuse_bad_values(changes, flag):
+    from core import config  # the ranges are its fields' rules, checked there once
+
     with pytest.raises(UsageError, match=flag):
-        augment.Settings(**changes)
+        config.check(config.Config(**changes))
 
 
 def test_flags_reach_config_and_settings():
@@ -74,26 +76,26 @@ def test_flags_reach_config_and_settings():
 
 
 def test_resolve_spells_out_the_groups_in_config_json(tmp_path):
-    from core import config
+    from core import config, rundir
 
     cfg = config.resolve(config.Config(augment="all", seed=1))
     assert cfg.augment == "flip,rotate,scale,elastic,color"
-    config.save_config(cfg, str(tmp_path))
+    rundir.save_config(cfg, str(tmp_path))
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["augment"] == cfg.augment and saved["max_rotation"] == 180.0
-    assert config.load_config(str(tmp_path)) == cfg
+    assert rundir.load_config(str(tmp_path)) == cfg
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--augment", "spin"], "argument --augment: must be a comma list"),
     (["--augment", ""], "argument --augment: must be a comma list"),
     (["--elastic-grid", "0"], "argument --elastic-grid"),
-    (["--elastic-grid", "1"], "--elastic-grid must be >= 2"),
+    (["--elastic-grid", "1"], "argument --elastic-grid: must be >= 2, got 1"),
     (["--min-scale", "2", "--max-scale", "1"], "--min-scale 2.0 and --max-scale 1.0"),
     (["--max-rotation", "-5"], "argument --max-rotation"),
-    (["--max-rotation", "200"], "--max-rotation must be in [0, 180]"),
-    (["--contrast", "1.2"], "--contrast must be in [0, 1]"),
-    (["--hue", "0.7"], "--hue must be in [0, 0.5]"),
+    (["--max-rotation", "200"], "argument --max-rotation: must be in [0, 180]"),
+    (["--contrast", "1.2"], "argument --contrast: must be in [0, 1], got 1.2"),
+    (["--hue", "0.7"], "argument --hue: must be in [0, 0.5], got 0.7"),
 ])
 def test_bad_flags_give_one_error_line(argv, message, tmp_path, capsys):
     code = cli.run_main(train.main, argv + ["--run-dir", str(tmp_path / "run")])

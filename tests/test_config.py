@@ -23,7 +23,7 @@ OLD_CONFIG_JSON = {
 
 def test_an_old_config_json_loads_as_a_run_config_with_todays_defaults(tmp_path):
     (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps(OLD_CONFIG_JSON))
-    cfg = config.load_config(str(tmp_path))
+    cfg = rundir.load_config(str(tmp_path))
     assert isinstance(cfg, config.RunConfig)
     assert (cfg.pos_weight, cfg.seed, cfg.classes) == (2.5, 7, ("cat",))
     assert (cfg.long_side, cfg.precision, cfg.on_nan, cfg.strategy) == (0, "float32", "stop",
@@ -33,8 +33,8 @@ def test_an_old_config_json_loads_as_a_run_config_with_todays_defaults(tmp_path)
 def test_save_and_load_round_trip(tmp_path):
     cfg = config.RunConfig(depth=2, base_filters=8, seed=3, pos_weight=1.5,
                            classes=("cat", "dog"))
-    config.save_config(cfg, str(tmp_path))
-    assert config.load_config(str(tmp_path)) == cfg
+    rundir.save_config(cfg, str(tmp_path))
+    assert rundir.load_config(str(tmp_path)) == cfg
 
 
 def test_run_config_types_say_what_the_fields_hold():
@@ -52,7 +52,7 @@ def test_resolve_makes_pos_weight_a_float(tmp_path):
 def test_unknown_keys_are_one_error(tmp_path):
     (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, "nope": 1}))
     with pytest.raises(UserError, match="unknown keys"):
-        config.load_config(str(tmp_path))
+        rundir.load_config(str(tmp_path))
 
 
 def test_resolve_names_a_bad_flag_before_reading_any_file(tmp_path):
@@ -62,3 +62,46 @@ def test_resolve_names_a_bad_flag_before_reading_any_file(tmp_path):
         config.resolve(cfg)
     with pytest.raises(UserError, match="missing-stats.json is missing"):
         config.resolve(dataclasses.replace(cfg, input_size=96))
+
+
+def test_every_field_has_one_rule_and_its_flag_parses_with_it():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    config.add_flags(parser)
+    flags = {a.dest: a for a in parser._actions}
+    for field in dataclasses.fields(config.Config):
+        rule = field.metadata["rule"]
+        assert rule.valid(field.default), field.name  # every default passes its own rule
+        if field.name in flags and rule.kind not in (str, bool) and field.name != "epochs":
+            assert flags[field.name].type == rule.parse, field.name
+    assert flags["lr_schedule"].choices == config.optim.LR_SCHEDULES
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(dropout=1.0), "--dropout must be at least 0 and below 1 (0 = none), got 1.0"),
+    (dict(long_side=-5), "--long-side must be >= 0 (0 = images as stored), got -5"),
+    (dict(on_nan="maybe"), "--on-nan must be stop or skip, got 'maybe'"),
+    (dict(pos_weight=0), "--pos-weight must be a positive number or 'auto', got 0"),
+    (dict(batch_size=2.5), "--batch-size must be a positive integer, got 2.5"),
+    (dict(hue=0.7), "--hue must be in [0, 0.5], got 0.7"),
+    (dict(min_scale=2.0, max_scale=1.5), "--min-scale 2.0 and --max-scale 1.5 must satisfy"),
+])
+def test_check_names_the_flag_of_a_bad_value(changes, message):
+    with pytest.raises(UsageError) as e:
+        config.check(config.Config(**changes))
+    assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("lr_schedule", "bogus", "config has lr_schedule='bogus', not one of constant, exponential,"
+     " cosine: fix lr_schedule in the run's config.json"),
+    ("dropout", 1, "config has dropout=1, not a number at least 0 and below 1 (0 = none)"),
+    ("depth", "4", "config has depth='4', not a positive integer: fix depth"),
+    ("intra_op_threads", -1, "config has intra_op_threads=-1, not a whole number >= 0"),
+])
+def test_a_loaded_config_json_is_checked_by_the_same_rules(tmp_path, key, value, message):
+    (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, key: value}))
+    with pytest.raises(UserError) as e:
+        rundir.load_config(str(tmp_path))
+    assert type(e.value) is UserError and str(e.value).startswith(message)

@@ -100,14 +100,14 @@ def test_pets_demo_trains_on_the_embedded_photos_and_scores_held_out_ones(tmp_pa
     # The score is evaluate.py's on the 75 held-out photos at full size, threshold 0.5,
     # of the last checkpoint, and it adopts no threshold.
     evaluation = result.evaluation
-    assert evaluation["images"] == 75 and evaluation["threshold"] == 0.5
-    assert evaluation["checkpoint"] == result.training.checkpoint
-    assert evaluation["adopted_threshold"] is False
+    assert evaluation.images == 75 and evaluation.threshold == 0.5
+    assert evaluation.checkpoint == result.training.checkpoint
+    assert evaluation.adopted_threshold is False
     assert not os.path.exists(run_dir / "threshold.json")
     fg, ignore = stats["test"]["foreground_fraction"], stats["test"]["ignore_fraction"]
-    assert evaluation["all_background"]["pixel_accuracy"] == pytest.approx(
+    assert evaluation.all_background["pixel_accuracy"] == pytest.approx(
         (1 - fg - ignore) / (1 - ignore), abs=1e-6)
-    iou = evaluation["model"]["foreground_iou"]
+    iou = evaluation.model["foreground_iou"]
     text = demo.report(result, str(run_dir))
     assert (f"foreground IoU {iou:.3f} (all-background baseline 0.000)" in text
             and "on 75 held-out photos, full size" in text)

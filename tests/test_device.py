@@ -85,14 +85,22 @@ def test_xla_auto_compiles_with_the_cpu_flag_set_before_the_start():
 @pytest.mark.parametrize("bad,gpu,match", [
     (dict(precision="mixed_float16"), False, "needs a GPU"),
     (dict(precision="bfloat16"), True, "CPU option"),
-    (dict(precision="float16"), False, "precision must be one of"),
-    (dict(xla="on"), False, "xla must be one of"),
-    (dict(intra_op_threads=-1), False, "intra_op_threads must be"),
-    (dict(inter_op_threads="2"), False, "inter_op_threads must be"),
 ])
 def test_bad_settings_are_one_line_usage_errors(bad, gpu, match):
     with pytest.raises(UsageError, match=match):
         device.session_config(cfg(**bad), gpu=gpu)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(precision="float16"), "--precision must be one of float32, bfloat16, mixed_float16, "
+     "auto, got 'float16'"),
+    (dict(xla="on"), "--xla must be one of off, auto, got 'on'"),
+    (dict(intra_op_threads=-1), r"--intra-op-threads must be >= 0 \(0 = one per core\), got -1"),
+    (dict(inter_op_threads="2"), "--inter-op-threads must be >= 0 .*, got '2'"),
+])
+def test_bad_values_are_refused_by_the_config_rules_not_here(bad, match):
+    with pytest.raises(UsageError, match=match):
+        config.check(cfg(**bad))
 
 
 CPUINFO = """processor\t: 0

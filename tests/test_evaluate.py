@@ -10,8 +10,7 @@ import tensorflow as tf
 from test_predict import make_run, reference_probabilities, scaled_reference_probabilities
 
 import evaluate
-import predict
-from core import config, metrics, rundir
+from core import metrics, rundir
 from datasets import records
 from utils import cli
 
@@ -56,7 +55,7 @@ def evaluated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
     run = tmp / "run"
     cfg = make_run(run)
-    config.save_config(dataclasses.replace(cfg, val_records=str(tmp / "val-*")), str(run))
+    rundir.save_config(dataclasses.replace(cfg, val_records=str(tmp / "val-*")), str(run))
     items = make_images()
     write_records(tmp / "val-00000-of-00002.tfrecord", items[:3])
     write_records(tmp / "val-00001-of-00002.tfrecord", items[3:])
@@ -69,22 +68,22 @@ def test_metrics_equal_numpy_on_full_image_forward_passes(evaluated):
     counts = np.stack([metrics.confusion(reference_probabilities(run, image), mask,
                                           [0.5] + list(evaluate.SWEEP))
                        for image, mask, _ in items])
-    assert result["images"] == 5 and result["record_files"] == 2
-    assert result["images_without_valid_pixels"] == 1
-    assert result["valid_pixels"] == sum(int((m != X).sum()) for _, m, _ in items)
-    assert result["foreground_pixels"] == sum(int((m == F).sum()) for _, m, _ in items)
-    assert result["model"] == pytest.approx(metrics.summarize(counts[:, 0]))
-    assert result["all_background"]["foreground_iou"] == 0.0
-    assert 0 < result["model"]["foreground_iou"] < 1
+    assert result.images == 5 and result.record_files == 2
+    assert result.images_without_valid_pixels == 1
+    assert result.valid_pixels == sum(int((m != X).sum()) for _, m, _ in items)
+    assert result.foreground_pixels == sum(int((m == F).sum()) for _, m, _ in items)
+    assert result.model == pytest.approx(metrics.summarize(counts[:, 0]))
+    assert result.all_background["foreground_iou"] == 0.0
+    assert 0 < result.model["foreground_iou"] < 1
     ious = [metrics.summarize(counts[:, 1 + i])["foreground_iou"]
             for i in range(len(evaluate.SWEEP))]
-    assert [r["threshold"] for r in result["sweep"]] == pytest.approx(list(evaluate.SWEEP))
-    assert [r["foreground_iou"] for r in result["sweep"]] == pytest.approx(ious)
-    assert result["best_threshold_iou"] == pytest.approx(max(ious))
-    assert result["best_threshold"] in list(evaluate.SWEEP)
+    assert [r["threshold"] for r in result.sweep] == pytest.approx(list(evaluate.SWEEP))
+    assert [r["foreground_iou"] for r in result.sweep] == pytest.approx(ious)
+    assert result.best_threshold_iou == pytest.approx(max(ious))
+    assert result.best_threshold in list(evaluate.SWEEP)
     per_image = metrics.rates(counts[:4, 0])["foreground_iou"]
-    assert [e["iou"] for e in result["worst_images"]] == pytest.approx(sorted(per_image))
-    assert result["worst_images"][0]["image_id"] == 100 + int(np.argmin(per_image))
+    assert [e["iou"] for e in result.worst_images] == pytest.approx(sorted(per_image))
+    assert result.worst_images[0]["image_id"] == 100 + int(np.argmin(per_image))
 
 
 def test_long_side_run_is_scored_against_the_full_resolution_masks(tmp_path):
@@ -95,27 +94,29 @@ def test_long_side_run_is_scored_against_the_full_resolution_masks(tmp_path):
     result = evaluate.evaluate(str(run), str(tmp_path / "val.tfrecord"), progress=False)
     counts = np.stack([metrics.confusion(scaled_reference_probabilities(run, image, 20), mask,
                                           [0.5])[0] for image, mask, _ in items])
-    assert result["long_side"] == 20
-    assert result["valid_pixels"] == sum(int((m != X).sum()) for _, m, _ in items)
-    assert result["model"] == pytest.approx(metrics.summarize(counts))
-    assert 0 < result["model"]["foreground_iou"] < 1
+    assert result.long_side == 20
+    assert result.valid_pixels == sum(int((m != X).sum()) for _, m, _ in items)
+    assert result.model == pytest.approx(metrics.summarize(counts))
+    assert 0 < result.model["foreground_iou"] < 1
 
 
 def test_own_val_records_write_eval_json_and_adopt_the_threshold(evaluated):
     run, _, result = evaluated
     with open(run / rundir.EVAL_JSON) as f:
         stored = json.load(f)
-    assert result["report"] == str(run / rundir.EVAL_JSON)
-    assert stored["best_threshold"] == result["best_threshold"]
-    assert stored["model"] == pytest.approx(result["model"])
+    assert result.report == str(run / rundir.EVAL_JSON)
+    assert stored["best_threshold"] == result.best_threshold
+    assert stored["model"] == pytest.approx(result.model)
     assert stored["global_step"] == 7 and stored["long_side"] == 0
+    # The file keeps today's keys in today's order: the Report's fields less its paths.
+    assert list(stored) == [f.name for f in dataclasses.fields(evaluate.Report)][:-2]
     assert stored["adopted_threshold"] is True
     with open(run / rundir.THRESHOLD_JSON) as f:
         adopted = json.load(f)
-    assert adopted["threshold"] == result["best_threshold"]
-    assert adopted["foreground_iou"] == result["best_threshold_iou"]
+    assert adopted["threshold"] == result.best_threshold
+    assert adopted["foreground_iou"] == result.best_threshold_iou
     assert adopted["report"] == rundir.EVAL_JSON and adopted["checkpoint"].endswith("ckpt-7")
-    assert predict.default_threshold(str(run)) == (result["best_threshold"],
+    assert rundir.default_threshold(str(run)) == (result.best_threshold,
                                                    str(run / rundir.THRESHOLD_JSON))
 
 
@@ -129,14 +130,14 @@ def test_other_records_never_move_the_threshold_unless_adopted(evaluated, tmp_pa
     result = evaluate.evaluate(str(run), other, save_overlays=1, progress=False)
     name = evaluate.report_name(other)
     assert name.startswith("eval-cats-00000-of-00001-") and len(name) == 31
-    assert result["report"] == str(run / f"{name}.json")
-    assert result["adopted_threshold"] is False
-    assert result["adoption_reason"] == "not the run's val_records"
+    assert result.report == str(run / f"{name}.json")
+    assert result.adopted_threshold is False
+    assert result.adoption_reason == "not the run's val_records"
     assert json.loads((run / f"{name}.json").read_text())["records"] == other
     assert any(n.startswith("events") for n in os.listdir(run / name))
     assert len(os.listdir(run / name / "overlays")) == 2
     assert {n: (run / n).read_bytes() for n in before} == before
-    assert predict.default_threshold(str(run)) == (evaluated[2]["best_threshold"],
+    assert rundir.default_threshold(str(run)) == (evaluated[2].best_threshold,
                                                    str(run / rundir.THRESHOLD_JSON))
 
     argv = ["--run", str(run), "--records", other, "--no-progress", "--threshold", "0.3"]
@@ -146,7 +147,7 @@ def test_other_records_never_move_the_threshold_unless_adopted(evaluated, tmp_pa
     adopted = json.loads((run / rundir.THRESHOLD_JSON).read_text())
     assert f"adopted threshold {adopted['threshold']:.2f} (--adopt-threshold)" in out
     assert adopted["records"] == other and adopted["report"] == f"{name}.json"
-    assert predict.default_threshold(str(run))[0] == result["best_threshold"]
+    assert rundir.default_threshold(str(run))[0] == result.best_threshold
     assert (run / rundir.EVAL_JSON).read_bytes() == before[rundir.EVAL_JSON]
 
 
@@ -165,7 +166,7 @@ def test_own_records_adopt_only_with_the_default_checkpoint(evaluated, tmp_path,
     assert cli.run_main(evaluate.main, ["--run", str(run), "--no-progress",
                                         "--no-adopt-threshold"]) == 0
     assert "not adopted (--no-adopt-threshold)" in capsys.readouterr().out
-    assert predict.default_threshold(str(run))[0] == 0.15
+    assert rundir.default_threshold(str(run))[0] == 0.15
 
 
 def test_tensorboard_has_pr_curve_and_scalars_at_the_checkpoint_step(evaluated):
@@ -181,10 +182,10 @@ def test_tensorboard_has_pr_curve_and_scalars_at_the_checkpoint_step(evaluated):
     assert step == 7 and pr.metadata.plugin_data.plugin_name == "pr_curves"
     data = tf.make_ndarray(pr.tensor)  # [6 (tp, fp, tn, fn, precision, recall), 101]
     assert data.shape == (6, 101)
-    assert data[0, 0] + data[3, 0] == result["foreground_pixels"]  # tp + fn at threshold 0
+    assert data[0, 0] + data[3, 0] == result.foreground_pixels  # tp + fn at threshold 0
     assert tags["eval/foreground_iou"][1].simple_value == pytest.approx(
-        result["model"]["foreground_iou"])
-    assert tags["eval/best_threshold"][1].simple_value == pytest.approx(result["best_threshold"])
+        result.model["foreground_iou"])
+    assert tags["eval/best_threshold"][1].simple_value == pytest.approx(result.best_threshold)
 
 
 def test_overlays_of_worst_and_best_images(evaluated):
@@ -192,7 +193,7 @@ def test_overlays_of_worst_and_best_images(evaluated):
     names = sorted(os.listdir(run / "eval" / "overlays"))
     assert len(names) == 4 and [n[:8] for n in names] == ["best-01-", "best-02-",
                                                           "worst-01", "worst-02"]
-    worst = result["worst_images"][0]
+    worst = result.worst_images[0]
     assert names[2] == f"worst-01-iou{worst['iou']:.3f}-{worst['filename'][:-4]}.png"
     image = items[worst["image_id"] - 100][0]
     overlay = cv2.imread(str(run / "eval" / "overlays" / names[2]))
@@ -202,7 +203,7 @@ def test_overlays_of_worst_and_best_images(evaluated):
 def test_table_lists_model_and_baseline(evaluated):
     table = evaluate.format_table(evaluated[2])
     assert "foreground IoU" in table and "all-background" in table
-    assert f"best threshold {evaluated[2]['best_threshold']:.2f}" in table
+    assert f"best threshold {evaluated[2].best_threshold:.2f}" in table
 
 
 def test_corrupt_and_missing_records_are_one_clear_error(tmp_path, capsys):

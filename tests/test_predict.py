@@ -28,7 +28,7 @@ def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7, lo
     """
     cfg = config.Config(input_size=input_size, depth=depth, base_filters=base_filters,
                         long_side=long_side)
-    config.save_config(cfg, str(run_dir))
+    rundir.save_config(cfg, str(run_dir))
     rng = np.random.default_rng(seed)
     g = tf.Graph()
     with g.as_default():
@@ -79,7 +79,7 @@ def reference_probabilities(run_dir, image):
     The canvas is the image extended (by mirroring) to the size the tile grid
     covers, so the pass sees exactly what the tiles see.
     """
-    cfg = config.load_config(str(run_dir))
+    cfg = rundir.load_config(str(run_dir))
     lay = tiling.layout(cfg.input_size, cfg.depth)
     h, w = image.shape[:2]
     ch = lay.output + (tile_count(h, lay) - 1) * lay.stride
@@ -145,7 +145,7 @@ def test_layout_rejects_untileable_networks(size, depth, match):
 def test_stitched_tiles_equal_one_pass_over_the_mirror_padded_image(tmp_path, depth,
                                                                     input_size):
     make_run(tmp_path, depth=depth, input_size=input_size, seed=depth)
-    cfg = config.load_config(str(tmp_path))
+    cfg = rundir.load_config(str(tmp_path))
     lay = tiling.layout(input_size, depth)
     rng = np.random.default_rng(1)
     # A valid whole-image size (canvas == image), odd sizes, a sliver and one pixel.
@@ -185,19 +185,19 @@ def test_overlay_tints_foreground_and_outlines_it():
 
 
 def test_default_threshold_is_the_adopted_one(tmp_path):
-    config.save_config(config.Config(val_records="data/cat-val2017-*"), str(tmp_path))
-    assert predict.default_threshold(str(tmp_path)) == (0.5, "default")
+    rundir.save_config(config.Config(val_records="data/cat-val2017-*"), str(tmp_path))
+    assert rundir.default_threshold(str(tmp_path)) == (0.5, "default")
     adopted, report = tmp_path / rundir.THRESHOLD_JSON, tmp_path / rundir.EVAL_JSON
     # A run dir from before threshold.json: eval.json counts if tuned on the run's val_records.
     report.write_text(json.dumps({"best_threshold": 0.25, "records": "data/cat-val2017-*"}))
-    assert predict.default_threshold(str(tmp_path)) == (0.25, str(report))
+    assert rundir.default_threshold(str(tmp_path)) == (0.25, str(report))
     for other in ({"best_threshold": 0.25, "records": "photos/real-*"},
                   {"best_threshold": 0.25, "records": "data/cat-val2017-*",
                    "adopted_threshold": False}):
         report.write_text(json.dumps(other))
-        assert predict.default_threshold(str(tmp_path)) == (0.5, "default")
+        assert rundir.default_threshold(str(tmp_path)) == (0.5, "default")
     adopted.write_text(json.dumps({"threshold": 0.35}))
-    assert predict.default_threshold(str(tmp_path)) == (0.35, str(adopted))
+    assert rundir.default_threshold(str(tmp_path)) == (0.35, str(adopted))
     for path, bad in [(adopted, '{"threshold": 1.5}'), (adopted, "{not json"),
                       (adopted, '["a"]'), (report, '{"best_threshold": "x", "records": '
                                                    '"data/cat-val2017-*"}')]:
@@ -205,7 +205,7 @@ def test_default_threshold_is_the_adopted_one(tmp_path):
             os.remove(adopted)
         path.write_text(bad)
         with pytest.raises(cli.UserError, match=f"{path.name} (is not a valid|has)"):
-            predict.default_threshold(str(tmp_path))
+            rundir.default_threshold(str(tmp_path))
 
 
 # ------------------------------------------------------------ predict()
@@ -276,7 +276,7 @@ def test_old_config_without_long_side_loads_as_stored(tmp_path):
     raw = dataclasses.asdict(config.Config(input_size=60, depth=2, base_filters=4))
     del raw["long_side"]
     (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps(raw))
-    assert config.load_config(str(tmp_path)).long_side == 0
+    assert rundir.load_config(str(tmp_path)).long_side == 0
 
 
 def test_threshold_default_is_the_adopted_one_and_bounds_are_inclusive(run, tmp_path):
@@ -349,22 +349,22 @@ def test_run_problems_are_one_clear_error(tmp_path, capsys):
 
     assert "does not exist" in error(tmp_path / "nope")
     empty_run = tmp_path / "empty_run"
-    config.save_config(config.Config(input_size=60, depth=2, base_filters=4), str(empty_run))
+    rundir.save_config(config.Config(input_size=60, depth=2, base_filters=4), str(empty_run))
     assert "no checkpoint in" in error(empty_run)
     # A checkpoint trained with 8 filters under a config that says 4.
     mismatched = tmp_path / "mismatch"
     make_run(mismatched, base_filters=8)
-    config.save_config(config.Config(input_size=60, depth=2, base_filters=4), str(mismatched))
+    rundir.save_config(config.Config(input_size=60, depth=2, base_filters=4), str(mismatched))
     assert "does not match config.json" in error(mismatched)
     assert "[3, 3, 3, 8] there but [3, 3, 3, 4] here" in error(mismatched)
     deeper = tmp_path / "deeper"
     make_run(deeper, depth=2)
-    config.save_config(config.Config(input_size=44, depth=1, base_filters=4), str(deeper))
+    rundir.save_config(config.Config(input_size=44, depth=1, base_filters=4), str(deeper))
     assert "does not match config.json" in error(deeper)
     hand_edited = tmp_path / "hand_edited"
     make_run(hand_edited)
     for bad in (-3, "320", 1.5):
-        config.save_config(config.Config(input_size=60, depth=2, base_filters=4,
+        rundir.save_config(config.Config(input_size=60, depth=2, base_filters=4,
                                          long_side=bad), str(hand_edited))
         assert f"config has long_side={bad!r}, not a whole number >= 0" in error(hand_edited)
     assert not os.path.exists(tmp_path / "o")

@@ -141,9 +141,9 @@ def test_jobs_run_in_order_at_most_one_per_core_and_none_after_a_failure():
 
 def test_read_events_gives_the_curve_from_the_loop_start_and_the_speed(tmp_path):
     run_dir = str(tmp_path / "run")
-    from core import config
+    from core import config, rundir
 
-    config.save_config(config.Config(batch_size=4), run_dir)
+    rundir.save_config(config.Config(batch_size=4), run_dir)
     with tf.Graph().as_default():
         train = v1.summary.FileWriter(os.path.join(run_dir, "train"))
         val = v1.summary.FileWriter(os.path.join(run_dir, "val"))

@@ -18,7 +18,7 @@ import export
 import predict
 import train
 import unet
-from core import config, rundir
+from core import rundir
 from utils import cli
 from utils.cli import UserError
 
@@ -114,12 +114,12 @@ def test_predict_and_evaluate_use_the_previous_readable_checkpoint(two_checkpoin
     assert f"checkpoint {newer} {TORN}" in caplog.text
     write_records(tmp_path / "val.tfrecord", make_images())
     result = evaluate.evaluate(str(run), str(tmp_path / "val.tfrecord"), progress=False)
-    assert result["checkpoint"] == older and result["global_step"] == 3
+    assert result.checkpoint == older and result.global_step == 3
 
 
 def test_restore_refuses_another_network(two_checkpoints):
     run, (_, newer) = two_checkpoints
-    cfg = config.load_config(str(run))
+    cfg = rundir.load_config(str(run))
     with tf.Graph().as_default(), v1.Session() as sess:
         unet.unet(v1.placeholder(tf.float32, [1, 60, 60, 3]), False, depth=2, base_filters=8)
         with pytest.raises(UserError, match="does not match config.json.*base_filters 4"):
@@ -180,3 +180,19 @@ def test_the_fixture_is_small_and_complete():
     state = tf.train.get_checkpoint_state(FIXTURE)
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == \
         ["model.ckpt-2", "model.ckpt-4"]
+
+
+def test_rundir_builds_every_path_and_round_trips_threshold_json(tmp_path):
+    run = str(tmp_path)
+    assert rundir.checkpoint_prefix(run) == os.path.join(run, "model.ckpt")
+    assert rundir.best_prefix(run) == os.path.join(run, "best", "model.ckpt")
+    assert rundir.report_path(run, "eval") == os.path.join(run, rundir.EVAL_JSON)
+    assert rundir.events_dir(run, "val") == os.path.join(run, "val")
+    rundir.write_threshold(run, 0.35, 0.7, "data/x-*", os.path.join(run, "model.ckpt-12"),
+                           "--adopt-threshold", rundir.report_path(run, "eval"))
+    stored = json.loads(open(rundir.threshold_path(run)).read())
+    assert stored == {"threshold": 0.35, "foreground_iou": 0.7, "records": "data/x-*",
+                      "checkpoint": os.path.join(run, "model.ckpt-12"), "global_step": 12,
+                      "reason": "--adopt-threshold", "report": rundir.EVAL_JSON}
+    assert rundir.default_threshold(run) == (0.35, rundir.threshold_path(run))
+    assert rundir.default_threshold(run, 0.6) == (0.6, "--threshold")

@@ -193,7 +193,7 @@ def test_train_learns_logs_checkpoints_and_resumes(blob_data, tmp_path, caplog):
     assert first.best_val_iou >= np.float32(first.val.model["foreground_iou"])  # as float32
 
     # Run dir contract: config.json, checkpoints (pruned to --keep-checkpoints), best/.
-    saved = config.load_config(str(run))
+    saved = rundir.load_config(str(run))
     assert (saved.depth, saved.base_filters, saved.seed) == (2, 8, 1)
     assert rundir.latest(str(run)).endswith("model.ckpt-32")
     assert len(tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths) == 3
@@ -381,7 +381,7 @@ def test_precision_auto_is_resolved_logged_and_saved(blob_data, tmp_path, monkey
     expected, why = device.resolve_precision("auto", gpu, cpuinfo, "Linux")
     train.train(make_cfg(blob_data, tmp_path / "run", precision="auto", max_steps=1,
                          val_records="", depth=1, input_size=44))
-    assert config.load_config(str(tmp_path / "run")).precision == expected != "auto"
+    assert rundir.load_config(str(tmp_path / "run")).precision == expected != "auto"
     assert f"precision auto: {why} -> {expected}" in caplog.text
 
 

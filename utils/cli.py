@@ -11,9 +11,11 @@ traceback, because those are our bugs and the traceback is what we need.
 """
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
+from collections.abc import Callable
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -42,46 +44,62 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _number(text, kind, ok, wanted):
-    """text as kind if ok(value), else the flag's error: what it must be, never the
-    type function's name (argparse's own message for a ValueError)."""
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not ok(value):
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What one value must be, written once: its flag's argparse type (`parse`) and the
+    checks of Python callers and stored files (core/config.py's `check`) all ask it.
+
+    kind: int, float, str or bool; `ok(value)` says whether a value of that kind is
+    allowed, `wanted` completes "must be ..."; `also` are values taken as they are
+    ('auto', None); `choices` makes a flag an argparse choice.
+    """
+
+    kind: type
+    ok: Callable = lambda value: True
+    wanted: str = ""
+    note: str = ""  # why a limit value is allowed, e.g. " (0 = none)"
+    also: tuple = ()
+    choices: tuple = ()
+
+    def valid(self, value):
+        if value in self.also and not isinstance(value, bool | int | float):
+            return True
+        if self.kind is bool or isinstance(value, bool):
+            return self.kind is bool and isinstance(value, bool)
+        kinds = (int, float) if self.kind is float else self.kind
+        return isinstance(value, kinds) and (value in self.choices if self.choices
+                                             else self.ok(value))
+
+    def parse(self, text):
+        """The argparse type: text as kind if the rule allows it, else the flag's error
+        (what it must be, never the type function's name, argparse's own message)."""
+        if text in self.also:
+            return text
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not self.ok(value):
+            raise argparse.ArgumentTypeError(f"must be {self.wanted}, got {text}")
+        return value
 
 
-def positive_int(text):
-    return _number(text, int, lambda v: v > 0, "a positive integer")
+POSITIVE_INT = Rule(int, lambda v: v > 0, "a positive integer")
+NON_NEGATIVE_INT = Rule(int, lambda v: v >= 0, ">= 0")
+NON_NEGATIVE_FLOAT = Rule(float, lambda v: v >= 0 and math.isfinite(v), ">= 0")  # no nan, inf
+POSITIVE_FLOAT = Rule(float, lambda v: v > 0, "a positive number")
+FRACTION = Rule(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+POSITIVE_FLOAT_OR_AUTO = Rule(float, lambda v: v > 0, "a positive number or 'auto'",
+                              also=("auto",))
+RATE = Rule(float, lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")
 
-
-def non_negative_int(text):
-    return _number(text, int, lambda v: v >= 0, ">= 0")
-
-
-def non_negative_float(text):
-    # also refuses nan and inf
-    return _number(text, float, lambda v: v >= 0 and math.isfinite(v), ">= 0")
-
-
-def positive_float(text):
-    return _number(text, float, lambda v: v > 0, "a positive number")
-
-
-def positive_float_or_auto(text):
-    return text if text == "auto" else _number(text, float, lambda v: v > 0,
-                                                 "a positive number or 'auto'")
-
-
-def fraction(text):
-    return _number(text, float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
-
-
-def rate(text):
-    return _number(text, float, lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")
+positive_int = POSITIVE_INT.parse
+non_negative_int = NON_NEGATIVE_INT.parse
+non_negative_float = NON_NEGATIVE_FLOAT.parse
+positive_float = POSITIVE_FLOAT.parse
+positive_float_or_auto = POSITIVE_FLOAT_OR_AUTO.parse
+fraction = FRACTION.parse
+rate = RATE.parse
 
 
 def add_run_flags(parser, threshold_help, threshold_default=None, batch_help="tiles per "
