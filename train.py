@@ -68,7 +68,7 @@ def validation_metrics(counts, ce_sum, n_valid):
 class Step:
     """One training step's ops, from the single-device or the distributed builder."""
 
-    iterator: object  # initializable; its initializer is fed the data epoch
+    iterator: object  # initializable; its initializer is fed Graph.data_from
     op: tf.Tensor  # [] int64: the global step after this step's update
     loss: tf.Tensor  # [] float32: mean loss over the global batch
     images: tf.Tensor  # [b, in, in, 3] float32 of the (first replica's) batch
@@ -90,7 +90,7 @@ class Graph:
     strategy: object  # a tf.distribute strategy, or None for one device
     chief: bool  # writes summaries, checkpoints and config.json
     global_batch: int  # windows per step over all replicas
-    data_epoch: tf.Tensor  # [] int64 placeholder: the epoch whose shuffle to draw
+    data_from: tf.Tensor  # [2] int64 placeholder: (epoch whose order to draw, steps of it done)
     progress: object  # [] float32 placeholder, training time / budget; None without --minutes
     train: Step
     val: ValOps | None  # None without val_records
@@ -121,7 +121,7 @@ def _loss_fn(cfg):
     return loss_fn
 
 
-def _train_step(cfg, plan, data_epoch, global_step, progress, strategy):
+def _train_step(cfg, plan, data_from, global_step, progress, strategy):
     """The train step that every replica of `strategy` runs (see core/distribute.py); one
     device is the default strategy's single replica, on the same path."""
     lr = optim.learning_rate(cfg, global_step, plan.total_steps, progress)
@@ -130,8 +130,9 @@ def _train_step(cfg, plan, data_epoch, global_step, progress, strategy):
     with tf.name_scope("train_input"):
         iterator = distribute.make_iterator(
             strategy, plan.train_files, cfg.seed,
-            lambda files, seed: pipeline.train_dataset(cfg, files, data_epoch, seed),
-            plan.worker_steps)
+            lambda files, seed, skip: pipeline.train_dataset(cfg, files, data_from[0], seed,
+                                                             skip),
+            plan.worker_steps, skip=data_from[1])
     out = distribute.build_step(strategy, iterator, _loss_fn(cfg),
                                 lambda loss: optim.minimize(optimizer, loss, global_step),
                                 global_step)
@@ -165,14 +166,14 @@ def build_graph(cfg, plan, strategy=None):
     distribute.scope(strategy)), or None for the single-device graph.
     """
     v1.set_random_seed(cfg.seed)
-    data_epoch = v1.placeholder_with_default(tf.constant(0, tf.int64), [], "data_epoch")
+    data_from = v1.placeholder_with_default(tf.constant([0, 0], tf.int64), [2], "data_from")
     global_step = v1.train.get_or_create_global_step()
     epoch = v1.get_variable("epoch", [], tf.int64, v1.zeros_initializer(), trainable=False)
     best_iou, new_best, set_best = _state_variable("best_val_iou", tf.float32, -1.0)
     train_seconds, seconds_in, set_seconds = _state_variable("train_seconds", tf.float64, 0.0)
     # Fed every step: the schedule cannot know the time per step ahead.
     progress = v1.placeholder(tf.float32, [], "budget_progress") if cfg.minutes else None
-    step = _train_step(cfg, plan, data_epoch, global_step, progress,
+    step = _train_step(cfg, plan, data_from, global_step, progress,
                        strategy or tf.distribute.get_strategy())
     val = _validation_ops(cfg, plan)
     n = min(cfg.batch_size, 3)
@@ -187,7 +188,7 @@ def build_graph(cfg, plan, strategy=None):
     return Graph(
         strategy=strategy, chief=distribute.is_chief(strategy),
         global_batch=cfg.batch_size * distribute.num_replicas(strategy),
-        data_epoch=data_epoch, progress=progress, train=step, val=val,
+        data_from=data_from, progress=progress, train=step, val=val,
         global_step=global_step, epoch=epoch, next_epoch=epoch.assign_add(1),
         best_iou=best_iou, new_best=new_best, set_best=set_best,
         train_seconds=train_seconds, seconds_in=seconds_in, set_seconds=set_seconds,
@@ -255,11 +256,20 @@ class _Loop:
     run() is the outline; each method below is one of its named steps.
     """
 
-    def __init__(self, sess, g, cfg, total_steps, stop, clock, checkpoint):
-        self.sess, self.g, self.cfg, self.total_steps, self.stop = sess, g, cfg, total_steps, stop
+    def __init__(self, sess, g, cfg, plan, stop, clock, checkpoint):
+        self.sess, self.g, self.cfg, self.total_steps, self.stop = (sess, g, cfg,
+                                                                    plan.total_steps, stop)
         _restore(sess, g, cfg, checkpoint)
         step, epoch, seconds = sess.run([g.global_step, g.epoch, g.train_seconds])
         self.step, self.epoch = int(step), int(epoch)
+        # Exact resume: every step of an epoch takes one global batch, so a checkpoint
+        # mid-epoch has run step - epoch * steps_per_epoch of it, and the resumed epoch
+        # passes over their windows (same seed and epoch: the same order) instead of
+        # starting again. No variable of its own, so checkpoints from before resume the
+        # same way. Only this first epoch skips: a run resumed by an older train.py (its
+        # epoch restarted) is off the multiple, and its next epochs start whole.
+        self.skip_steps = min(max(self.step - self.epoch * plan.steps_per_epoch, 0),
+                              plan.steps_per_epoch)
         self.timer = _TrainingClock(clock, cfg.minutes * 60.0, float(seconds))
         self.losses, self.nan_skips, self.checkpoint = [], 0, None
         self.val, self.validated = None, False
@@ -288,7 +298,9 @@ class _Loop:
 
     def _train_epoch(self, writer):
         """Steps until the data, a limit or a stop ends them; True when the data did."""
-        self.sess.run(self.g.train.iterator.initializer, {self.g.data_epoch: self.epoch})
+        self.sess.run(self.g.train.iterator.initializer,
+                      {self.g.data_from: [self.epoch, self.skip_steps]})
+        self.skip_steps = 0
         while not self.stop.requested and not self.step_limit() and not self.timer.spent:
             try:
                 out = self._run_step()
@@ -503,7 +515,7 @@ def train(cfg, clock=time.monotonic):
             g = build_graph(cfg, plan, strategy)
             graph.finalize()  # any op added inside the loop would be a leak
             with v1.Session(target, config=session_config) as sess, _StopFlag() as stop:
-                return _loop(sess, g, cfg, plan.total_steps, stop, clock, checkpoint)
+                return _loop(sess, g, cfg, plan, stop, clock, checkpoint)
 
 
 def _restore(sess, g, cfg, checkpoint):
@@ -578,8 +590,8 @@ def _progress_line(g, cfg, timer, total_steps, step, epoch, loss, rate):
     return line
 
 
-def _loop(sess, g, cfg, total_steps, stop, clock, checkpoint):
-    loop = _Loop(sess, g, cfg, total_steps, stop, clock, checkpoint)
+def _loop(sess, g, cfg, plan, stop, clock, checkpoint):
+    loop = _Loop(sess, g, cfg, plan, stop, clock, checkpoint)
     writers = _Writers.open(g.strategy, cfg.run_dir, sess.graph)
     try:
         return loop.run(writers)
