@@ -496,6 +496,9 @@ def train(cfg, clock=time.monotonic):
     # logical CPU devices of --devices must exist by then.
     session_config = device.device_config(cfg)
     with contextlib.ExitStack() as stack:
+        # Entered first, so it runs after the lock is gone: a new run dir left empty by a
+        # failure (records not found) is removed.
+        stack.enter_context(rundir.removed_if_left_empty(cfg.run_dir))
         stack.enter_context(errors.disk_errors(cfg.run_dir))
         strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
         if distribute.is_chief(strategy):  # the other workers only read the chief's run dir

@@ -20,6 +20,7 @@ torn by a crash (listed, but its files do not read completely) is passed over
 with a warning for the newest older one that reads.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -167,3 +168,24 @@ def restore(sess, checkpoint, cfg):
         except tf.errors.OpError as e:
             raise UserError(f"cannot restore checkpoint {checkpoint}: "
                             f"{errors.summary(e)}") from None
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(run_dir):
+    """Around a command that makes run_dir: if it fails, a run_dir it created and left
+    empty (nothing written yet, e.g. records not found) is removed, with the parents it
+    made, so a failed first try leaves nothing behind. Only empty directories are removed."""
+    made = os.path.abspath(run_dir)
+    while not os.path.exists(os.path.dirname(made)):  # the topmost directory to be made
+        made = os.path.dirname(made)
+    existed = os.path.exists(made)
+    try:
+        yield
+    except BaseException:
+        path = os.path.abspath(run_dir)
+        while not existed and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+            if path == made:
+                break
+            path = os.path.dirname(path)
+        raise

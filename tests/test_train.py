@@ -147,6 +147,15 @@ def test_missing_records_exit_1(tmp_path, capsys):
     code, err = run_cli(["--train-records", str(tmp_path / "none-*"), "--run-dir",
                          str(tmp_path / "run")], capsys)
     assert code == 1 and "no record files match" in err and "none-*" in err
+    assert not (tmp_path / "run").exists()  # a failed first try leaves no empty run dir
+    # Nor the parents it would have made; a run dir that was there stays.
+    code, _ = run_cli(["--train-records", str(tmp_path / "none-*"), "--run-dir",
+                       str(tmp_path / "logs" / "new" / "run")], capsys)
+    assert code == 1 and os.listdir(tmp_path) == []
+    (tmp_path / "old").mkdir()
+    code, _ = run_cli(["--train-records", str(tmp_path / "none-*"), "--run-dir",
+                       str(tmp_path / "old")], capsys)
+    assert code == 1 and (tmp_path / "old").is_dir()
 
 
 def test_pos_weight_auto_reads_converter_stats(blob_data, tmp_path):
