@@ -229,7 +229,7 @@ with tf.Graph().as_default():
     g = train.build_graph(cfg, plan)
     with v1.Session() as sess:
         sess.run(g.init)
-        start = g.saver.save(sess, run_dir + "/" + rundir.CKPT_PREFIX, 0)
+        start = g.checkpoints.saver.save(sess, run_dir + "/" + rundir.CKPT_PREFIX, 0)
 result = train.train(dataclasses.replace(cfg, strategy="mirrored", devices="/cpu:0,/cpu:1"))
 assert result.step == steps, result
 final = tf.train.load_checkpoint(result.checkpoint)
