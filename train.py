@@ -5,8 +5,8 @@
 The run dir (default logs/<run-name>; its layout is core/rundir.py's, its charts
 docs/tensorboard.md's) gets config.json, checkpoints (periodic, every epoch end, on
 Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and TensorBoard
-events. Re-running the same command resumes: global step, epoch, Adam slots, the best
-IoU and the training time so far.
+events. Re-running the same command resumes: global step, epoch and the place in it,
+Adam slots, the best IoU and the training time so far.
 
 --minutes M trains for a time budget: the cosine schedule follows training time /
 budget, fed every step, so it ends when the time does. The budget is the total over
@@ -83,24 +83,18 @@ class ValOps:
     fetches: dict  # counts [4] int64 (tp, fp, fn, tn), ce_sum [] and n_valid [] float32
 
 
-@dataclasses.dataclass
 class Scalar:
-    """A checkpointed scalar of the run's state and the op that sets it (the graph is
-    finalized before the loop, so the op is made with the variable)."""
+    """A checkpointed scalar of the run's state and the op that sets it (made with the
+    variable: the graph is finalized before the loop)."""
 
-    var: tf.Variable
-    value: tf.Tensor  # [] placeholder of var's dtype, fed to assign
-    assign: tf.Tensor
-
-    @classmethod
-    def make(cls, name, dtype, initial):
-        var = v1.get_variable(name, [], dtype, v1.constant_initializer(initial),
-                              trainable=False)
-        value = v1.placeholder(dtype, [], f"{name}_in")
-        return cls(var, value, var.assign(value))
+    def __init__(self, name, dtype, initial):
+        self.var = v1.get_variable(name, [], dtype, v1.constant_initializer(initial),
+                                   trainable=False)
+        self._value = v1.placeholder(dtype, [], f"{name}_in")
+        self._assign = self.var.assign(self._value)
 
     def set(self, sess, value):
-        sess.run(self.assign, {self.value: value})
+        sess.run(self._assign, {self._value: value})
 
 
 @dataclasses.dataclass
@@ -229,9 +223,9 @@ def build_graph(cfg, plan, strategy=None):
     v1.set_random_seed(cfg.seed)
     data_from = v1.placeholder_with_default(tf.constant([0, 0], tf.int64), [2], "data_from")
     global_step = v1.train.get_or_create_global_step()
-    epoch = Scalar.make("epoch", tf.int64, 0)
-    best_iou = Scalar.make("best_val_iou", tf.float32, -1.0)
-    train_seconds = Scalar.make("train_seconds", tf.float64, 0.0)
+    epoch = Scalar("epoch", tf.int64, 0)
+    best_iou = Scalar("best_val_iou", tf.float32, -1.0)
+    train_seconds = Scalar("train_seconds", tf.float64, 0.0)
     # Fed every step: the schedule cannot know the time per step ahead.
     progress = v1.placeholder(tf.float32, [], "budget_progress") if cfg.minutes else None
     step = _train_step(cfg, plan, data_from, global_step, progress,
