@@ -557,7 +557,9 @@ def train(cfg, clock=time.monotonic):
             g = build_graph(cfg, plan, strategy)
             graph.finalize()  # any op added inside the loop would be a leak
             with v1.Session(target, config=session_config) as sess, _StopFlag() as stop:
-                return _loop(sess, g, cfg, plan, stop, clock, checkpoint)
+                loop = _Loop(sess, g, cfg, plan, stop, clock, checkpoint)  # restores first
+                with contextlib.closing(_Writers.open(strategy, cfg.run_dir, graph)) as writers:
+                    return loop.run(writers)
 
 
 class _TrainingClock:
@@ -603,15 +605,6 @@ def _progress_line(g, cfg, timer, total_steps, step, epoch, loss, rate):
     if timer.budget:
         line += f" ({timer.progress:.0%} of the {cfg.minutes:g} min budget)"
     return line
-
-
-def _loop(sess, g, cfg, plan, stop, clock, checkpoint):
-    loop = _Loop(sess, g, cfg, plan, stop, clock, checkpoint)
-    writers = _Writers.open(g.strategy, cfg.run_dir, sess.graph)
-    try:
-        return loop.run(writers)
-    finally:
-        writers.close()
 
 
 # ------------------------------------------------------------ command line
