@@ -5,8 +5,8 @@
 The run dir (default logs/<run-name>; its layout is core/rundir.py's, its charts
 docs/tensorboard.md's) gets config.json, checkpoints (periodic, every epoch end, on
 Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and TensorBoard
-events. Re-running the same command resumes: global step, epoch, Adam slots, the best
-IoU and the training time so far.
+events. Re-running the same command resumes: global step, epoch and the place in it,
+Adam slots, the best IoU and the training time so far.
 
 --minutes M trains for a time budget: the cosine schedule follows training time /
 budget, fed every step, so it ends when the time does. The budget is the total over
@@ -68,7 +68,7 @@ def validation_metrics(counts, ce_sum, n_valid):
 class Step:
     """One training step's ops, from the single-device or the distributed builder."""
 
-    iterator: object  # initializable; its initializer is fed the data epoch
+    iterator: object  # initializable; its initializer is fed Graph.data_from
     op: tf.Tensor  # [] int64: the global step after this step's update
     loss: tf.Tensor  # [] float32: mean loss over the global batch
     images: tf.Tensor  # [b, in, in, 3] float32 of the (first replica's) batch
@@ -83,33 +83,89 @@ class ValOps:
     fetches: dict  # counts [4] int64 (tp, fp, fn, tn), ce_sum [] and n_valid [] float32
 
 
+class Scalar:
+    """A checkpointed scalar of the run's state and the op that sets it (made with the
+    variable: the graph is finalized before the loop)."""
+
+    def __init__(self, name, dtype, initial):
+        self.var = v1.get_variable(name, [], dtype, v1.constant_initializer(initial),
+                                   trainable=False)
+        self._value = v1.placeholder(dtype, [], f"{name}_in")
+        self._assign = self.var.assign(self._value)
+
+    def set(self, sess, value):
+        sess.run(self._assign, {self._value: value})
+
+
 @dataclasses.dataclass
 class Graph:
     """All ops of a run (build_graph); the loop only runs them."""
 
     strategy: object  # a tf.distribute strategy, or None for one device
-    chief: bool  # writes summaries, checkpoints and config.json
     global_batch: int  # windows per step over all replicas
-    data_epoch: tf.Tensor  # [] int64 placeholder: the epoch whose shuffle to draw
+    data_from: tf.Tensor  # [2] int64 placeholder: (epoch whose order to draw, steps of it done)
     progress: object  # [] float32 placeholder, training time / budget; None without --minutes
     train: Step
     val: ValOps | None  # None without val_records
     global_step: tf.Variable
-    epoch: tf.Variable  # epochs completed, checkpointed
-    next_epoch: tf.Tensor  # increments epoch
-    best_iou: tf.Variable  # best validation foreground IoU, checkpointed; -1 before any
-    new_best: tf.Tensor  # placeholder for set_best
-    set_best: tf.Tensor
-    train_seconds: tf.Variable  # training time so far, for a resumed --minutes schedule
-    seconds_in: tf.Tensor  # placeholder for set_seconds
-    set_seconds: tf.Tensor
+    epoch: Scalar  # epochs completed
+    best_iou: Scalar  # best validation foreground IoU; -1 before any
+    train_seconds: Scalar  # training time so far, for a resumed --minutes schedule
     summary: tf.Tensor  # cost and learning rate, every step
     image_summary: tf.Tensor  # the `windows` panels
-    finite: tf.Tensor  # [] bool: every weight is finite (checked before every save)
-    saver: object
-    best_saver: object
-    clockless_saver: object  # restores checkpoints from before train_seconds existed
+    checkpoints: "Checkpoints"
     init: tf.Operation
+
+
+class Checkpoints:
+    """The run's savers and the checks of every save and restore.
+
+    Not MonitoredTrainingSession's Scaffold and CheckpointSaverHook: that session stops
+    at the first OutOfRangeError (each epoch's end here), restores latest_checkpoint, not
+    the newest readable one (rundir.restorable), and saves without the finite check
+    --on-nan needs; its hooks would not save best/ either.
+    """
+
+    def __init__(self, cfg, chief, train_seconds):
+        self.run_dir, self.chief, self.train_seconds = cfg.run_dir, chief, train_seconds
+        with tf.name_scope("finite_check"):
+            self.finite = optim.all_finite(v1.global_variables())  # [] bool
+        # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
+        self.saver = v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True)
+        self.best_saver = v1.train.Saver(max_to_keep=1, save_relative_paths=True)
+        # Checkpoints from before the training clock existed still resume (from 0 seconds).
+        self.clockless_saver = v1.train.Saver([v for v in v1.global_variables()
+                                               if v is not train_seconds.var])
+
+    def restore(self, sess, checkpoint):
+        """Restore `checkpoint` and hand the savers the older files (so they prune them)."""
+        try:
+            if "train_seconds" in {name for name, _ in tf.train.list_variables(checkpoint)}:
+                self.saver.restore(sess, checkpoint)
+            else:  # saved before the training clock: count from now
+                self.clockless_saver.restore(sess, checkpoint)
+                sess.run(self.train_seconds.var.initializer)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+            raise UserError(f"checkpoint {checkpoint} does not match this network "
+                            f"({errors.summary(e)}): use the flags it was trained with, or a "
+                            "new --run-name") from None
+        rundir.hand_over_checkpoints(self.saver, self.best_saver, self.run_dir)
+
+    def save(self, sess, step, seconds):
+        """Checkpoint at `step` with the training time so far; None off the chief (the
+        chief's checkpoint is every worker's)."""
+        if not self.chief:
+            return None
+        if not sess.run(self.finite):
+            raise UserError(f"weights became NaN/Inf by step {step}: not saving them (the "
+                            "last good checkpoint is kept); lower --learning-rate")
+        self.train_seconds.set(sess, seconds)
+        return self.saver.save(sess, rundir.checkpoint_prefix(self.run_dir), step,
+                               write_meta_graph=False)
+
+    def save_best(self, sess, step):
+        return self.best_saver.save(sess, rundir.best_prefix(self.run_dir), step,
+                                    write_meta_graph=False) if self.chief else None
 
 
 def _loss_fn(cfg):
@@ -121,7 +177,7 @@ def _loss_fn(cfg):
     return loss_fn
 
 
-def _train_step(cfg, plan, data_epoch, global_step, progress, strategy):
+def _train_step(cfg, plan, data_from, global_step, progress, strategy):
     """The train step that every replica of `strategy` runs (see core/distribute.py); one
     device is the default strategy's single replica, on the same path."""
     lr = optim.learning_rate(cfg, global_step, plan.total_steps, progress)
@@ -130,8 +186,9 @@ def _train_step(cfg, plan, data_epoch, global_step, progress, strategy):
     with tf.name_scope("train_input"):
         iterator = distribute.make_iterator(
             strategy, plan.train_files, cfg.seed,
-            lambda files, seed: pipeline.train_dataset(cfg, files, data_epoch, seed),
-            plan.worker_steps)
+            lambda files, seed, skip: pipeline.train_dataset(cfg, files, data_from[0], seed,
+                                                             skip),
+            plan.worker_steps, skip=data_from[1])
     out = distribute.build_step(strategy, iterator, _loss_fn(cfg),
                                 lambda loss: optim.minimize(optimizer, loss, global_step),
                                 global_step)
@@ -151,13 +208,6 @@ def _validation_ops(cfg, plan):
                                  "ce_sum": ce_sum, "n_valid": n_valid})
 
 
-def _state_variable(name, dtype, initial):
-    """A checkpointed scalar, its placeholder and the op that sets it from the placeholder."""
-    var = v1.get_variable(name, [], dtype, v1.constant_initializer(initial), trainable=False)
-    value = v1.placeholder(dtype, [], f"{name}_in")
-    return var, value, var.assign(value)
-
-
 def build_graph(cfg, plan, strategy=None):
     """All ops of a run, in the current default graph.
 
@@ -165,14 +215,14 @@ def build_graph(cfg, plan, strategy=None):
     distribute.scope(strategy)), or None for the single-device graph.
     """
     v1.set_random_seed(cfg.seed)
-    data_epoch = v1.placeholder_with_default(tf.constant(0, tf.int64), [], "data_epoch")
+    data_from = v1.placeholder_with_default(tf.constant([0, 0], tf.int64), [2], "data_from")
     global_step = v1.train.get_or_create_global_step()
-    epoch = v1.get_variable("epoch", [], tf.int64, v1.zeros_initializer(), trainable=False)
-    best_iou, new_best, set_best = _state_variable("best_val_iou", tf.float32, -1.0)
-    train_seconds, seconds_in, set_seconds = _state_variable("train_seconds", tf.float64, 0.0)
+    epoch = Scalar("epoch", tf.int64, 0)
+    best_iou = Scalar("best_val_iou", tf.float32, -1.0)
+    train_seconds = Scalar("train_seconds", tf.float64, 0.0)
     # Fed every step: the schedule cannot know the time per step ahead.
     progress = v1.placeholder(tf.float32, [], "budget_progress") if cfg.minutes else None
-    step = _train_step(cfg, plan, data_epoch, global_step, progress,
+    step = _train_step(cfg, plan, data_from, global_step, progress,
                        strategy or tf.distribute.get_strategy())
     val = _validation_ops(cfg, plan)
     n = min(cfg.batch_size, 3)
@@ -182,25 +232,15 @@ def build_graph(cfg, plan, strategy=None):
              cfg.depth, cfg.base_filters, sum(v.shape.num_elements()
                                               for v in v1.trainable_variables()),
              cfg.input_size, step.logits.shape[1])
-    with tf.name_scope("finite_check"):
-        finite = optim.all_finite(v1.global_variables())
     return Graph(
-        strategy=strategy, chief=distribute.is_chief(strategy),
-        global_batch=cfg.batch_size * distribute.num_replicas(strategy),
-        data_epoch=data_epoch, progress=progress, train=step, val=val,
-        global_step=global_step, epoch=epoch, next_epoch=epoch.assign_add(1),
-        best_iou=best_iou, new_best=new_best, set_best=set_best,
-        train_seconds=train_seconds, seconds_in=seconds_in, set_seconds=set_seconds,
+        strategy=strategy, global_batch=cfg.batch_size * distribute.num_replicas(strategy),
+        data_from=data_from, progress=progress, train=step, val=val, global_step=global_step,
+        epoch=epoch, best_iou=best_iou, train_seconds=train_seconds,
         summary=v1.summary.merge([v1.summary.scalar("cost", step.loss),
                                   v1.summary.scalar("learning_rate",
                                                     step.learning_rate)]),
-        image_summary=image_summary, finite=finite,
-        # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
-        saver=v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True),
-        best_saver=v1.train.Saver(max_to_keep=1, save_relative_paths=True),
-        # Checkpoints from before the training clock existed still resume (from 0 seconds).
-        clockless_saver=v1.train.Saver([v for v in v1.global_variables()
-                                        if v is not train_seconds]),
+        image_summary=image_summary,
+        checkpoints=Checkpoints(cfg, distribute.is_chief(strategy), train_seconds),
         init=v1.global_variables_initializer())
 
 
@@ -255,15 +295,22 @@ class _Loop:
     run() is the outline; each method below is one of its named steps.
     """
 
-    def __init__(self, sess, g, cfg, total_steps, stop, clock, checkpoint):
-        self.sess, self.g, self.cfg, self.total_steps, self.stop = sess, g, cfg, total_steps, stop
-        _restore(sess, g, cfg, checkpoint)
-        step, epoch, seconds = sess.run([g.global_step, g.epoch, g.train_seconds])
+    def __init__(self, sess, g, cfg, plan, stop, clock, checkpoint):
+        self.sess, self.g, self.cfg, self.plan, self.stop = sess, g, cfg, plan, stop
+        if checkpoint:
+            g.checkpoints.restore(sess, checkpoint)
+        else:
+            sess.run(g.init)
+        step, epoch, seconds = sess.run([g.global_step, g.epoch.var, g.train_seconds.var])
+        if checkpoint:
+            log.info("resuming from %s (step %d, epoch %d, %s of training)", checkpoint, step,
+                     epoch, _hms(seconds))
+        else:
+            log.info("starting a new run in %s", cfg.run_dir)
         self.step, self.epoch = int(step), int(epoch)
         self.timer = _TrainingClock(clock, cfg.minutes * 60.0, float(seconds))
-        self.losses, self.nan_skips, self.checkpoint = [], 0, None
-        self.val, self.validated = None, False
-        self.tick, self.tick_step = self.timer.seconds, self.step
+        self.losses, self.nan_skips, self.val = [], 0, None
+        self.tick = (self.timer.seconds, self.step)  # where the speed in the log counts from
 
     def step_limit(self):
         return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
@@ -276,19 +323,22 @@ class _Loop:
         # Tells TensorBoard to drop events logged after this checkpoint by a killed earlier
         # run; it drops steps >= the one given, and the checkpointed step's own are valid.
         writers.train.add_session_log(v1.SessionLog(status=v1.SessionLog.START), self.step + 1)
+        already_complete = self.finished()  # no step to run: only report where the run stands
         while not self.finished() and not self.stop.requested:
             epoch_done = self._train_epoch(writers.train)
             if epoch_done:
-                self.epoch = int(self.sess.run(self.g.next_epoch))
+                self.epoch += 1
+                self.g.epoch.set(self.sess, self.epoch)
             if not self.stop.requested and (
                     (epoch_done and self.epoch % self.cfg.val_every == 0) or self.finished()):
                 self._validate_and_save(writers)
-        self._wrap_up(writers)
+        self._wrap_up(writers, already_complete)
         return self._result()
 
     def _train_epoch(self, writer):
         """Steps until the data, a limit or a stop ends them; True when the data did."""
-        self.sess.run(self.g.train.iterator.initializer, {self.g.data_epoch: self.epoch})
+        self.sess.run(self.g.train.iterator.initializer,
+                      {self.g.data_from: [self.epoch, self._steps_into_epoch()]})
         while not self.stop.requested and not self.step_limit() and not self.timer.spent:
             try:
                 out = self._run_step()
@@ -304,8 +354,15 @@ class _Loop:
             if self.step % self.cfg.log_every == 0:
                 self._log_progress()
             if self.step % self.cfg.checkpoint_every == 0:
-                self.checkpoint = self._save()
+                self._save()
         return False
+
+    def _steps_into_epoch(self):
+        """Steps of this epoch an interrupted invocation ran (its windows are passed over:
+        exact resume). Every step takes one batch, so from the checkpointed step and epoch,
+        old run dirs too; one resumed by an older train.py (its epoch ran again) skips once."""
+        spe = self.plan.steps_per_epoch
+        return min(max(self.step - self.epoch * spe, 0), spe)
 
     def _run_step(self):
         g = self.g
@@ -335,20 +392,20 @@ class _Loop:
         return False
 
     def _log_progress(self):
-        rate = ((self.step - self.tick_step) * self.g.global_batch
-                / max(self.timer.seconds - self.tick, 1e-9))
-        log.info(_progress_line(self.g, self.cfg, self.timer, self.total_steps, self.step,
+        rate = ((self.step - self.tick[1]) * self.g.global_batch
+                / max(self.timer.seconds - self.tick[0], 1e-9))
+        log.info(_progress_line(self.g, self.cfg, self.timer, self.plan.total_steps, self.step,
                                 self.epoch, np.mean(self.losses[-self.cfg.log_every:]), rate))
-        self.tick, self.tick_step = self.timer.seconds, self.step
+        self.tick = (self.timer.seconds, self.step)
 
     def _validate_and_save(self, writers):
         last = self.finished()
-        self.val, self.validated = self._validate(), True
+        self.val = self._validate()
         self._report(writers)
         if not last:  # training goes on: this validation was part of the budget
             self.timer.read()
-        self.checkpoint = self._save()
-        self.tick, self.tick_step = self.timer.seconds, self.step  # not training speed
+        self._save()
+        self.tick = (self.timer.seconds, self.step)  # validating is not training speed
 
     def _validate(self):
         """ValMetrics over every validation window, or None (no val records, or stopped)."""
@@ -382,34 +439,23 @@ class _Loop:
         # The best is checkpointed as float32 (run dirs from before must still resume):
         # compare at that precision, or the same IoU would count as a new best again.
         iou = m["foreground_iou"]
-        if np.float32(iou) > sess.run(g.best_iou):
-            sess.run(g.set_best, {g.new_best: iou})
-            if not g.chief:
-                return
-            path = g.best_saver.save(sess, rundir.best_prefix(self.cfg.run_dir), self.step,
-                                     write_meta_graph=False)
-            log.info("new best val IoU %.4f: saved %s", iou, path)
+        if np.float32(iou) > sess.run(g.best_iou.var):
+            g.best_iou.set(sess, iou)
+            path = g.checkpoints.save_best(sess, self.step)
+            if path:
+                log.info("new best val IoU %.4f: saved %s", iou, path)
 
     def _save(self):
         """Checkpoint at this step, with the training time so far."""
-        g, sess = self.g, self.sess
-        if not g.chief:  # the chief's checkpoint is every worker's
-            return None
-        if not sess.run(g.finite):
-            raise UserError(f"weights became NaN/Inf by step {self.step}: not saving them (the "
-                            "last good checkpoint is kept); lower --learning-rate")
-        sess.run(g.set_seconds, {g.seconds_in: self.timer.seconds})
-        return g.saver.save(sess, rundir.checkpoint_prefix(self.cfg.run_dir),
-                            self.step, write_meta_graph=False)
+        return self.g.checkpoints.save(self.sess, self.step, self.timer.seconds)
 
-    def _wrap_up(self, writers):
+    def _wrap_up(self, writers, already_complete):
         """Save on a stop; otherwise say why the run ended (validating if nothing was left)."""
         cfg, timer, step = self.cfg, self.timer, self.step
         if self.stop.requested:
-            self.checkpoint = self._save()
             log.warning("stopped by %s at step %d: saved %s; re-run the same command to resume",
-                        signal.Signals(self.stop.signum).name, step, self.checkpoint)
-        elif not self.validated:  # nothing left to train: report where the run stands
+                        signal.Signals(self.stop.signum).name, step, self._save())
+        elif already_complete:
             log.info("run already complete at step %d, epoch %d: validating", step, self.epoch)
             self.val = self._validate()
             self._report(writers)
@@ -426,8 +472,8 @@ class _Loop:
         return TrainResult(
             step=self.step, epoch=self.epoch,
             train_loss=float(np.mean(window)) if window else None,
-            best_val_iou=float(self.sess.run(self.g.best_iou)),
-            checkpoint=self.checkpoint or rundir.latest(self.cfg.run_dir),
+            best_val_iou=float(self.sess.run(self.g.best_iou.var)),
+            checkpoint=rundir.latest(self.cfg.run_dir),
             interrupted=signal.Signals(self.stop.signum).name if self.stop.signum else None,
             train_seconds=self.timer.seconds, val=self.val)
 
@@ -484,6 +530,9 @@ def train(cfg, clock=time.monotonic):
     # logical CPU devices of --devices must exist by then.
     session_config = device.device_config(cfg)
     with contextlib.ExitStack() as stack:
+        # Entered first, so it runs after the lock is gone: a new run dir left empty by a
+        # failure (records not found) is removed.
+        stack.enter_context(rundir.removed_if_left_empty(cfg.run_dir))
         stack.enter_context(errors.disk_errors(cfg.run_dir))
         strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
         if distribute.is_chief(strategy):  # the other workers only read the chief's run dir
@@ -503,29 +552,9 @@ def train(cfg, clock=time.monotonic):
             g = build_graph(cfg, plan, strategy)
             graph.finalize()  # any op added inside the loop would be a leak
             with v1.Session(target, config=session_config) as sess, _StopFlag() as stop:
-                return _loop(sess, g, cfg, plan.total_steps, stop, clock, checkpoint)
-
-
-def _restore(sess, g, cfg, checkpoint):
-    """Restore `checkpoint` (None: initialise a new run) and hand the savers the older files."""
-    if not checkpoint:
-        sess.run(g.init)
-        log.info("starting a new run in %s", cfg.run_dir)
-        return
-    try:
-        if "train_seconds" in {name for name, _ in tf.train.list_variables(checkpoint)}:
-            g.saver.restore(sess, checkpoint)
-        else:  # saved before the training clock: count from now
-            g.clockless_saver.restore(sess, checkpoint)
-            sess.run(g.train_seconds.initializer)
-    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-        raise UserError(f"checkpoint {checkpoint} does not match this network "
-                        f"({errors.summary(e)}): use the flags it was trained with, or a "
-                        "new --run-name") from None
-    rundir.hand_over_checkpoints(g.saver, g.best_saver, cfg.run_dir)  # --keep-checkpoints
-    step, epoch, seconds = sess.run([g.global_step, g.epoch, g.train_seconds])
-    log.info("resuming from %s (step %d, epoch %d, %s of training)", checkpoint, step, epoch,
-             _hms(seconds))
+                loop = _Loop(sess, g, cfg, plan, stop, clock, checkpoint)  # restores first
+                with contextlib.closing(_Writers.open(strategy, cfg.run_dir, graph)) as writers:
+                    return loop.run(writers)
 
 
 class _TrainingClock:
@@ -571,15 +600,6 @@ def _progress_line(g, cfg, timer, total_steps, step, epoch, loss, rate):
     if timer.budget:
         line += f" ({timer.progress:.0%} of the {cfg.minutes:g} min budget)"
     return line
-
-
-def _loop(sess, g, cfg, total_steps, stop, clock, checkpoint):
-    loop = _Loop(sess, g, cfg, total_steps, stop, clock, checkpoint)
-    writers = _Writers.open(g.strategy, cfg.run_dir, sess.graph)
-    try:
-        return loop.run(writers)
-    finally:
-        writers.close()
 
 
 # ------------------------------------------------------------ command line

@@ -243,20 +243,26 @@ def batches_per_worker(counts, workers, batch_size):
     return steps
 
 
-def make_iterator(strategy, files, seed, dataset_fn, take=None):
+def make_iterator(strategy, files, seed, dataset_fn, take=None, skip=0):
     """The strategy's initialisable input iterator over per-replica batches.
 
-    dataset_fn(files, seed) -> a dataset of per-replica batches; each worker
-    gets its share of `files` (shard_files) and its own seed (worker_seed).
+    dataset_fn(files, seed, skip_batches) -> a dataset of per-replica batches from
+    batch skip_batches of the epoch on; each worker gets its share of `files`
+    (shard_files) and its own seed (worker_seed).
     take: batches per worker and epoch (multi-worker), None = until exhausted.
+    skip: steps of the epoch already run ([] int64 tensor, fed at initialisation):
+    every worker passes over the batches they took, so a resumed epoch goes on.
     A worker's batches go round-robin to its replicas: with 2 local replicas,
     batches 0 and 1 of the worker's dataset make its first step.
     """
     def input_fn(context):
         workers, index = context.num_input_pipelines, context.input_pipeline_id
-        ds = dataset_fn(shard_files(files, workers, index), worker_seed(seed, index))
         # Each step takes one batch per local replica.
-        return ds if take is None else ds.take(take * _local_replicas(strategy))
+        replicas = tf.constant(_local_replicas(strategy), tf.int64)
+        skip_batches = tf.cast(skip, tf.int64) * replicas
+        ds = dataset_fn(shard_files(files, workers, index), worker_seed(seed, index),
+                        skip_batches)
+        return ds if take is None else ds.take(take * replicas - skip_batches)
 
     return _Iterator(strategy.make_input_fn_iterator(input_fn))
 

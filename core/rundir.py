@@ -21,6 +21,7 @@ with a warning for the newest older one that reads. The commands ask this module
 for every path above and never join one themselves.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -307,3 +308,24 @@ def _checked_threshold(value, path, key):
         raise UserError(f"{path} has {key} {value!r}, not a number in [0, 1]: "
                         "re-run evaluate.py or pass --threshold")
     return float(value)
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(run_dir):
+    """Around a command that makes run_dir: if it fails, a run_dir it created and left
+    empty (nothing written yet, e.g. records not found) is removed, with the parents it
+    made, so a failed first try leaves nothing behind. Only empty directories are removed."""
+    made = os.path.abspath(run_dir)
+    while not os.path.exists(os.path.dirname(made)):  # the topmost directory to be made
+        made = os.path.dirname(made)
+    existed = os.path.exists(made)
+    try:
+        yield
+    except BaseException:
+        path = os.path.abspath(run_dir)
+        while not existed and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+            if path == made:
+                break
+            path = os.path.dirname(path)
+        raise

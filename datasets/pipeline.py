@@ -178,7 +178,7 @@ def _seed_pair(seed, epoch):
 
 def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, seed=None,
                  epoch=0, shuffle_buffer=256, num_parallel_calls=tf.data.AUTOTUNE,
-                 long_side=0, augmentation=None):
+                 long_side=0, augmentation=None, skip=0):
     """Batches of (image [B, in, in, 3] float32 in [0, 1] RGB, mask [B, out, out, 1] uint8).
 
     One pass over the records (no repeat: the trainer re-initialises the
@@ -188,6 +188,9 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     before the windows are cut; 0 keeps them as stored.
     augmentation: augment.Settings for training windows (None: flips only);
     evaluation windows are never augmented.
+    skip (int or int64 scalar tensor): windows of this epoch's order to pass over
+    before the first batch, undecoded, so a resumed epoch goes on where it stopped;
+    each window keeps its index, and with it its crop and augmentation.
     Raises UserError when no file matches, ValueError for an invalid input size.
     """
     files = record_files(file_pattern)
@@ -226,16 +229,19 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
             return augment.flip_and_color(image, mask, augmentation, element_seed)
         return tf.cast(image, tf.float32) / 255.0, mask
 
-    ds = ds.enumerate().map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
+    ds = ds.enumerate().skip(tf.cast(skip, tf.int64))
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def train_dataset(cfg, files, epoch, seed):
+def train_dataset(cfg, files, epoch, seed, skip_batches=0):
     """The training windows of `files` for a config.RunConfig: shuffled, cut and
-    augmented anew each `epoch` ([] int64 tensor), seeded by `seed`."""
+    augmented anew each `epoch` ([] int64 tensor), seeded by `seed`, from batch
+    `skip_batches` ([] int64 tensor) of the epoch on."""
     return make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth, seed, epoch,
                         cfg.shuffle_buffer, long_side=cfg.long_side,
-                        augmentation=augment.from_config(cfg))
+                        augmentation=augment.from_config(cfg),
+                        skip=tf.cast(skip_batches, tf.int64) * cfg.batch_size)
 
 
 def val_dataset(cfg, files):

@@ -229,7 +229,7 @@ with tf.Graph().as_default():
     g = train.build_graph(cfg, plan)
     with v1.Session() as sess:
         sess.run(g.init)
-        start = g.saver.save(sess, run_dir + "/" + rundir.CKPT_PREFIX, 0)
+        start = g.checkpoints.saver.save(sess, run_dir + "/" + rundir.CKPT_PREFIX, 0)
 result = train.train(dataclasses.replace(cfg, strategy="mirrored", devices="/cpu:0,/cpu:1"))
 assert result.step == steps, result
 final = tf.train.load_checkpoint(result.checkpoint)
@@ -284,20 +284,20 @@ import numpy as np
 import tensorflow as tf
 import train
 from utils import cli
-loop = train._loop
+run = train._Loop.run
 
 
-def loop_then_dump(sess, g, *args):
+def run_then_dump(loop, writers):
     # Every variable of this worker's replica, read after its last step (one run: each
     # run of a multi-worker session is a round trip through its gRPC master).
-    result = loop(sess, g, *args)
-    values = sess.run({v.op.name: g.strategy.experimental_local_results(v)[0]
-                       for v in tf.compat.v1.global_variables()})
+    result = run(loop, writers)
+    values = loop.sess.run({v.op.name: loop.g.strategy.experimental_local_results(v)[0]
+                            for v in tf.compat.v1.global_variables()})
     np.savez(sys.argv[1], **values)
     return result
 
 
-train._loop = loop_then_dump
+train._Loop.run = run_then_dump
 code = cli.run_main(train.main, sys.argv[2:])
 # Stay up until every worker is done, as the machines of a cluster do: a chief whose peer
 # has already exited waits about a minute for it while closing its session.

@@ -188,6 +188,27 @@ def test_iterator_reinitialises_each_epoch_with_new_order(tmp_path):
     assert first[0] == first[2] and orders[0] == orders[1]
 
 
+def test_skip_resumes_the_epoch_with_the_same_windows(tmp_path):
+    """A resumed epoch (skip = the windows already trained on) yields the rest of the
+    uninterrupted epoch's batches, pixel for pixel: same order, crops and augmentation."""
+    sizes = [(20, 50), (40, 31), (33, 33), (30, 30), (25, 45)]
+    write_records(tmp_path / "s.tfrecord", sizes)
+
+    def batches(skip):
+        ds = pipeline.make_dataset(str(tmp_path / "s.tfrecord"), 2, True, INPUT, DEPTH,
+                                   seed=7, epoch=2, skip=skip)
+        return [(img.numpy(), msk.numpy()) for img, msk in ds]
+
+    whole = batches(0)
+    assert len(whole) == 3
+    for done in (1, 2, 3):  # steps of the epoch already run
+        rest = batches(2 * done)
+        assert len(rest) == 3 - done
+        for (img, msk), (want_img, want_msk) in zip(rest, whole[done:]):
+            np.testing.assert_array_equal(img, want_img)
+            np.testing.assert_array_equal(msk, want_msk)
+
+
 def test_missing_records_name_the_pattern(tmp_path):
     pattern = str(tmp_path / "nope-*.tfrecord")
     with pytest.raises(UserError, match="no record files match .*nope-"):

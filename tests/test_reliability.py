@@ -219,6 +219,16 @@ def test_sigkill_at_random_steps_loses_at_most_the_checkpoint_interval(shards, t
     assert resumed_step(caplog.text) == saved
     final = tf.train.load_checkpoint(rundir.latest(str(run)))
     assert final.get_tensor("global_step") == 24
+    # The lost steps ran again on the same windows (the epoch goes on from the checkpoint's
+    # step, not from its start): the weights are those of a run never killed.
+    whole = tmp_path / "whole"
+    assert train.train(cfg_for(shards, whole, max_steps=24,
+                               checkpoint_every=CHECKPOINT_EVERY)).step == 24
+    expected = tf.train.load_checkpoint(rundir.latest(str(whole)))
+    for name, _ in tf.train.list_variables(rundir.latest(str(whole))):
+        if name.startswith("unet/"):
+            np.testing.assert_allclose(final.get_tensor(name), expected.get_tensor(name),
+                                       rtol=1e-5, atol=1e-7, err_msg=name)
     print(f"SIGKILL seed {seed}: steps lost per kill {lost} (interval {CHECKPOINT_EVERY})")
 
 
@@ -294,6 +304,29 @@ def test_sigint_sigterm_save_then_resume_exactly(shards, tmp_path, signum, code,
     assert reader.get_tensor("global_step") == step + 3
     # Adam applied exactly step + 3 updates across the two processes.
     assert reader.get_tensor("beta1_power") == pytest.approx(0.9 ** (step + 4), rel=1e-5)
+
+
+def test_ctrl_c_then_the_same_command_ends_where_an_uninterrupted_run_does(shards, tmp_path):
+    """3 epochs of 5 steps, Ctrl-C mid-epoch: the re-run ends at step 15 (it ended at 15 +
+    the steps of the interrupted epoch before), with the uninterrupted run's weights."""
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    assert run_cmd(train_cmd(shards, whole, "--epochs", "3")).returncode == 0
+    proc, lines = start_and_wait_for_step(train_cmd(shards, run, "--epochs", "3"), 2)
+    proc.send_signal(signal.SIGINT)
+    err = "".join(lines) + rest_of_stderr(proc)
+    assert proc.returncode == 130, err
+    stopped = int(next(line for line in err.splitlines() if "stopped by" in line)
+                  .split(" at step ")[1].split(":")[0])
+    resumed = run_cmd(train_cmd(shards, run, "--epochs", "3"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed_step(resumed.stderr) == stopped
+    assert logged_steps(resumed.stderr)[-1] == 15 and "step 16/" not in resumed.stderr
+    final, expected = (tf.train.load_checkpoint(rundir.latest(str(d))) for d in (run, whole))
+    assert final.get_tensor("global_step") == 15 and final.get_tensor("epoch") == 3
+    for name, _ in tf.train.list_variables(rundir.latest(str(whole))):
+        if name.startswith("unet/"):
+            np.testing.assert_allclose(final.get_tensor(name), expected.get_tensor(name),
+                                       rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_converter_sigkill_then_rerun_gives_identical_records(tmp_path):
@@ -406,7 +439,9 @@ def test_without_tensorflows_offset_reader_skip_corrupt_fails_loudly(tmp_path, m
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(shards, tmp_path):
     run = tmp_path / "run"
-    train.train(cfg_for(shards, run, max_steps=4, checkpoint_every=4))
+    # One whole epoch (5 steps): the resumed run starts a whole one, so the divergence
+    # comes before its end-of-epoch save (a resume mid-epoch would go on from there).
+    train.train(cfg_for(shards, run, epochs=1))
     good = rundir.latest(str(run))
     before = {n: tf.train.load_checkpoint(good).get_tensor(n)
               for n, _ in tf.train.list_variables(good)}

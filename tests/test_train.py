@@ -147,6 +147,15 @@ def test_missing_records_exit_1(tmp_path, capsys):
     code, err = run_cli(["--train-records", str(tmp_path / "none-*"), "--run-dir",
                          str(tmp_path / "run")], capsys)
     assert code == 1 and "no record files match" in err and "none-*" in err
+    assert not (tmp_path / "run").exists()  # a failed first try leaves no empty run dir
+    # Nor the parents it would have made; a run dir that was there stays.
+    code, _ = run_cli(["--train-records", str(tmp_path / "none-*"), "--run-dir",
+                       str(tmp_path / "logs" / "new" / "run")], capsys)
+    assert code == 1 and os.listdir(tmp_path) == []
+    (tmp_path / "old").mkdir()
+    code, _ = run_cli(["--train-records", str(tmp_path / "none-*"), "--run-dir",
+                       str(tmp_path / "old")], capsys)
+    assert code == 1 and (tmp_path / "old").is_dir()
 
 
 def test_pos_weight_auto_reads_converter_stats(blob_data, tmp_path):
@@ -264,6 +273,52 @@ def test_same_seed_repeats_and_max_steps_stops_mid_epoch(blob_data, tmp_path):
     # Cosine over the 3 steps; each summary sees the step before its update.
     np.testing.assert_allclose(lr, 3e-3 * 0.5 * (1 + np.cos(np.pi * np.arange(3) / 3)),
                                rtol=1e-5)
+
+
+def final_weights(run_dir):
+    reader = tf.train.load_checkpoint(rundir.latest(str(run_dir)))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith("unet/")}
+
+
+class InterruptAt(logging.Handler):
+    """Sends this process a SIGINT once train logs `step <step>/`: train.py's own handler
+    saves after that step, as for a Ctrl-C in a terminal."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.prefix, self.sent = f"step {step}/", False
+
+    def emit(self, record):
+        if not self.sent and record.getMessage().startswith(self.prefix):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("stop_at", [6, 8])  # mid-epoch, and on an epoch's last step
+def test_resume_after_ctrl_c_ends_at_the_same_step_with_the_same_weights(
+        blob_data, tmp_path, stop_at, caplog):
+    """16 records in batches of 4: 4 steps per epoch, 12 in 3 epochs, Ctrl-C at stop_at."""
+    caplog.set_level("INFO", logger="train")  # the step lines InterruptAt waits for
+    cfg = dict(TINIEST, val_records="", epochs=3, seed=5, lr_schedule="cosine")
+    whole = train.train(make_cfg(blob_data, tmp_path / "whole", **cfg))
+    assert (whole.step, whole.epoch) == (12, 3)
+    run = tmp_path / "resumed"
+    handler = InterruptAt(stop_at)
+    logging.getLogger("train").addHandler(handler)
+    try:
+        first = train.train(make_cfg(blob_data, run, **cfg))
+    finally:
+        logging.getLogger("train").removeHandler(handler)
+    assert first.interrupted == "SIGINT" and first.step == stop_at
+    assert first.checkpoint.endswith(f"model.ckpt-{stop_at}")
+    resumed = train.train(make_cfg(blob_data, run, **cfg))
+    assert (resumed.step, resumed.epoch) == (12, 3)  # not 12 + the restarted part of an epoch
+    expected, got = final_weights(tmp_path / "whole"), final_weights(run)
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
 
 
 @pytest.mark.parametrize("signum,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
