@@ -82,6 +82,7 @@ class Job:
     # (index, None, None, (reason, message)) for a bad image.
     encode: Callable
     module: str  # encode's importable module name: pool workers import it
+    extra: dict = dataclasses.field(default_factory=dict)  # JSON: converter-specific stats
 
 
 def draw_negatives(others, num_positives, fraction, seed):
@@ -292,6 +293,7 @@ def _summarize(job, shards):
         "foreground_fraction": total["foreground_pixels"] / pixels,
         "ignore_fraction": total["ignore_pixels"] / pixels,
         "schema_version": records.SCHEMA_VERSION,
+        **job.extra,
     }
 
 
@@ -352,16 +354,18 @@ def summary(stats, output, regions="crowd regions", flag="--crowd"):
     ])
 
 
-def add_flags(parser, negatives_help, skip_help):
+def add_flags(parser, negatives_help, skip_help, negatives_default=0.0):
     """The flags every converter shares, defined once: sharding, workers, negatives, the
-    seed that draws them, overwrite, bad images and the progress bar."""
+    seed that draws them, overwrite, bad images and the progress bar. A converter whose
+    source marks its own negatives keeps them all by default (negatives_default None)."""
     a = parser.add_argument
+    default = "all" if negatives_default is None else f"{negatives_default:g}"
     a("--num-shards", type=cli.positive_int,
       help="number of shards (default: sized to ~150 MB each)")
     a("--workers", type=cli.positive_int,
       help=f"encoding processes (default: the CPU count, or 1 below {POOL_MIN_IMAGES} images)")
-    a("--negatives", type=cli.non_negative_float, default=0.0, metavar="FRACTION",
-      help=f"{negatives_help}, as a fraction of the positive count (default: 0)")
+    a("--negatives", type=cli.non_negative_float, default=negatives_default, metavar="FRACTION",
+      help=f"{negatives_help}, as a fraction of the positive count (default: {default})")
     a("--seed", type=cli.non_negative_int, default=0,
       help="seed for choosing negatives (default: 0)")
     a("--overwrite", action="store_true", help="replace existing output")
