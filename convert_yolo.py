@@ -76,6 +76,10 @@ def load_export(path):
         raise cli.UserError(f"cannot read {path} ({e.strerror}): check its permissions") from None
     try:
         data = yaml.safe_load(raw)  # safe: a stranger's yaml must never build objects
+    except yaml.constructor.ConstructorError as e:
+        raise cli.UserError(f"{path} holds the tag {e.problem.split()[-1]}, which would "
+                            "build a Python object: a safe loader refuses it and a data.yaml "
+                            "never needs one; remove the tag") from None
     except yaml.YAMLError as e:
         why = " ".join(str(e).split())
         raise cli.UserError(f"{path} is not valid YAML ({why[:160]}): export the dataset "
@@ -184,8 +188,8 @@ def parse_labels(path, names, wanted):
             raise cli.UserError(f"{where}: {len(coords)} coordinates, an odd number: a polygon "
                                 "is x y pairs; fix the row")
         if len(coords) < 6:
-            raise cli.UserError(f"{where}: {len(coords) // 2} points, a polygon needs at least "
-                                "3; fix or remove the row")
+            raise cli.UserError(f"{where}: {len(coords) // 2} point(s), a polygon needs at "
+                                "least 3; fix or remove the row")
         if not all(math.isfinite(v) and -CLIP_SLACK <= v <= 1 + CLIP_SLACK for v in coords):
             worst = max(coords, key=lambda v: abs(v - 0.5) if math.isfinite(v) else math.inf)
             raise cli.UserError(f"{where}: coordinate {worst} lies outside the image (more "
