@@ -212,10 +212,9 @@ def convert(images, masks, output, split="train", classes=None, split_list=None,
              for i, (_, image_path, mask_path) in enumerate(found)]
     extra = {"images_folder": os.path.abspath(images), "masks_folder": os.path.abspath(masks),
              "ignore": ignore, "mask_kind": "index" if classes else "binary"}
-    # every pair counts as positive: whether a mask holds foreground is known only once
-    # it is read (instances counts the masks that do)
-    job = shards.Job(output, split, plan, settings, tasks, frozenset(range(len(tasks))),
-                     encode_image, "convert_masks", extra)
+    # positives None: whether a mask holds foreground is known only once it is read
+    job = shards.Job(output, split, plan, settings, tasks, None, encode_image, "convert_masks",
+                     extra)
     return shards.write(job, workers, overwrite, skip_bad_images, progress)
 
 

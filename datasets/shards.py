@@ -77,7 +77,9 @@ class Job:
     plan: dict  # JSON: every setting that shapes the records, incl. num_shards; resume key
     settings: dict  # copied into the stats: split, classes, category_ids, crowd, negatives, seed
     tasks: list  # encode's argument for each record, in record order
-    positives: frozenset  # indices into tasks of the records that hold the classes
+    # indices into tasks of the records that hold the classes; None: known only once
+    # encoded, so a record is positive when it has foreground pixels
+    positives: frozenset | None
     # Module-level worker: task -> (index, make_example args, counts, None) or
     # (index, None, None, (reason, message)) for a bad image.
     encode: Callable
@@ -228,7 +230,9 @@ def _write_shard(path, results, positives, skip_bad_images, bar):
                     continue
                 writer.write(records.make_example(*parts))
                 counts["images"] += 1
-                counts["positive_images" if index in positives else "negative_images"] += 1
+                positive = (index in positives if positives is not None
+                            else image_counts["foreground_pixels"] > 0)
+                counts["positive_images" if positive else "negative_images"] += 1
                 for key, value in image_counts.items():
                     counts[key] += value
         os.replace(part, path)

@@ -45,6 +45,11 @@ def test_binary_masks_0_255_and_0_1(tmp_path):
     np.testing.assert_array_equal(got["a.jpg"], (a == 255).astype(np.uint8))
     np.testing.assert_array_equal(got["b.jpg"], b)
     assert stats["images"] == 2 and stats["mask_kind"] == "binary"
+    photo(images, "empty")
+    cv2.imwrite(str(masks / "empty.png"), np.zeros((H, W), np.uint8))
+    stats = convert_masks.convert(str(images), str(masks), str(tmp_path / "o"), overwrite=True,
+                                  progress=False)
+    assert (stats["positive_images"], stats["negative_images"]) == (2, 1)
 
 
 def test_grey_index_masks_with_classes_and_ignore(tmp_path):
