@@ -77,11 +77,14 @@ class Job:
     plan: dict  # JSON: every setting that shapes the records, incl. num_shards; resume key
     settings: dict  # copied into the stats: split, classes, category_ids, crowd, negatives, seed
     tasks: list  # encode's argument for each record, in record order
-    positives: frozenset  # indices into tasks of the records that hold the classes
+    # indices into tasks of the records that hold the classes; None: known only once
+    # encoded, so a record is positive when it has foreground pixels
+    positives: frozenset | None
     # Module-level worker: task -> (index, make_example args, counts, None) or
     # (index, None, None, (reason, message)) for a bad image.
     encode: Callable
     module: str  # encode's importable module name: pool workers import it
+    extra: dict = dataclasses.field(default_factory=dict)  # JSON: converter-specific stats
 
 
 def draw_negatives(others, num_positives, fraction, seed):
@@ -227,7 +230,9 @@ def _write_shard(path, results, positives, skip_bad_images, bar):
                     continue
                 writer.write(records.make_example(*parts))
                 counts["images"] += 1
-                counts["positive_images" if index in positives else "negative_images"] += 1
+                positive = (index in positives if positives is not None
+                            else image_counts["foreground_pixels"] > 0)
+                counts["positive_images" if positive else "negative_images"] += 1
                 for key, value in image_counts.items():
                     counts[key] += value
         os.replace(part, path)
@@ -292,6 +297,7 @@ def _summarize(job, shards):
         "foreground_fraction": total["foreground_pixels"] / pixels,
         "ignore_fraction": total["ignore_pixels"] / pixels,
         "schema_version": records.SCHEMA_VERSION,
+        **job.extra,
     }
 
 
@@ -352,16 +358,18 @@ def summary(stats, output, regions="crowd regions", flag="--crowd"):
     ])
 
 
-def add_flags(parser, negatives_help, skip_help):
+def add_flags(parser, negatives_help, skip_help, negatives_default=0.0):
     """The flags every converter shares, defined once: sharding, workers, negatives, the
-    seed that draws them, overwrite, bad images and the progress bar."""
+    seed that draws them, overwrite, bad images and the progress bar. A converter whose
+    source marks its own negatives keeps them all by default (negatives_default None)."""
     a = parser.add_argument
+    default = "all" if negatives_default is None else f"{negatives_default:g}"
     a("--num-shards", type=cli.positive_int,
       help="number of shards (default: sized to ~150 MB each)")
     a("--workers", type=cli.positive_int,
       help=f"encoding processes (default: the CPU count, or 1 below {POOL_MIN_IMAGES} images)")
-    a("--negatives", type=cli.non_negative_float, default=0.0, metavar="FRACTION",
-      help=f"{negatives_help}, as a fraction of the positive count (default: 0)")
+    a("--negatives", type=cli.non_negative_float, default=negatives_default, metavar="FRACTION",
+      help=f"{negatives_help}, as a fraction of the positive count (default: {default})")
     a("--seed", type=cli.non_negative_int, default=0,
       help="seed for choosing negatives (default: 0)")
     a("--overwrite", action="store_true", help="replace existing output")

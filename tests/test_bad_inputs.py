@@ -18,10 +18,14 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+import test_convert_masks  # its tiny image and mask folders
 import test_convert_pets  # its tiny Oxford-IIIT Pet layout
+import test_convert_yolo  # its tiny YOLO export
 
 import convert_coco
+import convert_masks
 import convert_pets
+import convert_yolo
 import evaluate
 import export
 import predict
@@ -34,6 +38,7 @@ from utils import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 MAINS = {"convert_coco": convert_coco.main, "convert_pets": convert_pets.main,
+         "convert_yolo": convert_yolo.main, "convert_masks": convert_masks.main,
          "drawn": drawn.main, "train": train.main,
          "evaluate": evaluate.main, "predict": predict.main, "export": export.main}
 DOC = os.path.join(ROOT, "docs", "bad_inputs.md")
@@ -107,7 +112,14 @@ def world(tmp_path_factory):
     empty_shard = str(d / "empty-00000-of-00001.tfrecord")
     open(empty_shard, "wb").close()
     pets = test_convert_pets.make_pets(d / "pets")
-    return {"dir": str(d), "coco": coco, "pets": pets, "train": out + "-train2017-*",
+    yolo = test_convert_yolo.make_export(d / "yolo", {"a": test_convert_yolo.row(
+        0, test_convert_yolo.TRI), "b": ""}, names="['cat']")
+    masks = d / "masks"
+    test_convert_masks.photo(masks / "images", "a")
+    os.makedirs(masks / "masks")
+    cv2.imwrite(str(masks / "masks" / "a.png"), test_convert_masks.values(1, [0, 8]))
+    return {"dir": str(d), "coco": coco, "pets": pets, "yolo": yolo, "masks": str(masks),
+            "train": out + "-train2017-*",
             "val": out + "-val2017-*", "run": run, "images": images, "odd": odd,
             "other_schema": other_schema, "empty_shard": empty_shard, "malformed": malformed}
 
@@ -147,6 +159,32 @@ def ann_path(coco, split="train2017"):
 def first_image(coco):
     doc = json.load(open(ann_path(coco)))
     return os.path.join(coco, "train2017", doc["images"][0]["file_name"])
+
+
+def yolo_args(w, t, label=None, yaml_text=None):
+    """A copy of the world's YOLO export with a.txt's second row `label` or data.yaml
+    replaced by `yaml_text`; the convert_yolo.py flags that read it."""
+    copy = str(t / "yolo")
+    shutil.copytree(w["yolo"], copy)
+    if label is not None:
+        with open(os.path.join(copy, "valid", "labels", "a.txt"), "a") as f:
+            f.write(label)
+    if yaml_text is not None:
+        write(os.path.join(copy, "data.yaml"), yaml_text)
+    return ["--data", copy, "--split", "val", "--output", str(t / "o"), "--no-progress"]
+
+
+def masks_args(w, t, mask=None, extra=()):
+    """A copy of the world's image and mask folders with masks/a.png replaced by `mask`
+    (False: removed); the convert_masks.py flags that read it."""
+    copy = t / "masks"
+    shutil.copytree(w["masks"], copy)
+    if mask is False:
+        os.remove(copy / "masks" / "a.png")
+    elif mask is not None:
+        cv2.imwrite(str(copy / "masks" / "a.png"), mask)
+    return ["--images", str(copy / "images"), "--masks", str(copy / "masks"),
+            "--output", str(t / "o"), "--no-progress", *extra]
 
 
 def pets_args(pets, tmp_path):
@@ -212,6 +250,66 @@ CASES = [
      1, "--overwrite"),
     ("convert-unknown-flag", "convert_coco", "unknown flag",
      lambda w, t: ["--coco-dir", w["coco"], "--frobnicate"], 2, "unrecognized arguments"),
+    # ---------------------------------------------------------------- convert_yolo
+    ("yolo-missing-yaml", "convert_yolo", "data.yaml does not exist",
+     lambda w, t: ["--data", str(t / "nope.yaml")], 1, "nope.yaml not found"),
+    ("yolo-not-yaml", "convert_yolo", "data.yaml is broken YAML",
+     lambda w, t: yolo_args(w, t, yaml_text="names: [cat\n"), 1, "is not valid YAML"),
+    ("yolo-unsafe-yaml", "convert_yolo", "data.yaml holds a tag that builds a Python object",
+     lambda w, t: yolo_args(w, t, yaml_text="!!python/object/apply:os.system ['true']\n"), 1,
+     "a safe loader refuses"),
+    ("yolo-names-wrong-type", "convert_yolo", "data.yaml's names is a string",
+     lambda w, t: yolo_args(w, t, yaml_text="names: cat\nval: valid/images\n"), 1,
+     "'names' must be a list"),
+    ("yolo-split-wrong-type", "convert_yolo", "data.yaml's val is a list",
+     lambda w, t: yolo_args(w, t, yaml_text="names: [cat]\nval: [a, b]\n"), 1,
+     "'val' must be one folder"),
+    ("yolo-no-such-split", "convert_yolo", "--split test, which data.yaml does not name",
+     lambda w, t: yolo_args(w, t)[:2] + ["--split", "test"], 1, "names no 'test' split"),
+    ("yolo-missing-images", "convert_yolo", "the split's image folder is missing",
+     lambda w, t: yolo_args(w, t, yaml_text="names: [cat]\nval: nowhere/images\n"), 1,
+     "not found: unzip the whole export"),
+    ("yolo-unknown-class", "convert_yolo", "--classes names no class of data.yaml",
+     lambda w, t: yolo_args(w, t) + ["--classes", "unicorn"], 1, "unknown class 'unicorn'"),
+    ("yolo-box-row", "convert_yolo", "a box-only row (detection export)",
+     lambda w, t: yolo_args(w, t, "0 0.5 0.5 0.2 0.2\n"), 1, "a box (class x y w h)"),
+    ("yolo-odd-coordinates", "convert_yolo", "a row with an odd number of coordinates",
+     lambda w, t: yolo_args(w, t, "0 0.1 0.1 0.5 0.2 0.3\n"), 1, "an odd number"),
+    ("yolo-few-points", "convert_yolo", "a polygon of fewer than 3 points",
+     lambda w, t: yolo_args(w, t, "0 0.1 0.1\n"), 1, "a polygon needs at least 3"),
+    ("yolo-class-beyond-names", "convert_yolo", "a class index beyond names",
+     lambda w, t: yolo_args(w, t, "4 0.1 0.1 0.5 0.2 0.3 0.8\n"), 1, "class 4 is not an index"),
+    ("yolo-non-number", "convert_yolo", "a row holding a non-number",
+     lambda w, t: yolo_args(w, t, "0 0.1 x 0.5 0.2 0.3 0.8\n"), 1, "holds a non-number"),
+    ("yolo-far-outside", "convert_yolo", "a coordinate far outside [0, 1]",
+     lambda w, t: yolo_args(w, t, "0 0.1 0.1 1.5 0.2 0.3 0.8\n"), 1,
+     "lies outside the image"),
+    # ---------------------------------------------------------------- convert_masks
+    ("masks-no-folders", "convert_masks", "neither --images/--masks nor --voc",
+     lambda w, t: ["--output", str(t / "o")], 2, "pass --images and --masks, or --voc"),
+    ("masks-missing-dir", "convert_masks", "the image folder does not exist",
+     lambda w, t: ["--images", str(t / "nope"), "--masks", str(t), "--output", str(t / "o")],
+     1, "does not exist: check --images"),
+    ("masks-bad-classes-flag", "convert_masks", "--classes cat (no =index)",
+     lambda w, t: masks_args(w, t, extra=["--classes", "cat"]), 2, "--classes takes name=index"),
+    ("masks-no-mask", "convert_masks", "an image with no mask",
+     lambda w, t: masks_args(w, t, False), 1, "has no mask of the same stem"),
+    ("masks-size-mismatch", "convert_masks", "a mask of another size than its image",
+     lambda w, t: masks_args(w, t, np.zeros((4, 4), np.uint8)), 1,
+     "but its image is 16x12"),
+    ("masks-not-binary", "convert_masks", "a binary mask holding other values",
+     lambda w, t: masks_args(w, t), 1, "not a binary mask"),
+    ("masks-unknown-index", "convert_masks", "an index at or beyond --num-classes",
+     lambda w, t: masks_args(w, t, extra=["--classes", "cat=8", "--num-classes", "5"]), 1,
+     "beyond --num-classes 5"),
+    ("masks-colour-mask", "convert_masks", "a colour (RGB) mask",
+     lambda w, t: masks_args(w, t, np.dstack([np.zeros((12, 16), np.uint8)] * 2
+                                             + [np.full((12, 16), 9, np.uint8)]),
+                             ["--classes", "cat=8"]), 1, "is a colour image"),
+    ("masks-split-list-stranger", "convert_masks", "a split list naming a stem with no image",
+     lambda w, t: (write(str(t / "list.txt"), "zzz\n"),
+                   masks_args(w, t, extra=["--split-list", str(t / "list.txt")]))[1], 1,
+     "zzz of"),
     # ---------------------------------------------------------------- convert_pets
     ("pets-missing-dir", "convert_pets", "Oxford-IIIT Pet directory does not exist",
      lambda w, t: pets_args(str(t / "nope"), t), 1, "does not exist"),

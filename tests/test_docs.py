@@ -87,6 +87,8 @@ def test_every_docs_page_is_linked_from_the_index():
 COMMAND_PAGES = {
     "convert_coco": ["convert.md"],
     "convert_pets": ["convert_pets.md"],
+    "convert_yolo": ["convert_yolo.md"],
+    "convert_masks": ["convert_masks.md"],
     "train": ["train.md", "augmentation.md", "distributed.md", "performance.md",
               "reliability.md", "tensorboard.md"],
     "evaluate": ["inference.md"],
