@@ -13,8 +13,9 @@ SCHEMA_VERSION = 1
 
 # The commands that write these records: every "re-create the records" hint names them
 # from here, so a new converter is added once.
-CONVERTERS = ("convert_coco.py", "convert_pets.py")
-RECREATE_HINT = " or ".join(CONVERTERS)  # "convert_coco.py or convert_pets.py"
+CONVERTERS = ("convert_coco.py", "convert_pets.py", "convert_yolo.py", "convert_masks.py")
+# "convert_coco.py, convert_pets.py, convert_yolo.py or convert_masks.py"
+RECREATE_HINT = ", ".join(CONVERTERS[:-1]) + " or " + CONVERTERS[-1]
 # What TensorFlow raises for a record it cannot read or parse, inside sess.run or eagerly.
 # UnicodeDecodeError: its answer to bytes that are no Example proto (the message quotes them).
 READ_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
