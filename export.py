@@ -140,7 +140,7 @@ def main(argv=None):
     parser.add_argument("--max-pixels", type=cli.positive_int,
                         default=records.DEFAULT_MAX_PIXELS, help="largest image (height x "
                         "width) the SavedModel accepts; larger ones fail with InvalidArgument "
-                        "before decoding (default %(default)s: about 4 GB of peak memory)")
+                        "before decoding (default %(default)s: about 2.5 GB of peak memory)")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # the v1 Builder's deprecation notes are not for users
     info = export(args.run_dir, args.out, args.checkpoint, args.threshold, args.batch_size,

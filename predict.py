@@ -199,11 +199,6 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
         raise UserError(f"no images to predict ({reasons})")
     written = []
     with Predictor(run_dir, checkpoint, batch_size, max_pixels) as predictor:
-        # Only now: a bad run or checkpoint leaves no empty output directory behind.
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create output directory {out_dir}: {e.strerror}") from None
         for path in tqdm(paths, unit="image", disable=not progress, file=sys.stderr):
             try:
                 try:
@@ -214,6 +209,12 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
                 image, prob = predictor(encoded)
                 mask = prob >= threshold
                 targets = output_paths(out_dir, path)
+                # Only now: a bad run, checkpoint or every input bad leaves no empty --out.
+                try:
+                    os.makedirs(out_dir, exist_ok=True)
+                except OSError as e:
+                    raise UserError(f"cannot create output directory {out_dir}: "
+                                    f"{e.strerror}") from None
                 write_png(targets["mask"], mask.astype(np.uint8) * 255)
                 write_png(targets["overlay"], overlay(image, mask))
                 if save_probabilities:
@@ -231,7 +232,7 @@ def add_max_pixels_flag(parser):
     parser.add_argument("--max-pixels", type=cli.positive_int,
                         default=records.DEFAULT_MAX_PIXELS, help="refuse an image larger than "
                         "this many pixels (height x width, read from its header before "
-                        "decoding; default %(default)s, about 4 GB of peak memory)")
+                        "decoding; default %(default)s, about 2.5 GB of peak memory)")
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from test_predict import HANG_GUARD, make_run, write_image
+from test_predict import HANG_GUARD, huge_png_header, make_run, write_image
 
 import export
 import predict
@@ -190,15 +190,6 @@ except tf.errors.InvalidArgumentError as e:
           [line for line in e.message.splitlines() if "cap" in line][0])
 print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
-
-
-def huge_png_header(path, width=30000, height=30000):
-    """A valid small PNG whose IHDR claims width x height: decoding it would take 2.7 GB."""
-    ok, data = cv2.imencode(".png", np.zeros([4, 4, 3], np.uint8))
-    data = bytearray(data.tobytes())
-    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
-    path.write_bytes(bytes(data))
-    return path
 
 
 def test_saved_model_refuses_an_image_over_its_cap_before_decoding(exported, tmp_path):
