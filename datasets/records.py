@@ -131,10 +131,11 @@ def decode_image(encoded, max_pixels=0, cap_flag="--max-pixels"):
     return image
 
 
-def decode(parsed):
+def decode(parsed, max_pixels=0):
     """Graph op: decoded image [H, W, 3] uint8 and mask [H, W, 1] uint8, checked against
-    the schema version and stored size, so a record from another tool fails loudly."""
-    image = decode_image(parsed[IMAGE])
+    the schema version and stored size, so a record from another tool fails loudly;
+    max_pixels as decode_image."""
+    image = decode_image(parsed[IMAGE], max_pixels)
     mask = tf.io.decode_png(parsed[MASK], channels=1)
     size = tf.cast(tf.stack([parsed[HEIGHT], parsed[WIDTH]]), tf.int32)
     checks = [
