@@ -17,6 +17,7 @@ from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noi
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import heapq
 import itertools
@@ -81,8 +82,8 @@ class Report:
 
 
 def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batch_size=4,
-             save_overlays=0, progress=True, adopt=None):
-    """Predict every record's full image, write the report and TensorBoard; returns a Report.
+             save_overlays=0, progress=True, adopt=None, max_pixels=records.DEFAULT_MAX_PIXELS):
+    """Predict every record's full image, write the report and TensorBoard, returns a Report.
 
     records_pattern defaults to the run's val_records; adopt: True / False, or None (_adoption).
     """
@@ -97,7 +98,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     name = EVAL_DIR if own_records else report_name(records_pattern)
     thresholds = np.concatenate([PR_THRESHOLDS, [threshold]])
     counts, names, keep = _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays,
-                                 progress)
+                                 progress, max_pixels)
     if not counts:
         raise UserError(f"records {records_pattern!r} hold no images: re-create them with "
                         f"{records.RECREATE_HINT}")
@@ -119,14 +120,16 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     return result
 
 
-def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progress):
+def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progress,
+           max_pixels):
     """Every record's confusion counts [T, 4] at `thresholds`, its (filename, id), and the
     extreme images for overlays; UserError naming an unreadable record."""
     graph = tf.Graph()
     with graph.as_default():
         filename = v1.placeholder(tf.string, [], name="records_file")
         dataset = tf.data.TFRecordDataset(filename).map(
-            pipeline.decode_record, num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
+            functools.partial(pipeline.decode_record, max_pixels=max_pixels),
+            num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
         iterator = v1.data.make_initializable_iterator(dataset)
         item = iterator.get_next()
         item["prob"] = tiling.probabilities(item["image"], cfg, batch_size)
@@ -145,9 +148,12 @@ def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progre
                 except tf.errors.OutOfRangeError:
                     break
                 except records.READ_ERRORS as e:
-                    raise UserError(f"{path}: record #{index} is unreadable "
-                                    f"({records.read_error_reason(e)}): re-create it with "
-                                    f"{records.RECREATE_HINT}") from None
+                    reason = records.read_error_reason(e)
+                    if "-pixel cap" in reason:
+                        raise UserError(f"{path}: record #{index}: "
+                                        f"{records.cap_message(max_pixels)}") from None
+                    raise UserError(f"{path}: record #{index} is unreadable ({reason}): "
+                                    f"re-create it with {records.RECREATE_HINT}") from None
                 c = metrics.confusion(got["prob"], got["mask"][..., 0], thresholds)
                 counts.append(c)
                 names.append((got["filename"].decode(errors="replace"), int(got["id"])))
@@ -255,24 +261,29 @@ def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_file
 
 
 def _write_tensorboard(log_dir, counts, result):
-    """PR curve over all valid pixels plus the table's scalars, at the checkpoint's step."""
+    """At the checkpoint's step: log_dir/model the PR curve over all valid pixels and the
+    table's scalars, log_dir/baseline the all-background ones under the same eval/ tags,
+    so TensorBoard draws the two as lines of one chart (as train.py's val/ and baseline/)."""
     tp, fp, fn, tn = counts[:, : len(PR_THRESHOLDS)].sum(axis=0).T
     # TensorBoard's own convention for 0/0: 0, as its streaming PR op computes it.
     precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
     recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
-    scalars = {**result.model, "best_threshold": result.best_threshold,
-               **{f"all_background_{k}": v for k, v in result.all_background.items()}}
-    values = [v1.Summary.Value(tag=f"eval/{k}", simple_value=v) for k, v in scalars.items()]
+    step = result.global_step
+    model = {**result.model, "best_threshold": result.best_threshold}
     with tf.Graph().as_default():
-        writer = v1.summary.FileWriter(log_dir)
-        writer.add_summary(pr_summary.raw_data_pb(
-            "foreground", true_positive_counts=tp, false_positive_counts=fp,
-            true_negative_counts=tn, false_negative_counts=fn, precision=precision,
-            recall=recall, num_thresholds=len(PR_THRESHOLDS),
-            description="Full-image foreground precision/recall over valid pixels"),
-            result.global_step)
-        writer.add_summary(v1.Summary(value=values), result.global_step)
-        writer.close()
+        for name, scalars in (("model", model), ("baseline", result.all_background)):
+            writer = v1.summary.FileWriter(os.path.join(log_dir, name))
+            if name == "model":
+                writer.add_summary(pr_summary.raw_data_pb(
+                    "foreground", true_positive_counts=tp, false_positive_counts=fp,
+                    true_negative_counts=tn, false_negative_counts=fn, precision=precision,
+                    recall=recall, num_thresholds=len(PR_THRESHOLDS),
+                    description="Full-image foreground precision/recall over valid pixels"),
+                    step)
+            writer.add_summary(v1.Summary(value=[
+                v1.Summary.Value(tag=f"eval/{k}", simple_value=v) for k, v in scalars.items()]),
+                step)
+            writer.close()
 
 
 def _write_overlays(out_dir, keep, threshold):
@@ -319,10 +330,11 @@ def main(argv=None):
                         help="make the best threshold the run's default for predict.py and "
                         "export.py (default: only when evaluating the run's val_records with "
                         "its default checkpoint)")
+    predict.add_max_pixels_flag(parser)
     args = parser.parse_args(argv)
     result = evaluate(args.run_dir, args.records, args.checkpoint, args.threshold,
                       args.batch_size, args.save_overlays, progress=not args.no_progress,
-                      adopt=args.adopt_threshold)
+                      adopt=args.adopt_threshold, max_pixels=args.max_pixels)
     print(format_table(result))
     print(f"wrote {result.report} and TensorBoard {os.path.splitext(result.report)[0]}")
     if result.adopted_threshold:

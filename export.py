@@ -13,9 +13,11 @@ saved_model_cli and TensorFlow Serving all read it.
 from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
 
 # isort: split
+import contextlib
 import dataclasses
 import os
 import sys
+import tempfile
 
 import tensorflow as tf
 
@@ -30,24 +32,51 @@ SIGNATURE = "serving_default"
 INFO_FILE = os.path.join("assets.extra", "coco_unet.json")
 
 
-def build(cfg, threshold, batch_size):
-    """In the default graph: (encoded string [] placeholder, {"probabilities", "mask"})."""
+CAP_ASSET = "max_pixels.txt"
+CAP_FLAG = "export.py --max-pixels"
+
+
+def build(cfg, threshold, batch_size, max_pixels=records.DEFAULT_MAX_PIXELS):
+    """In the default graph: (encoded string [] placeholder, {"probabilities", "mask",
+    "max_pixels"}); an image over max_pixels fails with InvalidArgument before decoding."""
     encoded = v1.placeholder(tf.string, [], name="image")
-    prob = tiling.probabilities(records.decode_image(encoded), cfg, batch_size)  # [H, W]
+    image = records.decode_image(encoded, max_pixels, CAP_FLAG)
+    prob = tiling.probabilities(image, cfg, batch_size)  # [H, W]
     mask = tf.cast(prob >= tf.constant(threshold, prob.dtype), tf.uint8) * 255
+    # The cap as an output too, so saved_model_cli show names it.
     return encoded, {"probabilities": tf.identity(prob, "probabilities"),
-                     "mask": tf.identity(mask, "mask")}
+                     "mask": tf.identity(mask, "mask"),
+                     "max_pixels": tf.constant(max_pixels, tf.int64, name="max_pixels")}
 
 
-def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, overwrite=False):
-    """Write the SavedModel to out_dir (complete or not at all); returns its info dict."""
+def check_out(run_dir, out_dir, overwrite):
+    """UserError unless writing out_dir can only replace an earlier export."""
+    run, out = os.path.realpath(run_dir), os.path.realpath(out_dir)
+    if out == run or out.startswith(run + os.sep) or run.startswith(out + os.sep):
+        raise UserError(f"--out {out_dir} is the run directory {run_dir}, inside it or "
+                        "contains it, and would destroy it: choose an --out outside the run")
+    if not os.path.lexists(out_dir):
+        return
+    if not overwrite:
+        raise UserError(f"{out_dir} already exists: pass --overwrite to replace it, or "
+                        "another --out")
+    if not os.path.isfile(os.path.join(out_dir, "saved_model.pb")):
+        raise UserError(f"{out_dir} is not a SavedModel (no saved_model.pb), so --overwrite "
+                        "will not replace it: remove it yourself, or choose another --out")
+
+
+def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, overwrite=False,
+           max_pixels=records.DEFAULT_MAX_PIXELS):
+    """Write the SavedModel to out_dir (complete or not at all); returns its info dict.
+
+    Only an earlier SavedModel is ever replaced, and only after the new one is whole.
+    """
+    check_out(run_dir, out_dir, overwrite)
     cfg = rundir.load_config(run_dir)
     checkpoint = rundir.resolve(run_dir, checkpoint)
     threshold, source = rundir.default_threshold(run_dir, threshold)
-    if os.path.exists(out_dir) and not overwrite:
-        raise UserError(f"{out_dir} already exists: pass --overwrite to replace it, or "
-                        "another --out")
     parent = os.path.dirname(os.path.abspath(out_dir))
+    created = _missing_parents(parent)
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as e:
@@ -56,25 +85,45 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
     info = {"config": dataclasses.asdict(cfg), "checkpoint": os.path.abspath(checkpoint),
             "threshold": float(threshold), "threshold_source": source, "signature": SIGNATURE,
             "inputs": {"image": "string [] encoded JPEG/PNG"},
-            "outputs": {"probabilities": "float32 [H, W]", "mask": "uint8 [H, W] 0/255"}}
+            "outputs": {"probabilities": "float32 [H, W]", "mask": "uint8 [H, W] 0/255",
+                        "max_pixels": "int64 [] the pixel cap"},
+            "max_pixels": max_pixels}
     try:
         # The finished model is swapped in; the old one is removed only after that.
         with errors.atomic_dir(out_dir) as tmp, tf.Graph().as_default() as graph, \
-                v1.Session(graph=graph) as sess:
-            encoded, outputs = build(cfg, threshold, batch_size)
+                v1.Session(graph=graph) as sess, tempfile.TemporaryDirectory() as scratch:
+            encoded, outputs = build(cfg, threshold, batch_size, max_pixels)
             rundir.restore(sess, checkpoint, cfg)
+            cap_file = os.path.join(scratch, CAP_ASSET)
+            errors.write_atomic(cap_file, f"{max_pixels}\n")  # the Builder copies it to assets/
+            assets = [tf.constant(cap_file, name="max_pixels_asset")]
             signature = v1.saved_model.signature_def_utils.predict_signature_def(
                 inputs={"image": encoded}, outputs=outputs)
             builder = v1.saved_model.Builder(tmp)
             builder.add_meta_graph_and_variables(
                 sess, [v1.saved_model.tag_constants.SERVING],
-                signature_def_map={SIGNATURE: signature}, strip_default_attrs=True)
+                signature_def_map={SIGNATURE: signature}, assets_collection=assets,
+                strip_default_attrs=True)
             builder.save()
             os.makedirs(os.path.join(tmp, os.path.dirname(INFO_FILE)))
             errors.write_json(os.path.join(tmp, INFO_FILE), info)
     except OSError as e:
         raise UserError(f"cannot write {out_dir}: {e.strerror or e}") from None
+    finally:
+        if not os.path.exists(out_dir):  # failed: leave no empty directories behind
+            for path in created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
     return info
+
+
+def _missing_parents(path):
+    """The directories makedirs(path) would create, deepest first."""
+    missing = []
+    while path and not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def main(argv=None):
@@ -85,11 +134,16 @@ def main(argv=None):
                       batch_help="tiles per network run inside the graph", progress=False)
     parser.add_argument("--out", required=True, help="SavedModel directory to write "
                         "(for TensorFlow Serving: <model>/<version>, e.g. exported/cat_unet/1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing "
+                        "SavedModel at --out (nothing else is ever replaced)")
+    parser.add_argument("--max-pixels", type=cli.positive_int,
+                        default=records.DEFAULT_MAX_PIXELS, help="largest image (height x "
+                        "width) the SavedModel accepts; larger ones fail with InvalidArgument "
+                        "before decoding (default %(default)s: about 2.5 GB of peak memory)")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # the v1 Builder's deprecation notes are not for users
     info = export(args.run_dir, args.out, args.checkpoint, args.threshold, args.batch_size,
-                  args.overwrite)
+                  args.overwrite, args.max_pixels)
     print(f"wrote SavedModel {args.out} from {info['checkpoint']} (threshold "
           f"{info['threshold']:g}); inspect it with: saved_model_cli show --dir {args.out} "
           "--all")

@@ -37,13 +37,16 @@ TRUTH_OUTLINE = (0, 255, 0)  # RGB green around the ground truth (evaluate overl
 class Predictor:
     """A run's network restored in its own graph: encoded image bytes -> probabilities."""
 
-    def __init__(self, run_dir, checkpoint=None, batch_size=4):
+    def __init__(self, run_dir, checkpoint=None, batch_size=4,
+                 max_pixels=records.DEFAULT_MAX_PIXELS):
         self.cfg = rundir.load_config(run_dir)
+        self.max_pixels = max_pixels
         self.checkpoint = rundir.resolve(run_dir, checkpoint)
         self.graph = tf.Graph()
         with self.graph.as_default():
             self._encoded = v1.placeholder(tf.string, [], name="encoded")
-            self._image = records.decode_image(self._encoded)  # uint8 [H, W, 3]
+            # uint8 [H, W, 3]; over max_pixels (read from the header) it is never decoded
+            self._image = records.decode_image(self._encoded, max_pixels)
             self._prob = tiling.probabilities(self._image, self.cfg, batch_size)  # [H, W]
             self.session = v1.Session(graph=self.graph)
         try:
@@ -58,6 +61,8 @@ class Predictor:
         try:
             return self.session.run([self._image, self._prob], {self._encoded: encoded})
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+            if "-pixel cap" in e.message:
+                raise UserError(records.cap_message(self.max_pixels)) from None
             raise UserError(f"not a readable JPEG/PNG image ({errors.summary(e)})") from None
 
     def __enter__(self):
@@ -124,6 +129,7 @@ def output_paths(out_dir, image_path):
 
 
 def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_size=4,
+            max_pixels=records.DEFAULT_MAX_PIXELS,
             save_probabilities=False, progress=True):
     """Predict every image in `inputs` into `out_dir`.
 
@@ -145,12 +151,7 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
         reasons = "; ".join(f"{p}: {m}" for p, m in failed)
         raise UserError(f"no images to predict ({reasons})")
     written = []
-    with Predictor(run_dir, checkpoint, batch_size) as predictor:
-        # Only now: a bad run or checkpoint leaves no empty output directory behind.
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create output directory {out_dir}: {e.strerror}") from None
+    with Predictor(run_dir, checkpoint, batch_size, max_pixels) as predictor:
         for path in tqdm(paths, unit="image", disable=not progress, file=sys.stderr):
             try:
                 try:
@@ -161,6 +162,12 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
                 image, prob = predictor(encoded)
                 mask = prob >= threshold
                 targets = output_paths(out_dir, path)
+                # Only now: a bad run, checkpoint or every input bad leaves no empty --out.
+                try:
+                    os.makedirs(out_dir, exist_ok=True)
+                except OSError as e:
+                    raise UserError(f"cannot create output directory {out_dir}: "
+                                    f"{e.strerror}") from None
                 write_png(targets["mask"], mask.astype(np.uint8) * 255)
                 write_png(targets["overlay"], overlay(image, mask))
                 if save_probabilities:
@@ -173,6 +180,14 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
             "checkpoint": predictor.checkpoint, "written": written, "failed": failed}
 
 
+def add_max_pixels_flag(parser):
+    """--max-pixels, shared with evaluate.py: the same cap export.py bakes in."""
+    parser.add_argument("--max-pixels", type=cli.positive_int,
+                        default=records.DEFAULT_MAX_PIXELS, help="refuse an image larger than "
+                        "this many pixels (height x width, read from its header before "
+                        "decoding; default %(default)s, about 2.5 GB of peak memory)")
+
+
 def main(argv=None):
     parser = cli.ArgumentParser(
         description="Predict full-size masks with a trained run (overlap-tile).")
@@ -183,9 +198,11 @@ def main(argv=None):
                         "(default: %(default)s)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <stem>_prob.png, the probability x 255")
+    add_max_pixels_flag(parser)
     args = parser.parse_args(argv)
     result = predict(args.run_dir, args.inputs, args.out, args.checkpoint, args.threshold,
-                     args.batch_size, args.save_probabilities, progress=not args.no_progress)
+                     args.batch_size, args.max_pixels, args.save_probabilities,
+                     progress=not args.no_progress)
     print(f"wrote {len(result['written'])} masks to {args.out} "
           f"(checkpoint {result['checkpoint']}, threshold {result['threshold']:g} "
           f"from {result['threshold_source']})")

@@ -74,11 +74,18 @@ def output_size(input_size, depth=4):
     """Output map size for a square input tile (572 -> 388 at depth 4)."""
     size = _sizes(input_size, depth)
     if size is None:
-        raise ValueError(
-            f"input size {input_size} is not valid for a depth-{depth} U-Net; "
-            f"the nearest valid sizes are {valid_input_size(input_size, depth, 'down')} "
-            f"and {valid_input_size(input_size, depth)}")
+        raise ValueError(f"input size {input_size} is not valid for a depth-{depth} U-Net; "
+                         + nearest_valid_sizes(input_size, depth))
     return size
+
+
+def nearest_valid_sizes(size, depth=4):
+    """Words naming the nearest valid input size below and above size (or the only one)."""
+    above = valid_input_size(size, depth, "up")
+    below = valid_input_size(size, depth, "down")
+    if below > size:  # nothing valid below: the smallest valid size is above
+        return f"the smallest valid size is {above}"
+    return f"the nearest valid sizes are {below} (below) and {above} (above)"
 
 
 def valid_input_size(size, depth=4, direction="up"):

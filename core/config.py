@@ -286,11 +286,9 @@ def resolve(cfg):
     if cfg.val_input_size:
         sizes.append(("--val-input-size", cfg.val_input_size))
     for flag, size in sizes:
-        up = unet.valid_input_size(size, cfg.depth)  # size itself when it is valid
-        if up != size:
-            down = unet.valid_input_size(size, cfg.depth, "down")
+        if not unet.is_valid_input_size(size, cfg.depth):
             raise UsageError(f"{flag} {size} is not valid for a depth-{cfg.depth} U-Net; "
-                             f"the nearest valid sizes are {down} and {up}")
+                             + unet.nearest_valid_sizes(size, cfg.depth))
     distribute.check_flags(cfg)
     # config.json names every augmentation group ("all" spelled out).
     changes = {"augment": augment.format_groups(augment.parse_groups(cfg.augment))}

@@ -93,11 +93,12 @@ def reflect_indices(start, size, n):
     return tf.where(folded >= n, period - folded, folded)
 
 
-def decode_record(serialized):
+def decode_record(serialized, max_pixels=0):
     """Graph op: one serialized record -> dict of image uint8 [H, W, 3], mask uint8
-    [H, W, 1], filename and id (records.decode checks schema and sizes)."""
+    [H, W, 1], filename and id (records.decode checks schema and sizes, and the pixel
+    cap when max_pixels)."""
     parsed = records.parse_example(serialized)
-    image, mask = records.decode(parsed)
+    image, mask = records.decode(parsed, max_pixels)
     return {"image": image, "mask": mask, "filename": parsed[records.FILENAME],
             "id": parsed[records.IMAGE_ID]}
 

@@ -78,18 +78,77 @@ def parse_example(serialized):
     return tf.io.parse_single_example(serialized, FEATURES)
 
 
-def decode_image(encoded):
+# Measured peak memory is about 40 bytes a pixel through the overlap-tile graph on top of
+# ~0.7 GB (docs/inference.md, "Pixel cap"), so 40 megapixels stays near 2.5 GB.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def _header_int(encoded, pos, length, dtype, little_endian):
+    """Graph op: the integer at bytes [pos, pos + length) of encoded, as int64 []."""
+    raw = tf.io.decode_raw(tf.strings.substr(encoded, pos, length), dtype,
+                           little_endian=little_endian)
+    return tf.cast(raw[0], tf.int64)
+
+
+def header_size(encoded):
+    """Graph op: (height, width) int64 [] read from a JPEG/PNG/GIF/BMP header, without
+    decoding; (0, 0) for anything else, which decode_image then refuses."""
+    padded = encoded + b"\0" * 32  # short inputs still have every header field
+    magic = tf.strings.substr(padded, 0, 2)
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(encoded), tf.int64)
+        return shape[0], shape[1]
+
+    def png():  # IHDR: big-endian width then height at bytes 16..24
+        return (_header_int(padded, 20, 4, tf.int32, False),
+                _header_int(padded, 16, 4, tf.int32, False))
+
+    def gif():
+        return (_header_int(padded, 8, 2, tf.uint16, True),
+                _header_int(padded, 6, 2, tf.uint16, True))
+
+    def bmp():  # a negative height means top-down rows
+        return (tf.abs(_header_int(padded, 22, 4, tf.int32, True)),
+                _header_int(padded, 18, 4, tf.int32, True))
+
+    def other():
+        return tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+
+    return tf.case([(tf.equal(magic, b"\xff\xd8"), jpeg), (tf.equal(magic, b"\x89P"), png),
+                    (tf.equal(magic, b"GI"), gif), (tf.equal(magic, b"BM"), bmp)],
+                   default=other, exclusive=True)
+
+
+def cap_message(max_pixels, flag="--max-pixels"):
+    return (f"image is over the {max_pixels:,}-pixel cap: shrink it, or raise the cap "
+            f"with {flag}")
+
+
+def decode_image(encoded, max_pixels=0, cap_flag="--max-pixels"):
     """Graph op: encoded JPEG/PNG/GIF/BMP -> uint8 [H, W, 3] RGB (gray expanded, alpha
-    dropped), for training, evaluation and prediction alike."""
+    dropped), for training, evaluation and prediction alike.
+
+    With max_pixels, an image whose header says it is larger fails with
+    InvalidArgument naming the cap before anything is decoded.
+    """
+    if max_pixels:
+        height, width = header_size(encoded)
+        check = tf.debugging.Assert(
+            height * width <= max_pixels,
+            [cap_message(max_pixels, cap_flag) + "; header says height, width:", height, width])
+        with tf.control_dependencies([check]):
+            encoded = tf.identity(encoded)
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
 
 
-def decode(parsed):
+def decode(parsed, max_pixels=0):
     """Graph op: decoded image [H, W, 3] uint8 and mask [H, W, 1] uint8, checked against
-    the schema version and stored size, so a record from another tool fails loudly."""
-    image = decode_image(parsed[IMAGE])
+    the schema version and stored size, so a record from another tool fails loudly;
+    max_pixels as decode_image."""
+    image = decode_image(parsed[IMAGE], max_pixels)
     mask = tf.io.decode_png(parsed[MASK], channels=1)
     size = tf.cast(tf.stack([parsed[HEIGHT], parsed[WIDTH]]), tf.int32)
     checks = [

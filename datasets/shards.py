@@ -120,9 +120,17 @@ def refuse_finished(output, split):
 # ---------------------------------------------------------------- workers
 
 
+# The resource tracker takes Python's -W options: after a kill -9 of the converter it
+# still removes the pool's semaphores, but without a "leaked semaphore" warning.
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
 def _init_worker():
     cv2.setNumThreads(1)  # parallelism comes from the processes
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # A worker whose converter was killed (kill -9) dies quietly on its next result
+    # instead of printing BrokenPipeError tracebacks; workers write to no other pipe.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -165,6 +173,8 @@ def _ctrl_c_held():
     pressed, previous = [], None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    if QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_TRACKER)
     resource_tracker.ensure_running()  # first: starting, it unblocks SIGINT in its caller
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:

@@ -58,7 +58,8 @@ def test_unknown_keys_are_one_error(tmp_path):
 def test_resolve_names_a_bad_flag_before_reading_any_file(tmp_path):
     cfg = config.Config(input_size=98, depth=2, pos_weight="auto",
                         stats=str(tmp_path / "missing-stats.json"))
-    with pytest.raises(UsageError, match="--input-size 98 is not valid .* 96 and 100"):
+    with pytest.raises(UsageError,
+                       match=r"--input-size 98 is not valid .* 96 \(below\) and 100 \(above\)"):
         config.resolve(cfg)
     with pytest.raises(UserError, match="missing-stats.json is missing"):
         config.resolve(dataclasses.replace(cfg, input_size=96))

@@ -305,6 +305,33 @@ def test_sigkill_leaves_only_complete_shards(demo, reference, tmp_path):
     assert not glob.glob(out + "*.partial")
 
 
+def test_sigkill_of_a_pooled_conversion_leaves_quiet_workers(demo, reference, tmp_path):
+    out = str(tmp_path / "cat")
+    script = (
+        "import os, signal, sys\n"
+        f"sys.path.insert(0, {REPO!r})\n"
+        "import convert_coco\nfrom datasets import records\n"
+        "real, n = records.make_example, [0]\n"
+        "def die(*a):\n"
+        "    n[0] += 1\n"
+        "    if n[0] == 4:  # the workers are encoding ahead: their results meet a dead pipe\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(*a)\n"
+        "records.make_example = die\n"
+        f"convert_coco.main(['--coco-dir', {demo!r}, '--output', {out!r}, '--num-shards', '3',"
+        " '--workers', '2', '--no-progress'])\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # Returns once every holder of stderr (workers, fork server, resource tracker) exited.
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == -9
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
+    assert "leaked" not in proc.stderr, proc.stderr
+    assert cli.run_main(convert_coco.main, ["--coco-dir", demo, "--output", out, "--num-shards",
+                                            "3", "--workers", "1", "--no-progress"]) == 0
+    assert shard_bytes(out) == reference[0]
+
+
 def test_ctrl_c_during_a_pooled_conversion_is_one_line(demo, tmp_path):
     out = str(tmp_path / "cat")
     script = (

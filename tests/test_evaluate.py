@@ -134,7 +134,7 @@ def test_other_records_never_move_the_threshold_unless_adopted(evaluated, tmp_pa
     assert result.adopted_threshold is False
     assert result.adoption_reason == "not the run's val_records"
     assert json.loads((run / f"{name}.json").read_text())["records"] == other
-    assert any(n.startswith("events") for n in os.listdir(run / name))
+    assert any(n.startswith("events") for n in os.listdir(run / name / "model"))
     assert len(os.listdir(run / name / "overlays")) == 2
     assert {n: (run / n).read_bytes() for n in before} == before
     assert rundir.default_threshold(str(run)) == (evaluated[2].best_threshold,
@@ -169,15 +169,20 @@ def test_own_records_adopt_only_with_the_default_checkpoint(evaluated, tmp_path,
     assert rundir.default_threshold(str(run))[0] == 0.15
 
 
-def test_tensorboard_has_pr_curve_and_scalars_at_the_checkpoint_step(evaluated):
-    run, _, result = evaluated
-    events = [os.path.join(run, "eval", n) for n in os.listdir(run / "eval")
-              if n.startswith("events")]
+def event_tags(log_dir):
+    """{tag: (step, value)} of the single events file in log_dir."""
+    events = [os.path.join(log_dir, n) for n in os.listdir(log_dir) if n.startswith("events")]
     assert len(events) == 1
     tags = {}
     for event in tf.compat.v1.train.summary_iterator(events[0]):
         for value in event.summary.value:
             tags[value.tag] = (event.step, value)
+    return tags
+
+
+def test_tensorboard_has_pr_curve_and_scalars_at_the_checkpoint_step(evaluated):
+    run, _, result = evaluated
+    tags = event_tags(run / "eval" / "model")
     step, pr = tags["foreground/pr_curves"]
     assert step == 7 and pr.metadata.plugin_data.plugin_name == "pr_curves"
     data = tf.make_ndarray(pr.tensor)  # [6 (tp, fp, tn, fn, precision, recall), 101]
@@ -186,6 +191,13 @@ def test_tensorboard_has_pr_curve_and_scalars_at_the_checkpoint_step(evaluated):
     assert tags["eval/foreground_iou"][1].simple_value == pytest.approx(
         result.model["foreground_iou"])
     assert tags["eval/best_threshold"][1].simple_value == pytest.approx(result.best_threshold)
+    # The baseline under the same tags in its own run: one chart, two lines.
+    baseline = event_tags(run / "eval" / "baseline")
+    assert baseline["eval/foreground_iou"][1].simple_value == pytest.approx(
+        result.all_background["foreground_iou"])
+    assert baseline["eval/pixel_accuracy"][0] == 7
+    assert set(baseline) == {f"eval/{k}" for k in result.all_background}
+    assert set(baseline) < set(tags)
 
 
 def test_overlays_of_worst_and_best_images(evaluated):
@@ -233,3 +245,14 @@ def test_corrupt_and_missing_records_are_one_clear_error(tmp_path, capsys):
                                      encode_png(mask[:-1])))
     code, line = error("--records", str(tmp_path / "odd.tfrecord"))
     assert code == 1 and "record #0 is unreadable (record mask size" in line
+
+
+def test_a_record_over_the_pixel_cap_is_one_error_line(evaluated, capsys):
+    run, items, _ = evaluated
+    before = sorted(os.listdir(run))
+    argv = ["--run", str(run), "--max-pixels", "10", "--no-progress"]
+    assert cli.run_main(evaluate.main, argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "record #0: image is over the 10-pixel cap: shrink it, or " \
+        "raise the cap with --max-pixels" in err[0], err
+    assert sorted(os.listdir(run)) == before

@@ -6,7 +6,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from test_predict import HANG_GUARD, make_run, write_image
+from test_predict import HANG_GUARD, huge_png_header, make_run, write_image
 
 import export
 import predict
@@ -120,3 +120,98 @@ def test_bad_input_is_one_error_line_and_no_output(exported, capsys, argv, code,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not out.exists()
+
+
+def tree(path):
+    """{relative path: bytes} of every file under path."""
+    return {os.path.relpath(os.path.join(d, n), path): open(os.path.join(d, n), "rb").read()
+            for d, _, names in os.walk(path) for n in names}
+
+
+@pytest.mark.parametrize("where", ["run", "inside", "parent"])
+def test_out_touching_the_run_is_refused_and_the_run_untouched(exported, capsys, where):
+    tmp, run, _, _ = exported
+    out = {"run": run, "inside": run / "model", "parent": tmp}[where]
+    before = tree(tmp)
+    argv = ["--run", str(run), "--out", str(out), "--overwrite"]
+    assert cli.run_main(export.main, argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would destroy it: choose an --out outside the run" in err[0]
+    assert tree(tmp) == before
+
+
+def test_overwrite_refuses_a_directory_that_is_not_a_saved_model(exported, capsys):
+    tmp, run, _, _ = exported
+    other = tmp / "notes"
+    other.mkdir(exist_ok=True)
+    (other / "keep.txt").write_text("mine")
+    argv = ["--run", str(run), "--out", str(other), "--overwrite"]
+    assert cli.run_main(export.main, argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a SavedModel (no saved_model.pb)" in err[0]
+    assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_failure_mid_export_leaves_the_old_saved_model_whole(exported, monkeypatch):
+    tmp, run, images, _ = exported
+    out = tmp / "model"
+    before = tree(out)
+
+    def broken_save(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export.v1.saved_model.Builder, "save", broken_save)
+    with pytest.raises(cli.UserError, match="No space left on device"):
+        export.export(str(run), str(out), overwrite=True)
+    assert tree(out) == before
+    assert not [n for n in os.listdir(tmp) if ".tmp" in n]
+    monkeypatch.undo()
+    subprocess.run([sys.executable, "-c", LOAD, str(out), str(tmp / "again.npz"),
+                    str(images[0])], check=True, timeout=HANG_GUARD)
+
+
+def test_missing_parents_are_removed_when_export_fails(exported):
+    tmp, run, _, _ = exported
+    out = tmp / "new" / "deeper" / "1"
+    with pytest.raises(cli.UserError, match="checkpoint missing not found"):
+        export.export(str(run), str(out), checkpoint="missing")
+    assert not (tmp / "new").exists()
+
+
+SERVE_BIG = """
+import resource, sys
+import tensorflow as tf
+
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+try:
+    serve(image=tf.constant(open(sys.argv[2], "rb").read()))
+except tf.errors.InvalidArgumentError as e:
+    print("REFUSED", e.message.splitlines()[0] if "cap" not in e.message else
+          [line for line in e.message.splitlines() if "cap" in line][0])
+print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_saved_model_refuses_an_image_over_its_cap_before_decoding(exported, tmp_path):
+    tmp, run, images, _ = exported
+    out = tmp_path / "capped"
+    info = export.export(str(run), str(out), max_pixels=2000)
+    assert info["max_pixels"] == 2000
+    assert (out / "assets" / export.CAP_ASSET).read_text().strip() == "2000"
+    shown = subprocess.run(["saved_model_cli", "show", "--dir", str(out), "--all"],
+                           capture_output=True, text=True, timeout=HANG_GUARD)
+    assert "outputs['max_pixels']" in shown.stdout
+    big = huge_png_header(tmp_path / "big.png")
+    got = subprocess.run([sys.executable, "-c", SERVE_BIG, str(out), str(big)],
+                         capture_output=True, text=True, check=True, timeout=HANG_GUARD)
+    assert "REFUSED" in got.stdout and "over the 2,000-pixel cap" in got.stdout
+    assert "export.py --max-pixels" in got.stdout
+    # Decoding 30000 x 30000 RGB alone would need 2.7 GB; the refusal needs none of it.
+    maxrss_kb = int(got.stdout.split("MAXRSS_KB")[1])
+    assert maxrss_kb < 2_000_000
+    # Under the cap (45 x 70 = 3150 > 2000 too, so a 40 x 40 one) it is served.
+    small = tmp_path / "small.png"
+    write_image(small, np.zeros([40, 40, 3], np.uint8))
+    got = subprocess.run([sys.executable, "-c", SERVE_BIG, str(out), str(small)],
+                         capture_output=True, text=True, check=True, timeout=HANG_GUARD)
+    assert "REFUSED" not in got.stdout

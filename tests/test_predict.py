@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import tensorflow as tf
 import predict
 import unet
 from core import config, rundir, tiling
-from datasets import pipeline
+from datasets import pipeline, records
 from utils import cli
 
 v1 = tf.compat.v1
@@ -384,3 +385,37 @@ def test_command_line_prints_no_traceback(run, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "bad.png" in errors[0] and "1 of 2 inputs failed" in errors[1]
     assert os.path.exists(tmp_path / "o" / "ok_mask.png")
+
+
+def huge_png_header(path, width=30000, height=30000):
+    """A valid small PNG whose IHDR claims width x height: decoding it would take 2.7 GB."""
+    ok, data = cv2.imencode(".png", np.zeros([4, 4, 3], np.uint8))
+    data = bytearray(data.tobytes())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_image_over_the_pixel_cap_is_one_error_line_and_the_others_still_run(tmp_path,
+                                                                                capsys):
+    run = tmp_path / "run"
+    make_run(run)
+    write_image(tmp_path / "ok.png", np.zeros([30, 40, 3], np.uint8))
+    big = huge_png_header(tmp_path / "big.png")
+    out = tmp_path / "out"
+    argv = ["--run", str(run), str(big), str(tmp_path / "ok.png"), "--out", str(out),
+            "--no-progress"]
+    assert cli.run_main(predict.main, argv) == 1
+    err = capsys.readouterr().err
+    assert (f"error: {big}: image is over the {records.DEFAULT_MAX_PIXELS:,}-pixel cap: "
+            "shrink it, or raise the cap with --max-pixels") in err
+    assert "Traceback" not in err
+    assert sorted(os.listdir(out)) == ["ok_mask.png", "ok_overlay.png"]
+    # Refused from the header: decoding 30000 x 30000 RGB would have taken 2.7 GB.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2_500_000  # KB
+    # The cap is the user's to set: 1000 pixels refuses the 30 x 40 one too.
+    argv = ["--run", str(run), str(tmp_path / "ok.png"), "--out", str(tmp_path / "o2"),
+            "--no-progress", "--max-pixels", "1000"]
+    assert cli.run_main(predict.main, argv) == 1
+    assert "over the 1,000-pixel cap" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()  # nothing written: no empty --out either

@@ -30,10 +30,18 @@ def test_valid_sizes_are_16_apart_for_depth_4():
     assert set(np.diff(valid)) == {16}
 
 
-@pytest.mark.parametrize("size", [571, 573, 100, 140, 172, 0])
-def test_invalid_size_rejected_with_neighbours(size):
-    with pytest.raises(ValueError, match="nearest valid sizes"):
-        unet.output_size(size, 4)
+@pytest.mark.parametrize("size, depth, words", [
+    (571, 4, "the nearest valid sizes are 556 (below) and 572 (above)"),
+    (573, 4, "the nearest valid sizes are 572 (below) and 588 (above)"),
+    (190, 4, "the nearest valid sizes are 188 (below) and 204 (above)"),
+    (100, 4, "the smallest valid size is 188"),  # nothing valid below: not "188 and 188"
+    (0, 4, "the smallest valid size is 188"),
+    (76, 3, "the smallest valid size is 92"),
+])
+def test_invalid_size_rejected_with_neighbours(size, depth, words):
+    with pytest.raises(ValueError) as raised:
+        unet.output_size(size, depth)
+    assert str(raised.value).endswith(words)
     assert unet.valid_input_size(573) == 588 and unet.valid_input_size(573, 4, "down") == 572
 
 

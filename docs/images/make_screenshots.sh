@@ -39,7 +39,7 @@ wait_for "$tb/data/runs"
 
 # All scalar tags in one group, unsmoothed: cost (train, val), learning_rate, and each
 # metric with its val and baseline lines in one chart.
-shot scalars "$tb/#scalars&tagFilter=%5E(iou%7Cdice%7Caccuracy%7Cprecision%7Crecall%7Ccost%7Clearning_rate)%24&_smoothingWeight=0" 1400,1340
+shot scalars "$tb/#scalars&tagFilter=%5E(foreground_iou%7Cdice%7Cpixel_accuracy%7Cprecision%7Crecall%7Ccost%7Clearning_rate)%24&_smoothingWeight=0" 1400,1340
 shot images "$tb/#images" 1400,760
 
 # The graph tab keeps its zoom and expanded nodes out of the URL: a page of the same
