@@ -110,7 +110,7 @@ def test_invalid_input_size_lists_nearest_valid(capsys):
     code, err = run_cli(["--input-size", "98", "--depth", "2"], capsys)
     assert code == 2
     assert "--input-size 98 is not valid for a depth-2 U-Net" in err
-    assert "96 and 100" in err and "Traceback" not in err
+    assert "96 (below) and 100 (above)" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("argv,code,message", [
