@@ -8,6 +8,7 @@ A run directory (train.py's --run-dir) holds:
     best/model.ckpt-*     the best checkpoint by validation foreground IoU
     best/checkpoint
     train/, val/, baseline/  TensorBoard event files (`tensorboard --logdir logs`)
+    val-<name>/           each validation set's, when train.py had several (val/: combined)
     eval.json, eval/      evaluate.py's report on the run's own val_records (+ TensorBoard)
     eval-<name>.json      its reports on other records, named for them (+ eval-<name>/)
     threshold.json        the adopted threshold predict.py and export.py default to
@@ -67,6 +68,11 @@ def best_prefix(run_dir):
 def events_dir(run_dir, name):
     """A TensorBoard event directory of the run: train, val, baseline or a report's name."""
     return os.path.join(run_dir, name)
+
+
+def val_set_dir(name):
+    """The TensorBoard events name of one validation set of several: val-<name>."""
+    return f"val-{name}"
 
 
 def report_path(run_dir, name):
