@@ -286,7 +286,7 @@ def check(cfg):
                          f"got {_shown(value)}")
     sets = len(pipeline.patterns(cfg.train_records))
     if cfg.train_weights and len(cfg.train_weights) != sets:
-        raise UsageError(f"--train-weights gives {len(cfg.train_weights)} weights for {sets} "
+        raise UsageError(f"--train-weights gives {len(cfg.train_weights)} weight(s) for {sets} "
                          "--train-records sets: give one weight per set, in the same order")
     if not cfg.min_scale <= cfg.max_scale:
         raise UsageError(f"--min-scale {cfg.min_scale} and --max-scale {cfg.max_scale} must "

@@ -562,7 +562,7 @@ def test_record_set_flags_repeat_and_one_glob_stays_a_string():
 
 @pytest.mark.parametrize("argv,message", [
     (["--train-records", "a-*", "--train-records", "b-*", "--train-weights", "3,1,1"],
-     "--train-weights gives 3 weights for 2 --train-records sets: give one weight per set"),
+     "--train-weights gives 3 weight(s) for 2 --train-records sets: give one weight per set"),
     (["--train-weights", "3,0"], "--train-weights: must be a comma list of positive numbers"),
     (["--train-weights", "3,x"], "--train-weights: must be a comma list of positive numbers"),
 ])
