@@ -344,3 +344,13 @@ def test_mixed_sets_are_sampled_by_weight_repeatably(tmp_path):
     assert mixed_ids([a, b]) == ids  # same seed: same order
     assert mixed_ids([a, b], seed=6) != ids and mixed_ids([a, b], epoch=1) != ids
     assert mixed_ids([a, b], skip=100) == ids[100:]  # exact resume inside a mixed epoch
+
+
+def test_record_set_names_and_patterns(tmp_path):
+    assert pipeline.patterns("a-*") == ("a-*",) and pipeline.patterns("") == ()
+    assert pipeline.set_names(("data/cat-val2017-*.tfrecord", "x/pets-val-*", "y/pets-val-*",
+                               "*")) == ["cat-val2017", "pets-val", "set2", "set3"]
+    write_records(tmp_path / "a.tfrecord", [(4, 4)])
+    write_records(tmp_path / "b.tfrecord", [(4, 4)])
+    assert pipeline.list_records((str(tmp_path / "b*"), str(tmp_path / "a*"))) == [
+        str(tmp_path / "b.tfrecord"), str(tmp_path / "a.tfrecord")]  # set by set
