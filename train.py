@@ -599,13 +599,13 @@ def _scan(cfg):
         return guard.scan_records(pattern, cfg.run_dir, cfg.skip_corrupt_records,
                                   f"{kind}-{name}" if several else kind)
 
-    train = pipeline.patterns(cfg.train_records)
-    val = pipeline.patterns(cfg.val_records)
+    train, val = pipeline.patterns(cfg.train_records), pipeline.patterns(cfg.val_records)
+    scanned = [scan(p, "train", n, len(train) > 1)
+               for p, n in zip(train, pipeline.set_names(train))]
     val_files = [scan(p, "val", n, len(val) > 1)[0]
                  for p, n in zip(val, pipeline.set_names(val))]
     if len(train) == 1:
-        return (cfg, *scan(train[0], "train", "", False), val_files)
-    scanned = [scan(p, "train", n, True) for p, n in zip(train, pipeline.set_names(train))]
+        return (cfg, *scanned[0], val_files)
     weights = cfg.train_weights or tuple(float(sum(c)) for _, c in scanned)
     cfg = dataclasses.replace(cfg, train_weights=weights)
     sets = tuple(pipeline.RecordSet(tuple(f), tuple(c), w) for (f, c), w in zip(scanned, weights))
