@@ -288,8 +288,10 @@ def default_threshold(run_dir, given=None):
         return _checked_threshold(stored.get("threshold"), path, "threshold"), path
     path = os.path.join(run_dir, EVAL_JSON)
     stored = _read_result(path)
+    recorded = stored and stored.get("records")
+    recorded = tuple(recorded) if isinstance(recorded, list) else recorded  # several sets
     if (stored is None or "adopted_threshold" in stored or stored.get("best_threshold") is None
-            or stored.get("records") != load_config(run_dir).val_records):
+            or recorded != load_config(run_dir).val_records):
         return DEFAULT_THRESHOLD, "default"
     return _checked_threshold(stored["best_threshold"], path, "best_threshold"), path
 
