@@ -79,6 +79,8 @@ class Step:
 
 @dataclasses.dataclass
 class ValOps:
+    name: str  # the validation set's (pipeline.set_names)
+    pattern: str  # its glob, named when a record fails to read
     iterator: object  # initializable, over every validation window once
     fetches: dict  # counts [4] int64 (tp, fp, fn, tn), ce_sum [] and n_valid [] float32
 
@@ -106,7 +108,7 @@ class Graph:
     data_from: tf.Tensor  # [2] int64 placeholder: (epoch whose order to draw, steps of it done)
     progress: object  # [] float32 placeholder, training time / budget; None without --minutes
     train: Step
-    val: ValOps | None  # None without val_records
+    val: list  # ValOps of each validation set; [] without val_records
     global_step: tf.Variable
     epoch: Scalar  # epochs completed
     best_iou: Scalar  # best validation foreground IoU; -1 before any
@@ -197,15 +199,20 @@ def _train_step(cfg, plan, data_from, global_step, progress, strategy):
 
 
 def _validation_ops(cfg, plan):
-    if not plan.val_files:
-        return None
+    """ValOps of each validation set (plan.val_files: one list of files per set)."""
+    sets = zip(pipeline.set_names(cfg.val_records), pipeline.patterns(cfg.val_records),
+               plan.val_files)
+    ops = []
     with tf.name_scope("validation"):  # the weights stay unet/'s: get_variable ignores it
-        iterator = pipeline.make_initializable_iterator(pipeline.val_dataset(cfg, plan.val_files))
-        images, masks = iterator.get_next()
-        logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
-        _, ce_sum, n_valid = optim.pixel_loss(logits, masks, cfg.pos_weight)
-        return ValOps(iterator, {"counts": metrics.confusion_counts(logits, masks),
-                                 "ce_sum": ce_sum, "n_valid": n_valid})
+        for name, pattern, files in sets:
+            iterator = pipeline.make_initializable_iterator(pipeline.val_dataset(cfg, files))
+            images, masks = iterator.get_next()
+            logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
+            _, ce_sum, n_valid = optim.pixel_loss(logits, masks, cfg.pos_weight)
+            ops.append(ValOps(name, pattern, iterator, {
+                "counts": metrics.confusion_counts(logits, masks), "ce_sum": ce_sum,
+                "n_valid": n_valid}))
+    return ops
 
 
 def build_graph(cfg, plan, strategy=None):
@@ -259,33 +266,40 @@ class TrainResult:
     interrupted: str | None  # None, "SIGINT" or "SIGTERM"
     train_seconds: float  # training time over all invocations (what --minutes budgets)
     val: ValMetrics | None  # None when this invocation did not finish a validation
+    # each validation set's, by name, when there are several ({} otherwise)
+    val_sets: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class _Writers:
     """TensorBoard: train/ per step; val/ the model's metrics and baseline/ the
     all-background ones under the same tags, so TensorBoard draws the two as lines of
-    one chart per metric."""
+    one chart per metric; with several validation sets val/ is all of them combined and
+    val-<name>/ each set's, under the same tags again."""
 
     train: object
     val: object
     baseline: object
+    sets: dict  # validation set name -> its writer; {} with one set
 
     @classmethod
-    def open(cls, strategy, run_dir, graph):
-        return cls(*(distribute.summary_writer(strategy, rundir.events_dir(run_dir, name),
-                                               graph if name == "train" else None)
-                     for name in ("train", "val", "baseline")))
+    def open(cls, strategy, run_dir, graph, set_names=()):
+        def writer(name):
+            return distribute.summary_writer(strategy, rundir.events_dir(run_dir, name),
+                                             graph if name == "train" else None)
+        sets = {name: writer(rundir.val_set_dir(name)) for name in set_names}
+        return cls(writer("train"), writer("val"), writer("baseline"), sets)
 
-    def write_validation(self, val, step):
-        model = {"cost": val.loss, **val.model}
-        for writer, tags in ((self.val, model), (self.baseline, val.baseline)):
+    def write_validation(self, val, step, val_sets):
+        pairs = [(self.val, {"cost": val.loss, **val.model}), (self.baseline, val.baseline)]
+        pairs += [(self.sets[name], {"cost": m.loss, **m.model}) for name, m in val_sets.items()]
+        for writer, tags in pairs:
             writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
                                                  for k, v in tags.items()]), step)
             writer.flush()
 
     def close(self):
-        for writer in (self.train, self.val, self.baseline):
+        for writer in (self.train, self.val, self.baseline, *self.sets.values()):
             writer.close()
 
 
@@ -309,7 +323,7 @@ class _Loop:
             log.info("starting a new run in %s", cfg.run_dir)
         self.step, self.epoch = int(step), int(epoch)
         self.timer = _TrainingClock(clock, cfg.minutes * 60.0, float(seconds))
-        self.losses, self.nan_skips, self.val = [], 0, None
+        self.losses, self.nan_skips, self.val, self.val_sets = [], 0, None, {}
         self.tick = (self.timer.seconds, self.step)  # where the speed in the log counts from
 
     def step_limit(self):
@@ -408,34 +422,52 @@ class _Loop:
         self.tick = (self.timer.seconds, self.step)  # validating is not training speed
 
     def _validate(self):
-        """ValMetrics over every validation window, or None (no val records, or stopped)."""
-        if self.g.val is None:
+        """ValMetrics over every validation window, or None (no val records, or stopped);
+        each set's in self.val_sets when there are several."""
+        if not self.g.val:
             return None
-        self.sess.run(self.g.val.iterator.initializer)
+        totals, self.val_sets = [np.zeros(4, np.int64), 0.0, 0.0], {}
+        for ops in self.g.val:
+            counts, ce_sum, n_valid = self._validate_set(ops)
+            if self.stop.requested:
+                return None
+            if len(self.g.val) > 1:
+                self.val_sets[ops.name] = validation_metrics(counts, ce_sum, n_valid)
+            totals = [totals[0] + counts, totals[1] + ce_sum, totals[2] + n_valid]
+        return validation_metrics(*totals)
+
+    def _validate_set(self, ops):
+        """Summed (counts [4], ce_sum, n_valid) over one validation set's windows."""
+        self.sess.run(ops.iterator.initializer)
         counts, ce_sum, n_valid = np.zeros(4, np.int64), 0.0, 0.0
-        with guard.record_errors(self.cfg.val_records):
+        with guard.record_errors(ops.pattern):
             while not self.stop.requested:
                 try:
-                    out = self.sess.run(self.g.val.fetches)
+                    out = self.sess.run(ops.fetches)
                 except tf.errors.OutOfRangeError:
                     break
                 counts += out["counts"]
                 ce_sum += float(out["ce_sum"])
                 n_valid += float(out["n_valid"])
-        return None if self.stop.requested else validation_metrics(counts, ce_sum, n_valid)
+        return counts, ce_sum, n_valid
 
     def _report(self, writers):
         """Log and write the validation; save best/ when its IoU is a new best."""
         val, g, sess = self.val, self.g, self.sess
         if val is None:
             return
+        for name, each in self.val_sets.items():
+            log.info("epoch %d step %d val %s: IoU %.4f  Dice %.4f  loss %.4f | "
+                     "all-background accuracy %.4f", self.epoch, self.step, name,
+                     each.model["foreground_iou"], each.model["dice"], each.loss,
+                     each.baseline["pixel_accuracy"])
         m, b = val.model, val.baseline
         log.info("epoch %d step %d val: IoU %.4f  Dice %.4f  precision %.4f  recall %.4f  "
                  "accuracy %.4f  loss %.4f | all-background: IoU %.4f  accuracy %.4f",
                  self.epoch, self.step, m["foreground_iou"], m["dice"], m["precision"],
                  m["recall"], m["pixel_accuracy"], val.loss, b["foreground_iou"],
                  b["pixel_accuracy"])
-        writers.write_validation(val, self.step)
+        writers.write_validation(val, self.step, self.val_sets)
         # The best is checkpointed as float32 (run dirs from before must still resume):
         # compare at that precision, or the same IoU would count as a new best again.
         iou = m["foreground_iou"]
@@ -475,7 +507,7 @@ class _Loop:
             best_val_iou=float(self.sess.run(self.g.best_iou.var)),
             checkpoint=rundir.latest(self.cfg.run_dir),
             interrupted=signal.Signals(self.stop.signum).name if self.stop.signum else None,
-            train_seconds=self.timer.seconds, val=self.val)
+            train_seconds=self.timer.seconds, val=self.val, val_sets=self.val_sets)
 
 
 class _StopFlag:
@@ -537,11 +569,7 @@ def train(cfg, clock=time.monotonic):
         strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
         if distribute.is_chief(strategy):  # the other workers only read the chief's run dir
             stack.enter_context(runlock.RunLock(cfg.run_dir))
-        # Checks every record once (the count reads them all anyway); see datasets/guard.py.
-        train_files, counts = guard.scan_records(cfg.train_records, cfg.run_dir,
-                                                 cfg.skip_corrupt_records, "train")
-        val_files = guard.scan_records(cfg.val_records, cfg.run_dir, cfg.skip_corrupt_records,
-                                       "val")[0] if cfg.val_records else []
+        cfg, train_files, counts, val_files = _scan(cfg)
         plan = distribute.plan(strategy, cfg, train_files, counts, val_files)
         # The multi-worker gRPC server must stay referenced while the Session runs.
         target, session_config, _server = distribute.session_target(strategy, session_config)
@@ -553,8 +581,38 @@ def train(cfg, clock=time.monotonic):
             graph.finalize()  # any op added inside the loop would be a leak
             with v1.Session(target, config=session_config) as sess, _StopFlag() as stop:
                 loop = _Loop(sess, g, cfg, plan, stop, clock, checkpoint)  # restores first
-                with contextlib.closing(_Writers.open(strategy, cfg.run_dir, graph)) as writers:
+                names = pipeline.set_names(cfg.val_records) if len(g.val) > 1 else ()
+                with contextlib.closing(_Writers.open(strategy, cfg.run_dir, graph,
+                                                      names)) as writers:
                     return loop.run(writers)
+
+
+def _scan(cfg):
+    """guard.scan_records of every record set, which checks every record once (the count
+    reads them all anyway): (cfg, train files, counts, one list of files per validation set).
+
+    One training glob: its files and their counts, as always. Several: a tuple of
+    pipeline.RecordSets and one list of counts per set; cfg gets the weights made
+    concrete (default: each set's record count), so config.json says how they mixed.
+    """
+    def scan(pattern, kind, name, several):
+        return guard.scan_records(pattern, cfg.run_dir, cfg.skip_corrupt_records,
+                                  f"{kind}-{name}" if several else kind)
+
+    train, val = pipeline.patterns(cfg.train_records), pipeline.patterns(cfg.val_records)
+    scanned = [scan(p, "train", n, len(train) > 1)
+               for p, n in zip(train, pipeline.set_names(train))]
+    val_files = [scan(p, "val", n, len(val) > 1)[0]
+                 for p, n in zip(val, pipeline.set_names(val))]
+    if len(train) == 1:
+        return (cfg, *scanned[0], val_files)
+    weights = cfg.train_weights or tuple(float(sum(c)) for _, c in scanned)
+    cfg = dataclasses.replace(cfg, train_weights=weights)
+    sets = tuple(pipeline.RecordSet(tuple(f), tuple(c), w) for (f, c), w in zip(scanned, weights))
+    for pattern, each in zip(train, sets):
+        log.info("train set %s: %d records, weight %g (%.0f%% of the windows)", pattern,
+                 sum(each.counts), each.weight, 100 * each.weight / sum(weights))
+    return cfg, sets, [list(c) for _, c in scanned], val_files
 
 
 class _TrainingClock:

@@ -16,13 +16,14 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import random
 
 import tensorflow as tf
 
 import unet
 from core import device, distribute, optim
-from datasets import augment, records, shards
+from datasets import augment, pipeline, records, shards
 from utils import cli
 from utils.cli import Rule, UsageError, UserError
 
@@ -66,6 +67,35 @@ def _within(low, high, wanted):
 
 
 _TEXT, _SWITCH = Rule(str), Rule(bool)
+# One glob (as config.json has always held it) or, for several sets, a tuple of them.
+_GLOBS = Rule((str, tuple), lambda v: isinstance(v, str) or (
+    len(v) > 1 and all(isinstance(p, str) and p for p in v)), "a glob or a list of globs")
+_WEIGHTS = Rule(tuple, lambda v: all(
+    isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+    for w in v), "a comma list of positive numbers, one per --train-records set, e.g. 3,1")
+
+
+def weights_arg(text):
+    """--train-weights '3,1' -> (3.0, 1.0); the flag's error for anything else."""
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = None
+    if weights is None or not _WEIGHTS.ok(weights):
+        raise argparse.ArgumentTypeError(f"must be {_WEIGHTS.wanted}, got {text}")
+    return weights
+
+
+class _Repeated(argparse.Action):
+    """A flag that may be given several times, one record set each: its first use
+    replaces the default, later ones add sets; used once it stays the plain string."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest)
+        if current is self.default:
+            setattr(namespace, self.dest, values)
+        else:
+            setattr(namespace, self.dest, (*pipeline.patterns(current), values))
 _GROUPS = Rule(str, _valid_groups, f"a comma list of {','.join(augment.GROUPS)}, or all, "
                "or none")
 
@@ -73,10 +103,18 @@ _GROUPS = Rule(str, _valid_groups, f"a comma list of {','.join(augment.GROUPS)},
 @dataclasses.dataclass
 class Config:
     # ---- data
-    train_records: str = _flag("data/cat-train2017-*.tfrecord", "glob of training TFRecord "
-                               f"shards ({', '.join(records.CONVERTERS)})", _TEXT)
-    val_records: str = _flag("data/cat-val2017-*.tfrecord",
-                             "glob of validation shards; '' = none", _TEXT)
+    train_records: str | tuple = _flag(
+        "data/cat-train2017-*.tfrecord", "glob of training TFRecord shards "
+        f"({', '.join(records.CONVERTERS)}); repeat the flag to mix several sets",
+        _GLOBS, type=str, action=_Repeated)
+    # (): each set in proportion to its records, as one glob over all of them would be
+    train_weights: tuple = _flag((), "sampling weights of the --train-records sets, in their "
+                                 "order, e.g. 3,1; default: each set's record count",
+                                 _WEIGHTS, type=weights_arg)
+    val_records: str | tuple = _flag(
+        "data/cat-val2017-*.tfrecord", "glob of validation shards; repeat the flag for "
+        "several sets, each reported on its own and all combined; '' = none",
+        _GLOBS, type=str, action=_Repeated)
     input_size: int = _flag(572, "network input window in pixels (572 -> 388 output at depth 4); "
                             "the mask window is the output size", cli.POSITIVE_INT)
     # informational: the classes the records were made for
@@ -246,6 +284,10 @@ def check(cfg):
     for name, rule, value in _bad_fields(dataclasses.asdict(cfg)):
         raise UsageError(f"--{name.replace('_', '-')} must be {rule.wanted}{rule.note}, "
                          f"got {_shown(value)}")
+    sets = len(pipeline.patterns(cfg.train_records))
+    if cfg.train_weights and len(cfg.train_weights) != sets:
+        raise UsageError(f"--train-weights gives {len(cfg.train_weights)} weight(s) for {sets} "
+                         "--train-records sets: give one weight per set, in the same order")
     if not cfg.min_scale <= cfg.max_scale:
         raise UsageError(f"--min-scale {cfg.min_scale} and --max-scale {cfg.max_scale} must "
                          "satisfy 0 < min <= max")
@@ -260,8 +302,8 @@ def from_json(raw, path):
     unknown = sorted(set(raw) - fields)
     if unknown:
         raise UserError(f"{path} has unknown keys {unknown}: was it written by a newer version?")
-    if isinstance(raw.get("classes"), list):
-        raw = {**raw, "classes": tuple(raw["classes"])}
+    # JSON has lists where the config has tuples.
+    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     for name, rule, value in _bad_fields(raw):
         noun = {int: "a whole number ", float: "a number "}.get(rule.kind, "")
         words = rule.wanted if rule.wanted.startswith(("a ", "one of")) else noun + rule.wanted

@@ -229,13 +229,25 @@ def shard_files(files, workers, index):
     return share
 
 
+def shard_sets(files, workers, index):
+    """shard_files of a list of files, or of each pipeline.RecordSet of a mixed run: a
+    worker draws from its share of every set, each with the whole set's weight."""
+    if isinstance(files, list):
+        return shard_files(files, workers, index)
+    return tuple(dataclasses.replace(s, files=tuple(shard_files(list(s.files), workers, index)),
+                                     counts=tuple(shard_files(list(s.counts), workers, index)))
+                 for s in files)
+
+
 def batches_per_worker(counts, workers, batch_size):
     """Batches every worker can run in one epoch: the smallest worker share's full batches.
 
-    counts: records per file in list_records order. A worker that stopped early
-    would leave the others blocked in an all-reduce, so all stop together.
+    counts: records per file in list_records order, or one such list per record set
+    (each set is sharded on its own). A worker that stopped early would leave the
+    others blocked in an all-reduce, so all stop together.
     """
-    shares = [sum(shard_files(counts, workers, i)) for i in range(workers)]
+    sets = counts if counts and isinstance(counts[0], list) else [counts]
+    shares = [sum(sum(shard_files(c, workers, i)) for c in sets) for i in range(workers)]
     steps = min(shares) // batch_size
     if steps == 0:
         raise UserError(f"a worker's share of the records ({min(shares)}) is smaller than "
@@ -260,7 +272,7 @@ def make_iterator(strategy, files, seed, dataset_fn, take=None, skip=0):
         # Each step takes one batch per local replica.
         replicas = tf.constant(_local_replicas(strategy), tf.int64)
         skip_batches = tf.cast(skip, tf.int64) * replicas
-        ds = dataset_fn(shard_files(files, workers, index), worker_seed(seed, index),
+        ds = dataset_fn(shard_sets(files, workers, index), worker_seed(seed, index),
                         skip_batches)
         return ds if take is None else ds.take(take * replicas - skip_batches)
 
@@ -330,20 +342,27 @@ def build_step(strategy, iterator, loss_fn, minimize_fn, global_step):
 def steps_per_epoch(strategy, counts, batch_size):
     """Steps in one epoch: all records over the global batch, or the multi-worker limit.
 
-    counts: records in each file, in list_records order (from guard.scan_records).
+    counts: records in each file, in list_records order (from guard.scan_records), or
+    one such list per record set of a mixed run.
     """
     if num_workers(strategy) > 1:
         return batches_per_worker(counts, num_workers(strategy),
                                   batch_size * _local_replicas(strategy))
-    return math.ceil(sum(counts) / (batch_size * num_replicas(strategy)))
+    return math.ceil(_total(counts) / (batch_size * num_replicas(strategy)))
+
+
+def _total(counts):
+    return sum(sum(c) if isinstance(c, list) else c for c in counts)
 
 
 @dataclasses.dataclass
 class Plan:
     """What the record scan decided: the files and how many steps they make."""
 
-    train_files: list  # checked record files (clean copies with --skip-corrupt-records)
-    val_files: list  # [] without val_records
+    # checked record files (clean copies with --skip-corrupt-records); a mixed run: a
+    # tuple of pipeline.RecordSets
+    train_files: list | tuple
+    val_files: list  # one list of files per validation set; [] without val_records
     num_train: int  # training records
     steps_per_epoch: int
     total_steps: int  # the epoch / max_steps limit; 0: --minutes alone decides
@@ -355,7 +374,7 @@ def plan(strategy, cfg, train_files, counts, val_files):
     counts, logged with how the global batch splits."""
     steps = steps_per_epoch(strategy, counts, cfg.batch_size)
     limits = [n for n in (cfg.epochs * steps, cfg.max_steps) if n]
-    result = Plan(train_files, val_files, sum(counts), steps,
+    result = Plan(train_files, val_files, _total(counts), steps,
                   total_steps=min(limits, default=0),  # 0: --minutes alone decides
                   worker_steps=steps if num_workers(strategy) > 1 else None)
     log.info(describe(strategy, cfg.batch_size))

@@ -8,6 +8,7 @@ A run directory (train.py's --run-dir) holds:
     best/model.ckpt-*     the best checkpoint by validation foreground IoU
     best/checkpoint
     train/, val/, baseline/  TensorBoard event files (`tensorboard --logdir logs`)
+    val-<name>/           each validation set's, when train.py had several (val/: combined)
     eval.json, eval/      evaluate.py's report on the run's own val_records (+ TensorBoard)
     eval-<name>.json      its reports on other records, named for them (+ eval-<name>/)
     threshold.json        the adopted threshold predict.py and export.py default to
@@ -67,6 +68,11 @@ def best_prefix(run_dir):
 def events_dir(run_dir, name):
     """A TensorBoard event directory of the run: train, val, baseline or a report's name."""
     return os.path.join(run_dir, name)
+
+
+def val_set_dir(name):
+    """The TensorBoard events name of one validation set of several: val-<name>."""
+    return f"val-{name}"
 
 
 def report_path(run_dir, name):
@@ -282,8 +288,10 @@ def default_threshold(run_dir, given=None):
         return _checked_threshold(stored.get("threshold"), path, "threshold"), path
     path = os.path.join(run_dir, EVAL_JSON)
     stored = _read_result(path)
+    recorded = stored and stored.get("records")
+    recorded = tuple(recorded) if isinstance(recorded, list) else recorded  # several sets
     if (stored is None or "adopted_threshold" in stored or stored.get("best_threshold") is None
-            or stored.get("records") != load_config(run_dir).val_records):
+            or recorded != load_config(run_dir).val_records):
         return DEFAULT_THRESHOLD, "default"
     return _checked_threshold(stored["best_threshold"], path, "best_threshold"), path
 

@@ -32,6 +32,8 @@ a fixed seed is repeatable whatever the parallelism, and each epoch (the
 `epoch` argument, a tensor fed when the iterator is initialised) differs.
 """
 
+import dataclasses
+import os
 import random
 import re
 
@@ -49,13 +51,43 @@ _NOT_RECORDS = (".json", ".partial", ".tmp")
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.tfrecord$")
 
 
+def patterns(records):
+    """A records value of a config (one glob, a tuple of them, or '' for none) as a tuple."""
+    if not records:
+        return ()
+    return (records,) if isinstance(records, str) else tuple(records)
+
+
+def set_names(records):
+    """A short, unique name per record set for logs and TensorBoard ('data/cat-val2017-*'
+    -> 'cat-val2017'); set<i> where a glob leaves nothing or a name repeats."""
+    names = []
+    for i, pattern in enumerate(patterns(records)):
+        name = re.sub(r"[-_.]?[*?\[].*$", "", os.path.basename(pattern))
+        name = re.sub(r"\.tfrecord$", "", name)
+        names.append(name if name and name not in names else f"set{i}")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSet:
+    """One training record set of a mixed run (train.py's repeated --train-records)."""
+
+    files: tuple  # checked record files (guard.scan_records)
+    counts: tuple  # records in each file
+    weight: float  # relative sampling weight (default: the set's record count)
+
+
 def list_records(file_pattern):
-    """Sorted record files matching the glob, or UserError naming the pattern.
+    """Sorted record files matching the glob (or each glob of a tuple, in turn), or
+    UserError naming the pattern.
 
     The converter's sidecars (stats/progress JSON, *.partial, *.tmp) are skipped
     so that 'data/cat-train2017-*' works, and a set of '-NNNNN-of-NNNNN' shards
     with one missing (an unfinished conversion) is an error, not less data.
     """
+    if not isinstance(file_pattern, str):
+        return [f for pattern in file_pattern for f in list_records(pattern)]
     try:
         matches = sorted(tf.io.gfile.glob(file_pattern))
     except tf.errors.OpError as e:
@@ -78,8 +110,9 @@ def list_records(file_pattern):
 
 
 def record_files(records):
-    """A glob, or a list of files already checked (guard.scan_records), -> the list."""
-    return list_records(records) if isinstance(records, str) else list(records)
+    """A glob (or tuple of globs), or a list of files already checked
+    (guard.scan_records), -> the list."""
+    return list(records) if isinstance(records, list) else list_records(records)
 
 
 def reflect_indices(start, size, n):
@@ -189,24 +222,23 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     before the windows are cut; 0 keeps them as stored.
     augmentation: augment.Settings for training windows (None: flips only);
     evaluation windows are never augmented.
+    file_pattern: a glob (or tuple of globs) or a list of checked files; for a mixed
+    run a tuple of RecordSets (training only; see _mixed).
     skip (int or int64 scalar tensor): windows of this epoch's order to pass over
     before the first batch, undecoded, so a resumed epoch goes on where it stopped;
     each window keeps its index, and with it its crop and augmentation.
     Raises UserError when no file matches, ValueError for an invalid input size.
     """
-    files = record_files(file_pattern)
     output_size = unet.output_size(input_size, depth)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     shuffle_seed = tf.cast(epoch, tf.int64) + seed * _EPOCH_STRIDE
-
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
-        ds = ds.shuffle(len(files), seed=shuffle_seed)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
-                       num_parallel_calls=num_parallel_calls, deterministic=True)
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed + 1)
+    if isinstance(file_pattern, tuple) and file_pattern and isinstance(file_pattern[0],
+                                                                       RecordSet):
+        ds = _mixed(file_pattern, shuffle_seed, shuffle_buffer, num_parallel_calls)
+    else:
+        ds = _serialized(record_files(file_pattern), training, shuffle_seed, shuffle_buffer,
+                         num_parallel_calls)
 
     augmentation = augment.Settings() if augmentation is None else augmentation
 
@@ -233,6 +265,34 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     ds = ds.enumerate().skip(tf.cast(skip, tf.int64))
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _serialized(files, training, shuffle_seed, shuffle_buffer, num_parallel_calls):
+    """The serialized records of files: one pass, shuffled when training."""
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=shuffle_seed)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
+                       num_parallel_calls=num_parallel_calls, deterministic=True)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed + 1)
+    return ds
+
+
+def _mixed(sets, shuffle_seed, shuffle_buffer, num_parallel_calls):
+    """One epoch of serialized training records drawn from several RecordSets.
+
+    Each set is shuffled and repeated (a small set comes round again rather than run
+    dry), tf.data's sample_from_datasets draws from them by weight, seeded per epoch,
+    and the epoch ends after as many records as the sets hold: steps per epoch are
+    those of one glob over all of them.
+    """
+    each = [_serialized(list(s.files), True, shuffle_seed + 2 * (i + 1), shuffle_buffer,
+                        num_parallel_calls).repeat() for i, s in enumerate(sets)]
+    total = sum(sum(s.counts) for s in sets)
+    weights = [s.weight / sum(s.weight for s in sets) for s in sets]
+    return tf.data.Dataset.sample_from_datasets(
+        each, weights, seed=shuffle_seed + 2 * (len(sets) + 1)).take(total)
 
 
 def train_dataset(cfg, files, epoch, seed, skip_batches=0):

@@ -318,6 +318,7 @@ class ClassBalance:
     path: str  # the stats file read
     foreground_fraction: float  # f, over the records' valid pixels
     classes: tuple  # what the records were made for; () when the stats do not say
+    pixels: int = 1  # valid pixels the fraction is over (the combined sets' weights)
 
     @property
     def pos_weight(self):
@@ -326,7 +327,21 @@ class ClassBalance:
 
 def class_balance(train_records, path=""):
     """The ClassBalance in `path`, by default the stats file beside the train_records glob
-    (data/cat-train2017-*... -> data/cat-train2017-stats.json)."""
+    (data/cat-train2017-*... -> data/cat-train2017-stats.json).
+
+    Several globs (a tuple) without `path`: the stats beside each, combined over the
+    sets' pixels (their foreground pixels over all their valid pixels), so a set of big
+    photos counts for its pixels, as in one glob over all of them. The sampling weights
+    are not in it: they change how often a set's records come, not what they hold.
+    """
+    if not isinstance(train_records, str) and not path:
+        parts = [class_balance(pattern) for pattern in train_records]
+        pixels = [p.pixels for p in parts]
+        fraction = sum(p.foreground_fraction * n for p, n in zip(parts, pixels)) / sum(pixels)
+        classes = tuple(dict.fromkeys(c for p in parts for c in p.classes))
+        return ClassBalance(",".join(p.path for p in parts), fraction, classes, sum(pixels))
+    if not isinstance(train_records, str):
+        train_records = train_records[0]  # --stats names the one file for all the sets
     if not path:
         path = re.sub(r"-\*[^/]*$", "-stats.json", train_records)
         if path == train_records:
@@ -348,7 +363,10 @@ def class_balance(train_records, path=""):
     if not 0.0 < fraction < 1.0:
         raise cli.UserError(f"{path}: foreground_fraction {fraction} gives no class balance; "
                             "pass a number for --pos-weight")
-    return ClassBalance(path, fraction, tuple(stats.get("classes") or ()))
+    pixels = stats.get("pixels")
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels <= 0:
+        pixels = 1  # stats without a pixel count: such sets weigh equally
+    return ClassBalance(path, fraction, tuple(stats.get("classes") or ()), pixels)
 
 
 def summary(stats, output, regions="crowd regions", flag="--crowd"):

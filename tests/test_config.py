@@ -37,6 +37,20 @@ def test_save_and_load_round_trip(tmp_path):
     assert rundir.load_config(str(tmp_path)) == cfg
 
 
+def test_several_record_sets_and_weights_round_trip(tmp_path):
+    cfg = config.RunConfig(train_records=("a-train-*", "b-train-*"), train_weights=(3.0, 1.0),
+                           val_records=("a-val-*", "b-val-*"))
+    rundir.save_config(cfg, str(tmp_path))
+    stored = json.loads((tmp_path / rundir.RUN_CONFIG).read_text())
+    assert stored["train_records"] == ["a-train-*", "b-train-*"]
+    assert stored["train_weights"] == [3.0, 1.0]
+    assert rundir.load_config(str(tmp_path)) == cfg
+    # One glob stays the plain string config.json has always held, and loads as one.
+    (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps(OLD_CONFIG_JSON))
+    old = rundir.load_config(str(tmp_path))
+    assert old.train_records == "data/cat-train2017-*.tfrecord" and old.train_weights == ()
+
+
 def test_run_config_types_say_what_the_fields_hold():
     types = {f.name: f.type for f in dataclasses.fields(config.RunConfig)}
     assert (types["pos_weight"], types["seed"]) == (float, int)
@@ -74,7 +88,8 @@ def test_every_field_has_one_rule_and_its_flag_parses_with_it():
     for field in dataclasses.fields(config.Config):
         rule = field.metadata["rule"]
         assert rule.valid(field.default), field.name  # every default passes its own rule
-        if field.name in flags and rule.kind not in (str, bool) and field.name != "epochs":
+        # Text, switches and the record sets' lists parse as their own flags say.
+        if field.name in flags and rule.kind in (int, float) and field.name != "epochs":
             assert flags[field.name].type == rule.parse, field.name
     assert flags["lr_schedule"].choices == config.optim.LR_SCHEDULES
 
@@ -87,6 +102,10 @@ def test_every_field_has_one_rule_and_its_flag_parses_with_it():
     (dict(batch_size=2.5), "--batch-size must be a positive integer, got 2.5"),
     (dict(hue=0.7), "--hue must be in [0, 0.5], got 0.7"),
     (dict(min_scale=2.0, max_scale=1.5), "--min-scale 2.0 and --max-scale 1.5 must satisfy"),
+    (dict(train_weights=(1.0, -2.0)), "--train-weights must be a comma list of positive"),
+    (dict(train_records=("a-*", "b-*"), train_weights=(1.0,)),
+     "--train-weights gives 1 weight(s) for 2 --train-records sets"),
+    (dict(train_records=("a-*",)), "--train-records must be a glob or a list of globs"),
 ])
 def test_check_names_the_flag_of_a_bad_value(changes, message):
     with pytest.raises(UsageError) as e:
@@ -100,6 +119,8 @@ def test_check_names_the_flag_of_a_bad_value(changes, message):
     ("dropout", 1, "config has dropout=1, not a number at least 0 and below 1 (0 = none)"),
     ("depth", "4", "config has depth='4', not a positive integer: fix depth"),
     ("intra_op_threads", -1, "config has intra_op_threads=-1, not a whole number >= 0"),
+    ("train_weights", [3, 0], "config has train_weights=(3, 0), not a comma list of positive"),
+    ("train_records", ["a-*", 4], "config has train_records=('a-*', 4), not a glob or a list"),
 ])
 def test_a_loaded_config_json_is_checked_by_the_same_rules(tmp_path, key, value, message):
     (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, key: value}))

@@ -25,6 +25,7 @@ import pytest
 import tensorflow as tf
 
 from core import distribute
+from datasets import pipeline
 from utils import cli
 from utils.cli import UsageError, UserError
 
@@ -100,6 +101,17 @@ def test_every_worker_stops_after_the_smallest_share():
     assert distribute.batches_per_worker([5, 3, 4], 1, 2) == 6
     with pytest.raises(UserError, match="smaller than --batch-size 4"):
         distribute.batches_per_worker([5, 3, 4], 2, 4)
+
+
+def test_each_record_set_is_shared_out_on_its_own_with_its_weight():
+    sets = (pipeline.RecordSet(("a0", "a1"), (5, 3), 3.0), pipeline.RecordSet(("b0",), (4,), 1.0))
+    assert distribute.shard_sets(list(sets[0].files), 2, 1) == ["a1"]  # a list: as before
+    assert distribute.shard_sets(sets, 1, 0) == sets
+    with pytest.raises(UserError, match="cannot feed 2 workers"):
+        distribute.shard_sets(sets, 2, 1)  # set b has one file: nothing for worker 1
+    # Worker 0: 5 of set a + 4 of set b; worker 1: 3 of set a + 2 of set b.
+    assert distribute.batches_per_worker([[5, 3], [4, 2]], 2, 2) == 2
+    assert distribute.steps_per_epoch(None, [[5, 3], [4, 2]], 2) == 7  # 14 records
 
 
 def test_worker_seeds_differ_and_worker_0_keeps_the_run_seed():

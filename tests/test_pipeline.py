@@ -1,3 +1,5 @@
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -311,3 +313,44 @@ def test_long_side_resizes_before_the_windows_are_cut(tmp_path):
                                                       (w - OUTPUT) // 2)
                 np.testing.assert_array_equal(img, want_img)
                 np.testing.assert_array_equal(msk.numpy()[0], want_mask)
+
+
+def write_set(path, first_id, count, size=6):
+    """`count` tiny PNG records with ids first_id.. (the id is each image's blue channel)."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(first_id, first_id + count):
+            writer.write(records.make_example(
+                tf.io.encode_png(coord_image(size, size, i)).numpy(), "png", size, size, i,
+                f"{i}.png", tf.io.encode_png(checker_mask(size, size)).numpy()))
+    return pipeline.RecordSet((str(path),), (count,), float(count))
+
+
+def mixed_ids(sets, seed=5, epoch=0, skip=0):
+    ds = pipeline.make_dataset(tuple(sets), 50, True, INPUT, DEPTH, seed=seed, epoch=epoch,
+                               skip=skip)
+    return [int(i) for img, _ in ds for i in np.rint(img.numpy()[:, 0, 0, 2] * 255.0)]
+
+
+def test_mixed_sets_are_sampled_by_weight_repeatably(tmp_path):
+    """Weights 3:1 over two sets of 200 records: of an epoch's 400 windows (as many as
+    the sets hold), 75% +- 5 points come from the first; the same seed, the same order."""
+    a = dataclasses.replace(write_set(tmp_path / "a.tfrecord", 0, 200), weight=3.0)
+    b = dataclasses.replace(write_set(tmp_path / "b.tfrecord", 200, 56), weight=1.0)
+    b = dataclasses.replace(b, counts=(200,))  # 56 records stand for 200: repeated
+    ids = mixed_ids([a, b])
+    assert len(ids) == 400
+    share = sum(i < 200 for i in ids) / len(ids)
+    assert abs(share - 0.75) <= 0.05, share
+    assert mixed_ids([a, b]) == ids  # same seed: same order
+    assert mixed_ids([a, b], seed=6) != ids and mixed_ids([a, b], epoch=1) != ids
+    assert mixed_ids([a, b], skip=100) == ids[100:]  # exact resume inside a mixed epoch
+
+
+def test_record_set_names_and_patterns(tmp_path):
+    assert pipeline.patterns("a-*") == ("a-*",) and pipeline.patterns("") == ()
+    assert pipeline.set_names(("data/cat-val2017-*.tfrecord", "x/pets-val-*", "y/pets-val-*",
+                               "*")) == ["cat-val2017", "pets-val", "set2", "set3"]
+    write_records(tmp_path / "a.tfrecord", [(4, 4)])
+    write_records(tmp_path / "b.tfrecord", [(4, 4)])
+    assert pipeline.list_records((str(tmp_path / "b*"), str(tmp_path / "a*"))) == [
+        str(tmp_path / "b.tfrecord"), str(tmp_path / "a.tfrecord")]  # set by set

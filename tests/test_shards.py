@@ -141,3 +141,15 @@ def test_class_balance_reads_the_stats_the_writer_wrote(tmp_path):
     (tmp_path / "torn.json").write_text('{"foreground_')
     with pytest.raises(cli.UserError, match="torn.json is unreadable"):
         shards.class_balance("ignored-*", str(tmp_path / "torn.json"))
+
+
+def test_class_balance_combines_several_sets_over_their_pixels(tmp_path):
+    """Two sets: 10% foreground of 1000 pixels and 40% of 3000 -> 1300 / 4000 = 32.5%."""
+    for name, fg, pixels in (("a", 100, 1000), ("b", 1200, 3000)):
+        (tmp_path / f"{name}-train-stats.json").write_text(json.dumps(
+            {"foreground_fraction": fg / pixels, "pixels": pixels, "classes": [name]}))
+    balance = shards.class_balance((str(tmp_path / "a-train-*"), str(tmp_path / "b-train-*")))
+    assert balance.foreground_fraction == pytest.approx(0.325)
+    assert balance.pos_weight == pytest.approx(0.675 / 0.325)
+    assert balance.classes == ("a", "b") and balance.pixels == 4000
+    assert balance.path == f"{tmp_path}/a-train-stats.json,{tmp_path}/b-train-stats.json"

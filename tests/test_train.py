@@ -530,3 +530,67 @@ def test_checkpoint_without_training_clock_still_resumes(blob_data, tmp_path, ca
     result = train.train(make_cfg(blob_data, run, max_steps=2, **tiny), clock=FakeClock(5))
     assert "(step 1, epoch 0, 0:00:00 of training)" in caplog.text
     assert result.step == 2 and result.train_seconds == 5.0
+
+
+# --------------------------------------------------- several record sets
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory):
+    """Two training and two validation sets; the stats say 10% foreground of 1000 pixels
+    and 40% of 3000, so --pos-weight auto combines them to 1300 / 4000."""
+    d = tmp_path_factory.mktemp("sets")
+    for name, n, seed, fraction, pixels in (("a", 12, 3, 0.1, 1000), ("b", 4, 4, 0.4, 3000)):
+        write_blobs(d / f"{name}-train-00000-of-00001.tfrecord", n, seed)
+        (d / f"{name}-train-stats.json").write_text(json.dumps(
+            {"foreground_fraction": fraction, "pixels": pixels, "classes": ["ball"]}))
+        write_blobs(d / f"{name}-val-00000-of-00001.tfrecord", 3, seed + 10)
+    return {"train_records": (str(d / "a-train-*"), str(d / "b-train-*")),
+            "val_records": (str(d / "a-val-*"), str(d / "b-val-*"))}
+
+
+def test_record_set_flags_repeat_and_one_glob_stays_a_string():
+    assert train.config_from_args([]).train_records == config.Config.train_records
+    one = train.config_from_args(["--train-records", "x-*", "--val-records", "v-*"])
+    assert one.train_records == "x-*" and one.val_records == "v-*" and one.train_weights == ()
+    two = train.config_from_args(["--train-records", "a-*", "--train-records", "b-*",
+                                  "--train-weights", "3,1", "--val-records", "va-*",
+                                  "--val-records", "vb-*"])
+    assert two.train_records == ("a-*", "b-*") and two.train_weights == (3.0, 1.0)
+    assert two.val_records == ("va-*", "vb-*")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--train-records", "a-*", "--train-records", "b-*", "--train-weights", "3,1,1"],
+     "--train-weights gives 3 weight(s) for 2 --train-records sets: give one weight per set"),
+    (["--train-weights", "3,0"], "--train-weights: must be a comma list of positive numbers"),
+    (["--train-weights", "3,x"], "--train-weights: must be a comma list of positive numbers"),
+])
+def test_bad_weights_are_one_line_exit_2(argv, message, capsys):
+    got, err = run_cli(argv, capsys)
+    assert got == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_pos_weight_auto_combines_the_sets_over_their_pixels(two_sets, tmp_path):
+    cfg = config.resolve(make_cfg(two_sets, tmp_path, pos_weight="auto"))
+    assert cfg.pos_weight == pytest.approx(0.675 / 0.325)  # f = (100 + 1200) / 4000
+
+
+def test_two_sets_train_validate_per_set_and_resume(two_sets, tmp_path):
+    run = tmp_path / "run"
+    result = train.train(make_cfg(two_sets, run, epochs=1, train_weights=(3.0, 1.0),
+                                  **TINIEST))
+    assert result.step == 4 and result.epoch == 1  # 16 records / batch 4: as one glob
+    saved = rundir.load_config(str(run))
+    assert saved.train_records == two_sets["train_records"]
+    assert saved.val_records == two_sets["val_records"] and saved.train_weights == (3.0, 1.0)
+    assert sorted(result.val_sets) == ["a-val", "b-val"]
+    counts = [m.model["foreground_iou"] for m in result.val_sets.values()]
+    assert all(0.0 <= iou <= 1.0 for iou in counts)
+    for name, metrics_of in (("val", result.val), *(
+            (f"val-{n}", m) for n, m in result.val_sets.items())):
+        got = event_scalars(run / name)
+        assert got["foreground_iou"][-1][1] == pytest.approx(
+            metrics_of.model["foreground_iou"], abs=1e-6)
+    again = train.train(make_cfg(two_sets, run, epochs=2, **TINIEST))  # weights: counts
+    assert again.step == 8 and rundir.load_config(str(run)).train_weights == (12.0, 4.0)
