@@ -330,7 +330,8 @@ def main(argv=None):
                         help="make the best threshold the run's default for predict.py and "
                         "export.py (default: only when evaluating the run's val_records with "
                         "its default checkpoint)")
-    predict.add_max_pixels_flag(parser)
+    cli.add_max_pixels_flag(parser, records.DEFAULT_MAX_PIXELS,
+                            "refuse a record whose image is larger than this many pixels")
     args = parser.parse_args(argv)
     result = evaluate(args.run_dir, args.records, args.checkpoint, args.threshold,
                       args.batch_size, args.save_overlays, progress=not args.no_progress,

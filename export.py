@@ -136,10 +136,8 @@ def main(argv=None):
                         "(for TensorFlow Serving: <model>/<version>, e.g. exported/cat_unet/1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing "
                         "SavedModel at --out (nothing else is ever replaced)")
-    parser.add_argument("--max-pixels", type=cli.positive_int,
-                        default=records.DEFAULT_MAX_PIXELS, help="largest image (height x "
-                        "width) the SavedModel accepts; larger ones fail with InvalidArgument "
-                        "before decoding (default %(default)s: about 2.5 GB of peak memory)")
+    cli.add_max_pixels_flag(parser, records.DEFAULT_MAX_PIXELS, "largest image the "
+                            "SavedModel accepts; larger ones fail with InvalidArgument")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # the v1 Builder's deprecation notes are not for users
     info = export(args.run_dir, args.out, args.checkpoint, args.threshold, args.batch_size,

@@ -180,14 +180,6 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
             "checkpoint": predictor.checkpoint, "written": written, "failed": failed}
 
 
-def add_max_pixels_flag(parser):
-    """--max-pixels, shared with evaluate.py: the same cap export.py bakes in."""
-    parser.add_argument("--max-pixels", type=cli.positive_int,
-                        default=records.DEFAULT_MAX_PIXELS, help="refuse an image larger than "
-                        "this many pixels (height x width, read from its header before "
-                        "decoding; default %(default)s, about 2.5 GB of peak memory)")
-
-
 def main(argv=None):
     parser = cli.ArgumentParser(
         description="Predict full-size masks with a trained run (overlap-tile).")
@@ -198,7 +190,8 @@ def main(argv=None):
                         "(default: %(default)s)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <stem>_prob.png, the probability x 255")
-    add_max_pixels_flag(parser)
+    cli.add_max_pixels_flag(parser, records.DEFAULT_MAX_PIXELS,
+                            "refuse an image larger than this many pixels")
     args = parser.parse_args(argv)
     result = predict(args.run_dir, args.inputs, args.out, args.checkpoint, args.threshold,
                      args.batch_size, args.max_pixels, args.save_probabilities,

@@ -276,21 +276,26 @@ def test_crash_mid_shard_then_rerun_finishes_the_job(demo, reference, tmp_path, 
     assert not os.path.exists(shards.progress_path(out, "train2017"))
 
 
-def test_sigkill_leaves_only_complete_shards(demo, reference, tmp_path):
-    out = str(tmp_path / "cat")
-    script = (
+def killed_at_record(n, demo, out, workers):
+    """A script converting the demo that SIGKILLs itself when record n is serialised."""
+    return (
         "import os, signal, sys\n"
         f"sys.path.insert(0, {REPO!r})\n"
         "import convert_coco\nfrom datasets import records\n"
         "real, n = records.make_example, [0]\n"
         "def die(*a):\n"
         "    n[0] += 1\n"
-        "    if n[0] == 7:\n"
+        f"    if n[0] == {n}:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(*a)\n"
         "records.make_example = die\n"
         f"convert_coco.main(['--coco-dir', {demo!r}, '--output', {out!r}, '--num-shards', '3',"
-        " '--workers', '1', '--no-progress'])\n")
+        f" '--workers', '{workers}', '--no-progress'])\n")
+
+
+def test_sigkill_leaves_only_complete_shards(demo, reference, tmp_path):
+    out = str(tmp_path / "cat")
+    script = killed_at_record(7, demo, out, workers=1)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
     assert proc.returncode == -9
@@ -307,19 +312,8 @@ def test_sigkill_leaves_only_complete_shards(demo, reference, tmp_path):
 
 def test_sigkill_of_a_pooled_conversion_leaves_quiet_workers(demo, reference, tmp_path):
     out = str(tmp_path / "cat")
-    script = (
-        "import os, signal, sys\n"
-        f"sys.path.insert(0, {REPO!r})\n"
-        "import convert_coco\nfrom datasets import records\n"
-        "real, n = records.make_example, [0]\n"
-        "def die(*a):\n"
-        "    n[0] += 1\n"
-        "    if n[0] == 4:  # the workers are encoding ahead: their results meet a dead pipe\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    return real(*a)\n"
-        "records.make_example = die\n"
-        f"convert_coco.main(['--coco-dir', {demo!r}, '--output', {out!r}, '--num-shards', '3',"
-        " '--workers', '2', '--no-progress'])\n")
+    # At record 4 the workers are encoding ahead: their results meet a dead pipe.
+    script = killed_at_record(4, demo, out, workers=2)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     # Returns once every holder of stderr (workers, fork server, resource tracker) exited.
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,

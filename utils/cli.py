@@ -121,6 +121,13 @@ def add_run_flags(parser, threshold_help, threshold_default=None, batch_help="ti
         a("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def add_max_pixels_flag(parser, default, what):
+    """--max-pixels, the one pixel cap of predict, evaluate and export: `what` it refuses."""
+    parser.add_argument("--max-pixels", type=positive_int, default=default, help=(
+        f"{what} (height x width, read from the header before decoding; default "
+        "%(default)s, about 2.5 GB of peak memory)"))
+
+
 def setup_logging(verbose=False):
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
