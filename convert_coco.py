@@ -222,6 +222,7 @@ def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=Non
                              f"got {crowd!r}")
     if not classes or negatives < 0 or (num_shards is not None and num_shards < 1):
         raise cli.UsageError("need at least one class, negatives >= 0 and num_shards >= 1")
+    shards.chosen_classes(classes, classes)  # a name twice: before ~20 s of loading COCO
     if not overwrite:
         shards.refuse_finished(output, split)  # before spending ~20 s loading COCO's train JSON
     coco, digest = load_annotations(coco_dir, split)
