@@ -1,5 +1,6 @@
 """The converters' shared output: record shards written atomically and resumably, and
-the stats file beside them (which train.py --pos-weight auto reads back: class_balance).
+the stats file beside them, which readers take back: record_classes (every reader's
+class check), class_balance (--pos-weight auto), class_pixels (--class-weights auto).
 
 convert_coco.py and convert_pets.py choose the images and how each becomes a
 record (records.make_example's arguments); this module writes them as

@@ -17,6 +17,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 import convert_coco
+from core import config
 from datasets import records, shards
 from samples import drawn
 from utils import cli
@@ -206,6 +207,13 @@ def test_two_classes_get_values_1_and_2_in_the_order_given(demo, tmp_path):
     swap[[1, 2]] = 2, 1
     for a, b in zip(by_order["cat", "dog"], by_order["dog", "cat"]):
         np.testing.assert_array_equal(swap[a], b)  # only the values trade places
+    # train.py's view of them: 3 outputs, the names, median-frequency weights of the counts
+    cfg = config.resolve(config.Config(train_records=str(tmp_path / "cat_dog-train2017-*"),
+                                       val_records="", class_weights="auto", seed=0,
+                                       run_dir=str(tmp_path / "run")))
+    n = sum(np.bincount(m.ravel(), minlength=256) for m in by_order["cat", "dog"])[:3]
+    assert (cfg.classes, cfg.num_outputs) == (("cat", "dog"), 3)
+    assert cfg.class_weights == tuple(float(np.median(n)) / c for c in n)
 
 
 def _square(x0, y0, x1, y1):
