@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import predict
 from core import metrics, rundir, tiling
-from datasets import pipeline, records
+from datasets import pipeline, records, shards
 from utils import cli, errors
 from utils.cli import UserError
 
@@ -92,6 +92,9 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     if not records_pattern:
         raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")
     files = pipeline.list_records(records_pattern)
+    shards.record_classes([("--records", p) for p in pipeline.patterns(records_pattern)],
+                          shards.RecordClasses(tuple(cfg.classes), cfg.num_classes,
+                                               f"the run {run_dir}"))
     own_records = _are_val_records(files, cfg)
     requested, checkpoint = checkpoint, rundir.resolve(run_dir, checkpoint)
     adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint, requested is None)

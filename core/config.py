@@ -75,6 +75,27 @@ _WEIGHTS = Rule(tuple, lambda v: all(
     for w in v), "a comma list of positive numbers, one per --train-records set, e.g. 3,1")
 
 
+# (): every class weighs 1. Checked against the records' K in resolve.
+_CLASS_WEIGHTS = Rule(tuple, lambda v: all(
+    isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+    for w in v), "'auto' or a comma list of positive numbers, background first, one per "
+    "mask value 0..K, e.g. 0.5,2,2", also=("auto",))
+
+
+def class_weights_arg(text):
+    """--class-weights 'auto' or '0.5,2,2' -> 'auto' or (0.5, 2.0, 2.0); the flag's error
+    for anything else."""
+    if text == "auto":
+        return text
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = None
+    if not weights or not _CLASS_WEIGHTS.ok(weights):
+        raise argparse.ArgumentTypeError(f"must be {_CLASS_WEIGHTS.wanted}, got {text}")
+    return weights
+
+
 def weights_arg(text):
     """--train-weights '3,1' -> (3.0, 1.0); the flag's error for anything else."""
     try:
@@ -117,13 +138,15 @@ class Config:
         _GLOBS, type=str, action=_Repeated)
     input_size: int = _flag(572, "network input window in pixels (572 -> 388 output at depth 4); "
                             "the mask window is the output size", cli.POSITIVE_INT)
-    # informational: the classes the records were made for
+    # The classes the records were made for, mask value 1 first: resolve takes them from
+    # the records' stats (datasets/shards.record_classes) when they have any.
     classes: tuple = _field(("cat",), Rule(tuple))
     # ---- model (unet.unet arguments)
     depth: int = _flag(4, "U-Net levels (2x2 max pools); 4 is the paper's", cli.POSITIVE_INT)
     base_filters: int = _flag(64, "channels of the first level, doubled per level; 64 is the "
                               "paper's", cli.POSITIVE_INT)
-    # one sigmoid logit: pixel belongs to the classes or not
+    # 1: one sigmoid logit, the pixel belongs to the class(es) or not (K = 1 records);
+    # K + 1 softmax logits for K >= 2 classes. resolve sets it from the records' K.
     num_outputs: int = _field(1, cli.POSITIVE_INT)
     # Off: on the real-photo sample 0.5 and 0.2 both scored below none (docs/train.md).
     dropout: float = _flag(0.0, "the paper's drop-out rate at the end of the contracting path, "
@@ -135,8 +158,8 @@ class Config:
     val_input_size: int = _flag(0, "validation window; 0 = --input-size; bigger covers more of "
                                 "each image", cli.NON_NEGATIVE_INT)
     val_every: int = _flag(1, "validate every N epochs (and at the end)", cli.POSITIVE_INT)
-    stats: str = _flag("", "converter stats JSON for --pos-weight auto; '' = the one next to "
-                       "the shards", _TEXT)
+    stats: str = _flag("", "converter stats JSON for --pos-weight auto and --class-weights "
+                       "auto; '' = the one next to each set's shards", _TEXT)
     # ~1 MB of encoded JPEG per 5 records
     shuffle_buffer: int = _flag(256, "records mixed by the shuffle", cli.POSITIVE_INT)
     # Small machines train on small photos; evaluate/predict/export resize the same way and
@@ -193,6 +216,11 @@ class Config:
     pos_weight: float | str = _flag(1.0, "foreground weight in the loss, or 'auto' = (1-f)/f "
                                     "from the converter's stats",
                                     cli.POSITIVE_FLOAT_OR_AUTO)
+    class_weights: str | tuple = _flag(
+        (), "records of K >= 2 classes: loss weight of each mask value, background first, "
+        "e.g. 0.5,2,2; 'auto' = median-frequency balancing from the training sets' stats "
+        "(docs/train.md); default: all 1. One class uses --pos-weight",
+        _CLASS_WEIGHTS, type=class_weights_arg)
     dice_weight: float = _flag(0.0, "adds this times (1 - soft Dice) to the loss; 0 = "
                                "cross-entropy only", cli.NON_NEGATIVE_FLOAT)
     seed: int | None = _flag(None, "graph and data seed, for repeatable runs; by default one is "
@@ -237,6 +265,11 @@ class Config:
     on_nan: str = _flag("stop", "non-finite loss: stop with the step, or skip that batch's "
                         "update", _choice(ON_NAN, "stop or skip"))
 
+    @property
+    def num_classes(self):
+        """K, the mask values 1..K the network tells apart: 1 for one sigmoid logit."""
+        return self.num_outputs - 1 if self.num_outputs > 1 else 1
+
 
 def add_flags(parser):
     """Config's flags: one `--<name>` per field that has a --help line, typed by its rule."""
@@ -262,7 +295,8 @@ class RunConfig(Config):
     """A Config as resolve checked it, with 'auto' and None made concrete: what a
     run trains with, saves as config.json and what rundir.load_config returns."""
 
-    pos_weight: float = 1.0  # the foreground weight the loss uses
+    pos_weight: float = 1.0  # the foreground weight the loss uses (K = 1)
+    class_weights: tuple = ()  # K >= 2: the loss weight of each mask value 0..K; K = 1: ()
     seed: int = 0  # the graph and data seed (drawn when the Config had None)
     precision: str = "float32"  # float32 | bfloat16 | mixed_float16: what ran
 
@@ -338,20 +372,71 @@ def resolve(cfg):
         gpu = bool(tf.config.list_physical_devices("GPU"))  # lists, starts no runtime
         changes["precision"], why = device.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
-    if cfg.pos_weight == "auto":  # files are read last: a bad flag is named first
-        balance = shards.class_balance(cfg.train_records, cfg.stats)
-        changes.update(pos_weight=balance.pos_weight, stats=balance.path)
-        if balance.classes:
-            changes["classes"] = balance.classes
-        log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
-                 balance.foreground_fraction, balance.path, balance.pos_weight)
-    else:
-        changes["pos_weight"] = float(cfg.pos_weight)
+    changes.update(_resolve_classes(cfg))  # files are read last: a bad flag is named first
     if cfg.seed is None:
         changes["seed"] = random.SystemRandom().randrange(2**31)
     resolved = RunConfig(**{**dataclasses.asdict(cfg), **changes})
     log.info("config: %s", json.dumps(dataclasses.asdict(resolved), sort_keys=True))
     return resolved
+
+
+def _resolve_classes(cfg):
+    """classes, num_outputs, pos_weight, class_weights (and stats) made concrete from the
+    records' stats; UserError when the sets' class lists differ (shards.record_classes).
+
+    Without stats beside any set (hand-made records, a glob of another form) the
+    configured classes and num_outputs stand, by default one class 'cat': K = 1.
+    """
+    sets = ([("--train-records", p) for p in pipeline.patterns(cfg.train_records)]
+            + [("--val-records", p) for p in pipeline.patterns(cfg.val_records)])
+    found = shards.record_classes(sets)
+    changes = {}
+    if found:
+        k = found.num_classes
+        changes.update(classes=found.names or cfg.classes, num_outputs=1 if k == 1 else k + 1)
+        log.info("classes from the records' stats: %s", found.describe())
+    else:
+        k = cfg.num_classes
+        if k >= 2 and len(cfg.classes) != k:
+            raise UsageError(f"num_outputs {cfg.num_outputs} means {k} classes but classes "
+                             f"names {len(cfg.classes)}: {cfg.classes}")
+        log.info("no converter stats beside the records: classes %s as configured, K = %d",
+                 "/".join(cfg.classes), k)
+    names = changes.get("classes", cfg.classes)
+    if k == 1:
+        if cfg.class_weights:
+            raise UsageError(f"--class-weights weighs the classes of records of 2 or more "
+                             f"classes; these hold one ({'/'.join(names)}): use --pos-weight")
+        changes["class_weights"] = ()
+        if cfg.pos_weight == "auto":
+            balance = shards.class_balance(cfg.train_records, cfg.stats)
+            changes.update(pos_weight=balance.pos_weight, stats=balance.path)
+            if balance.classes and not found:
+                changes["classes"] = balance.classes
+            log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
+                     balance.foreground_fraction, balance.path, balance.pos_weight)
+        else:
+            changes["pos_weight"] = float(cfg.pos_weight)
+        return changes
+    if cfg.pos_weight != 1.0:
+        raise UsageError(f"--pos-weight weighs the one class of one-class records; these hold "
+                         f"{k} ({', '.join(names)}): use --class-weights")
+    changes["pos_weight"] = 1.0
+    if cfg.class_weights == "auto":
+        counts = shards.class_pixels(cfg.train_records, k, cfg.stats)
+        weights = counts.median_frequency_weights()
+        changes.update(class_weights=weights, stats=counts.path)
+        log.info("class_weights auto: class pixels %s in %s -> median-frequency weights %s",
+                 list(counts.pixels), counts.path, ", ".join(f"{w:.3f}" for w in weights))
+    elif cfg.class_weights:
+        if len(cfg.class_weights) != k + 1:
+            raise UsageError(f"--class-weights gives {len(cfg.class_weights)} weight(s) for "
+                             f"{k} classes + background: give {k + 1}, background first, then "
+                             f"{', '.join(names)}")
+        changes["class_weights"] = tuple(float(w) for w in cfg.class_weights)
+    else:
+        changes["class_weights"] = (1.0,) * (k + 1)
+    return changes
 
 
 def check_budget(cfg):
