@@ -272,8 +272,10 @@ def color(image, settings, seed):
 
 
 def is_foreground(mask):
-    """Where a mask holds a class: 1..K, neither BACKGROUND nor IGNORE. Same shape, bool."""
-    return (mask != records.BACKGROUND) & (mask != records.IGNORE)
+    """Where a mask holds a class: 1..K, neither BACKGROUND nor IGNORE. Same shape, bool.
+    (tf.not_equal, not !=: in a TF1 graph != compares the Python objects.)"""
+    return tf.logical_and(tf.not_equal(mask, records.BACKGROUND),
+                          tf.not_equal(mask, records.IGNORE))
 
 
 def random_foreground_pixel(mask, seed):

@@ -466,3 +466,21 @@ def test_long_side_range_leaves_evaluation_at_the_one_long_side(tmp_path):
     for (img, msk), (want_img, want_msk) in zip(ranged, plain):
         np.testing.assert_array_equal(img.numpy(), want_img.numpy())
         np.testing.assert_array_equal(msk.numpy(), want_msk.numpy())
+
+
+def test_the_training_levers_run_in_a_tf1_graph_as_train_py_builds_them(tmp_path):
+    """train.py's graph mode, where `!=` on tensors would compare Python objects: every
+    window of fraction 1 holds its spot, with pastes and drawn long sides alike."""
+    write_photos(tmp_path / "g.tfrecord", [spot_photo(i, value=1 + i % 2) for i in range(6)])
+    settings = augment.Settings(("flip", "rotate"), copy_paste=1.0, copy_paste_count=2)
+    with tf.Graph().as_default():
+        ds = pipeline.make_dataset(str(tmp_path / "g.tfrecord"), 6, True, INPUT, DEPTH, seed=2,
+                                   augmentation=settings, foreground_windows=1.0,
+                                   long_side_range=(100, 140))
+        batch = pipeline.make_initializable_iterator(ds)
+        nxt = batch.get_next()
+        with v1.Session() as sess:
+            sess.run(batch.initializer)
+            _, masks = sess.run(nxt)
+    assert masks.shape == (6, OUTPUT, OUTPUT, 1)
+    assert all(np.isin([1, 2], m).any() for m in masks)
