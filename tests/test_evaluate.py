@@ -256,3 +256,19 @@ def test_a_record_over_the_pixel_cap_is_one_error_line(evaluated, capsys):
     assert len(err) == 1 and "record #0: image is over the 10-pixel cap: shrink it, or " \
         "raise the cap with --max-pixels" in err[0], err
     assert sorted(os.listdir(run)) == before
+
+
+def test_flip_test_scores_the_flip_averaged_maps_and_says_so(evaluated, tmp_path):
+    run, items, _ = evaluated
+    write_records(tmp_path / "other-00000-of-00001.tfrecord", items)
+    result = evaluate.evaluate(str(run), str(tmp_path / "other-*"), progress=False,
+                               flip_test=True)
+    counts = np.stack([metrics.confusion(
+        (reference_probabilities(run, image) + reference_probabilities(
+            run, np.ascontiguousarray(image[:, ::-1]))[:, ::-1]) / 2, mask, [0.5])
+        for image, mask, _ in items])
+    assert result.model == pytest.approx(metrics.summarize(counts[:, 0]))
+    with open(result.report) as f:
+        assert json.load(f)["flip_test"] is True
+    with open(run / rundir.EVAL_JSON) as f:
+        assert json.load(f)["flip_test"] is False  # the default evaluation's
