@@ -180,7 +180,7 @@ class Config:
                                    "epoch; validation, evaluate, predict and export use "
                                    "--long-side, default the geometric mean of the range "
                                    "(saved in config.json); default: off", _SIDE_RANGE,
-                                   type=_side_range_arg)
+                                   type=_side_range_arg, metavar="MIN,MAX")
     # Off: random windows, as before; in scenes most of them hold no cat.
     foreground_windows: float = _flag(0.0, "centre this fraction of training windows on a "
                                       "random foreground pixel of the photo (photos without "
@@ -218,7 +218,7 @@ class Config:
     # The paper's large-scale jitter range.
     copy_paste_scale: tuple = _flag(_AUG.copy_paste_scale, "copy-paste: zoom of a pasted "
                                     "photo, drawn log-uniformly in MIN,MAX",
-                                    _PASTE_SCALE, type=_paste_scale_arg)
+                                    _PASTE_SCALE, type=_paste_scale_arg, metavar="MIN,MAX")
     # ---- optimisation
     # The paper used one big tile a step; batch norm wants a few.
     batch_size: int = _flag(4, "windows per step", cli.POSITIVE_INT)
