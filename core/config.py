@@ -213,6 +213,7 @@ class Config:
     copy_paste: float = _flag(_AUG.copy_paste, "copy-paste: probability that a training "
                               "window gets the animals of --copy-paste-count other training "
                               "photos pasted onto it; 0 = off", cli.FRACTION)
+    # One other photo per window, as the paper pastes from one other image.
     copy_paste_count: int = _flag(_AUG.copy_paste_count, "copy-paste: source photos pasted "
                                   "into such a window", cli.POSITIVE_INT)
     # The paper's large-scale jitter range.

@@ -30,7 +30,8 @@ Copy-paste (Ghiasi et al., "Simple Copy-Paste is a Strong Data Augmentation Meth
 CVPR 2021; train.py --copy-paste PROB, off by default): with probability PROB a window
 gets the foreground of --copy-paste-count other training photos pasted onto it, each
 zoomed by a factor drawn log-uniformly in --copy-paste-scale (default 0.1 to 2, the
-paper's large-scale jitter range) and flipped left-right half of the time. datasets/pipeline.py
+range of the paper's large-scale jitter, which draws uniformly: log-uniform shrinks most
+pastes, as small cats in scenes want) and flipped left-right half of the time. datasets/pipeline.py
 decodes and zooms the sources; `paste` places each one so that a random foreground pixel
 of it lands on a random pixel of the output window, and composites: pasted pixels take
 the source's image and mask values (1..K), the pixels they cover lose theirs (ignore
