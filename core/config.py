@@ -117,6 +117,34 @@ class _Repeated(argparse.Action):
             setattr(namespace, self.dest, values)
         else:
             setattr(namespace, self.dest, (*pipeline.patterns(current), values))
+
+
+def _pair(kind, wanted):
+    """The Rule of a MIN,MAX flag of two positive `kind` numbers, MIN <= MAX (or () = off,
+    for an int pair), and its argparse type."""
+    def ok(v):
+        if v == ():
+            return kind is int
+        numbers = all(type(n) is int or (kind is float and type(n) is float) for n in v)
+        return len(v) == 2 and numbers and all(math.isfinite(n) and n > 0 for n in v) and \
+            v[0] <= v[1]
+    rule = Rule(tuple, ok, wanted)
+
+    def parse(text):
+        try:
+            value = tuple(kind(n) for n in text.split(","))
+        except ValueError:
+            value = None
+        if value is None or value == () or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    return rule, parse
+
+
+_SIDE_RANGE, _side_range_arg = _pair(int, "two whole numbers MIN,MAX with 0 < MIN <= MAX, "
+                                     "e.g. 96,192")
+_PASTE_SCALE, _paste_scale_arg = _pair(float, "two numbers MIN,MAX with 0 < MIN <= MAX, "
+                                       "e.g. 0.1,2")
 _GROUPS = Rule(str, _valid_groups, f"a comma list of {','.join(augment.GROUPS)}, or all, "
                "or none")
 
@@ -168,6 +196,19 @@ class Config:
                            "cut (saved in config.json; evaluate/predict/export use it too); "
                            "0 = as stored",
                            _note(cli.NON_NEGATIVE_INT, " (0 = images as stored)"))
+    # Multi-scale training for scenes where cats are small as well as close-ups; the
+    # evaluation scale is --long-side, by default the range's geometric mean (resolve).
+    long_side_range: tuple = _flag((), "train on photos resized to a long side drawn "
+                                   "log-uniformly in MIN,MAX px, anew for every photo and "
+                                   "epoch; validation, evaluate, predict and export use "
+                                   "--long-side, default the geometric mean of the range "
+                                   "(saved in config.json); default: off", _SIDE_RANGE,
+                                   type=_side_range_arg, metavar="MIN,MAX")
+    # Off: random windows, as before; in scenes most of them hold no cat.
+    foreground_windows: float = _flag(0.0, "centre this fraction of training windows on a "
+                                      "random foreground pixel of the photo (photos without "
+                                      "one get a random window); 0 = all random",
+                                      cli.FRACTION)
     # ---- augmentation of training windows (datasets/augment.py, whose Settings hold the paper's
     # values; validation is never augmented)
     augment: str = _flag("flip", "training augmentation: comma list of "
@@ -191,6 +232,17 @@ class Config:
                               "[1 - N, 1 + N]; N <= 1", _within(0, 1, "in [0, 1]"))
     hue: float = _flag(_AUG.hue, "color: hue turned by up to N of the colour wheel; N <= 0.5",
                        _within(0, 0.5, "in [0, 0.5]"))
+    # Ghiasi et al. 2021's Simple Copy-Paste (datasets/augment.py); off by default.
+    copy_paste: float = _flag(_AUG.copy_paste, "copy-paste: probability that a training "
+                              "window gets the animals of --copy-paste-count other training "
+                              "photos pasted onto it; 0 = off", cli.FRACTION)
+    # One other photo per window, as the paper pastes from one other image.
+    copy_paste_count: int = _flag(_AUG.copy_paste_count, "copy-paste: source photos pasted "
+                                  "into such a window", cli.POSITIVE_INT)
+    # The paper's large-scale jitter range.
+    copy_paste_scale: tuple = _flag(_AUG.copy_paste_scale, "copy-paste: zoom of a pasted "
+                                    "photo, drawn log-uniformly in MIN,MAX",
+                                    _PASTE_SCALE, type=_paste_scale_arg, metavar="MIN,MAX")
     # ---- optimisation
     # The paper used one big tile a step; batch norm wants a few.
     batch_size: int = _flag(4, "windows per step", cli.POSITIVE_INT)
@@ -373,6 +425,12 @@ def resolve(cfg):
         changes["precision"], why = device.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
     changes.update(_resolve_classes(cfg))  # files are read last: a bad flag is named first
+    if cfg.long_side_range and not cfg.long_side:  # the scale evaluation and inference use
+        low, high = cfg.long_side_range
+        changes["long_side"] = round(math.sqrt(low * high))
+        log.info("long_side_range %d,%d: validation, evaluate, predict and export at long side "
+                 "%d (the geometric mean; --long-side sets another)", low, high,
+                 changes["long_side"])
     if cfg.seed is None:
         changes["seed"] = random.SystemRandom().randrange(2**31)
     resolved = RunConfig(**{**dataclasses.asdict(cfg), **changes})

@@ -111,6 +111,15 @@ def test_every_field_has_one_rule_and_its_flag_parses_with_it():
     (dict(class_weights=(1.0, -1.0, 2.0)), "--class-weights must be 'auto' or a comma list of "
      "positive numbers, background first, one per mask value 0..K, e.g. 0.5,2,2"),
     (dict(class_weights="half"), "--class-weights must be 'auto' or a comma list"),
+    (dict(foreground_windows=1.5), "--foreground-windows must be in [0, 1], got 1.5"),
+    (dict(copy_paste=-0.1), "--copy-paste must be in [0, 1], got -0.1"),
+    (dict(copy_paste_count=0), "--copy-paste-count must be a positive integer, got 0"),
+    (dict(copy_paste_scale=(2.0, 0.1)), "--copy-paste-scale must be two numbers MIN,MAX with "
+     "0 < MIN <= MAX, e.g. 0.1,2, got (2.0, 0.1)"),
+    (dict(long_side_range=(192, 96)), "--long-side-range must be two whole numbers MIN,MAX "
+     "with 0 < MIN <= MAX, e.g. 96,192, got (192, 96)"),
+    (dict(long_side_range=(0, 96)), "--long-side-range must be two whole numbers"),
+    (dict(long_side_range=(96.0, 128.0)), "--long-side-range must be two whole numbers"),
 ])
 def test_check_names_the_flag_of_a_bad_value(changes, message):
     with pytest.raises(UsageError) as e:
@@ -126,6 +135,9 @@ def test_check_names_the_flag_of_a_bad_value(changes, message):
     ("intra_op_threads", -1, "config has intra_op_threads=-1, not a whole number >= 0"),
     ("train_weights", [3, 0], "config has train_weights=(3, 0), not a comma list of positive"),
     ("train_records", ["a-*", 4], "config has train_records=('a-*', 4), not a glob or a list"),
+    ("long_side_range", [96], "config has long_side_range=(96,), not two whole numbers MIN,MAX"),
+    ("copy_paste_scale", [], "config has copy_paste_scale=(), not two numbers MIN,MAX"),
+    ("foreground_windows", 2, "config has foreground_windows=2, not a number in [0, 1]"),
 ])
 def test_a_loaded_config_json_is_checked_by_the_same_rules(tmp_path, key, value, message):
     (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps({**OLD_CONFIG_JSON, key: value}))
@@ -261,3 +273,32 @@ def test_class_weights_round_trip_through_config_json(tmp_path):
     assert json.loads((tmp_path / rundir.RUN_CONFIG).read_text())["class_weights"] == [
         0.5, 1.0, 2.0]
     assert rundir.load_config(str(tmp_path)) == cfg
+@pytest.mark.parametrize("argv,long_side", [
+    (["--long-side-range", "96,192"], 136),  # round(sqrt(96 * 192)) = round(135.76)
+    (["--long-side-range", "64,64"], 64),
+    (["--long-side-range", "96,192", "--long-side", "128"], 128),  # named: kept
+    ([], 0)])
+def test_a_long_side_range_evaluates_at_its_geometric_mean(argv, long_side, tmp_path):
+    import train
+
+    cfg = config.resolve(train.config_from_args(argv + ["--seed", "1"]))
+    assert cfg.long_side == long_side
+    rundir.save_config(cfg, str(tmp_path))
+    stored = json.loads((tmp_path / rundir.RUN_CONFIG).read_text())
+    assert stored["long_side"] == long_side  # what evaluate, predict and export use
+    assert stored["long_side_range"] == list(cfg.long_side_range)
+    assert rundir.load_config(str(tmp_path)) == cfg
+
+
+def test_the_new_training_flags_reach_the_config():
+    import train
+
+    cfg = train.config_from_args(["--foreground-windows", "0.25", "--copy-paste", "0.5",
+                                  "--copy-paste-count", "3", "--copy-paste-scale", "0.2,1.5",
+                                  "--long-side-range", "96,192"])
+    assert (cfg.foreground_windows, cfg.copy_paste, cfg.copy_paste_count) == (0.25, 0.5, 3)
+    assert cfg.copy_paste_scale == (0.2, 1.5) and cfg.long_side_range == (96, 192)
+    default = train.config_from_args([])
+    assert (default.foreground_windows, default.copy_paste, default.long_side_range) == (
+        0.0, 0.0, ())
+    assert default.copy_paste_scale == (0.1, 2.0) and default.copy_paste_count == 1

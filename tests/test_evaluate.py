@@ -277,3 +277,19 @@ def test_records_of_other_classes_than_the_run_are_one_error(
         f"class lists differ: --records '{tmp_path}/two-*' ({tmp_path}/two-stats.json) holds "
         f"2 classes (cat, dog), the run {run} was trained on {described}: convert the records "
         "with the run's classes, in its order")
+
+
+def test_flip_test_scores_the_flip_averaged_maps_and_says_so(evaluated, tmp_path):
+    run, items, _ = evaluated
+    write_records(tmp_path / "other-00000-of-00001.tfrecord", items)
+    result = evaluate.evaluate(str(run), str(tmp_path / "other-*"), progress=False,
+                               flip_test=True)
+    counts = np.stack([metrics.confusion(
+        (reference_probabilities(run, image) + reference_probabilities(
+            run, np.ascontiguousarray(image[:, ::-1]))[:, ::-1]) / 2, mask, [0.5])
+        for image, mask, _ in items])
+    assert result.model == pytest.approx(metrics.summarize(counts[:, 0]))
+    with open(result.report) as f:
+        assert json.load(f)["flip_test"] is True
+    with open(run / rundir.EVAL_JSON) as f:
+        assert json.load(f)["flip_test"] is False  # the default evaluation's
