@@ -9,6 +9,11 @@ network that predicts nothing cannot look good. The sweep's best threshold is tu
 on the records evaluated, so it is adopted into threshold.json only for the run's
 own val_records with its default checkpoint, or with --adopt-threshold: evaluating
 other data (e.g. real photos) never moves it silently.
+
+A run of K >= 2 classes is decided by the argmax, so it has no threshold, sweep or PR
+curve (those stay K = 1's); its report has the per-class table (IoU, Dice, precision,
+recall), the mean IoU over the classes and with background, and the confusion matrix, all
+beside the all-background prediction (core/metrics.py's rules, the 0/0 one included).
 """
 
 from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -31,7 +36,7 @@ from tensorboard.plugins.pr_curve import summary as pr_summary
 from tqdm import tqdm
 
 import predict
-from core import metrics, rundir, tiling
+from core import config, metrics, rundir, summaries, tiling
 from datasets import pipeline, records, shards
 from utils import cli, errors
 from utils.cli import UserError
@@ -72,6 +77,14 @@ class Report:
     adopted_threshold: bool  # written to threshold.json
     adoption_reason: str
     flip_test: bool = False  # --flip-test: each map averaged with its mirror image's
+    # K >= 2 classes only (a K = 1 report has none of these keys). The decision is the
+    # argmax: threshold and best_threshold* are None and sweep is []; model and
+    # all_background hold metrics.MEANS; foreground_pixels counts every class but 0; an
+    # image's "iou" in worst/best_images is its mean IoU over the classes it shows.
+    classes: tuple = ()  # "background", then the run's classes: the tables' order
+    per_class: list | None = None  # metrics.ClassMetrics.per_class() of the model
+    all_background_per_class: list | None = None  # the same for all-background
+    confusion_matrix: list | None = None  # [C][C] valid pixels, row = truth, column = predicted
     report: str = ""  # the JSON file
     overlays: tuple = ()  # overlay PNGs (--save-overlays)
 
@@ -79,7 +92,13 @@ class Report:
         """The report file's object: every field but the paths of what was written."""
         fields = dataclasses.asdict(self)
         del fields["report"], fields["overlays"]
+        if not self.classes:
+            for key in CLASS_FIELDS:
+                del fields[key]
         return fields
+
+
+CLASS_FIELDS = ("classes", "per_class", "all_background_per_class", "confusion_matrix")
 
 
 def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batch_size=4,
@@ -91,6 +110,10 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     (_adoption); flip_test: average with the mirror image's map (tiling.flip_averaged).
     """
     cfg = rundir.load_config(run_dir)
+    classes = config.class_names(cfg) if cfg.num_outputs > 1 else ()
+    if classes and adopt:
+        raise cli.UsageError(f"--adopt-threshold is for runs of one class; {run_dir} has "
+                             f"{len(classes) - 1} classes, decided by the argmax: leave it out")
     records_pattern = records_pattern or cfg.val_records
     if not records_pattern:
         raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")
@@ -100,7 +123,10 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
                                                f"the run {run_dir}"))
     own_records = _are_val_records(files, cfg)
     requested, checkpoint = checkpoint, rundir.resolve(run_dir, checkpoint)
-    adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint, requested is None)
+    if classes:
+        adopt, reason = False, "K >= 2 classes are decided by the argmax: no threshold"
+    else:
+        adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint, requested is None)
     name = EVAL_DIR if own_records else report_name(records_pattern)
     thresholds = np.concatenate([PR_THRESHOLDS, [threshold]])
     counts, names, keep = _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays,
@@ -108,12 +134,15 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     if not counts:
         raise UserError(f"records {records_pattern!r} hold no images: re-create them with "
                         f"{records.RECREATE_HINT}")
-    counts = np.stack(counts)  # [N, T + 1, 4]
+    counts = np.stack(counts)  # [N, T + 1, 4]; K >= 2: [N, C, C]
     path = rundir.report_path(run_dir, name)
-    result = Report(**_results(counts, names, thresholds, threshold, checkpoint,
-                               records_pattern, len(files), save_overlays),
-                    long_side=cfg.long_side, adopted_threshold=adopt, adoption_reason=reason,
-                    report=path, flip_test=flip_test)
+    measured = (_class_results(counts, names, classes) if classes else
+                _results(counts, names, thresholds, threshold))
+    listed = _listing(measured.pop("image_ious"), names, save_overlays)
+    result = Report(**measured, **listed, checkpoint=checkpoint,
+                    global_step=rundir.step(checkpoint), records=records_pattern,
+                    record_files=len(files), long_side=cfg.long_side, adopted_threshold=adopt,
+                    adoption_reason=reason, report=path, flip_test=flip_test)
     errors.write_json(path, result.to_json(), sort_keys=False)
     if adopt:
         rundir.write_threshold(run_dir, result.best_threshold, result.best_threshold_iou,
@@ -121,15 +150,17 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     events = rundir.events_dir(run_dir, name)
     _write_tensorboard(events, counts, result)
     if save_overlays:
-        overlays = _write_overlays(os.path.join(events, OVERLAY_DIR), keep, threshold)
+        overlays = _write_overlays(os.path.join(events, OVERLAY_DIR), keep, threshold, classes)
         result = dataclasses.replace(result, overlays=tuple(overlays))
     return result
 
 
 def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progress,
            max_pixels, flip_test=False):
-    """Every record's confusion counts [T, 4] at `thresholds`, its (filename, id), and the
-    extreme images for overlays; UserError naming an unreadable record."""
+    """Every record's confusion counts [T, 4] at `thresholds` (K >= 2: its confusion matrix
+    [C, C] of the argmax), its (filename, id), and the extreme images for overlays;
+    UserError naming an unreadable record."""
+    several = cfg.num_outputs > 1
     graph = tf.Graph()
     with graph.as_default():
         filename = v1.placeholder(tf.string, [], name="records_file")
@@ -138,10 +169,15 @@ def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progre
             num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
         iterator = v1.data.make_initializable_iterator(dataset)
         item = iterator.get_next()
-        def prob(image):
-            return tiling.probabilities(image, cfg, batch_size)
-        item["prob"] = tiling.flip_averaged(prob, item["image"]) if flip_test else prob(
-            item["image"])
+        if several:  # predict.py's class map: the same graph, the same decision
+            def prob(image):  # [H, W, C]
+                return tiling.class_probabilities(image, cfg, batch_size)
+        else:
+            def prob(image):  # [H, W]
+                return tiling.probabilities(image, cfg, batch_size)
+        probabilities = (tiling.flip_averaged(prob, item["image"]) if flip_test
+                         else prob(item["image"]))
+        item["pred"] = tiling.class_map(probabilities) if several else probabilities
         if not save_overlays:
             del item["image"]
         sess = v1.Session(graph=graph)
@@ -163,11 +199,18 @@ def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progre
                                         f"{records.cap_message(max_pixels)}") from None
                     raise UserError(f"{path}: record #{index} is unreadable ({reason}): "
                                     f"re-create it with {records.RECREATE_HINT}") from None
-                c = metrics.confusion(got["prob"], got["mask"][..., 0], thresholds)
+                truth = got["mask"][..., 0]
+                if several:
+                    c = metrics.confusion_matrix(got["pred"], truth, cfg.num_outputs)
+                    iou = float(metrics.mean_ious(c))
+                else:
+                    c = metrics.confusion(got["pred"], truth, thresholds)
+                    # images without valid pixels have no IoU
+                    iou = metrics.ratios(c[-1])["foreground_iou"] if c[-1].sum() else np.nan
                 counts.append(c)
                 names.append((got["filename"].decode(errors="replace"), int(got["id"])))
-                if save_overlays and c[-1].sum():  # images without valid pixels have no IoU
-                    keep.add(metrics.ratios(c[-1])["foreground_iou"], len(names) - 1, got)
+                if save_overlays and not np.isnan(iou):
+                    keep.add(iou, len(names) - 1, got)
                 bar.update()
         bar.close()
     return counts, names, keep
@@ -214,7 +257,8 @@ class _Extremes:
         self.n, self.worst, self.best = n, [], []
 
     def add(self, iou, index, item):
-        entry = (item["image"], item["mask"][..., 0], item["prob"], item["filename"])
+        # pred: the probability [H, W], or for K >= 2 the class map
+        entry = (item["image"], item["mask"][..., 0], item["pred"], item["filename"])
         # Heaps hold the entries to drop first at [0]; index breaks ties by order.
         for heap, key in ((self.worst, (-iou, -index)), (self.best, (iou, -index))):
             if len(heap) < self.n:
@@ -230,8 +274,9 @@ class _Extremes:
                 + [("best", r, k[0], e) for r, (k, _, e) in enumerate(best, 1)])
 
 
-def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_files, n_list):
-    """Report's measured fields from the counts [N, T + 1, 4] of N images."""
+def _results(counts, names, thresholds, threshold):
+    """Report's measured fields from the counts [N, T + 1, 4] of N images, and image_ious
+    [N] (NaN: not ranked) for _listing."""
     main = counts[:, -1]
     total = main.sum(axis=0)
     sweep = []
@@ -241,19 +286,8 @@ def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_file
         sweep.append({"threshold": float(t), **{k: row[k] for k in NAMES}})
     best = max(sweep, key=lambda r: (r["foreground_iou"], -abs(r["threshold"] - 0.5)))
     valid = main.sum(axis=1) > 0
-    ious = metrics.rates(main)["foreground_iou"]
-    order = [i for i in np.argsort(ious, kind="stable") if valid[i]]
-    n_list = max(n_list, 5)
-
-    def listing(indices):
-        return [{"filename": names[i][0], "image_id": names[i][1],
-                 "iou": float(ious[i])} for i in indices]
-
+    ious = np.where(valid, metrics.rates(main)["foreground_iou"], np.nan)
     return {
-        "checkpoint": checkpoint,
-        "global_step": rundir.step(checkpoint),
-        "records": pattern,
-        "record_files": num_files,
         "images": len(names),
         "images_without_valid_pixels": int((~valid).sum()),
         "valid_pixels": int(total.sum()),
@@ -264,15 +298,56 @@ def _results(counts, names, thresholds, threshold, checkpoint, pattern, num_file
         "sweep": sweep,
         "best_threshold": best["threshold"],
         "best_threshold_iou": best["foreground_iou"],
-        "worst_images": listing(order[:n_list]),
-        "best_images": listing(order[::-1][:n_list]),
+        "image_ious": ious,
     }
+
+
+def _class_results(matrices, names, classes):
+    """Report's measured fields for K >= 2 from the confusion matrices [N, C, C] of N
+    images (classes: their C names), and image_ious [N] (mean IoU; NaN: not ranked)."""
+    total = matrices.sum(axis=0)
+    model = metrics.class_metrics(total, classes)
+    baseline = metrics.class_metrics(metrics.class_all_background(total), classes)
+    return {
+        "images": len(names),
+        "images_without_valid_pixels": int((matrices.sum(axis=(1, 2)) == 0).sum()),
+        "valid_pixels": int(total.sum()),
+        "foreground_pixels": int(total[1:].sum()),
+        "threshold": None,
+        "model": {k: getattr(model, k) for k in metrics.MEANS},
+        "all_background": {k: getattr(baseline, k) for k in metrics.MEANS},
+        "sweep": [],
+        "best_threshold": None,
+        "best_threshold_iou": None,
+        "classes": tuple(classes),
+        "per_class": model.per_class(),
+        "all_background_per_class": baseline.per_class(),
+        "confusion_matrix": [list(row) for row in model.confusion],
+        "image_ious": metrics.mean_ious(matrices),
+    }
+
+
+def _listing(ious, names, n_list):
+    """worst_images and best_images: the max(n_list, 5) lowest- and highest-IoU images of
+    those with an IoU (not NaN), [{"filename", "image_id", "iou"}]."""
+    order = [i for i in np.argsort(ious, kind="stable") if not np.isnan(ious[i])]
+    n_list = max(n_list, 5)
+
+    def listing(indices):
+        return [{"filename": names[i][0], "image_id": names[i][1],
+                 "iou": float(ious[i])} for i in indices]
+
+    return {"worst_images": listing(order[:n_list]), "best_images": listing(order[::-1][:n_list])}
 
 
 def _write_tensorboard(log_dir, counts, result):
     """At the checkpoint's step: log_dir/model the PR curve over all valid pixels and the
     table's scalars, log_dir/baseline the all-background ones under the same eval/ tags,
-    so TensorBoard draws the two as lines of one chart (as train.py's val/ and baseline/)."""
+    so TensorBoard draws the two as lines of one chart (as train.py's val/ and baseline/).
+    K >= 2: the per-class scalars and the confusion_matrix image instead of the PR curve."""
+    if result.classes:
+        _write_class_tensorboard(log_dir, counts.sum(axis=0), result)
+        return
     tp, fp, fn, tn = counts[:, : len(PR_THRESHOLDS)].sum(axis=0).T
     # TensorBoard's own convention for 0/0: 0, as its streaming PR op computes it.
     precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
@@ -295,23 +370,45 @@ def _write_tensorboard(log_dir, counts, result):
             writer.close()
 
 
-def _write_overlays(out_dir, keep, threshold):
-    """Write overlays into a fresh directory that replaces the old one when complete."""
+def _write_class_tensorboard(log_dir, total, result):
+    model = metrics.class_metrics(total, result.classes)
+    baseline = metrics.class_metrics(metrics.class_all_background(total), result.classes)
+    with tf.Graph().as_default():
+        for name, each in (("model", model), ("baseline", baseline)):
+            writer = v1.summary.FileWriter(os.path.join(log_dir, name))
+            values = [v1.Summary.Value(tag=f"eval/{k}", simple_value=v)
+                      for k, v in each.scalars().items()]
+            if name == "model":
+                values.append(summaries.image_value(
+                    "eval/confusion_matrix", summaries.confusion_image(model.confusion)))
+            writer.add_summary(v1.Summary(value=values), result.global_step)
+            writer.close()
+
+
+def _write_overlays(out_dir, keep, threshold, classes=()):
+    """Write overlays into a fresh directory that replaces the old one when complete.
+    K >= 2 (classes: the run's class names): predict.class_overlay of the class map."""
     written = []
     with errors.atomic_dir(out_dir) as tmp:
         os.makedirs(tmp)
-        for kind, rank, iou, (image, truth, prob, filename) in keep.ranked():
+        for kind, rank, iou, (image, truth, pred, filename) in keep.ranked():
             stem = os.path.splitext(os.path.basename(filename.decode(errors="replace")))[0]
             name = f"{kind}-{rank:02d}-iou{iou:.3f}-{stem}.png"
-            valid_truth = truth == records.FOREGROUND
-            predict.write_png(os.path.join(tmp, name),
-                              predict.overlay(image, prob >= threshold, valid_truth))
+            if classes:  # the truth's outline: every class, the 255 pixels left out
+                drawn = predict.class_overlay(image, pred, classes, (truth != records.BACKGROUND)
+                                              & (truth != records.IGNORE))
+            else:
+                drawn = predict.overlay(image, pred >= threshold, truth == records.FOREGROUND)
+            predict.write_png(os.path.join(tmp, name), drawn)
             written.append(os.path.join(out_dir, name))
     return written
 
 
 def format_table(result):
-    """The printed report: metrics vs. all-background, the sweep, the best threshold."""
+    """The printed report: metrics vs. all-background, the sweep, the best threshold
+    (K >= 2: format_class_table)."""
+    if result.classes:
+        return format_class_table(result)
     m, b = result.model, result.all_background
     fg = result.foreground_pixels / max(result.valid_pixels, 1)
     lines = [f"{result.images} images, {result.valid_pixels:,} valid pixels "
@@ -324,6 +421,39 @@ def format_table(result):
               f"{r['foreground_iou']:8.4f}" for r in result.sweep]
     lines.append(f"best threshold {result.best_threshold:.2f} "
                  f"(IoU {result.best_threshold_iou:.4f})")
+    return "\n".join(lines)
+
+
+def _cell(value, width, digits=4):
+    return f"{'n/a':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def format_class_table(result):
+    """The printed K >= 2 report: per-class table, means vs. all-background, confusion."""
+    fg = result.foreground_pixels / max(result.valid_pixels, 1)
+    width = max(12, *(len(n) + 2 for n in result.classes))
+    lines = [f"{result.images} images, {result.valid_pixels:,} valid pixels "
+             f"({100 * fg:.1f}% of the classes), {os.path.basename(result.checkpoint)}, "
+             "decision argmax",
+             f"{'class':{width}}{'IoU':>8}{'Dice':>8}{'precision':>11}{'recall':>8}"
+             f"{'pixels':>10}{'all-bg IoU':>12}"]
+    for row, base in zip(result.per_class, result.all_background_per_class):
+        lines.append(f"{row['class']:{width}}{_cell(row['iou'], 8)}{_cell(row['dice'], 8)}"
+                     f"{_cell(row['precision'], 11)}{_cell(row['recall'], 8)}"
+                     f"{row['truth_pixels']:10d}{_cell(base['iou'], 12)}")
+    lines.append(f"{'':28}{'model':>8}{'all-background':>16}")
+    for key, label in (("mean_iou", "mean IoU (classes)"),
+                       ("mean_iou_with_background", "mean IoU (with background)"),
+                       ("pixel_accuracy", "pixel accuracy")):
+        lines.append(f"{label:28}{_cell(result.model[key], 8)}"
+                     f"{_cell(result.all_background[key], 16)}")
+    lines.append("confusion matrix (valid pixels; rows: truth, columns: predicted)")
+    lines.append(f"{'':{width}}" + "".join(f"{n:>{width}}" for n in result.classes))
+    for name, row in zip(result.classes, result.confusion_matrix):
+        lines.append(f"{name:{width}}" + "".join(f"{v:{width}d}" for v in row))
+    if any(row[k] is None for row in result.per_class for k in metrics.CLASS_RATIOS):
+        lines.append("n/a: a class neither in the truth nor predicted has no score and is "
+                     "left out of the means")
     return "\n".join(lines)
 
 
@@ -350,7 +480,9 @@ def main(argv=None):
                       flip_test=args.flip_test)
     print(format_table(result))
     print(f"wrote {result.report} and TensorBoard {os.path.splitext(result.report)[0]}")
-    if result.adopted_threshold:
+    if result.classes:
+        pass  # the argmax decides: no threshold to adopt
+    elif result.adopted_threshold:
         print(f"adopted threshold {result.best_threshold:.2f} ({result.adoption_reason}) "
               f"into {rundir.threshold_path(args.run_dir)}: predict.py and "
               "export.py now default to it")

@@ -5,9 +5,12 @@
 The "serving_default" signature takes one encoded JPEG/PNG and returns full-size
 probabilities (float32 [H, W]) and mask (uint8 [H, W], 0/255) from the same graph
 as predict.py (core/tiling.py), so clients need no U-Net geometry; the threshold is
-baked in. It is a TF1-style SavedModel (tf.compat.v1.saved_model.Builder) because
-unet.py builds its variables with tf.compat.v1.get_variable; tf.saved_model.load,
-saved_model_cli and TensorFlow Serving all read it.
+baked in. A run of K >= 2 classes returns instead the class map (uint8 [H, W], the
+argmax: 0 background, 1..K the classes in the run's order) and the per-class
+probabilities (float32 [H, W, K + 1]); the class names are in the info file. It is a
+TF1-style SavedModel (tf.compat.v1.saved_model.Builder) because unet.py builds its
+variables with tf.compat.v1.get_variable; tf.saved_model.load, saved_model_cli and
+TensorFlow Serving all read it.
 """
 
 from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -21,7 +24,7 @@ import tempfile
 
 import tensorflow as tf
 
-from core import rundir, tiling
+from core import config, rundir, tiling
 from datasets import records
 from utils import cli, errors
 from utils.cli import UserError
@@ -38,9 +41,15 @@ CAP_FLAG = "export.py --max-pixels"
 
 def build(cfg, threshold, batch_size, max_pixels=records.DEFAULT_MAX_PIXELS):
     """In the default graph: (encoded string [] placeholder, {"probabilities", "mask",
-    "max_pixels"}); an image over max_pixels fails with InvalidArgument before decoding."""
+    "max_pixels"}; K >= 2: {"probabilities" [H, W, C], "classes", "max_pixels"}); an image
+    over max_pixels fails with InvalidArgument before decoding."""
     encoded = v1.placeholder(tf.string, [], name="image")
     image = records.decode_image(encoded, max_pixels, CAP_FLAG)
+    if cfg.num_outputs > 1:  # predict.Predictor's ops, so the two agree pixel for pixel
+        probs = tiling.class_probabilities(image, cfg, batch_size)  # [H, W, C]
+        return encoded, {"probabilities": tf.identity(probs, "probabilities"),
+                         "classes": tf.identity(tiling.class_map(probs), "classes"),
+                         "max_pixels": tf.constant(max_pixels, tf.int64, name="max_pixels")}
     prob = tiling.probabilities(image, cfg, batch_size)  # [H, W]
     mask = tf.cast(prob >= tf.constant(threshold, prob.dtype), tf.uint8) * 255
     # The cap as an output too, so saved_model_cli show names it.
@@ -74,7 +83,15 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
     check_out(run_dir, out_dir, overwrite)
     cfg = rundir.load_config(run_dir)
     checkpoint = rundir.resolve(run_dir, checkpoint)
-    threshold, source = rundir.default_threshold(run_dir, threshold)
+    names = config.class_names(cfg) if cfg.num_outputs > 1 else None
+    if names is None:
+        threshold, source = rundir.default_threshold(run_dir, threshold)
+    elif threshold is not None:
+        raise cli.UsageError(f"--threshold is for runs of one class; {run_dir} has "
+                             f"{len(names) - 1} classes and its SavedModel returns the most "
+                             "probable one per pixel: leave --threshold out")
+    else:
+        source = "argmax"
     parent = os.path.dirname(os.path.abspath(out_dir))
     created = _missing_parents(parent)
     try:
@@ -83,11 +100,17 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
         raise UserError(f"cannot create {parent}: {e.strerror}") from None
 
     info = {"config": dataclasses.asdict(cfg), "checkpoint": os.path.abspath(checkpoint),
-            "threshold": float(threshold), "threshold_source": source, "signature": SIGNATURE,
+            "threshold": None if names else float(threshold), "threshold_source": source,
+            "signature": SIGNATURE,
             "inputs": {"image": "string [] encoded JPEG/PNG"},
             "outputs": {"probabilities": "float32 [H, W]", "mask": "uint8 [H, W] 0/255",
                         "max_pixels": "int64 [] the pixel cap"},
             "max_pixels": max_pixels}
+    if names is not None:
+        info.update(classes=list(names), outputs={
+            "probabilities": f"float32 [H, W, {len(names)}] per class, in classes' order",
+            "classes": "uint8 [H, W] class index (the argmax), into classes",
+            "max_pixels": "int64 [] the pixel cap"})
     try:
         # The finished model is swapped in; the old one is removed only after that.
         with errors.atomic_dir(out_dir) as tmp, tf.Graph().as_default() as graph, \
@@ -142,9 +165,10 @@ def main(argv=None):
     tf.get_logger().setLevel("ERROR")  # the v1 Builder's deprecation notes are not for users
     info = export(args.run_dir, args.out, args.checkpoint, args.threshold, args.batch_size,
                   args.overwrite, args.max_pixels)
-    print(f"wrote SavedModel {args.out} from {info['checkpoint']} (threshold "
-          f"{info['threshold']:g}); inspect it with: saved_model_cli show --dir {args.out} "
-          "--all")
+    decision = (f"threshold {info['threshold']:g}" if info["threshold"] is not None
+                else f"classes {', '.join(info['classes'])}")
+    print(f"wrote SavedModel {args.out} from {info['checkpoint']} ({decision}); inspect it "
+          f"with: saved_model_cli show --dir {args.out} --all")
     return 0
 
 

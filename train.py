@@ -4,9 +4,10 @@
 
 The run dir (default logs/<run-name>; its layout is core/rundir.py's, its charts
 docs/tensorboard.md's) gets config.json, checkpoints (periodic, every epoch end, on
-Ctrl-C/SIGTERM), the best one by validation foreground IoU in best/, and TensorBoard
-events. Re-running the same command resumes: global step, epoch and the place in it,
-Adam slots, the best IoU and the training time so far.
+Ctrl-C/SIGTERM), the best one by validation foreground IoU (K >= 2 classes: the mean
+IoU over the classes) in best/, and TensorBoard events. Re-running the same command
+resumes: global step, epoch and the place in it, Adam slots, the best IoU and the
+training time so far.
 
 --minutes M trains for a time budget: the cosine schedule follows training time /
 budget, fed every step, so it ends when the time does. The budget is the total over
@@ -34,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 import unet
-from core import config, device, distribute, metrics, optim, rundir, summaries
+from core import config, device, distribute, metrics, optim, rundir, summaries, tiling
 from datasets import guard, pipeline
 from utils import cli, errors, runlock
 from utils.cli import UsageError, UserError
@@ -48,17 +49,34 @@ MAX_NAN_SKIPS = 20  # --on-nan skip: more non-finite steps in a row means traini
 
 @dataclasses.dataclass
 class ValMetrics:
-    """One validation over the validation windows' valid pixels, at probability 0.5."""
+    """One validation over the validation windows' valid pixels, at probability 0.5 (K >= 2
+    classes: the argmax)."""
 
-    model: dict  # metrics.RATIOS of the model
+    model: dict  # metrics.RATIOS of the model; K >= 2: metrics.ClassMetrics.scalars()
     baseline: dict  # the same for predicting background everywhere
     loss: float  # mean cross-entropy (TensorBoard's val/cost)
+    classes: metrics.ClassMetrics | None = None  # K >= 2: the model's, per class
+    baseline_classes: metrics.ClassMetrics | None = None
+
+    @property
+    def score(self):
+        """What best/ is chosen by: foreground IoU; K >= 2: mean IoU over the classes (NaN
+        while no class is in the truth or the prediction: no best is saved then)."""
+        if self.classes is None:
+            return self.model["foreground_iou"]
+        return math.nan if self.classes.mean_iou is None else self.classes.mean_iou
 
 
-def validation_metrics(counts, ce_sum, n_valid):
-    """ValMetrics from summed (tp, fp, fn, tn) counts and cross-entropy."""
-    return ValMetrics(metrics.ratios(counts), metrics.ratios(metrics.all_background(counts)),
-                      ce_sum / max(n_valid, 1.0))
+def validation_metrics(counts, ce_sum, n_valid, names=None):
+    """ValMetrics from summed (tp, fp, fn, tn) counts and cross-entropy; K >= 2: counts is
+    the confusion matrix [C, C] and names the C class names (config.class_names)."""
+    loss = ce_sum / max(n_valid, 1.0)
+    if names is None:
+        return ValMetrics(metrics.ratios(counts), metrics.ratios(metrics.all_background(counts)),
+                          loss)
+    model = metrics.class_metrics(counts, names)
+    baseline = metrics.class_metrics(metrics.class_all_background(counts), names)
+    return ValMetrics(model.scalars(), baseline.scalars(), loss, model, baseline)
 
 
 # ------------------------------------------------------------ the graph
@@ -82,7 +100,9 @@ class ValOps:
     name: str  # the validation set's (pipeline.set_names)
     pattern: str  # its glob, named when a record fails to read
     iterator: object  # initializable, over every validation window once
-    fetches: dict  # counts [4] int64 (tp, fp, fn, tn), ce_sum [] and n_valid [] float32
+    # counts [4] int64 (tp, fp, fn, tn) or, K >= 2, [C, C] int64 (metrics.class_confusion),
+    # ce_sum [] and n_valid [] float32
+    fetches: dict
 
 
 class Scalar:
@@ -111,7 +131,7 @@ class Graph:
     val: list  # ValOps of each validation set; [] without val_records
     global_step: tf.Variable
     epoch: Scalar  # epochs completed
-    best_iou: Scalar  # best validation foreground IoU; -1 before any
+    best_iou: Scalar  # best validation ValMetrics.score; -1 before any
     train_seconds: Scalar  # training time so far, for a resumed --minutes schedule
     summary: tf.Tensor  # cost and learning rate, every step
     image_summary: tf.Tensor  # the `windows` panels
@@ -175,7 +195,8 @@ def _loss_fn(cfg):
         logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs,
                            dropout=cfg.dropout)
         with tf.name_scope("loss"):
-            return optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0], logits
+            return optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight,
+                                    cfg.class_weights)[0], logits
     return loss_fn
 
 
@@ -208,10 +229,12 @@ def _validation_ops(cfg, plan):
             iterator = pipeline.make_initializable_iterator(pipeline.val_dataset(cfg, files))
             images, masks = iterator.get_next()
             logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
-            _, ce_sum, n_valid = optim.pixel_loss(logits, masks, cfg.pos_weight)
+            _, ce_sum, n_valid = optim.pixel_loss(logits, masks, cfg.pos_weight,
+                                                  class_weights=cfg.class_weights)
+            counts = (metrics.class_confusion(logits, masks) if cfg.num_outputs > 1
+                      else metrics.confusion_counts(logits, masks))
             ops.append(ValOps(name, pattern, iterator, {
-                "counts": metrics.confusion_counts(logits, masks), "ce_sum": ce_sum,
-                "n_valid": n_valid}))
+                "counts": counts, "ce_sum": ce_sum, "n_valid": n_valid}))
     return ops
 
 
@@ -221,6 +244,8 @@ def build_graph(cfg, plan, strategy=None):
     strategy: a tf.distribute strategy from distribute.make_strategy (build inside
     distribute.scope(strategy)), or None for the single-device graph.
     """
+    if cfg.num_outputs > 1:
+        config.class_names(cfg)  # classes that do not match the outputs fail before any step
     v1.set_random_seed(cfg.seed)
     data_from = v1.placeholder_with_default(tf.constant([0, 0], tf.int64), [2], "data_from")
     global_step = v1.train.get_or_create_global_step()
@@ -233,8 +258,13 @@ def build_graph(cfg, plan, strategy=None):
                        strategy or tf.distribute.get_strategy())
     val = _validation_ops(cfg, plan)
     n = min(cfg.batch_size, 3)
-    image_summary = v1.summary.image("windows", summaries.window_panels(
-        step.images[:n], step.masks[:n], tf.sigmoid(step.logits[:n])), n)
+    if cfg.num_outputs > 1:
+        panels = summaries.class_window_panels(step.images[:n], step.masks[:n],
+                                               tiling.class_map(step.logits[:n])[..., None])
+    else:
+        panels = summaries.window_panels(step.images[:n], step.masks[:n],
+                                         tf.sigmoid(step.logits[:n]))
+    image_summary = v1.summary.image("windows", panels, n)
     log.info("U-Net depth %d, %d base filters, %d parameters, input %d -> output %d",
              cfg.depth, cfg.base_filters, sum(v.shape.num_elements()
                                               for v in v1.trainable_variables()),
@@ -261,7 +291,7 @@ class TrainResult:
     step: int
     epoch: int  # epochs completed
     train_loss: float | None  # mean over the last log window; None when no step ran
-    best_val_iou: float  # best validation foreground IoU so far; -1 before any
+    best_val_iou: float  # best validation ValMetrics.score so far; -1 before any
     checkpoint: str | None  # the newest checkpoint
     interrupted: str | None  # None, "SIGINT" or "SIGTERM"
     train_seconds: float  # training time over all invocations (what --minutes budgets)
@@ -291,11 +321,18 @@ class _Writers:
         return cls(writer("train"), writer("val"), writer("baseline"), sets)
 
     def write_validation(self, val, step, val_sets):
-        pairs = [(self.val, {"cost": val.loss, **val.model}), (self.baseline, val.baseline)]
-        pairs += [(self.sets[name], {"cost": m.loss, **m.model}) for name, m in val_sets.items()]
-        for writer, tags in pairs:
-            writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v)
-                                                 for k, v in tags.items()]), step)
+        """K >= 2 adds per-class tags (iou/<class>, ...) and the model's confusion_matrix
+        image (summaries.confusion_image) to val/ and each val-<name>/."""
+        pairs = [(self.val, val, {"cost": val.loss, **val.model}),
+                 (self.baseline, None, val.baseline)]
+        pairs += [(self.sets[name], m, {"cost": m.loss, **m.model})
+                  for name, m in val_sets.items()]
+        for writer, each, tags in pairs:
+            values = [v1.Summary.Value(tag=k, simple_value=v) for k, v in tags.items()]
+            if each is not None and each.classes is not None:
+                values.append(summaries.image_value(
+                    "confusion_matrix", summaries.confusion_image(each.classes.confusion)))
+            writer.add_summary(v1.Summary(value=values), step)
             writer.flush()
 
     def close(self):
@@ -426,20 +463,22 @@ class _Loop:
         each set's in self.val_sets when there are several."""
         if not self.g.val:
             return None
-        totals, self.val_sets = [np.zeros(4, np.int64), 0.0, 0.0], {}
+        names = config.class_names(self.cfg) if self.cfg.num_outputs > 1 else None
+        totals, self.val_sets = [0, 0.0, 0.0], {}
         for ops in self.g.val:
             counts, ce_sum, n_valid = self._validate_set(ops)
             if self.stop.requested:
                 return None
             if len(self.g.val) > 1:
-                self.val_sets[ops.name] = validation_metrics(counts, ce_sum, n_valid)
+                self.val_sets[ops.name] = validation_metrics(counts, ce_sum, n_valid, names)
             totals = [totals[0] + counts, totals[1] + ce_sum, totals[2] + n_valid]
-        return validation_metrics(*totals)
+        return validation_metrics(*totals, names)
 
     def _validate_set(self, ops):
-        """Summed (counts [4], ce_sum, n_valid) over one validation set's windows."""
+        """Summed (counts [4] or [C, C], ce_sum, n_valid) over one validation set's windows."""
         self.sess.run(ops.iterator.initializer)
-        counts, ce_sum, n_valid = np.zeros(4, np.int64), 0.0, 0.0
+        counts = np.zeros(ops.fetches["counts"].shape.as_list(), np.int64)
+        ce_sum, n_valid = 0.0, 0.0
         with guard.record_errors(ops.pattern):
             while not self.stop.requested:
                 try:
@@ -457,25 +496,33 @@ class _Loop:
         if val is None:
             return
         for name, each in self.val_sets.items():
+            if each.classes is not None:
+                log.info("epoch %d step %d val %s: %s", self.epoch, self.step, name,
+                         _classes_line(each))
+                continue
             log.info("epoch %d step %d val %s: IoU %.4f  Dice %.4f  loss %.4f | "
                      "all-background accuracy %.4f", self.epoch, self.step, name,
                      each.model["foreground_iou"], each.model["dice"], each.loss,
                      each.baseline["pixel_accuracy"])
         m, b = val.model, val.baseline
-        log.info("epoch %d step %d val: IoU %.4f  Dice %.4f  precision %.4f  recall %.4f  "
-                 "accuracy %.4f  loss %.4f | all-background: IoU %.4f  accuracy %.4f",
-                 self.epoch, self.step, m["foreground_iou"], m["dice"], m["precision"],
-                 m["recall"], m["pixel_accuracy"], val.loss, b["foreground_iou"],
-                 b["pixel_accuracy"])
+        if val.classes is not None:
+            log.info("epoch %d step %d val: %s", self.epoch, self.step, _classes_line(val))
+        else:
+            log.info("epoch %d step %d val: IoU %.4f  Dice %.4f  precision %.4f  recall %.4f  "
+                     "accuracy %.4f  loss %.4f | all-background: IoU %.4f  accuracy %.4f",
+                     self.epoch, self.step, m["foreground_iou"], m["dice"], m["precision"],
+                     m["recall"], m["pixel_accuracy"], val.loss, b["foreground_iou"],
+                     b["pixel_accuracy"])
         writers.write_validation(val, self.step, self.val_sets)
         # The best is checkpointed as float32 (run dirs from before must still resume):
         # compare at that precision, or the same IoU would count as a new best again.
-        iou = m["foreground_iou"]
-        if np.float32(iou) > sess.run(g.best_iou.var):
+        iou = val.score
+        if np.float32(iou) > sess.run(g.best_iou.var):  # never for NaN
             g.best_iou.set(sess, iou)
             path = g.checkpoints.save_best(sess, self.step)
             if path:
-                log.info("new best val IoU %.4f: saved %s", iou, path)
+                log.info("new best val %s %.4f: saved %s",
+                         "IoU" if val.classes is None else "mIoU", iou, path)
 
     def _save(self):
         """Checkpoint at this step, with the training time so far."""
@@ -508,6 +555,19 @@ class _Loop:
             checkpoint=rundir.latest(self.cfg.run_dir),
             interrupted=signal.Signals(self.stop.signum).name if self.stop.signum else None,
             train_seconds=self.timer.seconds, val=self.val, val_sets=self.val_sets)
+
+
+def _shown(value):
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _classes_line(val):
+    """The K >= 2 validation log line: mIoU, accuracy, loss, each class's IoU, baseline."""
+    m, b = val.classes, val.baseline_classes
+    per_class = "  ".join(f"{name} {_shown(iou)}" for name, iou in zip(m.names[1:], m.iou[1:]))
+    return (f"mIoU {_shown(m.mean_iou)} (with background {_shown(m.mean_iou_with_background)})"
+            f"  accuracy {_shown(m.pixel_accuracy)}  loss {val.loss:.4f} | IoU {per_class} | "
+            f"all-background: mIoU {_shown(b.mean_iou)}  accuracy {_shown(b.pixel_accuracy)}")
 
 
 class _StopFlag:

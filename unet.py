@@ -189,7 +189,8 @@ def unet(images, training, depth=4, base_filters=64, num_outputs=1, dropout=0.0)
         average updates to UPDATE_OPS; False uses the moving averages.
       depth: number of 2x2 max pools (4 in the paper).
       base_filters: channels of the first level (64 in the paper).
-      num_outputs: logit channels; 1 for a binary mask (apply a sigmoid).
+      num_outputs: logit channels; 1 for a binary mask (apply a sigmoid), K + 1 for K >= 2
+        classes (background first; apply a softmax). Only the output layer depends on it.
       dropout: the paper's drop-out rate at the end of the contracting path (the
         deepest contracting level and the bottom), in training only; 0 = none.
 

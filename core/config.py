@@ -174,7 +174,8 @@ class Config:
     base_filters: int = _flag(64, "channels of the first level, doubled per level; 64 is the "
                               "paper's", cli.POSITIVE_INT)
     # 1: one sigmoid logit, the pixel belongs to the class(es) or not (K = 1 records);
-    # K + 1 softmax logits for K >= 2 classes. resolve sets it from the records' K.
+    # K + 1 softmax logits (background, then the classes in order) for K >= 2 classes.
+    # resolve sets it from the records' K.
     num_outputs: int = _field(1, cli.POSITIVE_INT)
     # Off: on the real-photo sample 0.5 and 0.2 both scored below none (docs/train.md).
     dropout: float = _flag(0.0, "the paper's drop-out rate at the end of the contracting path, "
@@ -508,3 +509,16 @@ def check_budget(cfg):
     if cfg.minutes and cfg.lr_schedule != "cosine":
         log.info("--minutes with --lr-schedule %s: the learning rate does not follow the "
                  "budget (cosine decays it to 0 as the time runs out)", cfg.lr_schedule)
+
+
+BACKGROUND_CLASS = "background"  # the name of class 0 of a K >= 2 run
+
+
+def class_names(cfg):
+    """("background", *cfg.classes): the names of a K >= 2 run's num_outputs outputs, index
+    = class value in masks and class maps; UserError when the two do not match."""
+    if len(cfg.classes) + 1 != cfg.num_outputs:
+        raise UserError(f"config has num_outputs={cfg.num_outputs} for the {len(cfg.classes)} "
+                        f"classes {list(cfg.classes)}: a run of K >= 2 classes has K + 1 "
+                        "outputs; fix the run's config.json")
+    return (BACKGROUND_CLASS, *cfg.classes)

@@ -1,8 +1,10 @@
-"""What a training step minimises and how: the pixel loss, Adam on the learning-rate
-schedule, dynamic loss scaling for mixed_float16, the --on-nan skip, and the batch-norm
-updates in the train op.
+"""What a training step minimises and how: the pixel loss (sigmoid cross-entropy for one
+class, softmax with per-class weights for several), Adam on the learning-rate schedule,
+dynamic loss scaling for mixed_float16, the --on-nan skip, and the batch-norm updates in
+the train op.
 
-    loss = optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight)[0]
+    loss = optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight,
+                            cfg.class_weights)[0]
     lr = optim.learning_rate(cfg, global_step, total_steps, progress)
     train_op = optim.minimize(optim.optimizer(cfg, lr), loss, global_step)
 
@@ -19,15 +21,27 @@ v1 = tf.compat.v1
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 
 
-def pixel_loss(logits, masks, pos_weight, dice_weight=0.0):
-    """Weighted sigmoid cross-entropy averaged over valid pixels, plus an optional Dice term.
+def pixel_loss(logits, masks, pos_weight, dice_weight=0.0, class_weights=(),
+               pixel_weights=None):
+    """The pixel loss of one batch, averaged over its valid pixels, plus an optional Dice term.
 
-    logits: [B, h, w, 1] float32; masks: [B, h, w, 1] uint8 (0, 1, 255 = ignore).
-    Returns (loss scalar, summed cross-entropy, number of valid pixels).
+    logits: [B, h, w, C] float32; masks: [B, h, w, 1] uint8 (255 = ignore).
+    C = 1 (K = 1 class): weighted sigmoid cross-entropy, mask 1 foreground, 0 background.
+    C = K + 1 (K >= 2 classes): softmax cross-entropy over background and the classes, mask
+    0..K the class; class_weights (C numbers, () = all 1) weight each pixel by its true class.
+    pixel_weights: None, or float32 [B, h, w, 1] multiplying each pixel's cross-entropy (for
+    the paper's weight map w(x), section 3, which this project does not compute yet).
+    Returns (loss scalar, summed weighted cross-entropy, number of valid pixels): the sum is
+    divided by the valid pixels, not by the weights' sum, in both cases, so a weight > 1
+    makes its pixels count more, exactly as pos_weight always has.
     """
+    if logits.shape[-1] != 1:
+        return _softmax_loss(logits, masks, dice_weight, class_weights, pixel_weights)
     valid = tf.cast(tf.not_equal(masks, records.IGNORE), tf.float32)
     labels = tf.cast(tf.equal(masks, records.FOREGROUND), tf.float32)
     ce = tf.nn.weighted_cross_entropy_with_logits(labels, logits, pos_weight)
+    if pixel_weights is not None:
+        ce = ce * pixel_weights
     ce_sum = tf.reduce_sum(ce * valid)
     n_valid = tf.reduce_sum(valid)
     loss = ce_sum / tf.maximum(n_valid, 1.0)
@@ -36,6 +50,40 @@ def pixel_loss(logits, masks, pos_weight, dice_weight=0.0):
         inter = tf.reduce_sum(probs * labels)
         dice = (2.0 * inter + 1.0) / (tf.reduce_sum(probs) + tf.reduce_sum(labels * valid) + 1.0)
         loss += dice_weight * (1.0 - dice)
+    return loss, ce_sum, n_valid
+
+
+def _softmax_loss(logits, masks, dice_weight, class_weights, pixel_weights):
+    """pixel_loss for C = K + 1 >= 2 logits (see there); IGNORE pixels contribute nothing."""
+    num_classes = logits.shape[-1]
+    if class_weights and len(class_weights) != num_classes:
+        raise ValueError(f"{len(class_weights)} class weights for {num_classes} logits")
+    index = masks[..., 0]  # [B, h, w] uint8
+    valid = tf.not_equal(index, records.IGNORE)
+    # An ignored pixel gets label 0 only so the op has a valid label; its loss is masked out.
+    labels = tf.where(valid, tf.cast(index, tf.int32), 0)
+    validf = tf.cast(valid, tf.float32)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    weight = validf
+    if class_weights:
+        weight *= tf.gather(tf.constant(class_weights, tf.float32), labels)
+    if pixel_weights is not None:
+        weight *= pixel_weights[..., 0]
+    ce_sum = tf.reduce_sum(ce * weight)
+    n_valid = tf.reduce_sum(validf)
+    loss = ce_sum / tf.maximum(n_valid, 1.0)
+    if dice_weight:
+        # Soft Dice of each class over the batch's valid pixels, averaged over the K classes,
+        # background left out: background covers most pixels, its Dice sits near 1 whatever
+        # the model does and would dilute the term; K = 1's Dice is likewise the foreground's.
+        # The +1 smoothing (as K = 1's) makes a class absent from the batch score 1 when
+        # nothing is predicted for it, so the term also pushes its probability down.
+        probs = tf.nn.softmax(logits) * validf[..., None]  # [B, h, w, C]
+        onehot = tf.one_hot(labels, num_classes) * validf[..., None]
+        inter = tf.reduce_sum(probs * onehot, axis=[0, 1, 2])  # [C]
+        dice = (2.0 * inter + 1.0) / (tf.reduce_sum(probs, axis=[0, 1, 2])
+                                      + tf.reduce_sum(onehot, axis=[0, 1, 2]) + 1.0)
+        loss += dice_weight * (1.0 - tf.reduce_mean(dice[1:]))
     return loss, ce_sum, n_valid
 
 

@@ -92,20 +92,43 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
 
 
 def probabilities(image, cfg, batch_size=4):
-    """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor. With
-    cfg.long_side the network sees the image at its training scale (pipeline.resize_image)
-    and its map is resized back bilinearly, so masks and metrics stay at full size."""
+    """Foreground probability float32 [H, W] for a uint8 [H, W, 3] image tensor, for a run
+    of one class (num_outputs 1). With cfg.long_side the network sees the image at its
+    training scale (pipeline.resize_image) and its map is resized back bilinearly, so masks
+    and metrics stay at full size."""
     if cfg.num_outputs != 1:
-        raise UserError(f"config has num_outputs={cfg.num_outputs}; predict, evaluate and "
-                        "export handle one sigmoid output (num_outputs=1)")
+        raise ValueError(f"probabilities() is for one sigmoid output, not {cfg.num_outputs}: "
+                         "use class_probabilities()")
+    return _full_size(image, cfg, batch_size, lambda logits: tf.sigmoid(logits[:, :, 0]))
+
+
+def class_probabilities(image, cfg, batch_size=4):
+    """Softmax probabilities float32 [H, W, C] of a K >= 2 run's C = K + 1 classes for a
+    uint8 [H, W, 3] image tensor, at full size as probabilities(): the softmax is taken at
+    the network's scale and resized bilinearly, which keeps every pixel's sum at 1."""
+    if cfg.num_outputs < 2:
+        raise ValueError("class_probabilities() is for K + 1 >= 2 softmax outputs")
+    return _full_size(image, cfg, batch_size, tf.nn.softmax)
+
+
+def class_map(probs):
+    """uint8 [H, W] class index, the argmax of float32 [H, W, C] (ties: the lowest index);
+    the one decision rule of predict, evaluate and export for K >= 2."""
+    return tf.cast(tf.argmax(probs, axis=-1), tf.uint8)
+
+
+def _full_size(image, cfg, batch_size, activation):
     long_side = cfg.long_side  # checked by config.from_json with the flag's rule
     lay = layout(cfg.input_size, cfg.depth)
     scaled = pipeline.resize_image(image, long_side) if long_side else image
-    logits = tiled_logits(scaled, lay, cfg.depth, cfg.base_filters, 1, batch_size)
-    prob = tf.sigmoid(logits[:, :, 0])  # [h, w]
+    logits = tiled_logits(scaled, lay, cfg.depth, cfg.base_filters, cfg.num_outputs,
+                          batch_size)
+    prob = activation(logits)  # [h, w] or [h, w, C]
     if not long_side:
         return prob
-    return tf.image.resize(prob[:, :, None], tf.shape(image)[:2], "bilinear")[:, :, 0]
+    if prob.shape.rank == 2:
+        return tf.image.resize(prob[:, :, None], tf.shape(image)[:2], "bilinear")[:, :, 0]
+    return tf.image.resize(prob, tf.shape(image)[:2], "bilinear")
 
 
 def flip_averaged(probabilities_of, image):

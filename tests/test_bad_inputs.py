@@ -132,6 +132,13 @@ def copy_run(world, tmp_path, edit=None):
     return run
 
 
+def k_class_run(world, tmp_path):
+    """The world's run relabelled as a cat/dog run (K = 2): enough for the flag checks,
+    which come before any checkpoint is restored."""
+    return copy_run(world, tmp_path, lambda r: set_config(r, classes=["cat", "dog"],
+                                                           num_outputs=3))
+
+
 def write(path, text):
     with open(path, "w") as f:
         f.write(text)
@@ -490,6 +497,13 @@ CASES = [
     ("evaluate-bad-checkpoint-flag", "evaluate", "--checkpoint that does not exist",
      lambda w, t: ["--run", w["run"], "--records", w["val"], "--checkpoint",
                    str(t / "model.ckpt-9")], 1, "not found"),
+    ("evaluate-adopt-threshold-k-classes", "evaluate", "--adopt-threshold on a run of K >= 2",
+     lambda w, t: ["--run", k_class_run(w, t), "--records", w["val"], "--adopt-threshold"], 2,
+     "--adopt-threshold is for runs of one class"),
+    ("evaluate-classes-vs-outputs", "evaluate", "config.json's classes do not match num_outputs",
+     lambda w, t: ["--run", copy_run(w, t, lambda r: set_config(r, classes=["cat", "dog"],
+                                                                num_outputs=4)),
+                   "--records", w["val"]], 1, "num_outputs=4 for the 2 classes ['cat', 'dog']"),
     # ---------------------------------------------------------------- predict
     ("predict-no-inputs", "predict", "no image arguments",
      lambda w, t: ["--run", w["run"]], 2, "required: inputs"),
@@ -527,6 +541,15 @@ CASES = [
      lambda w, t: ["--run", copy_run(w, t, lambda r: set_config(r, depth=2, input_size=92)),
                    w["odd"]["one.png"][0], "--out", str(t / "p")], 1,
      "does not match config.json"),
+    ("predict-class-not-in-run", "predict", "--class not one of the run's classes",
+     lambda w, t: ["--run", k_class_run(w, t), w["images"], "--class", "horse"], 2,
+     "--class 'horse' is not one of the run's classes (cat, dog): pass one of them"),
+    ("predict-class-one-class-run", "predict", "--class on a run of one class",
+     lambda w, t: ["--run", w["run"], w["images"], "--class", "cat"], 2,
+     "--class needs a run of several classes"),
+    ("predict-threshold-k-classes", "predict", "--threshold on a run of K >= 2 classes",
+     lambda w, t: ["--run", k_class_run(w, t), w["images"], "--threshold", "0.3"], 2,
+     "--threshold is for runs of one class"),
     # ---------------------------------------------------------------- export
     ("export-no-out", "export", "--out missing",
      lambda w, t: ["--run", w["run"]], 2, "--out"),
@@ -549,6 +572,9 @@ CASES = [
     ("export-config-vs-checkpoint", "export", "config.json does not match the checkpoint",
      lambda w, t: ["--run", copy_run(w, t, lambda r: set_config(r, base_filters=8)),
                    "--out", str(t / "m")], 1, "does not match config.json"),
+    ("export-threshold-k-classes", "export", "--threshold on a run of K >= 2 classes",
+     lambda w, t: ["--run", k_class_run(w, t), "--out", str(t / "m"), "--threshold", "0.3"], 2,
+     "--threshold is for runs of one class"),
 ]
 
 

@@ -1,7 +1,8 @@
 """The whole tool through its command lines, on a tiny model: the user's path.
 
 samples.drawn -> convert_coco (train, val) -> train -> evaluate -> predict -> export,
-each as a subprocess exactly as a user types it, checking what each one leaves.
+each as a subprocess exactly as a user types it, checking what each one leaves; and a
+cat/dog run of K = 2 classes from hand-made records through the same commands.
 """
 
 import json
@@ -107,3 +108,74 @@ def test_export_serves_the_same_mask(pipeline):
                            cv2.IMREAD_UNCHANGED)
     assert served.shape == predicted.shape
     assert (served != predicted).mean() < 1e-3  # thresholds meet float noise at most
+
+
+# ------------------------------------------------------------ several classes (K >= 2)
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory):
+    """A cat/dog run (K = 2) trained a few steps on hand-made records, then evaluated,
+    predicted and exported through the command lines. Training goes through train.train:
+    the records' classes reach the config from their stats (the converters' side)."""
+    from test_train import write_pets
+
+    import train
+    from core import config
+
+    work = tmp_path_factory.mktemp("three")
+    data = work / "data"
+    data.mkdir()
+    write_pets(data / "pets-train-00000-of-00001.tfrecord", 8, 0)
+    write_pets(data / "pets-val-00000-of-00001.tfrecord", 3, 1)
+    images = work / "photos"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    photo = rng.integers(60, 140, (50, 67, 3)).astype(np.uint8)
+    photo[10:30, 5:25] = (220, 150, 40)
+    photo[30:45, 40:60] = (40, 80, 200)
+    cv2.imwrite(str(images / "pets.png"), photo[..., ::-1])
+    result = train.train(config.Config(
+        train_records=str(data / "pets-train-*"), val_records=str(data / "pets-val-*"),
+        run_dir=str(work / "logs" / "pets"), depth=1, base_filters=4, input_size=44,
+        batch_size=4, epochs=3, learning_rate=1e-2, seed=0, classes=("cat", "dog"),
+        num_outputs=3))
+    run("evaluate.py", "--run", "logs/pets", "--no-progress", cwd=work)
+    run("predict.py", "--run", "logs/pets", "photos", "--out", "predictions", "--class", "dog",
+        "--probabilities", "--no-progress", cwd=work)
+    run("export.py", "--run", "logs/pets", "--out", "exported/1", cwd=work)
+    return work, result
+
+
+def test_three_classes_train_evaluate_predict(three_classes):
+    work, trained = three_classes
+    assert trained.step == 6 and trained.val.classes.names == ("background", "cat", "dog")
+    report = json.loads((work / "logs" / "pets" / "eval.json").read_text())
+    assert report["classes"] == ["background", "cat", "dog"] and report["images"] == 3
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.shape == (3, 3) and matrix.sum() == report["valid_pixels"]
+    assert report["all_background"]["mean_iou"] == 0.0
+    classes = cv2.imread(str(work / "predictions" / "pets_classes.png"), cv2.IMREAD_UNCHANGED)
+    assert classes.shape == (50, 67) and set(np.unique(classes)) <= {0, 1, 2}
+    dog = cv2.imread(str(work / "predictions" / "pets_dog.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(dog, np.where(classes == 2, 255, 0))
+    probs = np.stack([cv2.imread(str(work / "predictions" / f"pets_prob_{n}.png"),
+                                 cv2.IMREAD_UNCHANGED) for n in ("background", "cat", "dog")])
+    decided = np.sort(probs, axis=0)[-1].astype(int) - np.sort(probs, axis=0)[-2] > 2
+    np.testing.assert_array_equal(probs.argmax(0)[decided], classes[decided])
+
+
+def test_three_class_saved_model_equals_prediction_pixel_for_pixel(three_classes):
+    work, _ = three_classes
+    code = ("import sys, numpy as np, tensorflow as tf\n"
+            "m = tf.saved_model.load(sys.argv[1])\n"
+            "out = m.signatures['serving_default'](image=tf.constant(open(sys.argv[2], 'rb')"
+            ".read()))\n"
+            "np.save(sys.argv[3], out['classes'].numpy())\n")
+    subprocess.run([sys.executable, "-c", code, str(work / "exported" / "1"),
+                    str(work / "photos" / "pets.png"), str(work / "served.npy")], check=True,
+                   timeout=HANG_GUARD, capture_output=True,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    served = np.load(work / "served.npy")
+    predicted = cv2.imread(str(work / "predictions" / "pets_classes.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(served, predicted)

@@ -10,7 +10,8 @@ import tensorflow as tf
 from test_predict import make_run, reference_probabilities, scaled_reference_probabilities
 
 import evaluate
-from core import config, metrics, rundir
+import predict
+from core import config, metrics, rundir, summaries
 from datasets import records
 from utils import cli
 
@@ -108,8 +109,10 @@ def test_own_val_records_write_eval_json_and_adopt_the_threshold(evaluated):
     assert stored["best_threshold"] == result.best_threshold
     assert stored["model"] == pytest.approx(result.model)
     assert stored["global_step"] == 7 and stored["long_side"] == 0
-    # The file keeps today's keys in today's order: the Report's fields less its paths.
-    assert list(stored) == [f.name for f in dataclasses.fields(evaluate.Report)][:-2]
+    # The file keeps today's keys in today's order: the Report's fields less its paths and
+    # the K >= 2 ones.
+    assert list(stored) == [f.name for f in dataclasses.fields(evaluate.Report)
+                            if f.name not in evaluate.CLASS_FIELDS][:-2]
     assert stored["adopted_threshold"] is True
     with open(run / rundir.THRESHOLD_JSON) as f:
         adopted = json.load(f)
@@ -293,3 +296,101 @@ def test_flip_test_scores_the_flip_averaged_maps_and_says_so(evaluated, tmp_path
         assert json.load(f)["flip_test"] is True
     with open(run / rundir.EVAL_JSON) as f:
         assert json.load(f)["flip_test"] is False  # the default evaluation's
+
+
+# ------------------------------------------------------------ several classes (K >= 2)
+
+
+def make_class_images(seed=0):
+    """(image, mask, filename) of a cat/dog run: class blocks, ignore borders, an image with
+    only background and one with no valid pixel."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i, (h, w) in enumerate([(30, 41), (17, 23), (25, 25), (20, 9)]):
+        image = rng.integers(0, 256, [h, w, 3], dtype=np.uint8)
+        mask = np.zeros([h, w], np.uint8)
+        if i != 2:
+            mask[h // 4: 3 * h // 4, : w // 2] = 1
+            mask[h // 2:, w // 2:] = 2
+            mask[0, :] = X
+        if i == 3:
+            mask[:] = X
+        items.append((image, mask, f"{i:012d}.png"))
+    return items
+
+
+@pytest.fixture(scope="module")
+def evaluated3(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval3")
+    run = tmp / "run"
+    cfg = make_run(run, classes=("cat", "dog"), seed=3)
+    rundir.save_config(dataclasses.replace(cfg, val_records=str(tmp / "val-*")), str(run))
+    items = make_class_images()
+    write_records(tmp / "val-00000-of-00001.tfrecord", items)
+    result = evaluate.evaluate(str(run), save_overlays=1, progress=False)
+    return run, items, result
+
+
+def test_k_classes_report_per_class_metrics_and_the_confusion_matrix(evaluated3):
+    run, items, result = evaluated3
+    names = ("background", "cat", "dog")
+    with predict.Predictor(str(run)) as predictor:  # the class maps predict.py writes
+        maps = [predictor.classify(encode_png(image))[2] for image, _, _ in items]
+    per_image = np.stack([metrics.confusion_matrix(p, m, 3) for p, (_, m, _) in zip(maps, items)])
+    total = per_image.sum(axis=0)
+    assert result.classes == names and result.confusion_matrix == total.tolist()
+    assert result.images == 4 and result.images_without_valid_pixels == 1
+    assert result.valid_pixels == total.sum() == sum(int((m != X).sum()) for _, m, _ in items)
+    assert result.foreground_pixels == sum(int(((m == 1) | (m == 2)).sum()) for _, m, _ in items)
+    expected = metrics.class_metrics(total, names)
+    assert result.per_class == expected.per_class()
+    assert result.model == {"mean_iou": expected.mean_iou,
+                            "mean_iou_with_background": expected.mean_iou_with_background,
+                            "pixel_accuracy": expected.pixel_accuracy}
+    assert 0 < result.model["mean_iou"] < 1
+    assert result.all_background["mean_iou"] == 0.0
+    assert result.all_background_per_class[0]["iou"] == pytest.approx(total[0].sum()
+                                                                      / total.sum())
+    # The argmax decides: no threshold, sweep or adoption.
+    assert result.threshold is None and result.sweep == [] and result.best_threshold is None
+    assert result.adopted_threshold is False and not (run / rundir.THRESHOLD_JSON).exists()
+    # Images ranked by their own mean IoU over the classes they show; the all-ignore one not.
+    ious = metrics.mean_ious(per_image)
+    assert [e["image_id"] for e in result.worst_images] == [100 + i for i in np.argsort(ious)
+                                                            if not np.isnan(ious[i])]
+    assert result.worst_images[0]["iou"] == pytest.approx(np.nanmin(ious))
+
+
+def test_k_class_report_json_tensorboard_and_table(evaluated3):
+    run, _, result = evaluated3
+    stored = json.loads((run / rundir.EVAL_JSON).read_text())
+    assert list(stored) == [f.name for f in dataclasses.fields(evaluate.Report)][:-2]
+    assert stored["classes"] == ["background", "cat", "dog"]
+    assert stored["confusion_matrix"] == result.confusion_matrix
+    assert stored["per_class"][2]["class"] == "dog"
+    tags = event_tags(run / "eval" / "model")
+    assert tags["eval/mean_iou"][0] == 7
+    assert tags["eval/mean_iou"][1].simple_value == pytest.approx(result.model["mean_iou"])
+    assert tags["eval/iou/cat"][1].simple_value == pytest.approx(result.per_class[1]["iou"])
+    picture = tf.io.decode_png(tags["eval/confusion_matrix"][1].image.encoded_image_string)
+    np.testing.assert_array_equal(picture, summaries.confusion_image(result.confusion_matrix))
+    assert "foreground/pr_curves" not in tags
+    assert event_tags(run / "eval" / "baseline")["eval/mean_iou"][1].simple_value == 0.0
+    table = evaluate.format_table(result).splitlines()
+    assert table[0].endswith("decision argmax")
+    cat = result.per_class[1]
+    assert table[3].split() == ["cat", f"{cat['iou']:.4f}", f"{cat['dice']:.4f}",
+                                f"{cat['precision']:.4f}", f"{cat['recall']:.4f}",
+                                str(cat["truth_pixels"]), "0.0000"]
+    assert table[6].split()[-2:] == [f"{result.model['mean_iou']:.4f}", "0.0000"]
+    assert table[-1].split() == ["dog", *map(str, result.confusion_matrix[2])]
+    overlays = sorted(os.listdir(run / "eval" / "overlays"))
+    assert [n[:8] for n in overlays] == ["best-01-", "worst-01"]
+
+
+def test_adopt_threshold_on_a_k_class_run_is_one_error_line(evaluated3, capsys):
+    run = evaluated3[0]
+    assert cli.run_main(evaluate.main, ["--run", str(run), "--adopt-threshold",
+                                        "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--adopt-threshold is for runs of one class" in err[0]

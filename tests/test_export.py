@@ -215,3 +215,64 @@ def test_saved_model_refuses_an_image_over_its_cap_before_decoding(exported, tmp
     got = subprocess.run([sys.executable, "-c", SERVE_BIG, str(out), str(small)],
                          capture_output=True, text=True, check=True, timeout=HANG_GUARD)
     assert "REFUSED" not in got.stdout
+
+
+LOAD_CLASSES = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+outputs = serve.structured_outputs
+assert sorted(outputs) == ["classes", "max_pixels", "probabilities"], outputs
+assert outputs["classes"].dtype == tf.uint8 and outputs["probabilities"].dtype == tf.float32
+result = {}
+for i, path in enumerate(sys.argv[3:]):
+    out = serve(image=tf.constant(open(path, "rb").read()))
+    result[f"classes{i}"] = out["classes"].numpy()
+    result[f"prob{i}"] = out["probabilities"].numpy()
+np.savez(sys.argv[2], **result)
+"""
+
+
+@pytest.mark.parametrize("long_side", [0, 32])
+def test_k_class_saved_model_serves_the_class_map_predict_writes(tmp_path, long_side):
+    run = tmp_path / "run"
+    make_run(run, classes=("cat", "dog"), seed=3, long_side=long_side)
+    rng = np.random.default_rng(6)
+    images = [tmp_path / "colour.png", tmp_path / "gray.jpg"]
+    write_image(images[0], rng.integers(0, 256, [45, 70, 3], dtype=np.uint8))
+    write_image(images[1], rng.integers(0, 256, [13, 29], dtype=np.uint8))
+    info = export.export(str(run), str(tmp_path / "model"))
+    assert info["threshold"] is None and info["threshold_source"] == "argmax"
+    assert info["classes"] == ["background", "cat", "dog"]
+    assert sorted(info["outputs"]) == ["classes", "max_pixels", "probabilities"]
+    with open(tmp_path / "model" / export.INFO_FILE) as f:
+        assert json.load(f) == json.loads(json.dumps(info))
+    out = tmp_path / "served.npz"
+    proc = subprocess.run([sys.executable, "-c", LOAD_CLASSES, str(tmp_path / "model"), str(out),
+                           *map(str, images)], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=HANG_GUARD)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = np.load(out)
+    predict.predict(str(run), [str(p) for p in images], str(tmp_path / "pred"), progress=False)
+    with predict.Predictor(str(run)) as predictor:
+        for i, path in enumerate(images):
+            classes = cv2.imread(str(tmp_path / "pred" / f"{path.stem}_classes.png"),
+                                 cv2.IMREAD_UNCHANGED)
+            assert served[f"classes{i}"].shape == classes.shape == cv2.imread(str(path), 0).shape
+            np.testing.assert_array_equal(served[f"classes{i}"], classes)  # pixel for pixel
+            assert len(np.unique(classes)) >= 2
+            _, probs = predictor(path.read_bytes())
+            assert served[f"prob{i}"].shape == classes.shape + (3,)
+            np.testing.assert_allclose(served[f"prob{i}"], probs, atol=1e-6, rtol=0)
+
+
+def test_threshold_on_a_k_class_run_is_one_error_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    make_run(run, classes=("cat", "dog"))
+    argv = ["--run", str(run), "--out", str(tmp_path / "m"), "--threshold", "0.4"]
+    assert cli.run_main(export.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threshold is for runs of one class" in err[0]
+    assert not (tmp_path / "m").exists()

@@ -72,3 +72,78 @@ def test_confusion_counts_op_ignores_255():
     masks = np.array([1, 0, 0, 1, 255], np.uint8).reshape(1, 1, 5, 1)
     counts = metrics.confusion_counts(tf.constant(logits), tf.constant(masks)).numpy()
     assert counts.tolist() == [1, 1, 1, 1]  # tp, fp, fn, tn; the 255 pixel is in none
+
+
+# ---------------------------------------------------------------- several classes (K >= 2)
+
+# 4 classes: background, 1, 2, and 3 absent from truth and prediction; one ignored pixel.
+TRUTH = np.array([[0, 0, 1, 1, 2], [2, X, 0, 1, 0]], np.uint8)
+PRED = np.array([[0, 1, 1, 1, 0], [1, 2, 0, 0, 0]], np.uint8)
+MATRIX = [[3, 1, 0, 0],   # true background: 3 right, 1 taken for class 1
+          [1, 2, 0, 0],   # class 1: 2 right, 1 missed
+          [1, 1, 0, 0],   # class 2: never found
+          [0, 0, 0, 0]]   # class 3: nowhere
+NAMES = ("background", "cat", "dog", "bird")
+
+
+def test_confusion_matrix_counts_valid_pixels_rows_truth_columns_prediction():
+    m = metrics.confusion_matrix(PRED, TRUTH, 4)
+    assert m.dtype == np.int64 and m.tolist() == MATRIX
+    found = PRED.copy()
+    found[1, 0] = 2  # the dog pixel taken for a cat is found after all
+    assert metrics.confusion_matrix(found, TRUTH, 4)[2].tolist() == [1, 0, 1, 0]
+
+
+def test_class_confusion_op_is_the_argmax_and_equals_the_numpy_count():
+    logits = np.eye(4, dtype=np.float32)[PRED] * 3.0 - 1.0  # [2, 5, 4], argmax = PRED
+    logits[TRUTH == X] = [9.0, 0, 0, 0]  # an ignored pixel counts nowhere, whatever it says
+    m = metrics.class_confusion(tf.constant(logits[None]), tf.constant(TRUTH[None, ..., None]))
+    assert m.numpy().tolist() == MATRIX
+
+
+def test_class_metrics_exact_values_and_the_absent_class():
+    m = metrics.class_metrics(MATRIX, NAMES)
+    # IoU tp / (tp + fp + fn): background 3 / (3 + 2 + 1), cat 2 / (2 + 2 + 1), dog 0 / 2.
+    assert m.iou == pytest.approx((0.5, 0.4, 0.0, None))
+    assert m.iou[3] is None  # 0/0: no score ...
+    assert m.mean_iou == pytest.approx((0.4 + 0.0) / 2)  # ... and left out of the mean
+    assert m.mean_iou_with_background == pytest.approx((0.5 + 0.4 + 0.0) / 3)
+    assert m.dice == pytest.approx((6 / 9, 4 / 7, 0.0, None))
+    assert m.precision == pytest.approx((3 / 5, 2 / 4, 0.0, None))  # dog: nothing predicted
+    assert m.recall == pytest.approx((3 / 4, 2 / 3, 0.0, None))
+    assert m.pixel_accuracy == pytest.approx(5 / 9)
+    assert m.truth_pixels == (4, 3, 2, 0) and m.predicted_pixels == (5, 4, 0, 0)
+    assert m.confusion == tuple(tuple(row) for row in MATRIX)
+    scalars = m.scalars()
+    assert scalars["mean_iou"] == pytest.approx(0.2) and scalars["iou/cat"] == pytest.approx(0.4)
+    assert "iou/bird" not in scalars and "recall/bird" not in scalars  # no chart point for 0/0
+    assert m.per_class()[2] == {"class": "dog", "index": 2, "iou": 0.0, "dice": 0.0,
+                                "precision": 0.0, "recall": 0.0, "truth_pixels": 2,
+                                "predicted_pixels": 0}
+
+
+def test_all_background_baseline_of_a_confusion_matrix():
+    base = metrics.class_all_background(MATRIX)
+    assert base.tolist() == [[4, 0, 0, 0], [3, 0, 0, 0], [2, 0, 0, 0], [0, 0, 0, 0]]
+    m = metrics.class_metrics(base, NAMES)
+    assert m.iou == pytest.approx((4 / 9, 0.0, 0.0, None))
+    assert m.mean_iou == 0.0 and m.pixel_accuracy == pytest.approx(4 / 9)
+    assert m.mean_iou_with_background == pytest.approx(4 / 27)
+
+
+def test_a_class_in_only_the_truth_or_only_the_prediction_scores_zero():
+    only_predicted = metrics.class_rates([[5, 2], [0, 0]])
+    only_true = metrics.class_rates([[5, 0], [3, 0]])
+    for r in (only_predicted, only_true):
+        assert [float(r[k][1]) for k in metrics.CLASS_RATIOS] == [0.0, 0.0, 0.0, 0.0]
+    # Nothing of any class anywhere: the means have nothing to average.
+    empty = metrics.class_metrics([[7, 0], [0, 0]], ("background", "cat"))
+    assert empty.mean_iou is None and empty.mean_iou_with_background == 1.0
+    assert metrics.class_metrics([[0, 0], [0, 0]], ("background", "cat")).pixel_accuracy is None
+
+
+def test_mean_ious_per_image():
+    per_image = np.stack([MATRIX, metrics.class_all_background(MATRIX),
+                          np.diag([4, 0, 0, 0])])
+    ious = metrics.mean_ious(per_image)
+    assert ious[:2] == pytest.approx([0.2, 0.0]) and np.isnan(ious[2])

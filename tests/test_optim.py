@@ -3,6 +3,7 @@
 import types
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import unet
@@ -92,3 +93,72 @@ def test_pixel_loss_ignores_255():
     dice = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
     with_dice, _, _ = optim.pixel_loss(tf.constant(logits), tf.constant(masks), 3.0, 0.5)
     np.testing.assert_allclose(float(with_dice), ce.mean() + 0.5 * (1 - dice), rtol=1e-6)
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+# Four pixels of a K = 2 run (background, cat, dog): background, dog, ignored, cat.
+LOGITS3 = np.array([[1.0, -0.5, 0.2], [0.3, 0.1, 2.0], [5.0, -3.0, 1.0], [-1.0, 0.4, 0.0]],
+                   np.float32).reshape(1, 1, 4, 3)
+MASKS3 = np.array([0, 2, 255, 1], np.uint8).reshape(1, 1, 4, 1)
+
+
+def test_softmax_loss_ignores_255_and_weights_each_class():
+    p = _softmax(LOGITS3.reshape(4, 3).astype(np.float64))
+    y = [0, 2, None, 1]
+    ce = np.array([-np.log(p[i, c]) for i, c in enumerate(y) if c is not None])
+    loss, ce_sum, n_valid = optim.pixel_loss(tf.constant(LOGITS3), tf.constant(MASKS3), 1.0)
+    assert float(n_valid) == 3.0
+    np.testing.assert_allclose(float(ce_sum), ce.sum(), rtol=1e-6)
+    np.testing.assert_allclose(float(loss), ce.mean(), rtol=1e-6)
+    # Each pixel weighted by its true class; still divided by the valid pixels (3).
+    weighted, w_sum, _ = optim.pixel_loss(tf.constant(LOGITS3), tf.constant(MASKS3), 1.0,
+                                          class_weights=(0.5, 2.0, 3.0))
+    expected = 0.5 * ce[0] + 3.0 * ce[1] + 2.0 * ce[2]
+    np.testing.assert_allclose([float(w_sum), float(weighted)], [expected, expected / 3],
+                               rtol=1e-6)
+    # pos_weight is K = 1's: it changes nothing here.
+    other, _, _ = optim.pixel_loss(tf.constant(LOGITS3), tf.constant(MASKS3), 7.0)
+    assert float(other) == float(loss)
+
+
+def test_softmax_dice_term_averages_the_classes_without_background():
+    p = _softmax(LOGITS3.reshape(4, 3).astype(np.float64))[[0, 1, 3]]  # the valid pixels
+    onehot = np.eye(3)[[0, 2, 1]]
+    dice = (2 * (p * onehot).sum(0) + 1) / (p.sum(0) + onehot.sum(0) + 1)  # [3]
+    ce = -np.log((p * onehot).sum(1))
+    loss, _, _ = optim.pixel_loss(tf.constant(LOGITS3), tf.constant(MASKS3), 1.0, 0.5)
+    np.testing.assert_allclose(float(loss), ce.mean() + 0.5 * (1 - dice[1:].mean()), rtol=1e-6)
+
+
+def test_an_ignored_pixel_gets_no_gradient_and_pixel_weights_scale_each_pixel():
+    logits = tf.constant(LOGITS3)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss, _, _ = optim.pixel_loss(logits, tf.constant(MASKS3), 1.0, 0.5, (0.5, 1.0, 2.0))
+    grad = tape.gradient(loss, logits).numpy()[0, 0]
+    assert (grad[2] == 0.0).all() and (grad[[0, 1, 3]] != 0.0).all()
+    # A weight map (the paper's w(x)) multiplies each pixel's cross-entropy.
+    weights = np.array([2.0, 0.0, 9.0, 1.0], np.float32).reshape(1, 1, 4, 1)
+    _, plain, _ = optim.pixel_loss(logits, tf.constant(MASKS3), 1.0)
+    p = _softmax(LOGITS3.reshape(4, 3).astype(np.float64))
+    ce = -np.log(p[[0, 1, 3], [0, 2, 1]])
+    _, mapped, n = optim.pixel_loss(logits, tf.constant(MASKS3), 1.0,
+                                    pixel_weights=tf.constant(weights))
+    np.testing.assert_allclose([float(plain), float(mapped), float(n)],
+                               [ce.sum(), 2 * ce[0] + ce[2], 3.0], rtol=1e-6)
+    # ... for one class too.
+    one = tf.constant(np.array([1.0, -2.0, 0.5, 3.0], np.float32).reshape(1, 1, 4, 1))
+    masks = tf.constant(np.array([1, 0, 255, 1], np.uint8).reshape(1, 1, 4, 1))
+    _, base, _ = optim.pixel_loss(one, masks, 1.0)
+    _, doubled, _ = optim.pixel_loss(one, masks, 1.0, pixel_weights=tf.constant(2 * np.ones_like(
+        weights)))
+    np.testing.assert_allclose(float(doubled), 2 * float(base), rtol=1e-6)
+
+
+def test_class_weights_must_match_the_logits():
+    with pytest.raises(ValueError, match="2 class weights for 3 logits"):
+        optim.pixel_loss(tf.constant(LOGITS3), tf.constant(MASKS3), 1.0, class_weights=(1, 2))

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import predict
 import unet
-from core import config, rundir, tiling
+from core import config, rundir, summaries, tiling
 from datasets import pipeline, records
 from utils import cli
 
@@ -21,21 +21,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 
 
-def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7, long_side=0):
+def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7, long_side=0,
+             classes=("cat",)):
     """A run dir like train.py's: config.json and a checkpoint of a random tiny U-Net.
 
     Batch-norm statistics are random too, so inference-mode BN is really exercised,
-    and global_step plus Adam slots are saved as training does.
+    and global_step plus Adam slots are saved as training does. Two classes or more make
+    a K >= 2 run (num_outputs K + 1).
     """
+    num_outputs = 1 if len(classes) == 1 else len(classes) + 1
     cfg = config.Config(input_size=input_size, depth=depth, base_filters=base_filters,
-                        long_side=long_side)
+                        long_side=long_side, classes=tuple(classes), num_outputs=num_outputs)
     rundir.save_config(cfg, str(run_dir))
     rng = np.random.default_rng(seed)
     g = tf.Graph()
     with g.as_default():
         v1.set_random_seed(seed)
         x = v1.placeholder(tf.float32, [1, input_size, input_size, 3])
-        logits = unet.unet(x, False, depth=depth, base_filters=base_filters)
+        logits = unet.unet(x, False, depth=depth, base_filters=base_filters,
+                           num_outputs=num_outputs)
         v1.train.get_or_create_global_step()
         for var in v1.global_variables("unet"):  # Adam's slots, named as train.py's
             for slot in ("Adam", "Adam_1"):
@@ -60,7 +64,9 @@ def make_run(run_dir, depth=2, base_filters=4, input_size=60, seed=0, step=7, lo
             weights = variables["unet/output/weights"]
             weights.load(sess.run(weights) * 20, sess)
             pixels = rng.uniform(0, 1, [1, input_size, input_size, 3])
-            median = np.median(sess.run(logits, {x: pixels}))
+            out = sess.run(logits, {x: pixels})
+            # K >= 2: each class's logit centred on its own median, so every class wins
+            median = np.median(out) if num_outputs == 1 else np.median(out, axis=(0, 1, 2))
             bias = variables["unet/output/biases"]
             bias.load(sess.run(bias) - np.float32(median), sess)
             v1.train.Saver().save(sess, os.path.join(str(run_dir), rundir.CKPT_PREFIX),
@@ -75,7 +81,8 @@ def tile_count(size, lay):
 
 
 def reference_probabilities(run_dir, image):
-    """Sigmoid of ONE forward pass over the whole mirror-padded image (np.pad REFLECT).
+    """Sigmoid of ONE forward pass over the whole mirror-padded image (np.pad REFLECT);
+    for a K >= 2 run the softmax [h, w, C].
 
     The canvas is the image extended (by mirroring) to the size the tile grid
     covers, so the pass sees exactly what the tiles see.
@@ -90,11 +97,13 @@ def reference_probabilities(run_dir, image):
     g = tf.Graph()
     with g.as_default():
         x = v1.placeholder(tf.float32, [1, None, None, 3])
-        prob = tf.sigmoid(unet.unet(x, False, depth=cfg.depth, base_filters=cfg.base_filters))
+        logits = unet.unet(x, False, depth=cfg.depth, base_filters=cfg.base_filters,
+                           num_outputs=cfg.num_outputs)
+        prob = tf.sigmoid(logits) if cfg.num_outputs == 1 else tf.nn.softmax(logits)
         with v1.Session() as sess:
             rundir.restore(sess, rundir.latest(str(run_dir)), cfg)
             out = sess.run(prob, {x: padded[None].astype(np.float32) / 255.0})
-    return out[0, :h, :w, 0]
+    return out[0, :h, :w, 0] if cfg.num_outputs == 1 else out[0, :h, :w]
 
 
 def scaled_reference_probabilities(run_dir, image, long_side):
@@ -419,3 +428,107 @@ def test_an_image_over_the_pixel_cap_is_one_error_line_and_the_others_still_run(
     assert cli.run_main(predict.main, argv) == 1
     assert "over the 1,000-pixel cap" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()  # nothing written: no empty --out either
+
+
+# ------------------------------------------------------------ several classes (K >= 2)
+
+
+@pytest.fixture(scope="module")
+def run3(tmp_path_factory):
+    """A K = 2 run (background, cat, dog) of random weights."""
+    run_dir = tmp_path_factory.mktemp("run3")
+    make_run(run_dir, classes=("cat", "dog"), seed=3)
+    return run_dir
+
+
+def decided(probs, margin=1e-4):
+    """Pixels whose most probable class beats the second by more than float noise."""
+    top = np.sort(probs, axis=-1)
+    return top[..., -1] - top[..., -2] > margin
+
+
+def test_k_classes_write_class_map_overlay_class_masks_and_probabilities(run3, tmp_path):
+    colour = np.random.default_rng(4).integers(0, 256, [45, 70, 3], dtype=np.uint8)
+    write_image(tmp_path / "colour.png", colour)
+    out = tmp_path / "out"
+    result = predict.predict(str(run3), [str(tmp_path / "colour.png")], str(out),
+                             save_probabilities=True, progress=False, classes=("dog",))
+    assert result["threshold"] is None and result["threshold_source"] == "argmax"
+    assert result["written"] == [str(out / "colour_classes.png")] and not result["failed"]
+    assert sorted(os.listdir(out)) == [
+        "colour_classes.png", "colour_dog.png", "colour_overlay.png",
+        "colour_prob_background.png", "colour_prob_cat.png", "colour_prob_dog.png"]
+
+    expected = reference_probabilities(run3, colour)  # [45, 70, 3] softmax of one pass
+    classes = cv2.imread(str(out / "colour_classes.png"), cv2.IMREAD_UNCHANGED)
+    assert classes.shape == (45, 70) and classes.dtype == np.uint8
+    sure = decided(expected)
+    assert sure.mean() > 0.99
+    np.testing.assert_array_equal(classes[sure], expected.argmax(-1)[sure])
+    assert set(np.unique(classes)) == {0, 1, 2}  # every class somewhere
+    dog = cv2.imread(str(out / "colour_dog.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(dog, (classes == 2).astype(np.uint8) * 255)
+    # 16-bit probability maps, probability x 65535, summing to 1 at every pixel.
+    probs = np.stack([cv2.imread(str(out / f"colour_prob_{n}.png"), cv2.IMREAD_UNCHANGED)
+                      for n in ("background", "cat", "dog")], -1)
+    assert probs.dtype == np.uint16
+    assert np.abs(probs / predict.PROB_SCALE - expected).max() < 1e-4
+    assert np.abs(probs.astype(int).sum(-1) - predict.PROB_SCALE).max() <= 2
+
+    overlay = read_rgb(out / "colour_overlay.png")
+    legend_rows = (overlay.shape[0] - 45) // predict.LEGEND_ROW
+    assert overlay.shape == (45 + legend_rows * predict.LEGEND_ROW, 70, 3) and legend_rows >= 1
+    background = classes == 0
+    np.testing.assert_array_equal(overlay[:45][background], colour[background])
+    palette = summaries.palette()
+    for c in (1, 2):  # inside a class region (off its outline): tinted by its colour
+        inner = cv2.erode((classes == c).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        tinted = np.round(0.55 * colour[inner] + 0.45 * palette[c].astype(np.float32))
+        np.testing.assert_array_equal(overlay[:45][inner], tinted.astype(np.uint8))
+        # ... and its swatch in the legend.
+        assert (overlay[45:] == palette[c]).all(-1).sum() >= 50
+    np.testing.assert_array_equal(overlay, predict.class_overlay(colour, classes,
+                                                                 ("background", "cat", "dog")))
+
+
+def test_legend_wraps_to_the_image_width():
+    names = ("background", "cat", "dog", "person", "traffic light")
+    wide, narrow = predict.legend(names, 400), predict.legend(names, 60)
+    assert wide.shape == (predict.LEGEND_ROW, 400, 3)
+    assert narrow.shape == (4 * predict.LEGEND_ROW, 60, 3)  # one class a row
+    assert predict.file_part("traffic light") == "traffic_light"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--class", "horse"], "--class 'horse' is not one of the run's classes (cat, dog): pass "
+                           "one of them"),
+    (["--class", "cat", "--class", "background"], "--class 'background' is not one of the "
+                                                  "run's classes (cat, dog)"),
+    (["--threshold", "0.3"], "--threshold is for runs of one class"),
+])
+def test_k_class_bad_flags_are_one_error_line_and_nothing_written(run3, tmp_path, capsys, argv,
+                                                                  message):
+    write_image(tmp_path / "x.png", np.zeros([4, 4, 3], np.uint8))
+    assert cli.run_main(predict.main, ["--run", str(run3), str(tmp_path / "x.png"), "--out",
+                                       str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_class_flag_on_a_one_class_run_is_one_error_line(run, tmp_path, capsys):
+    write_image(tmp_path / "x.png", np.zeros([4, 4, 3], np.uint8))
+    assert cli.run_main(predict.main, ["--run", str(run), str(tmp_path / "x.png"), "--out",
+                                       str(tmp_path / "o"), "--class", "cat"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--class needs a run of several classes" in err[0]
+    assert "its mask is <stem>_mask.png" in err[0] and not os.path.exists(tmp_path / "o")
+
+
+def test_k_class_outputs_in_the_input_directory_are_not_predicted_again(run3, tmp_path, capsys):
+    write_image(tmp_path / "a.png", np.zeros([8, 8, 3], np.uint8))
+    argv = ["--run", str(run3), str(tmp_path), "--out", str(tmp_path), "--class", "cat",
+            "--probabilities", "--no-progress"]
+    for _ in range(2):
+        assert cli.run_main(predict.main, argv) == 0
+        assert "wrote 1 class maps" in capsys.readouterr().out

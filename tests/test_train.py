@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import functools
 import io
 import json
@@ -594,3 +595,94 @@ def test_two_sets_train_validate_per_set_and_resume(two_sets, tmp_path):
             metrics_of.model["foreground_iou"], abs=1e-6)
     again = train.train(make_cfg(two_sets, run, epochs=2, **TINIEST))  # weights: counts
     assert again.step == 8 and rundir.load_config(str(run)).train_weights == (12.0, 4.0)
+
+
+# ------------------------------------------------------------- several classes (K >= 2)
+
+
+def write_pets(path, n, seed):
+    """Records of orange disks (class 1, cat) and blue squares (class 2, dog) on grey noise,
+    a 255 ignore band on top: the masks K = 2 records hold."""
+    rng = np.random.default_rng(seed)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(n):
+            h, w = (int(v) for v in rng.integers(40, 70, 2))
+            image = rng.integers(60, 140, (h, w, 3)).astype(np.uint8)
+            rows, cols = np.mgrid[:h, :w]
+            mask = np.zeros((h, w), np.uint8)
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(6, 12)
+            disk = (rows - cy) ** 2 + (cols - cx) ** 2 < r * r
+            image[disk], mask[disk] = (220, 150, 40), 1
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(5, 10)
+            square = (abs(rows - cy) < r) & (abs(cols - cx) < r) & (mask == 0)
+            image[square], mask[square] = (40, 80, 200), 2
+            mask[:2] = records.IGNORE
+            writer.write(records.make_example(
+                tf.io.encode_png(image).numpy(), "png", h, w, i, f"{i}.png",
+                tf.io.encode_png(mask[..., None]).numpy()))
+
+
+def test_validation_metrics_of_a_confusion_matrix():
+    names = ("background", "cat", "dog")
+    m = train.validation_metrics(np.array([[6, 1, 1], [2, 2, 0], [0, 0, 0]]), 4.0, 8.0, names)
+    assert m.loss == 0.5
+    assert m.classes.iou == pytest.approx((6 / 10, 2 / 5, 0.0))  # dog: predicted, never true
+    assert m.score == pytest.approx((2 / 5 + 0.0) / 2)  # best/ follows the mIoU of the classes
+    assert m.model["iou/cat"] == pytest.approx(0.4) and m.model["mean_iou"] == m.score
+    assert m.baseline["mean_iou"] == 0.0 and m.baseline_classes.pixel_accuracy == 8 / 12
+    # No class in the truth nor the prediction: no score, so no best is chosen by it.
+    assert np.isnan(train.validation_metrics(np.diag([5, 0, 0]), 0.0, 5.0, names).score)
+
+
+def test_k_classes_train_validate_per_class_and_keep_the_best_mean_iou(tmp_path, caplog):
+    caplog.set_level("INFO", logger="train")
+    write_pets(tmp_path / "pets-train-00000-of-00001.tfrecord", 8, 0)
+    write_pets(tmp_path / "pets-val-00000-of-00001.tfrecord", 4, 1)
+    run = tmp_path / "run"
+    cfg = config.Config(**{**TINIEST, "batch_size": 4, "learning_rate": 1e-2, "seed": 0},
+                        train_records=str(tmp_path / "pets-train-*"),
+                        val_records=str(tmp_path / "pets-val-*"), run_dir=str(run), epochs=4,
+                        image_summary_every=2, classes=("cat", "dog"), num_outputs=3,
+                        class_weights=(0.5, 1.0, 1.5), dice_weight=0.5)
+    result = train.train(cfg)
+    assert result.step == 8 and result.val.classes.names == ("background", "cat", "dog")
+    val, baseline = event_scalars(run / "val"), event_scalars(run / "baseline")
+    per_class = {f"{k}/{n}" for k in metrics.CLASS_RATIOS for n in result.val.classes.names}
+    assert set(val) >= {"cost", *metrics.MEANS} | per_class
+    assert set(baseline) >= set(metrics.MEANS) and {v for _, v in baseline["mean_iou"]} == {0.0}
+    for tag, value in result.val.model.items():
+        assert val[tag][-1] == (8, pytest.approx(value, abs=1e-6))
+    # best/ holds the validation with the highest mIoU over the classes (first if tied).
+    ious = [v for _, v in val["mean_iou"]]
+    best_step = val["mean_iou"][int(np.argmax(ious))][0]
+    assert rundir.step(tf.train.latest_checkpoint(str(run / rundir.BEST_DIR))) == best_step
+    assert result.best_val_iou == pytest.approx(max(ious), abs=1e-6)
+    assert "val: mIoU" in caplog.text and "IoU cat" in caplog.text
+    # The confusion matrix is an image of val/, the matrix the metrics came from.
+    acc = scalars(run / "val")
+    shown = acc.Images("confusion_matrix")
+    assert [e.step for e in shown] == [2, 4, 6, 8]
+    picture = tf.io.decode_png(shown[-1].encoded_image_string).numpy()
+    np.testing.assert_array_equal(picture, summaries.confusion_image(result.val.classes.confusion))
+    # The windows are coloured by the palette: the truth panel holds class colours only.
+    train_events = scalars(run / "train")
+    window = train_events.Images(sorted(train_events.Tags()["images"])[0])[0]
+    panels = tf.io.decode_png(window.encoded_image_string).numpy()
+    out = 28
+    size, border = 44, (44 - out) // 2
+    truth = panels[border:border + out, size + summaries.PANEL_GAP + border:][:, :out]
+    allowed = {tuple(c) for c in summaries.palette()[[0, 1, 2, 255]]}
+    assert {tuple(c) for c in truth.reshape(-1, 3)} <= allowed
+    # Resuming goes on from the same best mIoU.
+    again = train.train(dataclasses.replace(cfg, epochs=5))
+    assert again.step == 10 and again.best_val_iou >= result.best_val_iou
+
+
+def test_classes_that_do_not_match_the_outputs_fail_before_training(tmp_path):
+    write_pets(tmp_path / "pets-train-00000-of-00001.tfrecord", 2, 0)
+    cfg = config.Config(**TINIEST, train_records=str(tmp_path / "pets-train-*"), val_records="",
+                        run_dir=str(tmp_path / "run"), epochs=1, classes=("cat", "dog"),
+                        num_outputs=4)
+    with pytest.raises(UserError, match=r"num_outputs=4 for the 2 classes \['cat', 'dog'\]"):
+        train.train(cfg)
+    assert not rundir.latest(str(tmp_path / "run"))

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -141,3 +143,34 @@ def test_no_dropout_ops_at_rate_zero():
     with g.as_default():
         unet.unet(v1.placeholder(tf.float32, [1, 92, 92, 3]), True, depth=2, base_filters=4)
         assert not any("dropout" in op.name for op in g.get_operations())
+
+
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "run_9695514")
+
+
+def _variables(num_outputs):
+    """{name: shape} of the "unet" variables of the fixture's network (depth 2, 2 filters)."""
+    with tf.Graph().as_default():
+        unet.unet(v1.placeholder(tf.float32, [None, 44, 44, 3]), True, depth=2, base_filters=2,
+                  num_outputs=num_outputs)
+        return {v.op.name: v.shape.as_list() for v in v1.global_variables("unet")}
+
+
+def test_one_class_builds_the_variables_of_an_old_run_checkpoint():
+    stored = {name: shape for name, shape in
+              tf.train.list_variables(os.path.join(FIXTURE, "model.ckpt-4"))
+              if name.startswith("unet/") and not name.endswith(("/Adam", "/Adam_1"))}
+    assert len(stored) == 10 * 6 + 2 * 2 + 2  # 10 convs, 2 up-convs, the output layer
+    assert _variables(1) == stored
+
+
+def test_k_classes_get_k_plus_1_logits_and_change_only_the_output_layer():
+    one, three = _variables(1), _variables(3)
+    assert three.pop("unet/output/weights") == [1, 1, 2, 3]
+    assert three.pop("unet/output/biases") == [3]
+    assert one.pop("unet/output/weights") == [1, 1, 2, 1] and one.pop("unet/output/biases") == [1]
+    assert three == one
+    with tf.Graph().as_default():
+        logits = unet.unet(v1.placeholder(tf.float32, [2, 44, 44, 3]), False, depth=2,
+                           base_filters=2, num_outputs=3)
+        assert logits.shape.as_list() == [2, 4, 4, 3]
