@@ -112,6 +112,8 @@ def _convert(convert, source, split, output, fresh=False, **settings):
 def scenes_output(data_dir, scenes_dir):
     """The records' prefix for a scenes export: one per source folder, so two exports
     never share (or reuse) each other's records."""
+    if scenes_dir.endswith((".yaml", ".yml")):  # the export's data.yaml: its folder counts
+        scenes_dir = os.path.dirname(os.path.abspath(scenes_dir))
     if os.path.realpath(scenes_dir) == os.path.realpath(SCENES_DIR):
         return os.path.join(data_dir, "scenes_cat")
     name = re.sub(r"[^\w.-]+", "", os.path.basename(os.path.normpath(scenes_dir))) or "export"

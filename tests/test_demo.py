@@ -190,12 +190,17 @@ def test_scenes_flag_trains_on_another_export_with_records_and_run_of_its_own(
     # Two exports of the same folder name: neither may reuse the other's records or run.
     first = scenes_export(tmp_path / "a" / "cats", train=2, val=1)
     second = scenes_export(tmp_path / "b" / "cats", train=3, val=2)
-    assert demo.main(["--scenes", str(first), "--epochs", "1"]) == 0
-    assert demo.main(["--scenes", str(second), "--epochs", "1"]) == 0
-    out = capsys.readouterr().out.splitlines()
     prefixes = [demo.scenes_output("data", str(d)) for d in (first, second)]
+    assert demo.main(["--scenes", str(first), "--epochs", "1"]) == 0
+    caplog.clear()
+    assert demo.main(["--scenes", str(second), "--epochs", "1"]) == 0
+    # the second converts its own photos (and reuses the pets' records)
+    assert f"converting train into {prefixes[1]}-train-*" in caplog.text
+    assert "reusing the records data/pets_cat-trainval-*" in caplog.text
+    out = capsys.readouterr().out.splitlines()
     assert prefixes[0] != prefixes[1] and all(p.startswith("data/scenes_cats_") for p in prefixes)
     assert demo.scenes_output("data", demo.SCENES_DIR) == os.path.join("data", "scenes_cat")
+    assert demo.scenes_output("data", str(first / "data.yaml")) == prefixes[0]  # its folder's
     for prefix, (train, val) in zip(prefixes, ((2, 1), (3, 2))):
         counts = [json.loads(open(f"{prefix}-{s}-stats.json").read())["images"]
                   for s in demo.SCENES_SPLITS]
@@ -203,16 +208,12 @@ def test_scenes_flag_trains_on_another_export_with_records_and_run_of_its_own(
         run_dir = "logs/demo_" + os.path.basename(prefix)
         saved = json.loads(open(os.path.join(run_dir, "config.json")).read())
         assert saved["train_records"][0] == f"{prefix}-train-*.tfrecord"
-    # Its train split trained (1 epoch of 2 + 3 photos, 2 a step), its val split scored.
-    assert [line.split(": held-out")[0] for line in out if ": held-out" in line] == [
+    # Each trained on its train split and scored its val split.
+    held = [line for line in out if ": held-out" in line]
+    assert [line.split(": held-out")[0] for line in held] == [
         f"scenes of {first}", "pet photos", f"scenes of {second}", "pet photos"]
-    assert [line.endswith(f" on {n} photos, full size") for line, n in zip(
-        [line for line in out if ": held-out" in line], (1, 2, 2, 2))] == [True] * 4
-
-    caplog.clear()  # the same export again: its records are reused, its run only scored
-    assert demo.main(["--scenes", str(first), "--epochs", "1"]) == 0
-    assert f"reusing the records {prefixes[0]}-train-*" in caplog.text
-    assert "converting" not in caplog.text
+    assert [line.rsplit(" on ", 1)[1] for line in held] == [
+        f"{n} photos, full size" for n in (1, 2, 2, 2)]
 
 
 def test_bad_scenes_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
