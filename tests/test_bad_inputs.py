@@ -26,6 +26,7 @@ import convert_coco
 import convert_masks
 import convert_pets
 import convert_yolo
+import demo
 import evaluate
 import export
 import predict
@@ -39,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_GUARD = 1800  # s: only a hung subprocess takes this long, also on a 10x slower machine
 MAINS = {"convert_coco": convert_coco.main, "convert_pets": convert_pets.main,
          "convert_yolo": convert_yolo.main, "convert_masks": convert_masks.main,
-         "drawn": drawn.main, "train": train.main,
+         "drawn": drawn.main, "demo": demo.main, "train": train.main,
          "evaluate": evaluate.main, "predict": predict.main, "export": export.main}
 DOC = os.path.join(ROOT, "docs", "bad_inputs.md")
 
@@ -382,6 +383,18 @@ CASES = [
     ("demo-out-is-a-file", "drawn", "--out names an existing file",
      lambda w, t: (write(str(t / "f"), "x"), ["--out", str(t / "f"), "--num-train", "1",
                                               "--num-val", "1"])[1], 1, "cannot write"),
+    # ---------------------------------------------------------------- demo
+    ("demo-scenes-not-an-export", "demo", "--scenes names a folder without data.yaml",
+     lambda w, t: ["--scenes", str(t), "--data-dir", str(t / "data")], 1,
+     "so it is not a YOLO segmentation export"),
+    ("demo-scenes-no-val-split", "demo", "--scenes export whose data.yaml names no val split",
+     lambda w, t: ["--scenes", yolo_args(w, t, yaml_text="names: [cat]\ntrain: valid/images\n")[1],
+                   "--data-dir", str(t / "data")], 1, "names no 'val' split"),
+    ("demo-scenes-missing-train", "demo", "--scenes export without its train/ folder",
+     lambda w, t: ["--scenes", yolo_args(w, t)[1], "--data-dir", str(t / "data")], 1,
+     "not found: unzip the whole export"),
+    ("demo-scenes-with-drawn", "demo", "--scenes with --dataset drawn",
+     lambda w, t: ["--dataset", "drawn", "--scenes", str(t)], 2, "--scenes replaces"),
     # ---------------------------------------------------------------- train
     ("train-invalid-input-size", "train", "--input-size not valid for the depth",
      lambda w, t: tiny(w, t, **{"--input-size": "45"}), 2, "nearest valid sizes"),

@@ -14,6 +14,38 @@ from utils import cli
 
 TINY = dict(depth=1, base_filters=4, input_size=44, batch_size=2, epochs=2, val_every=1,
             log_every=1)
+# The real photos shrunk to 32 px, each validated whole (48 -> 44 px output at depth 1).
+TINY_PHOTOS = dict(TINY, long_side=32, val_input_size=48)
+YAML = "train: train/images\nval: valid/images\nnames: ['cat']\n"
+
+
+def scenes_export(root, train=3, val=2, yaml=YAML):
+    """A YOLO export in `root` of the first embedded scene photos of each split (linked)."""
+    for split, count in (("train", train), ("valid", val)):
+        images = os.path.join(demo.SCENES_DIR, split, "images")
+        for name in sorted(os.listdir(images))[:count]:
+            label = os.path.splitext(name)[0] + ".txt"
+            for kind, file in (("images", name), ("labels", label)):
+                os.makedirs(root / split / kind, exist_ok=True)
+                os.symlink(os.path.join(demo.SCENES_DIR, split, kind, file),
+                           root / split / kind / file)
+    (root / "data.yaml").write_text(yaml)
+    return root
+
+
+def pets_subset(root, trainval=("Abyssinian_1", "Abyssinian_10", "american_bulldog_10"),
+                test=("Abyssinian_100", "american_bulldog_100")):
+    """An Oxford-IIIT Pet layout in `root` of a few embedded photos (linked)."""
+    source = os.path.join(demo.PETS_DIR, "annotations")
+    os.makedirs(root / "annotations")
+    os.symlink(os.path.join(demo.PETS_DIR, "images"), root / "images")
+    os.symlink(os.path.join(source, "trimaps"), root / "annotations" / "trimaps")
+    with open(os.path.join(source, "list.txt")) as f:
+        lines = {line.split()[0]: line for line in f if not line.startswith("#")}
+    (root / "annotations" / "list.txt").write_text("".join(lines.values()))
+    for split, names in (("trainval", trainval), ("test", test)):
+        (root / "annotations" / f"{split}.txt").write_text("".join(lines[n] for n in names))
+    return root
 
 
 def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path, caplog):
@@ -61,9 +93,11 @@ def test_demo_flags_are_checked(capsys):
     assert "--minutes" in capsys.readouterr().err
 
 
-def test_demo_minutes_reach_training_and_lift_the_epoch_limit(monkeypatch):
+def test_demo_minutes_reach_training_and_lift_the_epoch_limit(tmp_path, monkeypatch):
     calls, configs = [], []
-    monkeypatch.setattr(demo, "prepare_pets", lambda *args: ("t-*", "v-*"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "prepare_scenes", lambda *args: demo.PhotoSet("s", "s-*", "sv-*"))
+    monkeypatch.setattr(demo, "prepare_pets", lambda *args: demo.PhotoSet("p", "p-*", "pv-*"))
     monkeypatch.setattr(demo.train, "train",
                         lambda cfg: configs.append(cfg) or types.SimpleNamespace(
                             interrupted="SIGINT"))
@@ -80,39 +114,125 @@ def test_demo_minutes_reach_training_and_lift_the_epoch_limit(monkeypatch):
         assert demo.main(argv) == 0
     assert calls == [{"minutes": 15.0}, {"minutes": 15.0, "epochs": 40}, {"minutes": 0.0}]
     assert [(c.minutes, c.epochs) for c in configs] == [(15.0, 0), (15.0, 40),
-                                                        (0.0, demo.PETS_TRAINING["epochs"])]
+                                                        (0.0, demo.PHOTOS_TRAINING["epochs"])]
     assert {c.lr_schedule for c in configs} == {"cosine"}  # what the budget fits
+    # One model on both kinds of photo, validated on each.
+    assert {(c.train_records, c.val_records) for c in configs} == {(("s-*", "p-*"),
+                                                                    ("sv-*", "pv-*"))}
 
 
-def test_pets_demo_trains_on_the_embedded_photos_and_scores_held_out_ones(tmp_path, caplog):
+def _fraction(stats):
+    """Predicting background everywhere is right on this share of the valid pixels."""
+    fg, ignore = stats["foreground_fraction"], stats["ignore_fraction"]
+    return (1 - fg - ignore) / (1 - ignore)
+
+
+def test_photos_demo_trains_one_model_on_both_kinds_and_scores_each(tmp_path, caplog):
     caplog.set_level("INFO")
+    scenes, pets = scenes_export(tmp_path / "scenes"), pets_subset(tmp_path / "pets")
     data_dir, run_dir = tmp_path / "data", tmp_path / "logs" / "demo"
-    result = demo.run("pets", str(data_dir), str(run_dir), long_side=32, **TINY)
+    result = demo.run("photos", str(data_dir), str(run_dir), scenes_dir=str(scenes),
+                      pets_dir=str(pets), **TINY_PHOTOS)
 
-    stats = {split: json.loads((data_dir / f"pets_cat-{split}-stats.json").read_text())
-             for split in demo.PETS_SPLITS}
-    # The sample's fixed split: 150 cats + 75 dogs to train on, 50 + 25 held out.
-    assert (stats["trainval"]["positive_images"], stats["trainval"]["negative_images"]) \
-        == (150, 75)
-    assert (stats["test"]["positive_images"], stats["test"]["negative_images"]) == (50, 25)
-    assert result.training.step == 2 * math.ceil(225 / 2)
+    prefix = demo.scenes_output(str(data_dir), str(scenes))
+    stats = {split: json.loads(open(f"{prefix}-{split}-stats.json").read())
+             for split in demo.SCENES_SPLITS}
+    stats.update({split: json.loads((data_dir / f"pets_cat-{split}-stats.json").read_text())
+                  for split in demo.PETS_SPLITS})
+    assert [stats[s]["images"] for s in ("train", "val", "trainval", "test")] == [3, 2, 3, 2]
+    assert (stats["trainval"]["positive_images"], stats["trainval"]["negative_images"]) == (2, 1)
+    # One run over both training sets: 6 photos an epoch, 2 a step, 2 epochs.
+    assert result.training.step == 6 and result.training.interrupted is None
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["train_records"] == [f"{prefix}-train-*.tfrecord",
+                                      f"{data_dir}/pets_cat-trainval-*.tfrecord"]
+    assert sorted(result.training.val_sets) == sorted(
+        [os.path.basename(prefix) + "-val", "pets_cat-test"])
 
-    # The score is evaluate.py's on the 75 held-out photos at full size, threshold 0.5,
-    # of the last checkpoint, and it adopts no threshold.
-    evaluation = result.evaluation
-    assert evaluation.images == 75 and evaluation.threshold == 0.5
-    assert evaluation.checkpoint == result.training.checkpoint
-    assert evaluation.adopted_threshold is False
+    # Each kind is scored on its own held-out photos by evaluate.py: full size, threshold
+    # 0.5, the last checkpoint, no threshold adopted.
+    assert [h.kind for h in result.held_out] == [f"scenes of {scenes}", "pet photos"]
+    for held, split in zip(result.held_out, ("val", "test")):
+        e = held.evaluation
+        assert (e.images, e.threshold, e.adopted_threshold) == (2, 0.5, False)
+        assert e.checkpoint == result.training.checkpoint and e.records == held.records
+        assert e.all_background["foreground_iou"] == 0.0
+        assert e.all_background["pixel_accuracy"] == pytest.approx(_fraction(stats[split]),
+                                                                   abs=1e-6)
     assert not os.path.exists(run_dir / "threshold.json")
-    fg, ignore = stats["test"]["foreground_fraction"], stats["test"]["ignore_fraction"]
-    assert evaluation.all_background["pixel_accuracy"] == pytest.approx(
-        (1 - fg - ignore) / (1 - ignore), abs=1e-6)
-    iou = evaluation.model["foreground_iou"]
-    text = demo.report(result, str(run_dir))
-    assert (f"foreground IoU {iou:.3f} (all-background baseline 0.000)" in text
-            and "on 75 held-out photos, full size" in text)
-    assert ("note: IoU below the demo's 0.7 goal" in text) == (iou < demo.TARGET_IOU)
+    lines = demo.report(result, str(run_dir)).splitlines()
+    for line, held in zip(lines, result.held_out):
+        iou = held.evaluation.model["foreground_iou"]
+        assert line.startswith(f"{held.kind}: held-out foreground IoU {iou:.3f} "
+                               "(all-background baseline 0.000), Dice ")
+        assert line.endswith(" on 2 photos, full size")
+    assert lines[2].startswith("demo done in ") and f"logs: {run_dir} " in lines[2]
+    low = [h.kind for h in result.held_out if h.evaluation.model["foreground_iou"] < 0.7]
+    assert len(lines) == 3 + bool(low)
+    if low:
+        assert lines[3].startswith(f"note: IoU below the demo's 0.7 goal on {' and '.join(low)};")
 
-    caplog.clear()  # a second run reuses the records
-    demo.run("pets", str(data_dir), str(run_dir), long_side=32, **TINY)
+    caplog.clear()  # a second run reuses the records, and only scores the finished run
+    again = demo.run("photos", str(data_dir), str(run_dir), scenes_dir=str(scenes),
+                     pets_dir=str(pets), **TINY_PHOTOS)
     assert "reusing the records" in caplog.text and "converting" not in caplog.text
+    assert again.training.step == 6
+    assert [h.evaluation.model for h in again.held_out] == [h.evaluation.model
+                                                            for h in result.held_out]
+
+
+def test_scenes_flag_trains_on_another_export_with_records_and_run_of_its_own(
+        tmp_path, monkeypatch, capsys, caplog):
+    caplog.set_level("INFO")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(demo.DATASETS, "photos", {**demo.PHOTOS_TRAINING, **TINY_PHOTOS})
+    monkeypatch.setattr(demo, "PETS_DIR", str(pets_subset(tmp_path / "pets")))
+    # Two exports of the same folder name: neither may reuse the other's records or run.
+    first = scenes_export(tmp_path / "a" / "cats", train=2, val=1)
+    second = scenes_export(tmp_path / "b" / "cats", train=3, val=2)
+    prefixes = [demo.scenes_output("data", str(d)) for d in (first, second)]
+    assert demo.main(["--scenes", str(first), "--epochs", "1"]) == 0
+    caplog.clear()
+    assert demo.main(["--scenes", str(second), "--epochs", "1"]) == 0
+    # the second converts its own photos (and reuses the pets' records)
+    assert f"converting train into {prefixes[1]}-train-*" in caplog.text
+    assert "reusing the records data/pets_cat-trainval-*" in caplog.text
+    out = capsys.readouterr().out.splitlines()
+    assert prefixes[0] != prefixes[1] and all(p.startswith("data/scenes_cats_") for p in prefixes)
+    assert demo.scenes_output("data", demo.SCENES_DIR) == os.path.join("data", "scenes_cat")
+    assert demo.scenes_output("data", str(first / "data.yaml")) == prefixes[0]  # its folder's
+    for prefix, (train, val) in zip(prefixes, ((2, 1), (3, 2))):
+        counts = [json.loads(open(f"{prefix}-{s}-stats.json").read())["images"]
+                  for s in demo.SCENES_SPLITS]
+        assert counts == [train, val]
+        run_dir = "logs/demo_" + os.path.basename(prefix)
+        saved = json.loads(open(os.path.join(run_dir, "config.json")).read())
+        assert saved["train_records"][0] == f"{prefix}-train-*.tfrecord"
+    # Each trained on its train split and scored its val split.
+    held = [line for line in out if ": held-out" in line]
+    assert [line.split(": held-out")[0] for line in held] == [
+        f"scenes of {first}", "pet photos", f"scenes of {second}", "pet photos"]
+    assert [line.rsplit(" on ", 1)[1] for line in held] == [
+        f"{n} photos, full size" for n in (1, 2, 2, 2)]
+
+
+def test_bad_scenes_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    no_val = scenes_export(tmp_path / "no_val", yaml="train: train/images\nnames: ['cat']\n")
+    not_yaml = scenes_export(tmp_path / "not_yaml", yaml="names: [cat\n")
+    cases = [
+        (["--scenes", "nope"], 1, "error: --scenes nope: no nope/data.yaml, so it is not a YOLO "
+         "segmentation export: pass the folder holding its data.yaml, train/ and valid/"),
+        (["--scenes", "photos"], 1, "error: --scenes photos: no photos/data.yaml"),
+        (["--scenes", str(no_val)], 1, "names no 'val' split; the demo trains on 'train' and "
+         "holds out 'val'"),
+        (["--scenes", str(not_yaml)], 1, "is not valid YAML"),
+        (["--scenes", "photos", "--dataset", "drawn"], 2,
+         "error: --scenes replaces the embedded scenes of --dataset photos"),
+    ]
+    for argv, code, words in cases:
+        assert cli.run_main(demo.main, argv) == code
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+        assert len(err) == 1 and words in err[0], (argv, err)
+    assert not os.path.exists(tmp_path / "data") and not os.path.exists(tmp_path / "logs")
