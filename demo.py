@@ -286,9 +286,10 @@ def main(argv=None):
     p = cli.ArgumentParser(description="Convert embedded datasets, train a small U-Net and "
                            "report its IoU on held-out images next to the all-background "
                            "baseline.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=tuple(DATASETS), default="photos",
-                   help="photos: real photos (samples/feral_cats and samples/oxford_pets); "
-                   "drawn: the generated COCO-format dataset")
+    # "pets": the name of "photos" before the scenes joined it; old command lines still work
+    p.add_argument("--dataset", choices=(*DATASETS, "pets"), default="photos",
+                   help="photos: real photos (samples/feral_cats and samples/oxford_pets; "
+                   "pets is its earlier name); drawn: the generated COCO-format dataset")
     p.add_argument("--scenes", metavar="DIR",
                    help="a YOLO segmentation export (the folder of its data.yaml) in place of "
                    "samples/feral_cats: its train split is trained on, its val split held out")
@@ -305,6 +306,7 @@ def main(argv=None):
                    help="train for this many minutes (the total, also when resuming) with the "
                    "learning-rate schedule fitted to them, then validate; 0 = by --epochs")
     args = p.parse_args(argv)
+    args.dataset = "photos" if args.dataset == "pets" else args.dataset
     if args.scenes and args.dataset != "photos":
         p.error("--scenes replaces the embedded scenes of --dataset photos, not drawn data")
     cli.setup_logging()

@@ -228,6 +228,8 @@ def test_bad_scenes_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, 
         (["--scenes", str(no_val)], 1, "names no 'val' split; the demo trains on 'train' and "
          "holds out 'val'"),
         (["--scenes", str(not_yaml)], 1, "is not valid YAML"),
+        # "pets", the earlier name of "photos", still means the real photos
+        (["--dataset", "pets", "--scenes", "nope"], 1, "error: --scenes nope: no nope/data.yaml"),
         (["--scenes", "photos", "--dataset", "drawn"], 2,
          "error: --scenes replaces the embedded scenes of --dataset photos"),
     ]
