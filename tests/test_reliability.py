@@ -461,8 +461,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(shards,
 def test_on_nan_skip_skips_exactly_the_bad_updates(shards, tmp_path, monkeypatch, caplog):
     real = optim.pixel_loss
 
-    def every_third_nan(logits, masks, pos_weight, dice_weight=0.0):
-        loss, ce_sum, n_valid = real(logits, masks, pos_weight, dice_weight)
+    def every_third_nan(logits, masks, pos_weight, dice_weight=0.0, class_weights=()):
+        loss, ce_sum, n_valid = real(logits, masks, pos_weight, dice_weight, class_weights)
         step = tf.compat.v1.train.get_or_create_global_step()
         # A factor, so the gradients are NaN too, as from a real overflow.
         poison = tf.where(tf.equal(step % 3, 1), np.float32("nan"), np.float32(1.0))
