@@ -509,6 +509,7 @@ def train(cfg, clock=time.monotonic):
     # logical CPU devices of --devices must exist by then.
     session_config = device.device_config(cfg)
     strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
+    # Refuses another network's run dir, locks it, turns a full disk into one line.
     with rundir.training(cfg, distribute.is_chief(strategy)) as run:
         data = guard.scan_sets(cfg.train_records, cfg.val_records, cfg.train_weights,
                                run.skip_to if cfg.skip_corrupt_records else None)
@@ -517,7 +518,7 @@ def train(cfg, clock=time.monotonic):
         plan = distribute.plan(strategy, cfg, data.train_files, data.counts, data.val_files)
         # The multi-worker gRPC server must stay referenced while the Session runs.
         target, session_config, _server = distribute.session_target(strategy, session_config)
-        checkpoint = run.start(cfg)
+        checkpoint = run.start(cfg)  # writes config.json; the newest readable checkpoint
         with tf.Graph().as_default() as graph, distribute.scope(strategy):
             g = build_graph(cfg, plan, strategy)
             graph.finalize()  # any op added inside the loop would be a leak
