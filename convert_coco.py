@@ -5,6 +5,16 @@
 Flags, selection, mask values and bad-input handling: docs/convert.md. Records
 are made by records.make_example and written by datasets/shards.py. Masks use only the
 chosen classes' annotations, so other classes, crowds included, never leak in.
+
+    --classes cat dog person   cat is mask value 1, dog 2, person 3 (the order given)
+
+One class gives the records of before, bit for bit. Where instances of different
+chosen classes overlap, the SMALLER instance (fewer pixels in its own rasterised mask)
+wins, since a smaller object in front of a bigger one is the usual cause (a cat on a
+person's lap); of two the same size, the later annotation in the file wins. Crowds
+(iscrowd=1) of any chosen class never overwrite an instance: with --crowd ignore
+their other pixels are 255, with positive they take the crowd's class (overlapping
+crowds by the same rule), with skip they stay 0.
 """
 
 from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -82,12 +92,10 @@ def load_annotations(coco_dir, split):
 
 
 def category_ids(coco, classes):
-    """COCO ids of the class names, in the given order; UserError on unknown names."""
+    """COCO ids of the class names, in the given order; UserError on unknown names,
+    UsageError on a name given twice (shards.chosen_classes)."""
     by_name = {c["name"]: c["id"] for c in coco.dataset["categories"]}
-    unknown = [c for c in classes if c not in by_name]
-    if unknown:
-        raise cli.UserError(f"unknown class {', '.join(map(repr, unknown))}: valid names are "
-                            f"{', '.join(sorted(by_name))}")
+    shards.chosen_classes(classes, sorted(by_name))
     return [by_name[c] for c in classes]
 
 
@@ -143,22 +151,36 @@ def ann_to_mask(ann, height, width, filename=""):
                             f"({type(e).__name__}: {e}); fix or remove it") from None
 
 
-def build_mask(anns, height, width, crowd="ignore", filename=""):
-    """[H, W] uint8 mask: 1 instances, crowds 255 / 1 / 0 by policy (ignore / positive / skip).
+def _paint(layers, height, width):
+    """[H, W] uint8 of (bool mask, value) layers: the smallest mask wins where they
+    overlap, of equal ones the later (painted largest first; the sort is stable)."""
+    out = np.zeros((height, width), np.uint8)
+    for mask, value in sorted(layers, key=lambda layer: -int(layer[0].sum())):
+        out[mask] = value
+    return out
 
-    An instance pixel stays 1 under a crowd: it is labelled for sure, and the crowd
-    only says "some unlabelled cats are somewhere here".
+
+def build_mask(anns, height, width, crowd="ignore", filename="", class_index=None):
+    """[H, W] uint8 mask of one image's annotations of the chosen classes.
+
+    class_index: COCO category id -> mask value 1..K (None: every annotation is 1).
+    Instances take their class, the smaller one winning an overlap (module docstring);
+    crowds become 255 / their class / 0 by policy (ignore / positive / skip) where no
+    instance is: an instance pixel is labelled for sure, and a crowd only says "some
+    unlabelled cats are somewhere here".
     """
-    objects = np.zeros((height, width), bool)
-    crowds = np.zeros((height, width), bool)
+    instances, crowds = [], []
     for ann in anns:
-        target = crowds if ann.get("iscrowd") else objects
-        target |= ann_to_mask(ann, height, width, filename)
-    mask = np.where(objects, records.FOREGROUND, records.BACKGROUND).astype(np.uint8)
-    if crowd == "ignore":
-        mask[crowds & ~objects] = records.IGNORE
-    elif crowd == "positive":
-        mask[crowds] = records.FOREGROUND
+        value = class_index[ann["category_id"]] if class_index else records.FOREGROUND
+        (crowds if ann.get("iscrowd") else instances).append(
+            (ann_to_mask(ann, height, width, filename), value))
+    mask = _paint(instances, height, width)
+    if crowds and crowd != "skip":
+        free = mask == records.BACKGROUND
+        if crowd == "ignore":
+            mask[free & np.logical_or.reduce([m for m, _ in crowds])] = records.IGNORE
+        else:
+            mask[free] = _paint(crowds, height, width)[free]
     return mask
 
 
@@ -167,7 +189,7 @@ def build_mask(anns, height, width, crowd="ignore", filename=""):
 
 def encode_image(task):
     """Worker: (index, make_example args, counts, None), or (index, None, None, (reason, msg))."""
-    index, image_dir, img, anns, crowd = task
+    index, image_dir, img, anns, crowd, class_index = task
     height, width, name = int(img["height"]), int(img["width"]), img["file_name"]
     path = os.path.join(image_dir, name)
     try:
@@ -179,12 +201,10 @@ def encode_image(task):
         data, fmt = photos.record_image(path, data, pixels)
     except photos.BadImage as e:
         return index, None, None, e.args
-    mask = build_mask(anns, height, width, crowd, name)
+    mask = build_mask(anns, height, width, crowd, name, class_index)
     counts = {"instances": sum(not a.get("iscrowd") for a in anns),
               "crowd_regions": sum(bool(a.get("iscrowd")) for a in anns),
-              "foreground_pixels": int(np.count_nonzero(mask == records.FOREGROUND)),
-              "ignore_pixels": int(np.count_nonzero(mask == records.IGNORE)),
-              "pixels": height * width}
+              **shards.mask_counts(mask, len(class_index))}
     png = cv2.imencode(".png", mask)[1].tobytes()
     return index, (data, fmt, height, width, int(img["id"]), name, png), counts, None
 
@@ -202,6 +222,7 @@ def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=Non
                              f"got {crowd!r}")
     if not classes or negatives < 0 or (num_shards is not None and num_shards < 1):
         raise cli.UsageError("need at least one class, negatives >= 0 and num_shards >= 1")
+    shards.chosen_classes(classes, classes)  # a name twice: before ~20 s of loading COCO
     if not overwrite:
         shards.refuse_finished(output, split)  # before spending ~20 s loading COCO's train JSON
     coco, digest = load_annotations(coco_dir, split)
@@ -222,14 +243,15 @@ def convert(coco_dir, split, classes=("cat",), output="data/cat", num_shards=Non
     plan = {**settings, "annotations_sha1": digest, "num_shards": num_shards,
             "images": len(ids),
             "schema_version": records.SCHEMA_VERSION}  # not skip_bad_images: the fix it suggests
-    wanted = set(cat_ids)
+    class_index = {c: k for k, c in enumerate(cat_ids, 1)}  # the order given
     tasks = [(i, image_dir, coco.imgs[image_id],
-              [a for a in coco.imgToAnns[image_id] if a["category_id"] in wanted], crowd)
+              [a for a in coco.imgToAnns[image_id] if a["category_id"] in class_index], crowd,
+              class_index)
              for i, image_id in enumerate(ids)]
     positive_ids = set(positives)
     job = shards.Job(output, split, plan, settings, tasks,
                      frozenset(i for i, image_id in enumerate(ids) if image_id in positive_ids),
-                     encode_image, "convert_coco")
+                     encode_image, "convert_coco", num_classes=len(classes))
     return shards.write(job, workers, overwrite, skip_bad_images, progress)
 
 
@@ -242,11 +264,11 @@ def main(argv=None):
                    help="train2017 or val2017 (default: train2017)")
     p.add_argument("--classes", nargs="+", default=["cat"], metavar="NAME",
                    help="COCO category names, space or comma separated; quote names with "
-                   "spaces (default: cat)")
+                   "spaces; the first is mask value 1, the next 2, ... (default: cat)")
     p.add_argument("--output", help="output prefix (default: data/<classes>)")
     p.add_argument("--crowd", choices=CROWD_POLICIES, default="ignore",
-                   help="crowd regions of the classes: 255 ignore, 1 positive, or skip (stay "
-                   "0) (default: ignore)")
+                   help="crowd regions of the classes: 255 ignore, positive (their class), or "
+                   "skip (stay 0) (default: ignore)")
     shards.add_flags(p, "add this many images without the classes",
                      "skip and count missing or corrupt images")
     args = p.parse_args(argv)

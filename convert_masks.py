@@ -7,6 +7,9 @@ sharded TFRecords of image + class mask.
 matches each image to the mask of the same file stem and writes the same records and
 stats (datasets/shards.py) as convert_coco.py. Mask kinds, flags and bad files:
 docs/convert_masks.md.
+
+    --classes cat=8 dog=12   source index 8 becomes mask value 1, 12 becomes 2 (the
+                             order given); every other index 0, --ignore 255
 """
 
 from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -33,23 +36,37 @@ VOC_NUM_CLASSES = 21  # background + 20 classes
 
 @dataclasses.dataclass(frozen=True)
 class MaskRule:
-    """How mask values become the record's 0 / 1 / 255."""
+    """How mask values become the record's 0 / 1..K / 255."""
 
-    foreground: tuple  # class indices that become 1; () = a binary mask (0/255 or 0/1)
+    foreground: tuple  # source index of value 1, 2, ...; () = a binary mask (0/255 or 0/1)
     ignore: int | None  # the index that becomes 255, or None
     num_classes: int | None  # indices >= this (other than ignore) are unknown; None = any
 
 
 def parse_classes(items):
-    """{name: index} of --classes name=index ...; UsageError on a malformed item."""
-    found = {}
+    """{name: index} of --classes name=index ..., in the order given; UsageError on a
+    malformed item, a name given twice or an index given two names."""
+    pairs = []
     for item in items:
         name, sep, index = item.partition("=")
         if not (sep and name and index.isdigit() and int(index) <= 255):
             raise cli.UsageError(f"--classes takes name=index with index 0..255, got {item!r} "
                                  "(e.g. --classes cat=8)")
-        found[name] = int(index)
-    return found
+        pairs.append((name, int(index)))
+    names = [name for name, _ in pairs]
+    shards.chosen_classes(names, names)
+    return check_classes(dict(pairs))
+
+
+def check_classes(classes):
+    """{name: index} as given; UsageError for one source index named twice."""
+    seen = {}
+    for name, index in classes.items():
+        if index in seen:
+            raise cli.UsageError(f"--classes gives index {index} two names, {seen[index]!r} "
+                                 f"and {name!r}: one index is one class")
+        seen[index] = name
+    return classes
 
 
 # ---------------------------------------------------------------- pairs
@@ -124,7 +141,7 @@ def read_mask(path):
 
 
 def to_record_mask(values, rule, path):
-    """[H, W] uint8 0 / 1 / 255 of a mask's values; raises BadImage("unknown_index")."""
+    """[H, W] uint8 0 / 1..K / 255 of a mask's values; raises BadImage("unknown_index")."""
     values = values.astype(np.int64)
     present = set(np.unique(values).tolist())
     if not rule.foreground:  # binary: 0/255 or 0/1
@@ -140,7 +157,8 @@ def to_record_mask(values, rule, path):
                                   f"beyond --num-classes {rule.num_classes}: wrong mask folder "
                                   "or --num-classes")
     mask = np.full(values.shape, records.BACKGROUND, np.uint8)
-    mask[np.isin(values, rule.foreground)] = records.FOREGROUND
+    for k, index in enumerate(rule.foreground, 1):
+        mask[values == index] = k
     if rule.ignore is not None:
         mask[values == rule.ignore] = records.IGNORE
     return mask
@@ -167,10 +185,8 @@ def encode_image(task):
         encoded, fmt = photos.record_image(image_path, data, pixels)
     except photos.BadImage as e:
         return index, None, None, e.args
-    foreground = int(np.count_nonzero(mask == records.FOREGROUND))
-    counts = {"instances": int(foreground > 0), "foreground_pixels": foreground,
-              "ignore_pixels": int(np.count_nonzero(mask == records.IGNORE)),
-              "pixels": height * width}
+    counts = shards.mask_counts(mask, max(1, len(rule.foreground)))
+    counts["instances"] = int(counts["foreground_pixels"] > 0)
     png = cv2.imencode(".png", mask)[1].tobytes()
     name = os.path.basename(image_path)
     return index, (encoded, fmt, height, width, image_id, name, png), counts, None
@@ -184,9 +200,9 @@ def convert(images, masks, output, split="train", classes=None, split_list=None,
             skip_bad_images=False, progress=True):
     """Convert one folder pair (docs/convert_masks.md); returns the stats dict it also saves.
 
-    classes: {name: index} of a class-index mask (all become foreground 1), or None for
-    binary masks."""
-    classes = dict(classes or {})
+    classes: {name: index} of a class-index mask (index of the k-th name -> value k),
+    or None for binary masks."""
+    classes = check_classes(dict(classes or {}))
     if ignore is not None and not 0 <= ignore <= 255:
         raise cli.UsageError(f"--ignore must be a mask index 0..255, got {ignore}")
     if ignore is not None and ignore in classes.values():
@@ -196,7 +212,7 @@ def convert(images, masks, output, split="train", classes=None, split_list=None,
     if not overwrite:
         shards.refuse_finished(output, split)
     found = pairs(images, masks, split_list, mask_suffix)
-    rule = MaskRule(tuple(sorted(set(classes.values()))), ignore, num_classes)
+    rule = MaskRule(tuple(classes.values()), ignore, num_classes)
     num_shards = num_shards or shards.default_num_shards(p for _, p, _ in found)
     digest = hashlib.sha1()
     for stem, _, mask_path in found:
@@ -214,7 +230,7 @@ def convert(images, masks, output, split="train", classes=None, split_list=None,
              "ignore": ignore, "mask_kind": "index" if classes else "binary"}
     # positives None: whether a mask holds foreground is known only once it is read
     job = shards.Job(output, split, plan, settings, tasks, None, encode_image, "convert_masks",
-                     extra)
+                     extra, num_classes=max(1, len(classes)))
     return shards.write(job, workers, overwrite, skip_bad_images, progress)
 
 
@@ -233,8 +249,8 @@ def main(argv=None):
     p.add_argument("--split-list", metavar="FILE",
                    help="text file of image stems to convert, one a line (default: all images)")
     p.add_argument("--classes", nargs="+", metavar="NAME=INDEX",
-                   help="class-index masks: the indices that become foreground 1 (default: "
-                   "binary masks, 0/255 or 0/1)")
+                   help="class-index masks: the first index becomes mask value 1, the next "
+                   "2, ... (default: binary masks, 0/255 or 0/1)")
     p.add_argument("--ignore", type=cli.non_negative_int, metavar="INDEX",
                    help="mask index that becomes 255 ignore (default: none)")
     p.add_argument("--num-classes", type=cli.positive_int,

@@ -6,6 +6,10 @@ reads the official layout (DIR/images/*.jpg, DIR/annotations/{list,<split>}.txt 
 trimaps/*.png) and writes the same records (datasets/records.py) and shards and stats
 (datasets/shards.py) as convert_coco.py, so every later stage reads them unchanged.
 Flags, masks, image ids, stats and bad files: docs/convert_pets.md.
+
+    --species cat       cats 1 (dogs only as --negatives, all 0)
+    --species cat dog   cats 1, dogs 2: the order given is the mask value
+    --species both      cats and dogs both 1: one "pet" class, as before class indices
 """
 
 from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -27,10 +31,11 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("trainval", "test")
 SPECIES = {"cat": 1, "dog": 2}  # list.txt's SPECIES column
-SPECIES_CHOICES = ("cat", "dog", "both")
+BOTH = "both"  # cats and dogs as one class, value 1
+SPECIES_CHOICES = (*SPECIES, BOTH)
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
-BORDER = {"ignore": records.IGNORE, "positive": records.FOREGROUND,
-          "background": records.BACKGROUND}
+POSITIVE = -1  # a border policy's stand-in for the photo's own class value
+BORDER = {"ignore": records.IGNORE, "positive": POSITIVE, "background": records.BACKGROUND}
 ID_STRIDE = 10000  # image id = CLASS-ID * ID_STRIDE + number; breeds hold ~200 photos
 LIST_COLUMNS = "Image CLASS-ID SPECIES BREED-ID"
 
@@ -123,19 +128,25 @@ def load_split(pets_dir, split):
     return sorted(chosen, key=lambda p: p.image_id), digest
 
 
-def species_ids(species):
-    """SPECIES ids of --species cat | dog | both."""
-    if species not in SPECIES_CHOICES:
-        raise cli.UsageError(f"species must be one of {', '.join(SPECIES_CHOICES)}, "
-                             f"got {species!r}")
-    return list(SPECIES.values()) if species == "both" else [SPECIES[species]]
+def species_values(species):
+    """{SPECIES id: mask value} of --species: names in the order given (cat, dog or
+    both, which stands alone); UsageError for a name unknown or given twice."""
+    species = (species,) if isinstance(species, str) else tuple(species)
+    if BOTH in species and len(species) > 1:
+        raise cli.UsageError("--species both is cats and dogs as one class: pass it alone, "
+                             "or --species cat dog for two classes")
+    shards.chosen_classes(species, SPECIES_CHOICES, "--species", usage=True)
+    if species == (BOTH,):
+        return dict.fromkeys(SPECIES.values(), records.FOREGROUND)
+    return {SPECIES[name]: k for k, name in enumerate(species, 1)}
 
 
-def trimap_to_mask(trimap, border="ignore"):
-    """[H, W] uint8 mask of an [H, W] trimap: pet 1, background 0, border BORDER[border]."""
+def trimap_to_mask(trimap, border="ignore", value=records.FOREGROUND):
+    """[H, W] uint8 mask of an [H, W] trimap: pet `value` (the photo's class), background
+    0, border BORDER[border] (positive: `value`)."""
     mask = np.full(trimap.shape, records.BACKGROUND, np.uint8)
-    mask[trimap == TRIMAP_PET] = records.FOREGROUND
-    mask[trimap == TRIMAP_BORDER] = BORDER[border]
+    mask[trimap == TRIMAP_PET] = value
+    mask[trimap == TRIMAP_BORDER] = value if BORDER[border] == POSITIVE else BORDER[border]
     return mask
 
 
@@ -167,7 +178,8 @@ def read_trimap(path, height, width):
 
 def encode_image(task):
     """Worker: (index, make_example args, counts, None), or (index, None, None, (reason, msg))."""
-    index, pets_dir, name, image_id, positive, border = task
+    index, pets_dir, name, image_id, value, border, num_classes = task  # value 0: a negative
+    positive = value != records.BACKGROUND
     filename = f"{name}.jpg"
     has_border = False
     try:
@@ -177,7 +189,7 @@ def encode_image(task):
         if positive:
             trimap = read_trimap(os.path.join(pets_dir, "annotations", "trimaps", f"{name}.png"),
                                  height, width)
-            mask = trimap_to_mask(trimap, border)
+            mask = trimap_to_mask(trimap, border, value)
             has_border = bool((trimap == TRIMAP_BORDER).any())
         else:  # the other species: nothing of the chosen species anywhere
             mask = np.full((height, width), records.BACKGROUND, np.uint8)
@@ -185,9 +197,7 @@ def encode_image(task):
     except photos.BadImage as e:
         return index, None, None, e.args
     counts = {"instances": int(positive), "crowd_regions": int(has_border),
-              "foreground_pixels": int(np.count_nonzero(mask == records.FOREGROUND)),
-              "ignore_pixels": int(np.count_nonzero(mask == records.IGNORE)),
-              "pixels": height * width}
+              **shards.mask_counts(mask, num_classes)}
     png = cv2.imencode(".png", mask)[1].tobytes()
     return index, (encoded, fmt, height, width, image_id, filename, png), counts, None
 
@@ -198,8 +208,11 @@ def encode_image(task):
 def convert(pets_dir, split="trainval", species="cat", output="data/pets_cat", num_shards=None,
             workers=None, border="ignore", negatives=0.0, seed=0, overwrite=False,
             skip_bad_images=False, progress=True):
-    """Convert one split (docs/convert_pets.md); returns the stats dict it also saves."""
-    wanted = species_ids(species)
+    """Convert one split (docs/convert_pets.md); returns the stats dict it also saves.
+
+    species: a name or names of SPECIES_CHOICES (module docstring)."""
+    values = species_values(species)
+    wanted = list(values)  # SPECIES ids in the order given
     if border not in BORDER:
         raise cli.UsageError(f"border policy must be one of {', '.join(BORDER)}, got {border!r}")
     if negatives < 0 or (num_shards is not None and num_shards < 1):
@@ -207,7 +220,9 @@ def convert(pets_dir, split="trainval", species="cat", output="data/pets_cat", n
     if not overwrite:
         shards.refuse_finished(output, split)
     chosen, digest = load_split(pets_dir, split)
-    classes = [name for name, i in SPECIES.items() if i in wanted]
+    by_id = {i: name for name, i in SPECIES.items()}
+    classes = [by_id[i] for i in wanted]
+    num_classes = max(values.values())  # both: 1
     positives = [p for p in chosen if p.species in wanted]
     if not positives:
         raise cli.UserError(f"no photo of {split} is a {' or '.join(classes)}: check --species "
@@ -228,11 +243,12 @@ def convert(pets_dir, split="trainval", species="cat", output="data/pets_cat", n
                 "negatives": negatives, "seed": seed}
     plan = {**settings, "annotations_sha1": digest, "num_shards": num_shards,
             "images": len(selected), "schema_version": records.SCHEMA_VERSION}
-    tasks = [(i, pets_dir, p.name, p.image_id, p.species in wanted, border)
+    tasks = [(i, pets_dir, p.name, p.image_id, values.get(p.species, records.BACKGROUND),
+              border, num_classes)
              for i, p in enumerate(selected)]  # plain values: workers unpickle them
     job = shards.Job(output, split, plan, settings, tasks,
                      frozenset(i for i, p in enumerate(selected) if p.species in wanted),
-                     encode_image, "convert_pets")
+                     encode_image, "convert_pets", num_classes=num_classes)
     return shards.write(job, workers, overwrite, skip_bad_images, progress)
 
 
@@ -244,8 +260,10 @@ def main(argv=None):
                    "annotations.tar.gz unpacked)")
     p.add_argument("--split", choices=SPLITS, default="trainval",
                    help="annotations/<split>.txt lists the photos (default: trainval)")
-    p.add_argument("--species", choices=SPECIES_CHOICES, default="cat",
-                   help="the mask's foreground; both = cats and dogs (default: cat)")
+    p.add_argument("--species", nargs="+", default=["cat"], metavar="NAME",
+                   help="cat, dog, or both: the mask's classes, the first value 1, the next 2 "
+                   "(cat dog: cats 1, dogs 2); both = cats and dogs as one class 1 "
+                   "(default: cat)")
     p.add_argument("--output", help="output prefix (default: data/pets_<species>)")
     p.add_argument("--border", choices=tuple(BORDER), default="ignore",
                    help="trimap border (value 3): 255 ignore, 1 positive, or 0 background "
@@ -253,10 +271,11 @@ def main(argv=None):
     shards.add_flags(p, "add this many photos of the other species (all-0 masks)",
                      "skip and count undecodable photos and missing or unusable trimaps")
     args = p.parse_args(argv)
+    species = [s.strip() for arg in args.species for s in arg.split(",") if s.strip()]
     output = args.output or os.path.join(
-        "data", "pets_" + "_".join(s for s in SPECIES if args.species in (s, "both")))
+        "data", "pets_" + "_".join(SPECIES if species == [BOTH] else species))
     cli.setup_logging()
-    stats = convert(args.pets_dir, args.split, args.species, output, args.num_shards,
+    stats = convert(args.pets_dir, args.split, species, output, args.num_shards,
                     args.workers, args.border, args.negatives, args.seed, args.overwrite,
                     args.skip_bad_images, progress=not args.no_progress)
     print(shards.summary(stats, output, regions="border regions", flag="--border"))

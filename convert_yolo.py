@@ -7,6 +7,11 @@ reads data.yaml (class names, split folders), each split's images/ and labels/
 writes the same records and stats (datasets/shards.py) as convert_coco.py, with the
 polygons rasterised by the same code (convert_coco.build_mask). Flags, masks, stats
 and bad rows: docs/convert_yolo.md.
+
+--classes names data.yaml's classes in mask-value order (the first is 1, the next 2,
+...); by default every name, in data.yaml's index order. Overlapping polygons of
+different classes follow convert_coco's rule: the smaller one wins, of two the same
+size the later row.
 """
 
 from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -54,6 +59,7 @@ class Labels:
     """One image's label file, parsed."""
 
     polygons: list  # [[x1, y1, x2, y2, ...] normalised and clipped to [0, 1]] of the classes
+    classes: list  # data.yaml's class index of each polygon
     other_instances: int  # rows of classes not chosen
     clipped: int  # coordinates moved back into [0, 1]
     state: str  # "labelled", "empty" or "missing"
@@ -140,15 +146,14 @@ def label_dir(folder):
 
 
 def class_indices(export, classes):
-    """Indices of --classes names (default: all names); UserError on unknown ones."""
+    """data.yaml indices of --classes names, in the order given (mask values 1, 2, ...;
+    default: all names in index order); UserError on unknown names, UsageError on a
+    name given twice (shards.chosen_classes)."""
     if not classes:
         return sorted(export.names)
-    by_name = {name: i for i, name in export.names.items()}
-    unknown = [c for c in classes if c not in by_name]
-    if unknown:
-        raise cli.UserError(f"unknown class {', '.join(map(repr, unknown))}: {export.path} "
-                            f"names {', '.join(map(repr, export.names.values()))}")
-    return sorted(by_name[c] for c in classes)
+    by_name = {name: i for i, name in sorted(export.names.items())}
+    shards.chosen_classes(classes, list(by_name), source=export.path)
+    return [by_name[c] for c in classes]
 
 
 # ---------------------------------------------------------------- labels
@@ -160,12 +165,12 @@ def parse_labels(path, names, wanted):
         with open(path, "rb") as f:
             text = f.read().decode()
     except FileNotFoundError:
-        return Labels([], 0, 0, "missing")
+        return Labels([], [], 0, 0, "missing")
     except UnicodeDecodeError:
         raise cli.UserError(f"label file {path} is not text: export the dataset again") from None
     except OSError as e:
         raise cli.UserError(f"cannot read label file {path} ({e.strerror})") from None
-    polygons, others, clipped = [], 0, 0
+    polygons, kinds, others, clipped = [], [], 0, 0
     for number, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
@@ -199,7 +204,9 @@ def parse_labels(path, names, wanted):
             continue
         clipped += sum(not 0.0 <= v <= 1.0 for v in coords)
         polygons.append([min(1.0, max(0.0, v)) for v in coords])
-    return Labels(polygons, others, clipped, "labelled" if polygons or others else "empty")
+        kinds.append(int(cls))
+    return Labels(polygons, kinds, others, clipped,
+                  "labelled" if polygons or others else "empty")
 
 
 def source_of(filename):
@@ -214,7 +221,7 @@ def source_of(filename):
 
 def encode_image(task):
     """Worker: (index, make_example args, counts, None), or (index, None, None, (reason, msg))."""
-    index, path, image_id, polygons = task
+    index, path, image_id, polygons, kinds, class_index = task
     try:
         data, pixels = photos.decode(path, restore="unzip the export again")
         height, width = pixels.shape[:2]
@@ -222,13 +229,12 @@ def encode_image(task):
     except photos.BadImage as e:
         return index, None, None, e.args
     scale = np.array([width, height])
-    anns = [{"id": k, "segmentation": [(np.asarray(p).reshape(-1, 2) * scale).ravel().tolist()]}
-            for k, p in enumerate(polygons)]  # pixel coordinates, as COCO's polygons are
+    anns = [{"id": k, "category_id": c,
+             "segmentation": [(np.asarray(p).reshape(-1, 2) * scale).ravel().tolist()]}
+            for k, (p, c) in enumerate(zip(polygons, kinds))]  # pixels, as COCO's polygons
     name = os.path.basename(path)
-    mask = convert_coco.build_mask(anns, height, width, "ignore", name)
-    counts = {"instances": len(polygons),
-              "foreground_pixels": int(np.count_nonzero(mask == records.FOREGROUND)),
-              "ignore_pixels": 0, "pixels": height * width}
+    mask = convert_coco.build_mask(anns, height, width, "ignore", name, class_index)
+    counts = {"instances": len(polygons), **shards.mask_counts(mask, len(class_index))}
     png = cv2.imencode(".png", mask)[1].tobytes()
     return index, (encoded, fmt, height, width, image_id, name, png), counts, None
 
@@ -264,7 +270,7 @@ def convert(data, split="train", classes=(), output=None, num_shards=None, worke
         label_path = os.path.join(labels_folder, os.path.splitext(f)[0] + ".txt")
         labels = parse_labels(label_path, export.names, set(wanted))
         parsed.append(labels)
-        digest.update(f"\0{f}\0{labels.polygons}".encode())
+        digest.update(f"\0{f}\0{labels.polygons}\0{labels.classes}".encode())
     positives = [i for i, labels in enumerate(parsed) if labels.polygons]
     if not positives:
         raise cli.UserError(f"no label file of {folder} holds any of {', '.join(names)}: check "
@@ -280,8 +286,9 @@ def convert(data, split="train", classes=(), output=None, num_shards=None, worke
             "images": len(chosen), "schema_version": records.SCHEMA_VERSION}
     # image id = the photo's place in the split's sorted file list, so it never changes
     # with --classes or --negatives
-    tasks = [(k, os.path.join(folder, files[i]), i + 1, parsed[i].polygons)
-             for k, i in enumerate(chosen)]
+    class_index = {c: k for k, c in enumerate(wanted, 1)}  # data.yaml index -> mask value
+    tasks = [(k, os.path.join(folder, files[i]), i + 1, parsed[i].polygons, parsed[i].classes,
+              class_index) for k, i in enumerate(chosen)]
     copies = collections.Counter(source_of(files[i]) for i in chosen)
     states = collections.Counter(parsed[i].state for i in chosen)
     extra = {"data_yaml": os.path.abspath(export.path), "image_folder": folder,
@@ -293,7 +300,7 @@ def convert(data, split="train", classes=(), output=None, num_shards=None, worke
     positive_set = set(positives)
     job = shards.Job(output, split, plan, settings, tasks,
                      frozenset(k for k, i in enumerate(chosen) if i in positive_set),
-                     encode_image, "convert_yolo", extra)
+                     encode_image, "convert_yolo", extra, num_classes=len(wanted))
     return shards.write(job, workers, overwrite, skip_bad_images, progress)
 
 
@@ -316,8 +323,8 @@ def main(argv=None):
     p.add_argument("--split", choices=tuple(SPLITS), default="train",
                    help="which of data.yaml's train / val / test folders (default: train)")
     p.add_argument("--classes", nargs="+", default=[], metavar="NAME",
-                   help="class names of data.yaml, space or comma separated; all become "
-                   "foreground 1 (default: every name)")
+                   help="class names of data.yaml, space or comma separated; the first is "
+                   "mask value 1, the next 2, ... (default: every name, in data.yaml's order)")
     p.add_argument("--output", help="output prefix (default: data/yolo_<classes>)")
     shards.add_flags(p, "keep this many photos without the classes (empty, missing or "
                      "other-class label files)", "skip and count missing or corrupt images",

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import predict
 from core import metrics, rundir, tiling
-from datasets import pipeline, records
+from datasets import pipeline, records, shards
 from utils import cli, errors
 from utils.cli import UserError
 
@@ -71,6 +71,7 @@ class Report:
     long_side: int
     adopted_threshold: bool  # written to threshold.json
     adoption_reason: str
+    flip_test: bool = False  # --flip-test: each map averaged with its mirror image's
     report: str = ""  # the JSON file
     overlays: tuple = ()  # overlay PNGs (--save-overlays)
 
@@ -82,23 +83,28 @@ class Report:
 
 
 def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batch_size=4,
-             save_overlays=0, progress=True, adopt=None, max_pixels=records.DEFAULT_MAX_PIXELS):
+             save_overlays=0, progress=True, adopt=None, max_pixels=records.DEFAULT_MAX_PIXELS,
+             flip_test=False):
     """Predict every record's full image, write the report and TensorBoard, returns a Report.
 
-    records_pattern defaults to the run's val_records; adopt: True / False, or None (_adoption).
+    records_pattern defaults to the run's val_records; adopt: True / False, or None
+    (_adoption); flip_test: average with the mirror image's map (tiling.flip_averaged).
     """
     cfg = rundir.load_config(run_dir)
     records_pattern = records_pattern or cfg.val_records
     if not records_pattern:
         raise cli.UsageError("no records to evaluate: pass --records 'data/<name>-val2017-*'")
     files = pipeline.list_records(records_pattern)
+    shards.record_classes([("--records", p) for p in pipeline.patterns(records_pattern)],
+                          shards.RecordClasses(tuple(cfg.classes), cfg.num_classes,
+                                               f"the run {run_dir}"))
     own_records = _are_val_records(files, cfg)
     requested, checkpoint = checkpoint, rundir.resolve(run_dir, checkpoint)
     adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint, requested is None)
     name = EVAL_DIR if own_records else report_name(records_pattern)
     thresholds = np.concatenate([PR_THRESHOLDS, [threshold]])
     counts, names, keep = _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays,
-                                 progress, max_pixels)
+                                 progress, max_pixels, flip_test)
     if not counts:
         raise UserError(f"records {records_pattern!r} hold no images: re-create them with "
                         f"{records.RECREATE_HINT}")
@@ -107,7 +113,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     result = Report(**_results(counts, names, thresholds, threshold, checkpoint,
                                records_pattern, len(files), save_overlays),
                     long_side=cfg.long_side, adopted_threshold=adopt, adoption_reason=reason,
-                    report=path)
+                    report=path, flip_test=flip_test)
     errors.write_json(path, result.to_json(), sort_keys=False)
     if adopt:
         rundir.write_threshold(run_dir, result.best_threshold, result.best_threshold_iou,
@@ -121,7 +127,7 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
 
 
 def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progress,
-           max_pixels):
+           max_pixels, flip_test=False):
     """Every record's confusion counts [T, 4] at `thresholds`, its (filename, id), and the
     extreme images for overlays; UserError naming an unreadable record."""
     graph = tf.Graph()
@@ -132,7 +138,10 @@ def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progre
             num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
         iterator = v1.data.make_initializable_iterator(dataset)
         item = iterator.get_next()
-        item["prob"] = tiling.probabilities(item["image"], cfg, batch_size)
+        def prob(image):
+            return tiling.probabilities(image, cfg, batch_size)
+        item["prob"] = tiling.flip_averaged(prob, item["image"]) if flip_test else prob(
+            item["image"])
         if not save_overlays:
             del item["image"]
         sess = v1.Session(graph=graph)
@@ -332,10 +341,13 @@ def main(argv=None):
                         "its default checkpoint)")
     cli.add_max_pixels_flag(parser, records.DEFAULT_MAX_PIXELS,
                             "refuse a record whose image is larger than this many pixels")
+    parser.add_argument("--flip-test", action="store_true", help="test-time flip: average "
+                        "each image's probabilities with its left-right mirror's (2x the time)")
     args = parser.parse_args(argv)
     result = evaluate(args.run_dir, args.records, args.checkpoint, args.threshold,
                       args.batch_size, args.save_overlays, progress=not args.no_progress,
-                      adopt=args.adopt_threshold, max_pixels=args.max_pixels)
+                      adopt=args.adopt_threshold, max_pixels=args.max_pixels,
+                      flip_test=args.flip_test)
     print(format_table(result))
     print(f"wrote {result.report} and TensorBoard {os.path.splitext(result.report)[0]}")
     if result.adopted_threshold:

@@ -38,7 +38,7 @@ class Predictor:
     """A run's network restored in its own graph: encoded image bytes -> probabilities."""
 
     def __init__(self, run_dir, checkpoint=None, batch_size=4,
-                 max_pixels=records.DEFAULT_MAX_PIXELS):
+                 max_pixels=records.DEFAULT_MAX_PIXELS, flip_test=False):
         self.cfg = rundir.load_config(run_dir)
         self.max_pixels = max_pixels
         self.checkpoint = rundir.resolve(run_dir, checkpoint)
@@ -47,7 +47,10 @@ class Predictor:
             self._encoded = v1.placeholder(tf.string, [], name="encoded")
             # uint8 [H, W, 3]; over max_pixels (read from the header) it is never decoded
             self._image = records.decode_image(self._encoded, max_pixels)
-            self._prob = tiling.probabilities(self._image, self.cfg, batch_size)  # [H, W]
+            def prob(image):  # [H, W]
+                return tiling.probabilities(image, self.cfg, batch_size)
+            self._prob = tiling.flip_averaged(prob, self._image) if flip_test else prob(
+                self._image)
             self.session = v1.Session(graph=self.graph)
         try:
             rundir.restore(self.session, self.checkpoint, self.cfg)
@@ -130,12 +133,13 @@ def output_paths(out_dir, image_path):
 
 def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_size=4,
             max_pixels=records.DEFAULT_MAX_PIXELS,
-            save_probabilities=False, progress=True):
+            save_probabilities=False, progress=True, flip_test=False):
     """Predict every image in `inputs` into `out_dir`.
 
     Returns {"threshold", "threshold_source", "checkpoint", "written": [mask paths],
     "failed": [(input, message)]}. Raises UserError for problems with the run or
     when there is no image at all; bad single images only land in "failed".
+    flip_test: average each map with its mirror image's (tiling.flip_averaged).
     """
     threshold, source = rundir.default_threshold(run_dir, threshold)
     paths, failed = collect_images(inputs, out_dir)
@@ -151,7 +155,7 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
         reasons = "; ".join(f"{p}: {m}" for p, m in failed)
         raise UserError(f"no images to predict ({reasons})")
     written = []
-    with Predictor(run_dir, checkpoint, batch_size, max_pixels) as predictor:
+    with Predictor(run_dir, checkpoint, batch_size, max_pixels, flip_test) as predictor:
         for path in tqdm(paths, unit="image", disable=not progress, file=sys.stderr):
             try:
                 try:
@@ -192,10 +196,12 @@ def main(argv=None):
                         help="also write <stem>_prob.png, the probability x 255")
     cli.add_max_pixels_flag(parser, records.DEFAULT_MAX_PIXELS,
                             "refuse an image larger than this many pixels")
+    parser.add_argument("--flip-test", action="store_true", help="test-time flip: average "
+                        "each image's probabilities with its left-right mirror's (2x the time)")
     args = parser.parse_args(argv)
     result = predict(args.run_dir, args.inputs, args.out, args.checkpoint, args.threshold,
                      args.batch_size, args.max_pixels, args.save_probabilities,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, flip_test=args.flip_test)
     print(f"wrote {len(result['written'])} masks to {args.out} "
           f"(checkpoint {result['checkpoint']}, threshold {result['threshold']:g} "
           f"from {result['threshold_source']})")

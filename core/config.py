@@ -77,6 +77,27 @@ _WEIGHTS = Rule(tuple, lambda v: all(
     for w in v), "a comma list of positive numbers, one per --train-records set, e.g. 3,1")
 
 
+# (): every class weighs 1. Checked against the records' K in resolve.
+_CLASS_WEIGHTS = Rule(tuple, lambda v: all(
+    isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+    for w in v), "'auto' or a comma list of positive numbers, background first, one per "
+    "mask value 0..K, e.g. 0.5,2,2", also=("auto",))
+
+
+def class_weights_arg(text):
+    """--class-weights 'auto' or '0.5,2,2' -> 'auto' or (0.5, 2.0, 2.0); the flag's error
+    for anything else."""
+    if text == "auto":
+        return text
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = None
+    if not weights or not _CLASS_WEIGHTS.ok(weights):
+        raise argparse.ArgumentTypeError(f"must be {_CLASS_WEIGHTS.wanted}, got {text}")
+    return weights
+
+
 def weights_arg(text):
     """--train-weights '3,1' -> (3.0, 1.0); the flag's error for anything else."""
     try:
@@ -98,6 +119,34 @@ class _Repeated(argparse.Action):
             setattr(namespace, self.dest, values)
         else:
             setattr(namespace, self.dest, (*pipeline.patterns(current), values))
+
+
+def _pair(kind, wanted):
+    """The Rule of a MIN,MAX flag of two positive `kind` numbers, MIN <= MAX (or () = off,
+    for an int pair), and its argparse type."""
+    def ok(v):
+        if v == ():
+            return kind is int
+        numbers = all(type(n) is int or (kind is float and type(n) is float) for n in v)
+        return len(v) == 2 and numbers and all(math.isfinite(n) and n > 0 for n in v) and \
+            v[0] <= v[1]
+    rule = Rule(tuple, ok, wanted)
+
+    def parse(text):
+        try:
+            value = tuple(kind(n) for n in text.split(","))
+        except ValueError:
+            value = None
+        if value is None or value == () or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    return rule, parse
+
+
+_SIDE_RANGE, _side_range_arg = _pair(int, "two whole numbers MIN,MAX with 0 < MIN <= MAX, "
+                                     "e.g. 96,192")
+_PASTE_SCALE, _paste_scale_arg = _pair(float, "two numbers MIN,MAX with 0 < MIN <= MAX, "
+                                       "e.g. 0.1,2")
 _GROUPS = Rule(str, _valid_groups, f"a comma list of {','.join(augment.GROUPS)}, or all, "
                "or none")
 
@@ -119,13 +168,15 @@ class Config:
         _GLOBS, type=str, action=_Repeated)
     input_size: int = _flag(572, "network input window in pixels (572 -> 388 output at depth 4); "
                             "the mask window is the output size", cli.POSITIVE_INT)
-    # informational: the classes the records were made for
+    # The classes the records were made for, mask value 1 first: resolve takes them from
+    # the records' stats (datasets/shards.record_classes) when they have any.
     classes: tuple = _field(("cat",), Rule(tuple))
     # ---- model (unet.unet arguments)
     depth: int = _flag(4, "U-Net levels (2x2 max pools); 4 is the paper's", cli.POSITIVE_INT)
     base_filters: int = _flag(64, "channels of the first level, doubled per level; 64 is the "
                               "paper's", cli.POSITIVE_INT)
-    # one sigmoid logit: pixel belongs to the classes or not
+    # 1: one sigmoid logit, the pixel belongs to the class(es) or not (K = 1 records);
+    # K + 1 softmax logits for K >= 2 classes. resolve sets it from the records' K.
     num_outputs: int = _field(1, cli.POSITIVE_INT)
     # Off: on the real-photo sample 0.5 and 0.2 both scored below none (docs/train.md).
     dropout: float = _flag(0.0, "the paper's drop-out rate at the end of the contracting path, "
@@ -137,8 +188,8 @@ class Config:
     val_input_size: int = _flag(0, "validation window; 0 = --input-size; bigger covers more of "
                                 "each image", cli.NON_NEGATIVE_INT)
     val_every: int = _flag(1, "validate every N epochs (and at the end)", cli.POSITIVE_INT)
-    stats: str = _flag("", "converter stats JSON for --pos-weight auto; '' = the one next to "
-                       "the shards", _TEXT)
+    stats: str = _flag("", "converter stats JSON for --pos-weight auto and --class-weights "
+                       "auto; '' = the one next to each set's shards", _TEXT)
     # ~1 MB of encoded JPEG per 5 records
     shuffle_buffer: int = _flag(256, "records mixed by the shuffle", cli.POSITIVE_INT)
     # Small machines train on small photos; evaluate/predict/export resize the same way and
@@ -147,6 +198,19 @@ class Config:
                            "cut (saved in config.json; evaluate/predict/export use it too); "
                            "0 = as stored",
                            _note(cli.NON_NEGATIVE_INT, " (0 = images as stored)"))
+    # Multi-scale training for scenes where cats are small as well as close-ups; the
+    # evaluation scale is --long-side, by default the range's geometric mean (resolve).
+    long_side_range: tuple = _flag((), "train on photos resized to a long side drawn "
+                                   "log-uniformly in MIN,MAX px, anew for every photo and "
+                                   "epoch; validation, evaluate, predict and export use "
+                                   "--long-side, default the geometric mean of the range "
+                                   "(saved in config.json); default: off", _SIDE_RANGE,
+                                   type=_side_range_arg, metavar="MIN,MAX")
+    # Off: random windows, as before; in scenes most of them hold no cat.
+    foreground_windows: float = _flag(0.0, "centre this fraction of training windows on a "
+                                      "random foreground pixel of the photo (photos without "
+                                      "one get a random window); 0 = all random",
+                                      cli.FRACTION)
     # ---- augmentation of training windows (datasets/augment.py, whose Settings hold the paper's
     # values; validation is never augmented)
     augment: str = _flag("flip", "training augmentation: comma list of "
@@ -170,6 +234,17 @@ class Config:
                               "[1 - N, 1 + N]; N <= 1", _within(0, 1, "in [0, 1]"))
     hue: float = _flag(_AUG.hue, "color: hue turned by up to N of the colour wheel; N <= 0.5",
                        _within(0, 0.5, "in [0, 0.5]"))
+    # Ghiasi et al. 2021's Simple Copy-Paste (datasets/augment.py); off by default.
+    copy_paste: float = _flag(_AUG.copy_paste, "copy-paste: probability that a training "
+                              "window gets the animals of --copy-paste-count other training "
+                              "photos pasted onto it; 0 = off", cli.FRACTION)
+    # One other photo per window, as the paper pastes from one other image.
+    copy_paste_count: int = _flag(_AUG.copy_paste_count, "copy-paste: source photos pasted "
+                                  "into such a window", cli.POSITIVE_INT)
+    # The paper's large-scale jitter range.
+    copy_paste_scale: tuple = _flag(_AUG.copy_paste_scale, "copy-paste: zoom of a pasted "
+                                    "photo, drawn log-uniformly in MIN,MAX",
+                                    _PASTE_SCALE, type=_paste_scale_arg, metavar="MIN,MAX")
     # ---- optimisation
     # The paper used one big tile a step; batch norm wants a few.
     batch_size: int = _flag(4, "windows per step", cli.POSITIVE_INT)
@@ -195,6 +270,11 @@ class Config:
     pos_weight: float | str = _flag(1.0, "foreground weight in the loss, or 'auto' = (1-f)/f "
                                     "from the converter's stats",
                                     cli.POSITIVE_FLOAT_OR_AUTO)
+    class_weights: str | tuple = _flag(
+        (), "records of K >= 2 classes: loss weight of each mask value, background first, "
+        "e.g. 0.5,2,2; 'auto' = median-frequency balancing from the training sets' stats "
+        "(docs/train.md); default: all 1. One class uses --pos-weight",
+        _CLASS_WEIGHTS, type=class_weights_arg)
     dice_weight: float = _flag(0.0, "adds this times (1 - soft Dice) to the loss; 0 = "
                                "cross-entropy only", cli.NON_NEGATIVE_FLOAT)
     seed: int | None = _flag(None, "graph and data seed, for repeatable runs; by default one is "
@@ -239,6 +319,11 @@ class Config:
     on_nan: str = _flag("stop", "non-finite loss: stop with the step, or skip that batch's "
                         "update", _choice(ON_NAN, "stop or skip"))
 
+    @property
+    def num_classes(self):
+        """K, the mask values 1..K the network tells apart: 1 for one sigmoid logit."""
+        return self.num_outputs - 1 if self.num_outputs > 1 else 1
+
 
 def add_flags(parser):
     """Config's flags: one `--<name>` per field that has a --help line, typed by its rule."""
@@ -264,7 +349,8 @@ class RunConfig(Config):
     """A Config as resolve checked it, with 'auto' and None made concrete: what a
     run trains with, saves as config.json and what rundir.load_config returns."""
 
-    pos_weight: float = 1.0  # the foreground weight the loss uses
+    pos_weight: float = 1.0  # the foreground weight the loss uses (K = 1)
+    class_weights: tuple = ()  # K >= 2: the loss weight of each mask value 0..K; K = 1: ()
     seed: int = 0  # the graph and data seed (drawn when the Config had None)
     precision: str = "float32"  # float32 | bfloat16 | mixed_float16: what ran
 
@@ -340,20 +426,77 @@ def resolve(cfg):
         gpu = bool(tf.config.list_physical_devices("GPU"))  # lists, starts no runtime
         changes["precision"], why = device.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
-    if cfg.pos_weight == "auto":  # files are read last: a bad flag is named first
-        balance = shards.class_balance(cfg.train_records, cfg.stats)
-        changes.update(pos_weight=balance.pos_weight, stats=balance.path)
-        if balance.classes:
-            changes["classes"] = balance.classes
-        log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
-                 balance.foreground_fraction, balance.path, balance.pos_weight)
-    else:
-        changes["pos_weight"] = float(cfg.pos_weight)
+    changes.update(_resolve_classes(cfg))  # files are read last: a bad flag is named first
+    if cfg.long_side_range and not cfg.long_side:  # the scale evaluation and inference use
+        low, high = cfg.long_side_range
+        changes["long_side"] = round(math.sqrt(low * high))
+        log.info("long_side_range %d,%d: validation, evaluate, predict and export at long side "
+                 "%d (the geometric mean; --long-side sets another)", low, high,
+                 changes["long_side"])
     if cfg.seed is None:
         changes["seed"] = random.SystemRandom().randrange(2**31)
     resolved = RunConfig(**{**dataclasses.asdict(cfg), **changes})
     log.info("config: %s", json.dumps(dataclasses.asdict(resolved), sort_keys=True))
     return resolved
+
+
+def _resolve_classes(cfg):
+    """classes, num_outputs, pos_weight, class_weights (and stats) made concrete from the
+    records' stats; UserError when the sets' class lists differ (shards.record_classes).
+
+    Without stats beside any set (hand-made records, a glob of another form) the
+    configured classes and num_outputs stand, by default one class 'cat': K = 1.
+    """
+    sets = ([("--train-records", p) for p in pipeline.patterns(cfg.train_records)]
+            + [("--val-records", p) for p in pipeline.patterns(cfg.val_records)])
+    found = shards.record_classes(sets)
+    changes = {}
+    if found:
+        k = found.num_classes
+        changes.update(classes=found.names or cfg.classes, num_outputs=1 if k == 1 else k + 1)
+        log.info("classes from the records' stats: %s", found.describe())
+    else:
+        k = cfg.num_classes
+        if k >= 2 and len(cfg.classes) != k:
+            raise UsageError(f"num_outputs {cfg.num_outputs} means {k} classes but classes "
+                             f"names {len(cfg.classes)}: {cfg.classes}")
+        log.info("no converter stats beside the records: classes %s as configured, K = %d",
+                 "/".join(cfg.classes), k)
+    names = changes.get("classes", cfg.classes)
+    if k == 1:
+        if cfg.class_weights:
+            raise UsageError(f"--class-weights weighs the classes of records of 2 or more "
+                             f"classes; these hold one ({'/'.join(names)}): use --pos-weight")
+        changes["class_weights"] = ()
+        if cfg.pos_weight == "auto":
+            balance = shards.class_balance(cfg.train_records, cfg.stats)
+            changes.update(pos_weight=balance.pos_weight, stats=balance.path)
+            if balance.classes and not found:
+                changes["classes"] = balance.classes
+            log.info("pos_weight auto: foreground fraction %.4f in %s -> %.3f",
+                     balance.foreground_fraction, balance.path, balance.pos_weight)
+        else:
+            changes["pos_weight"] = float(cfg.pos_weight)
+        return changes
+    if cfg.pos_weight != 1.0:
+        raise UsageError(f"--pos-weight weighs the one class of one-class records; these hold "
+                         f"{k} ({', '.join(names)}): use --class-weights")
+    changes["pos_weight"] = 1.0
+    if cfg.class_weights == "auto":
+        counts = shards.class_pixels(cfg.train_records, k, cfg.stats)
+        weights = counts.median_frequency_weights()
+        changes.update(class_weights=weights, stats=counts.path)
+        log.info("class_weights auto: class pixels %s in %s -> median-frequency weights %s",
+                 list(counts.pixels), counts.path, ", ".join(f"{w:.3f}" for w in weights))
+    elif cfg.class_weights:
+        if len(cfg.class_weights) != k + 1:
+            raise UsageError(f"--class-weights gives {len(cfg.class_weights)} weight(s) for "
+                             f"{k} classes + background: give {k + 1}, background first, then "
+                             f"{', '.join(names)}")
+        changes["class_weights"] = tuple(float(w) for w in cfg.class_weights)
+    else:
+        changes["class_weights"] = (1.0,) * (k + 1)
+    return changes
 
 
 def check_budget(cfg):

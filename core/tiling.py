@@ -106,3 +106,14 @@ def probabilities(image, cfg, batch_size=4):
     if not long_side:
         return prob
     return tf.image.resize(prob[:, :, None], tf.shape(image)[:2], "bilinear")[:, :, 0]
+
+
+def flip_averaged(probabilities_of, image):
+    """Test-time flip: the mean of the map of a uint8 [H, W, 3] image and the mirrored-back
+    map of its left-right mirror image, so a prediction no longer depends on which way
+    the animal faces; twice the network time. probabilities_of: image -> float32 [H, W]
+    or [H, W, K] (e.g. probabilities with a cfg). Exactly flip-equivariant: the mirror
+    image's average is this one mirrored."""
+    direct = probabilities_of(image)
+    mirrored = tf.reverse(probabilities_of(tf.reverse(image, [1])), [1])
+    return (direct + mirrored) / 2.0

@@ -26,6 +26,19 @@ windows, and the mask is IGNORE (255): pixels from outside count neither in
 the loss nor in the metrics. Without them nothing is resampled: datasets/pipeline.py cuts
 its plain windows and `flip_and_color` flips and colours them.
 
+Copy-paste (Ghiasi et al., "Simple Copy-Paste is a Strong Data Augmentation Method",
+CVPR 2021; train.py --copy-paste PROB, off by default): with probability PROB a window
+gets the foreground of --copy-paste-count other training photos pasted onto it, each
+zoomed by a factor drawn log-uniformly in --copy-paste-scale (default 0.1 to 2, the
+range of the paper's large-scale jitter, which draws uniformly: log-uniform shrinks most
+pastes, as small cats in scenes want) and flipped left-right half of the time. datasets/pipeline.py
+decodes and zooms the sources; `paste` places each one so that a random foreground pixel
+of it lands on a random pixel of the output window, and composites: pasted pixels take
+the source's image and mask values (1..K), the pixels they cover lose theirs (ignore
+included). The placement is a whole-pixel shift, so the image and the mask stay exactly
+aligned. It comes after the window's own geometry and before colour, so the pasted
+animals get the window's colour jitter.
+
 Randomness is stateless, from the per-record seed datasets/pipeline.py derives from (seed,
 epoch, record index): runs repeat exactly, every epoch differs.
 """
@@ -44,7 +57,9 @@ _WARPS = ("rotate", "scale", "elastic")
 # control point): no window pixel moves further than that.
 _MAX_SIGMAS = 4.0
 # Sub-seeds: each group draws its own numbers, so toggling one leaves the others.
-_FLIP, _ROTATE, _SCALE, _ELASTIC, _COLOR = range(1, 6)
+_FLIP, _ROTATE, _SCALE, _ELASTIC, _COLOR, _PASTE = range(1, 7)
+# The paper's large-scale jitter: pasted objects from a tenth of their size to twice it.
+PASTE_SCALE = (0.1, 2.0)
 
 
 def parse_groups(text):
@@ -88,6 +103,9 @@ class Settings:
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.02
+    copy_paste: float = 0.0  # probability that a window gets pastes; 0 = off
+    copy_paste_count: int = 1  # source photos pasted into such a window
+    copy_paste_scale: tuple = PASTE_SCALE  # (min, max) zoom of a pasted source
 
     @property
     def warps(self):
@@ -98,37 +116,41 @@ def from_config(cfg):
     """The Settings of a config.Config (one that config.check passed)."""
     return Settings(parse_groups(cfg.augment), cfg.elastic_grid, cfg.elastic_sigma,
                     cfg.min_scale, cfg.max_scale, cfg.max_rotation, cfg.brightness,
-                    cfg.contrast, cfg.saturation, cfg.hue)
+                    cfg.contrast, cfg.saturation, cfg.hue, cfg.copy_paste,
+                    cfg.copy_paste_count, tuple(cfg.copy_paste_scale))
 
 
 def _seed(seed, stream):
     return tf.random.experimental.stateless_fold_in(seed, stream)
 
 
-def flip_and_color(image, mask, settings, seed):
+def flip_and_color(image, mask, settings, seed, paste=None):
     """Augment plainly cut windows (settings without warps: flip and color only).
 
     image: [in, in, 3] uint8, mask: [out, out, 1] uint8, centred on each other
-    (pipeline.crop_window); seed: [2] int64, the record's. Returns image float32 in
-    [0, 1] and mask, same shapes.
+    (pipeline.crop_window); seed: [2] int64, the record's. paste: None, or a function
+    (image float32 [in, in, 3], mask) -> the same with sources pasted, run before color.
+    Returns image float32 in [0, 1] and mask, same shapes.
     """
     if "flip" in settings.groups:
         flip = _flips(seed)
         image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
         mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
     image = tf.cast(image, tf.float32) / 255.0
+    if paste:
+        image, mask = paste(image, mask)
     if "color" in settings.groups:
         image = color(image, settings, _seed(seed, _COLOR))
     return image, mask
 
 
-def warp(image, mask, offset, settings, seed, input_size, output_size):
+def warp(image, mask, offset, settings, seed, input_size, output_size, paste=None):
     """Augmented windows resampled straight from the photo (settings with warps).
 
     image: [H, W, 3] uint8, mask: [H, W, 1] uint8, the whole photo; offset: [2]
     int32, top-left of the output window in it (pipeline.window_offset); seed: [2]
-    int64, the record's. Returns image [in, in, 3] float32 in [0, 1] and mask
-    [out, out, 1] uint8.
+    int64, the record's; paste as flip_and_color's. Returns image [in, in, 3] float32
+    in [0, 1] and mask [out, out, 1] uint8.
     """
     border = (input_size - output_size) // 2
     centre = tf.cast(offset, tf.float32) + (output_size - 1) / 2  # of both windows
@@ -137,6 +159,8 @@ def warp(image, mask, offset, settings, seed, input_size, output_size):
     inner = slice(border, border + output_size)
     mask = sample_nearest(mask, rows[inner, inner], cols[inner, inner], records.IGNORE)
     image = sample_bilinear(image, rows, cols) / 255.0
+    if paste:
+        image, mask = paste(image, mask)
     if "color" in settings.groups:
         image = color(image, settings, _seed(seed, _COLOR))
     image.set_shape([input_size, input_size, 3])
@@ -243,3 +267,69 @@ def color(image, settings, seed):
         if strength:
             image = tf.clip_by_value(jitter(image, _seed(seed, stream)), 0.0, 1.0)
     return image
+
+
+# ------------------------------------------------------------- copy-paste
+
+
+def is_foreground(mask):
+    """Where a mask holds a class: 1..K, neither BACKGROUND nor IGNORE. Same shape, bool.
+    (tf.not_equal, not !=: in a TF1 graph != compares the Python objects.)"""
+    return tf.logical_and(tf.not_equal(mask, records.BACKGROUND),
+                          tf.not_equal(mask, records.IGNORE))
+
+
+def random_foreground_pixel(mask, seed):
+    """A foreground pixel of mask [H, W, 1] chosen uniformly with seed [2] int64:
+    (found: bool scalar, pixel: [2] int32 (row, col); (0, 0) when there is none)."""
+    where = tf.cast(tf.where(is_foreground(mask[:, :, 0])), tf.int32)  # [N, 2]
+    count = tf.shape(where)[0]
+    pick = tf.random.stateless_uniform([], seed, 0, tf.maximum(count, 1), tf.int32)
+    return count > 0, tf.concat([where, tf.zeros([1, 2], tf.int32)], 0)[pick]
+
+
+def paste_seed(seed, k):
+    """The seed of paste k (0 .. count - 1) of a window whose record seed is `seed`."""
+    return _seed(_seed(seed, _PASTE), k)
+
+
+def paste_happens(settings, seed):
+    """Whether this window gets its pastes (probability settings.copy_paste): bool scalar."""
+    return tf.random.stateless_uniform([], _seed(seed, _PASTE)) < settings.copy_paste
+
+
+def paste_zoom(settings, seed):
+    """A source's zoom factor, log-uniform in settings.copy_paste_scale; seed: paste_seed's."""
+    low, high = (math.log(s) for s in settings.copy_paste_scale)
+    return tf.exp(tf.random.stateless_uniform([], _seed(seed, 0), low, high))
+
+
+def paste(image, mask, source_image, source_mask, seed):
+    """Paste the foreground of a source photo onto a window, flipped half of the time.
+
+    image [in, in, 3] float32 in [0, 1] and mask [out, out, 1] uint8, centred on each
+    other; source_image [h, w, 3] uint8 and source_mask [h, w, 1], already zoomed
+    (pipeline); seed: paste_seed's. A random foreground pixel of the source lands on a
+    random pixel of the output window, so every paste reaches the labelled pixels; a
+    source without foreground changes nothing. Returns image and mask, same shapes.
+    """
+    flip = tf.random.stateless_uniform([], _seed(seed, 1)) < 0.5
+    source_image = tf.cond(flip, lambda: tf.reverse(source_image, [1]), lambda: source_image)
+    source_mask = tf.cond(flip, lambda: tf.reverse(source_mask, [1]), lambda: source_mask)
+    found, pixel = random_foreground_pixel(source_mask, _seed(seed, 2))
+    input_size, output_size = image.shape[0], mask.shape[0]
+    border = (input_size - output_size) // 2
+    target = tf.random.stateless_uniform([2], _seed(seed, 3), 0, output_size, tf.int32)
+    # Source pixel of each input-window row / col: a whole-pixel shift, no resampling.
+    start = pixel - target - border
+    height, width = tf.shape(source_mask)[0], tf.shape(source_mask)[1]
+    rows, cols = start[0] + tf.range(input_size), start[1] + tf.range(input_size)
+    inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
+    rows, cols = tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(cols, 0, width - 1)
+    cut_mask = tf.gather(tf.gather(source_mask, rows), cols, axis=1)  # [in, in, 1]
+    cut_image = tf.gather(tf.gather(source_image, rows), cols, axis=1)
+    pasted = is_foreground(cut_mask) & inside[:, :, None] & found  # [in, in, 1]
+    image = tf.where(pasted, tf.cast(cut_image, tf.float32) / 255.0, image)
+    inner = slice(border, border + output_size)
+    mask = tf.where(pasted[inner, inner], cut_mask[inner, inner], mask)
+    return image, mask

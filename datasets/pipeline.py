@@ -19,7 +19,23 @@ size m):
     can land in an output window, and an image smaller than the window lands
     anywhere inside it; then datasets/augment.py's augmentation (by default a random
     horizontal flip of image and mask).
+  - training with foreground windows (train.py --foreground-windows FRACTION, default 0):
+    that fraction of windows is centred on a foreground pixel (a class 1..K, neither
+    background nor ignore) drawn uniformly from the photo's, so that in a scene where
+    the animals cover 2% of the photo the windows still see them; a photo without
+    foreground gets its random window. The output window's pixel m // 2 (per axis) is
+    the chosen one, and the window may reach past the photo as above.
   - evaluation: the centre, (n - m) // 2; deterministic.
+
+Scale: `long_side` resizes every photo before its window is cut; training with
+`long_side_range` (train.py --long-side-range MIN,MAX) draws each photo's long side
+log-uniformly from the whole numbers in [MIN, MAX] instead (multi-scale training);
+evaluation keeps the one `long_side`, which core/config.py sets to the range's geometric
+mean unless --long-side names it.
+
+Copy-paste (datasets/augment.py, train.py --copy-paste): a second stream of training
+records, shuffled and repeated with its own seed, is zipped with the main one, so each
+window carries --copy-paste-count other serialized records to paste from.
 
 Mirror padding is REFLECT (edge pixel not repeated) extended periodically for
 pads larger than the image, i.e. exactly numpy's np.pad(mode="reflect") or
@@ -33,6 +49,7 @@ a fixed seed is repeatable whatever the parallelism, and each epoch (the
 """
 
 import dataclasses
+import math
 import os
 import random
 import re
@@ -47,6 +64,10 @@ v1 = tf.compat.v1
 
 # Keeps per-epoch shuffle seeds apart for any realistic number of epochs.
 _EPOCH_STRIDE = 1_000_003
+# The copy-paste sources' shuffle seeds, apart from the main stream's of any epoch.
+_SOURCES_SEED = 500_009
+# Sub-seeds of a record's seed; augment.py's groups use 1 .. 6.
+_FOREGROUND_WINDOW, _FOREGROUND_PIXEL, _LONG_SIDE = 11, 12, 13
 _NOT_RECORDS = (".json", ".partial", ".tmp")
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.tfrecord$")
 
@@ -178,10 +199,11 @@ def window_offset(image_shape, output_size, uniform=None):
 def scaled_size(shape, long_side):
     """[2] int32 (h, w) with the longer side long_side px and the aspect ratio kept.
 
-    shape: [2] int32 (H, W). Rounded to the nearest pixel, at least 1; int64
-    arithmetic so the longer side comes out exactly long_side.
+    shape: [2] int32 (H, W); long_side an int or an int scalar tensor. Rounded to the
+    nearest pixel, at least 1; int64 arithmetic so the longer side comes out exactly
+    long_side.
     """
-    size = tf.cast(shape, tf.int64)
+    size, long_side = tf.cast(shape, tf.int64), tf.cast(long_side, tf.int64)
     longest = tf.maximum(tf.reduce_max(size), 1)  # no division by 0: resize rejects 0 px
     scaled = (2 * size * long_side + longest) // (2 * longest)
     return tf.cast(tf.maximum(scaled, 1), tf.int32)
@@ -210,16 +232,65 @@ def _seed_pair(seed, epoch):
     return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
 
 
+def random_long_side(side_range, seed):
+    """A photo's training long side: int32 scalar, log-uniform over the whole numbers of
+    side_range (min, max), as a zoom would be; seed [2] int64."""
+    low, high = side_range
+    draw = tf.random.stateless_uniform([], seed, math.log(low), math.log(high + 1))
+    return tf.clip_by_value(tf.cast(tf.floor(tf.exp(draw)), tf.int32), low, high)
+
+
+def foreground_offset(mask, offset, output_size, fraction, seed):
+    """The output window's top-left ([2] int32) centred on a random foreground pixel of
+    mask [H, W, 1] with probability `fraction`, else `offset` (the random window, also
+    for a photo without foreground); seed [2] int64, the record's."""
+    chosen = tf.random.stateless_uniform(
+        [], tf.random.experimental.stateless_fold_in(seed, _FOREGROUND_WINDOW)) < fraction
+    found, pixel = augment.random_foreground_pixel(
+        mask, tf.random.experimental.stateless_fold_in(seed, _FOREGROUND_PIXEL))
+    return tf.where(chosen & found, pixel - output_size // 2, offset)
+
+
+def _paste_sources(image, mask, serialized, sources, long_side, settings, seed):
+    """A window with copy-paste (augment.paste) from sources, [count] serialized records,
+    with probability settings.copy_paste; a source that is the window's own record is
+    passed over. image [in, in, 3] float32, mask [out, out, 1]; the sources are zoomed
+    from the window's long side (their own stored one when it is 0)."""
+
+    def paste_one(image, mask, source, k):
+        paste_seed = augment.paste_seed(seed, k)
+        decoded = decode_record(source)
+        source_image, source_mask = decoded["image"], decoded["mask"]
+        base = long_side if long_side is not None else tf.reduce_max(tf.shape(source_mask))
+        zoom = augment.paste_zoom(settings, paste_seed)
+        side = tf.maximum(tf.cast(tf.round(tf.cast(base, tf.float32) * zoom), tf.int32), 1)
+        return augment.paste(image, mask, resize_image(source_image, side),
+                             resize_mask(source_mask, side), paste_seed)
+
+    def pasted():
+        out = image, mask
+        for k in range(settings.copy_paste_count):
+            out = tf.cond(tf.equal(sources[k], serialized), lambda out=out: out,
+                          lambda out=out, k=k: paste_one(*out, sources[k], k))
+        return out
+
+    return tf.cond(augment.paste_happens(settings, seed), pasted, lambda: (image, mask))
+
+
 def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, seed=None,
                  epoch=0, shuffle_buffer=256, num_parallel_calls=tf.data.AUTOTUNE,
-                 long_side=0, augmentation=None, skip=0):
+                 long_side=0, augmentation=None, skip=0, foreground_windows=0.0,
+                 long_side_range=()):
     """Batches of (image [B, in, in, 3] float32 in [0, 1] RGB, mask [B, out, out, 1] uint8).
 
     One pass over the records (no repeat: the trainer re-initialises the
     iterator every epoch). `epoch` (int or int64 scalar tensor) varies the
     shuffle, windows and augmentation per epoch; `seed` None draws a random seed.
     `long_side` > 0 resizes every image and mask (resize_image / resize_mask)
-    before the windows are cut; 0 keeps them as stored.
+    before the windows are cut; 0 keeps them as stored. Training only:
+    long_side_range (min, max) draws each photo's long side instead
+    (random_long_side), and foreground_windows is the fraction of windows
+    centred on a foreground pixel (foreground_offset).
     augmentation: augment.Settings for training windows (None: flips only);
     evaluation windows are never augmented.
     file_pattern: a glob (or tuple of globs) or a list of checked files; for a mixed
@@ -233,33 +304,60 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     shuffle_seed = tf.cast(epoch, tf.int64) + seed * _EPOCH_STRIDE
-    if isinstance(file_pattern, tuple) and file_pattern and isinstance(file_pattern[0],
-                                                                       RecordSet):
+    mixed = isinstance(file_pattern, tuple) and file_pattern and isinstance(file_pattern[0],
+                                                                            RecordSet)
+    if mixed:
         ds = _mixed(file_pattern, shuffle_seed, shuffle_buffer, num_parallel_calls)
     else:
-        ds = _serialized(record_files(file_pattern), training, shuffle_seed, shuffle_buffer,
-                         num_parallel_calls)
+        files = record_files(file_pattern)
+        ds = _serialized(files, training, shuffle_seed, shuffle_buffer, num_parallel_calls)
 
     augmentation = augment.Settings() if augmentation is None else augmentation
+    copy_paste = training and augmentation.copy_paste > 0
+    if copy_paste:
+        # Sources are whole photos from a stream of their own rather than the other
+        # windows of a batch: a window's mask covers only its output, less than its
+        # image, and cuts animals at its edges; and the pastes stay per element, seeded
+        # by its index like the rest, so they do not depend on the batch size and a
+        # resumed epoch (skip) pastes the same animals.
+        sources_seed = shuffle_seed + _SOURCES_SEED
+        sources = (_mixed(file_pattern, sources_seed, shuffle_buffer, num_parallel_calls)
+                   if mixed else _serialized(files, True, sources_seed, shuffle_buffer,
+                                             num_parallel_calls))
+        ds = tf.data.Dataset.zip((ds, sources.repeat().batch(augmentation.copy_paste_count)))
 
-    def load(index, serialized):
+    def load(index, record):
+        serialized, sources = record if copy_paste else (record, None)
         example = decode_record(serialized)
         image, mask = example["image"], example["mask"]
-        if long_side:
-            image, mask = resize_image(image, long_side), resize_mask(mask, long_side)
+        side = long_side or None  # the photo's long side: None as stored, or a tensor drawn
         if training:
             element_seed = tf.random.experimental.stateless_fold_in(
                 _seed_pair(seed, epoch), index)
+            if long_side_range:
+                side = random_long_side(long_side_range, tf.random.experimental
+                                        .stateless_fold_in(element_seed, _LONG_SIDE))
+        if side is not None:
+            image, mask = resize_image(image, side), resize_mask(mask, side)
+        if training:
             uniform = tf.random.stateless_uniform([2], element_seed)
             offset = window_offset(tf.shape(image)[:2], output_size, uniform)
+            if foreground_windows:
+                offset = foreground_offset(mask, offset, output_size, foreground_windows,
+                                           element_seed)
+            paste = None
+            if copy_paste:
+                def paste(image, mask):
+                    return _paste_sources(image, mask, serialized, sources, side,
+                                          augmentation, element_seed)
             if augmentation.warps:  # rotate / scale / elastic: resampled from the photo
                 return augment.warp(image, mask, offset, augmentation, element_seed,
-                                    input_size, output_size)
+                                    input_size, output_size, paste)
         else:
             offset = window_offset(tf.shape(image)[:2], output_size)
         image, mask = crop_window(image, mask, offset, input_size, output_size)
         if training:
-            return augment.flip_and_color(image, mask, augmentation, element_seed)
+            return augment.flip_and_color(image, mask, augmentation, element_seed, paste)
         return tf.cast(image, tf.float32) / 255.0, mask
 
     ds = ds.enumerate().skip(tf.cast(skip, tf.int64))
@@ -302,7 +400,9 @@ def train_dataset(cfg, files, epoch, seed, skip_batches=0):
     return make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth, seed, epoch,
                         cfg.shuffle_buffer, long_side=cfg.long_side,
                         augmentation=augment.from_config(cfg),
-                        skip=tf.cast(skip_batches, tf.int64) * cfg.batch_size)
+                        skip=tf.cast(skip_batches, tf.int64) * cfg.batch_size,
+                        foreground_windows=cfg.foreground_windows,
+                        long_side_range=tuple(cfg.long_side_range))
 
 
 def val_dataset(cfg, files):

@@ -2,7 +2,17 @@
 
 One `tf.train.Example` per image, the keys below (dtypes in FEATURES; table in
 docs/convert.md). Mask values are the constants below; every stage that reads
-or writes masks uses them instead of literals.
+or writes masks uses them instead of literals:
+
+    0 (BACKGROUND)   none of the chosen classes
+    1 .. K           the chosen classes, in the order the converter was given them
+                     (K = 1, FOREGROUND: the records of every version before class
+                     indices, which merged several chosen classes into this one value)
+    255 (IGNORE)     unknown: crowd regions, trimap borders, void; never scored
+
+K and the class names are not in the records but in the stats file beside the
+shards (datasets/shards.py: "classes", and "class_pixels" with K + 1 counts; stats
+without class_pixels are older and mean K = 1), which every reader checks.
 """
 
 import tensorflow as tf
@@ -28,12 +38,13 @@ HEIGHT = "image/height"
 WIDTH = "image/width"
 IMAGE_ID = "image/id"  # COCO image id; Oxford-IIIT Pet: CLASS-ID * 10000 + the photo's number
 FILENAME = "image/filename"  # inside the COCO split directory (Pet: inside images/)
-MASK = "mask/encoded"  # PNG, uint8, 1 channel, the image's size: BACKGROUND, FOREGROUND, IGNORE
+MASK = "mask/encoded"  # PNG, uint8, 1 channel, the image's size: BACKGROUND, 1..K, IGNORE
 VERSION = "schema/version"  # SCHEMA_VERSION; readers reject other versions
 
 BACKGROUND = 0
-FOREGROUND = 1
+FOREGROUND = 1  # the one class of K = 1 records; class k of K >= 2 records is value k
 IGNORE = 255
+MAX_CLASSES = IGNORE - 1  # 1..254: a class index must stay below IGNORE
 
 FEATURES = {
     IMAGE: tf.io.FixedLenFeature([], tf.string),

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import sys
 
@@ -114,6 +115,30 @@ def test_bad_flags_give_one_error_line(argv, line, tmp_path, capsys, monkeypatch
     monkeypatch.setattr(sys, "argv", ["train.py"])  # argparse's prog, named in its lines
     code = cli.run_main(train.main, argv + ["--run-dir", str(tmp_path / "run")])
     assert code == 2 and capsys.readouterr().err == f"error: {line}\n"
+    assert not (tmp_path / "run").exists()
+
+
+# Flags added after the move (issue 25): the argparse line of each.
+@pytest.mark.parametrize("argv,message", [
+    (["--copy-paste", "2"], "argument --copy-paste: must be in [0, 1], got 2"),
+    (["--copy-paste-count", "0"], "argument --copy-paste-count: must be a positive integer"),
+    (["--copy-paste-scale", "0.5"], "argument --copy-paste-scale: must be two numbers MIN,MAX"),
+    (["--copy-paste-scale", "2,0.5"], "must be two numbers MIN,MAX with 0 < MIN <= MAX, e.g. "
+     "0.1,2, got 2,0.5"),
+    (["--copy-paste-scale", "0,1"], "argument --copy-paste-scale"),
+    (["--copy-paste-scale", "nan,1"], "argument --copy-paste-scale"),
+    (["--foreground-windows", "-0.5"], "argument --foreground-windows: must be in [0, 1]"),
+    (["--long-side-range", "192,96"], "argument --long-side-range: must be two whole numbers "
+     "MIN,MAX with 0 < MIN <= MAX, e.g. 96,192, got 192,96"),
+    (["--long-side-range", "96"], "argument --long-side-range: must be two whole numbers"),
+    (["--long-side-range", "96,1.5e2"], "argument --long-side-range"),
+    (["--long-side-range", "96,128,160"], "argument --long-side-range"),
+])
+def test_bad_new_flags_give_one_error_line(argv, message, tmp_path, capsys):
+    code = cli.run_main(train.main, argv + ["--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
@@ -343,3 +368,145 @@ def test_evaluation_is_never_augmented(tmp_path):
     plain = windows(tmp_path / "e.tfrecord", None, training=False)
     with_all = windows(tmp_path / "e.tfrecord", ALL, training=False)
     assert all(np.array_equal(a, b) for a, b in zip(plain, with_all))
+
+
+# ------------------------------------------------------------- copy-paste
+
+
+def class_coded(h, w, classes, rng, blob=4):
+    """A photo whose red channel spells its mask's class (25 + 100 * class; 0 for ignore)
+    in blob x blob squares of the given classes, and green a random texture."""
+    coarse = rng.choice(np.array(classes, np.uint8), (h // blob + 1, w // blob + 1))
+    mask = np.kron(coarse, np.ones((blob, blob), np.uint8))[:h, :w, None]
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 0] = np.where(mask[..., 0] == records.IGNORE, 0, 25 + 100 * mask[..., 0])
+    image[..., 1] = rng.integers(0, 256, (h, w))
+    return image, mask
+
+
+def write_class_coded(path, count=12, seed=0, blob=4, only=None):
+    """Photos of background, class 1 and ignore, and of background and class 2 (or all
+    of background and class `only`); some smaller than the 28 px output window, so their
+    windows have ignored margins."""
+    rng = np.random.default_rng(seed)
+    photos = []
+    for i in range(count):
+        h, w = [(20, 24), (36, 50), (50, 30)][i % 3]
+        classes = [0, only] if only else [0, 1, records.IGNORE] if i % 2 else [0, 2]
+        photos.append(class_coded(h, w, classes, rng, blob))
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, (image, mask) in enumerate(photos):
+            writer.write(records.make_example(
+                tf.io.encode_png(image).numpy(), "png", *mask.shape[:2], i, f"{i}.png",
+                tf.io.encode_png(mask).numpy()))
+
+
+def pasting(p=1.0, count=1, scale=(1.0, 1.0), groups=()):
+    return augment.Settings(groups, copy_paste=p, copy_paste_count=count,
+                            copy_paste_scale=scale)
+
+
+def red_class(image):
+    """The class the red channel of window pixels spells (-1: none)."""
+    red = np.rint(image[..., 0] * 255).astype(int)
+    return np.where((red - 25) % 100 == 0, (red - 25) // 100, -1)
+
+
+def test_pasted_pixels_keep_image_and_mask_aligned_exactly(tmp_path):
+    """At zoom 1 a paste is a whole-pixel shift: every labelled pixel's colour spells its
+    class, pasted or not; pasted pixels take a class, and they cover other classes,
+    background and ignore alike."""
+    write_class_coded(tmp_path / "p.tfrecord")
+    transitions = set()
+    for epoch in range(3):
+        before_images, before = windows(tmp_path / "p.tfrecord", pasting(0.0), epoch=epoch)
+        images, masks = windows(tmp_path / "p.tfrecord", pasting(1.0, 2), epoch=epoch)
+        centre = images[:, BORDER:BORDER + OUTPUT, BORDER:BORDER + OUTPUT]
+        labelled = masks[..., 0] != records.IGNORE
+        np.testing.assert_array_equal(red_class(centre)[labelled], masks[..., 0][labelled])
+        repainted = np.any(images != before_images, -1)[:, BORDER:BORDER + OUTPUT,
+                                                        BORDER:BORDER + OUTPUT]
+        changed = (masks != before)[..., 0]
+        assert np.all(augment.is_foreground(masks[..., 0][changed | repainted]))
+        assert repainted.mean() > 0.1
+        transitions |= set(zip(before[..., 0][changed].tolist(), masks[..., 0][changed].tolist()))
+    assert {(0, 1), (0, 2), (1, 2), (2, 1), (records.IGNORE, 1), (records.IGNORE, 2)} \
+        <= transitions
+
+
+def test_zoomed_and_flipped_pastes_stay_aligned_but_for_blended_edges(tmp_path):
+    """Zoomed sources are resized (area / bilinear image, nearest mask), so a pasted
+    pixel on a source label edge may blend colours: every pasted pixel takes a class, and
+    of 10 px squares 90% of them still spell it exactly."""
+    write_class_coded(tmp_path / "z.tfrecord", blob=10)
+    pasted = spelled = 0
+    for epoch in range(3):
+        plain_images, plain = windows(tmp_path / "z.tfrecord", pasting(0.0, groups=("flip",)),
+                                      epoch=epoch)
+        images, masks = windows(tmp_path / "z.tfrecord", pasting(1.0, 2, (0.5, 2.0), ("flip",)),
+                                epoch=epoch)
+        repainted = np.any(images != plain_images, -1)[:, BORDER:BORDER + OUTPUT,
+                                                       BORDER:BORDER + OUTPUT]
+        inner = repainted | (masks != plain)[..., 0]  # pasted (or the same value pasted)
+        assert np.all(augment.is_foreground(masks[..., 0][inner]))
+        centre = images[:, BORDER:BORDER + OUTPUT, BORDER:BORDER + OUTPUT]
+        pasted += inner.sum()
+        spelled += (red_class(centre)[inner] == masks[..., 0][inner]).sum()
+    assert pasted > 2000 and spelled >= 0.9 * pasted, (pasted, spelled)
+
+
+def test_copy_paste_0_is_the_plain_pipeline_and_a_lone_photo_pastes_nothing(tmp_path):
+    write_class_coded(tmp_path / "p.tfrecord")
+    plain = windows(tmp_path / "p.tfrecord", ALL)
+    off = windows(tmp_path / "p.tfrecord", dataclasses.replace(ALL, copy_paste_count=3,
+                                                               copy_paste_scale=(0.2, 0.3)))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, off))
+    # The only source of a one-photo set is the photo itself: never pasted onto itself.
+    write_class_coded(tmp_path / "one.tfrecord", count=1)
+    alone = windows(tmp_path / "one.tfrecord", pasting(1.0, 3))
+    want = windows(tmp_path / "one.tfrecord", pasting(0.0))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, want))
+
+
+def test_copy_paste_probability_is_the_share_of_pasted_windows(tmp_path):
+    """--copy-paste 0.5: of 240 windows (every paste reaches the output window and
+    changes it) 50% +- 10 points are pasted onto; the same seed pastes the same."""
+    write_class_coded(tmp_path / "p.tfrecord", count=80)
+    shares = []
+    for epoch in range(3):
+        _, before = windows(tmp_path / "p.tfrecord", pasting(0.0), epoch=epoch)
+        _, after = windows(tmp_path / "p.tfrecord", pasting(0.5), epoch=epoch)
+        shares.append(np.any(after != before, axis=(1, 2, 3)))
+    assert abs(np.concatenate(shares).mean() - 0.5) <= 0.1
+    first = windows(tmp_path / "p.tfrecord", pasting(0.5, 2, (0.3, 1.5), ("flip",)), seed=8)
+    again = windows(tmp_path / "p.tfrecord", pasting(0.5, 2, (0.3, 1.5), ("flip",)), seed=8)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    other = windows(tmp_path / "p.tfrecord", pasting(0.5, 2, (0.3, 1.5), ("flip",)), seed=9)
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_copy_paste_resumes_mid_epoch_and_mixes_sets(tmp_path):
+    """A resumed epoch (skip) pastes the same sources as the uninterrupted one; with two
+    record sets the sources come from both."""
+    write_class_coded(tmp_path / "a.tfrecord", count=6)
+    settings = pasting(1.0, 2, (0.5, 1.5), ("flip", "rotate"))
+
+    def batches(pattern, skip=0):
+        ds = pipeline.make_dataset(pattern, 2, True, INPUT, DEPTH, seed=3, epoch=1,
+                                   augmentation=settings, skip=skip)
+        return [(img.numpy(), msk.numpy()) for img, msk in ds]
+
+    whole = batches(str(tmp_path / "a.tfrecord"))
+    rest = batches(str(tmp_path / "a.tfrecord"), skip=4)
+    assert len(whole) == 3 and len(rest) == 1
+    np.testing.assert_array_equal(rest[0][0], whole[2][0])
+    np.testing.assert_array_equal(rest[0][1], whole[2][1])
+    write_class_coded(tmp_path / "b.tfrecord", count=4, seed=1, only=3)
+    sets = tuple(pipeline.RecordSet((str(tmp_path / f"{n}.tfrecord"),), (c,), float(c))
+                 for n, c in (("a", 6), ("b", 4)))
+    masks = np.concatenate([msk for _, msk in batches(sets)])
+    assert len(masks) == 10
+    # Class 3 is only in set b, classes 1 and 2 only in a: windows holding both were
+    # pasted from the other set.
+    both = [np.isin(3, m) and np.isin([1, 2], m).any() for m in masks]
+    assert sum(both) >= 2

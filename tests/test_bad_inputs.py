@@ -195,6 +195,18 @@ T = {"--depth": "1", "--base-filters": "4", "--input-size": "44", "--batch-size"
      "--max-steps": "2", "--val-records": ""}
 
 
+def stats_of(t, name, classes, class_pixels, records_from=None):
+    """A glob t/<name>-*, with a stats file beside it naming `classes` (and the records of
+    records_from copied there, for a reader that lists them first)."""
+    write(str(t / f"{name}-stats.json"), json.dumps(
+        {"classes": list(classes), "class_pixels": class_pixels, "foreground_fraction": 0.5,
+         "pixels": sum(class_pixels)}))
+    if records_from:
+        shutil.copy(records_from.replace("*", "00000-of-00001.tfrecord"),
+                    str(t / f"{name}-00000-of-00001.tfrecord"))
+    return str(t / f"{name}-*")
+
+
 def tiny(w, tmp, **extra):
     args = {"--train-records": w["train"], "--run-dir": str(tmp / "newrun"), **T, **extra}
     return [x for k, v in args.items() for x in (k, v)]
@@ -220,6 +232,9 @@ CASES = [
     ("convert-not-coco", "convert_coco", "JSON that is not a COCO instances file",
      lambda w, t: ["--coco-dir", world_copy(w, t, "coco", lambda c: write(ann_path(c), "[1, 2]")),
                    "--output", str(t / "o")], 1, "not a COCO instances file"),
+    ("convert-class-named-twice", "convert_coco", "--classes names a class twice",
+     lambda w, t: ["--coco-dir", w["coco"], "--classes", "cat", "dog", "cat", "--output",
+                   str(t / "o")], 2, "class 'cat' is named twice in --classes"),
     ("convert-unknown-class", "convert_coco", "unknown class name",
      lambda w, t: ["--coco-dir", w["coco"], "--classes", "unicorn", "--output", str(t / "o")],
      1, "unknown class 'unicorn'"),
@@ -269,6 +284,9 @@ CASES = [
     ("yolo-missing-images", "convert_yolo", "the split's image folder is missing",
      lambda w, t: yolo_args(w, t, yaml_text="names: [cat]\nval: nowhere/images\n"), 1,
      "not found: unzip the whole export"),
+    ("yolo-class-named-twice", "convert_yolo", "--classes names a class twice",
+     lambda w, t: yolo_args(w, t) + ["--classes", "cat,cat"], 2,
+     "class 'cat' is named twice in --classes"),
     ("yolo-unknown-class", "convert_yolo", "--classes names no class of data.yaml",
      lambda w, t: yolo_args(w, t) + ["--classes", "unicorn"], 1, "unknown class 'unicorn'"),
     ("yolo-box-row", "convert_yolo", "a box-only row (detection export)",
@@ -290,6 +308,12 @@ CASES = [
     ("masks-missing-dir", "convert_masks", "the image folder does not exist",
      lambda w, t: ["--images", str(t / "nope"), "--masks", str(t), "--output", str(t / "o")],
      1, "does not exist: check --images"),
+    ("masks-class-named-twice", "convert_masks", "--classes names a class twice",
+     lambda w, t: masks_args(w, t, extra=["--classes", "cat=8", "cat=3"]), 2,
+     "class 'cat' is named twice in --classes"),
+    ("masks-index-named-twice", "convert_masks", "--classes gives one index two names",
+     lambda w, t: masks_args(w, t, extra=["--classes", "cat=8", "kitty=8"]), 2,
+     "--classes gives index 8 two names, 'cat' and 'kitty'"),
     ("masks-bad-classes-flag", "convert_masks", "--classes cat (no =index)",
      lambda w, t: masks_args(w, t, extra=["--classes", "cat"]), 2, "--classes takes name=index"),
     ("masks-no-mask", "convert_masks", "an image with no mask",
@@ -321,7 +345,11 @@ CASES = [
          os.path.join(p, "annotations", "trainval.txt"), "Abyssinian_1 one\n")), t), 1,
      "is malformed"),
     ("pets-unknown-species", "convert_pets", "--species bird",
-     lambda w, t: pets_args(w["pets"], t) + ["--species", "bird"], 2, "invalid choice"),
+     lambda w, t: pets_args(w["pets"], t) + ["--species", "bird"], 2,
+     "unknown class 'bird' in --species"),
+    ("pets-species-named-twice", "convert_pets", "--species cat dog cat",
+     lambda w, t: pets_args(w["pets"], t) + ["--species", "cat", "dog", "cat"], 2,
+     "class 'cat' is named twice in --species"),
     ("pets-missing-trimap", "convert_pets", "a photo's trimap is missing",
      lambda w, t: pets_args(world_copy(w, t, "pets", lambda p: os.remove(os.path.join(
          p, "annotations", "trimaps", "Abyssinian_1.png"))), t), 1, "not found"),
@@ -362,6 +390,24 @@ CASES = [
      lambda w, t: tiny(w, t, **{"--on-nan": "maybe"}), 2, "invalid choice"),
     ("train-run-name-path", "train", "--run-name with a slash",
      lambda w, t: ["--run-name", "a/b", "--train-records", w["train"]], 2, "plain name"),
+    ("train-class-lists-differ", "train", "sets whose stats name other class lists",
+     lambda w, t: tiny(w, t, **{"--val-records": stats_of(t, "v", ["dog", "cat"],
+                                                          [6, 3, 1])}), 1,
+     "class lists differ: --train-records '"),
+    ("train-class-weights-count", "train", "--class-weights not one per value 0..K",
+     lambda w, t: tiny(w, t, **{"--train-records": stats_of(t, "a", ["cat", "dog"], [6, 3, 1]),
+                                "--class-weights": "1,2"}), 2,
+     "--class-weights gives 2 weight(s) for 2 classes + background: give 3"),
+    ("train-class-weights-one-class", "train", "--class-weights with one-class records",
+     lambda w, t: tiny(w, t, **{"--class-weights": "auto"}), 2,
+     "--class-weights weighs the classes of records of 2 or more classes; these hold one"),
+    ("train-class-weights-not-positive", "train", "--class-weights 0,1,2",
+     lambda w, t: tiny(w, t, **{"--class-weights": "0,1,2"}), 2,
+     "argument --class-weights: must be 'auto' or a comma list of positive numbers"),
+    ("train-pos-weight-many-classes", "train", "--pos-weight with records of 2 classes",
+     lambda w, t: tiny(w, t, **{"--train-records": stats_of(t, "a", ["cat", "dog"], [6, 3, 1]),
+                                "--pos-weight": "2"}), 2,
+     "--pos-weight weighs the one class of one-class records; these hold 2 (cat, dog)"),
     ("train-pos-weight-0", "train", "--pos-weight 0",
      lambda w, t: tiny(w, t, **{"--pos-weight": "0"}), 2, "positive number"),
     ("train-weights-count", "train", "--train-weights not one per --train-records set",
@@ -370,6 +416,14 @@ CASES = [
     ("train-weight-not-positive", "train", "a --train-weights weight of 0 or below",
      lambda w, t: tiny(w, t) + ["--train-records", w["train"], "--train-weights", "3,0"],
      2, "must be a comma list of positive numbers"),
+    ("train-long-side-range-order", "train", "--long-side-range with MIN above MAX",
+     lambda w, t: tiny(w, t, **{"--long-side-range": "192,96"}), 2,
+     "must be two whole numbers MIN,MAX with 0 < MIN <= MAX"),
+    ("train-foreground-windows-above-1", "train", "--foreground-windows above 1",
+     lambda w, t: tiny(w, t, **{"--foreground-windows": "1.5"}), 2, "must be in [0, 1]"),
+    ("train-copy-paste-scale-one-number", "train", "--copy-paste-scale not MIN,MAX",
+     lambda w, t: tiny(w, t, **{"--copy-paste-scale": "0.5"}), 2,
+     "must be two numbers MIN,MAX"),
     ("train-no-records", "train", "no file matches --train-records",
      lambda w, t: tiny(w, t, **{"--train-records": str(t / "none-*")}), 1, "no record files"),
     ("train-empty-shard", "train", "a 0-byte shard",
@@ -412,6 +466,10 @@ CASES = [
      lambda w, t: ["--run", w["run"], "--threshold", "2"], 2, "must be in [0, 1]"),
     ("evaluate-no-records", "evaluate", "run without val records and no --records",
      lambda w, t: ["--run", w["run"]], 2, "no records to evaluate"),
+    ("evaluate-other-classes", "evaluate", "records of other classes than the run's",
+     lambda w, t: ["--run", w["run"], "--records",
+                   stats_of(t, "two", ["cat", "dog"], [6, 3, 1], w["val"])], 1,
+     "class lists differ: --records '"),
     ("evaluate-records-missing", "evaluate", "--records matches nothing",
      lambda w, t: ["--run", w["run"], "--records", str(t / "x-*")], 1, "no record files"),
     ("evaluate-other-schema", "evaluate", "records of a different schema",

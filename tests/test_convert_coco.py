@@ -1,5 +1,6 @@
 import contextlib
 import glob
+import hashlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 import convert_coco
+from core import config
 from datasets import records, shards
 from samples import drawn
 from utils import cli
@@ -47,20 +49,38 @@ def read_records(output, split="train2017"):
     return out
 
 
+def _winners(layers, shape):
+    """[H, W] value of the winning (mask, value) layer per pixel, 0 where none: fewest
+    pixels first, then the later layer (an argmin, not the converter's painting)."""
+    if not layers:
+        return np.zeros(shape, np.uint8)
+    n = len(layers)
+    keys = np.stack([np.where(m, int(m.sum()) * n - i, np.inf) for i, (m, _) in
+                     enumerate(layers)])
+    values = np.array([0] + [v for _, v in layers], np.uint8)
+    won = np.argmin(keys, 0) + 1
+    return values[np.where(np.isinf(keys.min(0)), 0, won)]
+
+
 def expected_mask(coco, image_id, cat_ids=(CAT,), crowd="ignore"):
-    """The mask rule computed independently with pycocotools' annToMask."""
+    """The mask rule computed independently with pycocotools' annToMask: category
+    cat_ids[k] is value k + 1; of overlapping instances the one of fewest pixels wins,
+    of two the same size the later; crowds only where no instance is."""
     img = coco.imgs[image_id]
-    objects = np.zeros((img["height"], img["width"]), bool)
-    crowds = np.zeros_like(objects)
+    value = {c: k for k, c in enumerate(cat_ids, 1)}
+    instances, crowds = [], []
     for ann in coco.imgToAnns[image_id]:
-        if ann["category_id"] in cat_ids:
-            target = crowds if ann["iscrowd"] else objects
-            target |= coco.annToMask(ann).astype(bool)
-    mask = objects.astype(np.uint8)
+        if ann["category_id"] in value:
+            m = coco.annToMask(ann).astype(bool)
+            (crowds if ann["iscrowd"] else instances).append((m, value[ann["category_id"]]))
+    shape = (img["height"], img["width"])
+    mask = _winners(instances, shape)
+    free = mask == 0
     if crowd == "ignore":
-        mask[crowds & ~objects] = 255
+        for m, _ in crowds:
+            mask[m & free] = 255
     elif crowd == "positive":
-        mask[crowds] = 1
+        mask[free] = _winners(crowds, shape)[free]
     return mask
 
 
@@ -148,17 +168,102 @@ def test_round_trip_matches_files_and_pycocotools(demo, tmp_path):
         "cat-train2017-00000-of-00001.tfrecord", "cat-train2017-stats.json"]
 
 
-def test_union_of_classes(demo, tmp_path):
-    out = tmp_path / "pets"
-    stats = run(demo, out, classes=("cat", "dog"))
+# The old converter's shards (f597f67, before class indices) of the drawn dataset, seed 0,
+# 10 train images, one shard, at the pinned versions: one class must give them bit for bit.
+OLD_SHARDS = {("cat", "ignore"): "a47da52515c3330b09f3f1fc9eed53f5f0868bc8cca9ca4ece46a8ad8227e27a",
+              ("person", "positive"):
+              "d5e915bb163a32c7a52da70b5f62505496f84cec17818290d1256783bcb6f3da"}
+
+
+@pytest.mark.parametrize("name,crowd", sorted(OLD_SHARDS))
+def test_one_class_gives_the_old_converters_records_bit_for_bit(demo, tmp_path, name, crowd):
+    stats = run(demo, tmp_path / name, classes=(name,), crowd=crowd, num_shards=1)
+    (data,) = shard_bytes(str(tmp_path / name)).values()
+    assert hashlib.sha256(data).hexdigest() == OLD_SHARDS[name, crowd]
+    assert len(stats["class_pixels"]) == 2  # K = 1
+
+
+def test_two_classes_get_values_1_and_2_in_the_order_given(demo, tmp_path):
+    """The drawn dataset as a 3-class (background, cat, dog) conversion."""
     coco = _coco(demo)
-    ids = [r["id"] for r in read_records(str(out))]
-    assert ids == holding(coco, {CAT, DOG})
-    assert set(ids) - set(holding(coco, {CAT}))  # dog-only images are in: a union
-    assert set(ids) - set(holding(coco, {DOG}))
-    for r in read_records(str(out)):
-        np.testing.assert_array_equal(r["mask"], expected_mask(coco, r["id"], {CAT, DOG}))
-    assert stats["category_ids"] == [CAT, DOG]
+    by_order = {}
+    for order in (("cat", "dog"), ("dog", "cat")):
+        out = tmp_path / "_".join(order)
+        stats = run(demo, out, classes=order)
+        recs = read_records(str(out))
+        assert [r["id"] for r in recs] == holding(coco, {CAT, DOG})  # a union of the images
+        ids = tuple({"cat": CAT, "dog": DOG}[c] for c in order)
+        for r in recs:
+            np.testing.assert_array_equal(r["mask"], expected_mask(coco, r["id"], ids))
+        masks = [r["mask"] for r in recs]
+        assert set(np.unique(np.concatenate([m.ravel() for m in masks]))) == {0, 1, 2, 255}
+        counts = sum(np.bincount(m.ravel(), minlength=256) for m in masks)
+        assert stats["class_pixels"] == counts[:3].tolist()  # valid pixels per value, exact
+        assert stats["foreground_pixels"] == counts[1] + counts[2]
+        assert stats["ignore_pixels"] == counts[255]
+        assert (stats["classes"], stats["category_ids"]) == (list(order), list(ids))
+        by_order[order] = masks
+    swap = np.arange(256, dtype=np.uint8)
+    swap[[1, 2]] = 2, 1
+    for a, b in zip(by_order["cat", "dog"], by_order["dog", "cat"]):
+        np.testing.assert_array_equal(swap[a], b)  # only the values trade places
+    # train.py's view of them: 3 outputs, the names, median-frequency weights of the counts
+    cfg = config.resolve(config.Config(train_records=str(tmp_path / "cat_dog-train2017-*"),
+                                       val_records="", class_weights="auto", seed=0,
+                                       run_dir=str(tmp_path / "run")))
+    n = sum(np.bincount(m.ravel(), minlength=256) for m in by_order["cat", "dog"])[:3]
+    assert (cfg.classes, cfg.num_outputs) == (("cat", "dog"), 3)
+    assert cfg.class_weights == tuple(float(np.median(n)) / c for c in n)
+
+
+def _square(x0, y0, x1, y1):
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def test_overlap_the_smaller_instance_wins_then_the_later_one():
+    # a big class-1 square (0..8) and a small class-2 square (5..9) overlapping at 5..8
+    anns = [{"id": 1, "category_id": CAT, "segmentation": _square(0, 0, 8, 8)},
+            {"id": 2, "category_id": DOG, "segmentation": _square(5, 5, 9, 9)}]
+    values = {CAT: 1, DOG: 2}
+    big = convert_coco.ann_to_mask(anns[0], 10, 12)
+    small = convert_coco.ann_to_mask(anns[1], 10, 12)
+    assert small.sum() < big.sum() and (small & big).sum() > 0
+    want = np.zeros((10, 12), np.uint8)
+    want[big] = 1
+    want[small] = 2
+    for order in (anns, anns[::-1]):  # annotation order does not matter between sizes
+        got = convert_coco.build_mask(order, 10, 12, class_index=values)
+        np.testing.assert_array_equal(got, want)
+    # the same size: the later annotation wins the shared pixels
+    twins = [{"id": 1, "category_id": CAT, "segmentation": _square(0, 0, 6, 6)},
+             {"id": 2, "category_id": DOG, "segmentation": _square(3, 3, 9, 9)}]
+    first, second = (convert_coco.ann_to_mask(a, 10, 12) for a in twins)
+    assert first.sum() == second.sum() and (first & second).sum() > 0
+    for order, last in ((twins, 2), (twins[::-1], 1)):
+        got = convert_coco.build_mask(order, 10, 12, class_index=values)
+        np.testing.assert_array_equal(got[first & second], last)
+        np.testing.assert_array_equal(got[first & ~second], 1)
+        np.testing.assert_array_equal(got[second & ~first], 2)
+        assert got[~(first | second)].max() == 0
+
+
+def test_crowds_of_either_class_are_ignored_and_never_cover_an_instance():
+    inst = {"id": 1, "category_id": CAT, "iscrowd": 0, "segmentation": _square(0, 0, 4, 4)}
+    cat_crowd = {"id": 2, "category_id": CAT, "iscrowd": 1, "segmentation": _square(3, 0, 7, 4)}
+    dog_crowd = {"id": 3, "category_id": DOG, "iscrowd": 1, "segmentation": _square(0, 6, 11, 9)}
+    anns = [inst, cat_crowd, dog_crowd]
+    m = {a["id"]: convert_coco.ann_to_mask(a, 10, 12) for a in anns}
+    values = {CAT: 1, DOG: 2}
+    got = convert_coco.build_mask(anns, 10, 12, "ignore", class_index=values)
+    np.testing.assert_array_equal(got[m[1]], 1)
+    np.testing.assert_array_equal(got[m[2] & ~m[1]], 255)  # a cat crowd
+    np.testing.assert_array_equal(got[m[3]], 255)  # a dog crowd
+    assert got[~(m[1] | m[2] | m[3])].max() == 0
+    positive = convert_coco.build_mask(anns, 10, 12, "positive", class_index=values)
+    np.testing.assert_array_equal(positive[m[1] | m[2]], 1)
+    np.testing.assert_array_equal(positive[m[3]], 2)  # a crowd takes its class
+    skip = convert_coco.build_mask(anns, 10, 12, "skip", class_index=values)
+    np.testing.assert_array_equal(skip, m[1].astype(np.uint8))
 
 
 @pytest.mark.parametrize("crowd", ["ignore", "positive", "skip"])
@@ -539,6 +644,9 @@ def test_class_and_selection_errors(demo, capsys, tmp_path):
     assert code == 1 and "unknown class 'kitten'" in err and "cat, cell phone" in err
     code, err = _cli(capsys, "--coco-dir", demo, "--output", out, "--classes", "toaster")
     assert code == 1 and "no image of train2017 holds any of toaster" in err
+    code, err = _cli(capsys, "--coco-dir", demo, "--output", out, "--classes", "cat", "dog,cat")
+    assert code == 2 and err.count("\n") == 1
+    assert "class 'cat' is named twice in --classes: name each class once" in err
     code, err = _cli(capsys, "--coco-dir", str(tmp_path / "nowhere"), "--output", out)
     assert code == 1 and "does not exist" in err
 

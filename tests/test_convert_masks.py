@@ -58,12 +58,15 @@ def test_grey_index_masks_with_classes_and_ignore(tmp_path):
     os.makedirs(masks)
     v = values(3, [0, 3, 5, 8, 200])
     cv2.imwrite(str(masks / "a_mask.png"), v)
-    convert_masks.convert(str(images), str(masks), str(tmp_path / "o"),
-                          classes={"cat": 8, "dog": 5}, ignore=200, mask_suffix="_mask",
-                          progress=False)
-    want = np.where(np.isin(v, [5, 8]), 1, 0)
-    want[v == 200] = 255
+    stats = convert_masks.convert(str(images), str(masks), str(tmp_path / "o"),
+                                  classes={"cat": 8, "dog": 5}, ignore=200,
+                                  mask_suffix="_mask", progress=False)
+    want = np.select([v == 8, v == 5, v == 200], [1, 2, 255], 0)  # in the order given
     np.testing.assert_array_equal(read(str(tmp_path / "o"))["a.jpg"], want)
+    assert (stats["classes"], stats["category_ids"]) == (["cat", "dog"], [8, 5])
+    assert stats["class_pixels"] == [int((want == k).sum()) for k in (0, 1, 2)]
+    assert stats["foreground_pixels"] == int(np.isin(v, [5, 8]).sum())
+    assert stats["ignore_pixels"] == int((v == 200).sum())
 
 
 def voc(root, palette_values):
@@ -114,3 +117,17 @@ def test_a_binary_folder_of_index_masks_is_refused(tmp_path):
     with pytest.raises(cli.UserError, match="not a binary mask"):
         convert_masks.convert(str(tmp_path / "im"), str(tmp_path / "m"), str(tmp_path / "o"),
                               progress=False)
+
+
+@pytest.mark.parametrize("items,words", [
+    (["cat=8", "dog=5", "cat=3"], "class 'cat' is named twice in --classes"),
+    (["cat=8", "kitty=8"], "--classes gives index 8 two names, 'cat' and 'kitty'"),
+])
+def test_a_class_named_twice_is_one_line(tmp_path, capsys, items, words):
+    photo(tmp_path / "im", "a")
+    os.makedirs(tmp_path / "m")
+    argv = ["--images", str(tmp_path / "im"), "--masks", str(tmp_path / "m"), "--output",
+            str(tmp_path / "o"), "--classes", *items]
+    assert cli.run_main(convert_masks.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err

@@ -85,12 +85,13 @@ def read_records(output, split="trainval"):
     return out
 
 
-def expected_mask(pets_dir, filename, border="ignore"):
-    """The mapping computed independently: 1 -> 1, 2 -> 0, 3 -> the border's value."""
+def expected_mask(pets_dir, filename, border="ignore", value=1):
+    """The mapping computed independently: 1 -> value (the photo's class), 2 -> 0, 3 -> the
+    border's value."""
     trimap = cv2.imread(os.path.join(pets_dir, "annotations", "trimaps",
                                      filename.replace(".jpg", ".png")), cv2.IMREAD_UNCHANGED)
     lut = np.zeros(256, np.uint8)
-    lut[1], lut[3] = 1, {"ignore": 255, "positive": 1, "background": 0}[border]
+    lut[1], lut[3] = value, {"ignore": 255, "positive": value, "background": 0}[border]
     return lut[trimap]
 
 
@@ -198,6 +199,46 @@ def test_species_choose_the_foreground(tiny, tmp_path):
             np.testing.assert_array_equal(r["mask"], expected_mask(tiny, r["filename"]))
         assert stats["positive_images"] == stats["instances"] == len(names)
         assert stats["classes"] == {"cat": ["cat"], "dog": ["dog"], "both": ["cat", "dog"]}[species]
+
+
+@pytest.mark.parametrize("species", [("cat", "dog"), ("dog", "cat")])
+@pytest.mark.parametrize("border", ["ignore", "positive"])
+def test_two_species_are_values_1_and_2_in_the_order_given(tiny, tmp_path, species, border):
+    out = str(tmp_path / "pets")
+    stats = run(tiny, out, species=species, border=border)
+    recs = read_records(out)
+    assert sorted(r["filename"][:-4] for r in recs) == sorted(CATS + DOGS)
+    value = {name: k for k, name in enumerate(species, 1)}
+    for r in recs:
+        kind = "cat" if r["filename"][:-4] in CATS else "dog"
+        np.testing.assert_array_equal(r["mask"], expected_mask(tiny, r["filename"], border,
+                                                               value[kind]))
+    counts = sum(np.bincount(r["mask"].ravel(), minlength=256) for r in recs)
+    assert counts[1] > 0 and counts[2] > 0
+    assert stats["class_pixels"] == counts[:3].tolist()
+    assert (stats["classes"], stats["category_ids"]) == (
+        list(species), [convert_pets.SPECIES[n] for n in species])
+    assert stats["positive_images"] == 6 and stats["negative_images"] == 0
+
+
+def test_both_is_one_class_and_one_species_counts_two_values(tiny, tmp_path):
+    stats = run(tiny, tmp_path / "both", species="both")
+    recs = read_records(str(tmp_path / "both"))
+    counts = sum(np.bincount(r["mask"].ravel(), minlength=256) for r in recs)
+    assert stats["class_pixels"] == counts[:2].tolist() and counts[2] == 0
+    assert stats["classes"] == ["cat", "dog"]  # K = 1: both are value 1
+
+
+@pytest.mark.parametrize("argv,code,words", [
+    (["--species", "cat", "cat"], 2, "class 'cat' is named twice in --species"),
+    (["--species", "dog,cat,dog"], 2, "class 'dog' is named twice in --species"),
+    (["--species", "both", "cat"], 2, "--species both is cats and dogs as one class"),
+    (["--species", "fish"], 2, "unknown class 'fish' in --species: valid names are cat, dog, "
+     "both"),
+])
+def test_bad_species_lists_are_one_line(tiny, capsys, tmp_path, argv, code, words):
+    got, _, err = _cli(capsys, "--pets-dir", tiny, "--output", str(tmp_path / "x"), *argv)
+    assert got == code and err.count("\n") == 1 and words in err
 
 
 def test_ids_are_class_times_10000_plus_number_in_order(tiny, tmp_path):
@@ -532,7 +573,7 @@ def test_bad_flags_exit_2(tiny, capsys, argv, words):
 
 
 def test_bad_arguments_of_convert_are_usage_errors(tiny, tmp_path):
-    with pytest.raises(cli.UsageError, match="species must be one of"):
+    with pytest.raises(cli.UsageError, match="unknown class 'fish' in --species"):
         run(tiny, tmp_path / "x", species="fish")
     with pytest.raises(cli.UsageError, match="border policy"):
         run(tiny, tmp_path / "x", border="maybe")

@@ -71,12 +71,58 @@ def test_masks_equal_an_independent_rasterisation_and_classes_select(tmp_path):
     assert (stats["instances"], stats["other_class_instances"]) == (1, 2)
     assert (stats["empty_label_files"], stats["missing_label_files"]) == (1, 1)
     both = convert_yolo.convert(data, "val", [], str(tmp_path / "all"), progress=False)
-    np.testing.assert_array_equal(read(str(tmp_path / "all"))["a.jpg"],
-                                  independent([TRI, SQUARE]))
+    np.testing.assert_array_equal(read(str(tmp_path / "all"))["a.jpg"],  # cat 1, dog 2
+                                  independent([TRI]) + 2 * independent([SQUARE]))
     assert (both["classes"], both["positive_images"], both["instances"]) == (["cat", "dog"], 2, 3)
+    assert both["class_pixels"] == [4 * H * W - 2 * independent([SQUARE]).sum()
+                                    - independent([TRI]).sum(), independent([TRI]).sum(),
+                                    2 * independent([SQUARE]).sum()]
     some = convert_yolo.convert(data, "val", ["cat"], str(tmp_path / "none"), negatives=0,
                                 progress=False)
     assert (some["images"], some["negative_images"]) == (1, 0)
+
+
+BIG = [0.1, 0.1, 0.7, 0.1, 0.7, 0.8, 0.1, 0.8]  # overlaps SQUARE's left part
+SHIFTED = [0.5, 0.1, 0.8, 0.1, 0.8, 0.5, 0.5, 0.5]  # SQUARE's size, overlapping it
+
+
+def test_classes_in_the_order_given_and_the_smaller_polygon_wins(tmp_path):
+    big, small = independent([BIG]), independent([SQUARE])
+    assert small.sum() < big.sum() and (big & small).any()
+    labels = {"a": row(0, SQUARE) + row(1, BIG), "b": row(1, BIG) + row(0, SQUARE)}
+    data = make_export(tmp_path / "e", labels)
+    stats = convert_yolo.convert(data, "val", ["dog", "cat"], str(tmp_path / "o"),
+                                 progress=False)
+    assert (stats["classes"], stats["category_ids"]) == (["dog", "cat"], [1, 0])
+    want = np.where(small > 0, 2, np.where(big > 0, 1, 0))  # dog 1, cat 2; the cat is smaller
+    for mask in read(str(tmp_path / "o")).values():  # whatever the row order
+        np.testing.assert_array_equal(mask, want)
+    assert stats["class_pixels"] == [2 * int((want == v).sum()) for v in (0, 1, 2)]
+
+
+def test_polygons_of_one_size_the_later_row_wins(tmp_path):
+    first, second = independent([SQUARE]), independent([SHIFTED])
+    assert first.sum() == second.sum() and (first & second).any()
+    data = make_export(tmp_path / "e", {"a": row(0, SQUARE) + row(1, SHIFTED),
+                                        "b": row(1, SHIFTED) + row(0, SQUARE)})
+    convert_yolo.convert(data, "val", [], str(tmp_path / "o"), progress=False)
+    masks = read(str(tmp_path / "o"))
+    both = (first & second) > 0
+    assert (masks["a.jpg"][both] == 2).all() and (masks["b.jpg"][both] == 1).all()
+    for mask in masks.values():
+        assert (mask[(first > 0) & ~both] == 1).all() and (mask[(second > 0) & ~both] == 2).all()
+
+
+def test_a_class_named_twice_or_unknown_is_one_line(tmp_path, capsys):
+    data = make_export(tmp_path / "e", {"a": row(0, TRI)})
+    argv = ["--data", data, "--split", "val", "--output", str(tmp_path / "o")]
+    assert cli.run_main(convert_yolo.main, argv + ["--classes", "cat", "dog", "cat"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "class 'cat' is named twice in --classes" in err
+    assert cli.run_main(convert_yolo.main, argv + ["--classes", "unicorn"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown class 'unicorn' in --classes: valid names are " \
+        f"cat, dog ({data}" in err
 
 
 def test_names_as_a_dict_path_key_and_ultralytics_relative_paths(tmp_path):

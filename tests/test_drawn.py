@@ -195,3 +195,14 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, code, words):
     assert cli.run_main(drawn.main, argv) == code
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err
+
+
+def test_every_split_holds_cats_and_dogs_for_a_three_class_conversion(tmp_path):
+    root = str(tmp_path / "tiny")
+    drawn.generate(root, seed=5, num_train=3, num_val=3)
+    for split in drawn.SPLITS:
+        coco = _coco(root, split)
+        first = drawn.FIRST_IMAGE_ID[split]
+        assert len(_cats(coco, first)) >= 2
+        assert any(a["category_id"] == DOG and not a["iscrowd"]
+                   for a in coco.imgToAnns[first + 2])

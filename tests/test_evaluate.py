@@ -10,7 +10,7 @@ import tensorflow as tf
 from test_predict import make_run, reference_probabilities, scaled_reference_probabilities
 
 import evaluate
-from core import metrics, rundir
+from core import config, metrics, rundir
 from datasets import records
 from utils import cli
 
@@ -256,3 +256,40 @@ def test_a_record_over_the_pixel_cap_is_one_error_line(evaluated, capsys):
     assert len(err) == 1 and "record #0: image is over the 10-pixel cap: shrink it, or " \
         "raise the cap with --max-pixels" in err[0], err
     assert sorted(os.listdir(run)) == before
+
+
+@pytest.mark.parametrize("run_classes,num_outputs,stats_classes,described", [
+    (("cat",), 1, ["cat", "dog"], "1 class (cat)"),
+    (("dog", "cat"), 3, ["cat", "dog"], "2 classes (dog, cat)"),
+])
+def test_records_of_other_classes_than_the_run_are_one_error(
+        tmp_path, run_classes, num_outputs, stats_classes, described):
+    """Checked from the stats before any checkpoint is read (shards.record_classes)."""
+    run = tmp_path / "run"
+    rundir.save_config(config.RunConfig(run_dir=str(run), classes=run_classes,
+                                        num_outputs=num_outputs), str(run))
+    write_records(tmp_path / "two-00000-of-00001.tfrecord", make_images()[:1])
+    (tmp_path / "two-stats.json").write_text(json.dumps(
+        {"classes": stats_classes, "class_pixels": [6, 3, 1]}))
+    with pytest.raises(cli.UserError) as e:
+        evaluate.evaluate(str(run), str(tmp_path / "two-*"), progress=False)
+    assert str(e.value) == (
+        f"class lists differ: --records '{tmp_path}/two-*' ({tmp_path}/two-stats.json) holds "
+        f"2 classes (cat, dog), the run {run} was trained on {described}: convert the records "
+        "with the run's classes, in its order")
+
+
+def test_flip_test_scores_the_flip_averaged_maps_and_says_so(evaluated, tmp_path):
+    run, items, _ = evaluated
+    write_records(tmp_path / "other-00000-of-00001.tfrecord", items)
+    result = evaluate.evaluate(str(run), str(tmp_path / "other-*"), progress=False,
+                               flip_test=True)
+    counts = np.stack([metrics.confusion(
+        (reference_probabilities(run, image) + reference_probabilities(
+            run, np.ascontiguousarray(image[:, ::-1]))[:, ::-1]) / 2, mask, [0.5])
+        for image, mask, _ in items])
+    assert result.model == pytest.approx(metrics.summarize(counts[:, 0]))
+    with open(result.report) as f:
+        assert json.load(f)["flip_test"] is True
+    with open(run / rundir.EVAL_JSON) as f:
+        assert json.load(f)["flip_test"] is False  # the default evaluation's

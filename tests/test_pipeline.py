@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import unet
-from datasets import guard, pipeline, records
+from datasets import augment, guard, pipeline, records
 from utils.cli import UserError
 
 v1 = tf.compat.v1
@@ -354,3 +354,133 @@ def test_record_set_names_and_patterns(tmp_path):
     write_records(tmp_path / "b.tfrecord", [(4, 4)])
     assert pipeline.list_records((str(tmp_path / "b*"), str(tmp_path / "a*"))) == [
         str(tmp_path / "b.tfrecord"), str(tmp_path / "a.tfrecord")]  # set by set
+
+
+# ------------------------------------------------------------ --foreground-windows
+
+
+def write_photos(path, photos):
+    """One PNG record per (image [h, w, 3] uint8, mask [h, w, 1] uint8)."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, (image, mask) in enumerate(photos):
+            h, w = mask.shape[:2]
+            writer.write(records.make_example(
+                tf.io.encode_png(image).numpy(), "png", h, w, i, f"{i}.png",
+                tf.io.encode_png(mask).numpy()))
+
+
+def spot_photo(image_id, h=90, w=120, spot=(70, 100), value=1):
+    """A photo whose only foreground is a 2 x 2 spot of class `value` at `spot`, with an
+    ignore band beside it; its blue channel is image_id, so windows name their photo."""
+    mask = np.zeros((h, w, 1), np.uint8)
+    mask[10:20, :] = records.IGNORE  # neither background nor a class
+    if value:
+        mask[spot[0]:spot[0] + 2, spot[1]:spot[1] + 2] = value
+    return coord_image(h, w, image_id), mask
+
+
+def windows_of(path, seed=4, epoch=0, **kwargs):
+    ds = pipeline.make_dataset(str(path), 50, True, INPUT, DEPTH, seed=seed, epoch=epoch,
+                               augmentation=augment.Settings(()), **kwargs)
+    batches = list(ds)
+    return (np.concatenate([b[0].numpy() for b in batches]),
+            np.concatenate([b[1].numpy() for b in batches]))
+
+
+def test_foreground_windows_1_centre_every_window_on_foreground(tmp_path):
+    """Class 2 counts as foreground, ignore does not: with fraction 1 every window's
+    pixel m // 2 (per axis) is one of the 4 spot pixels, the rest of the window random."""
+    write_photos(tmp_path / "f.tfrecord", [spot_photo(i, value=2) for i in range(20)])
+    images, masks = windows_of(tmp_path / "f.tfrecord", foreground_windows=1.0)
+    assert len(masks) == 20
+    centre = OUTPUT // 2
+    assert np.all(masks[:, centre, centre, 0] == 2)
+    # The image window is centred too: its pixel at the same place is a spot pixel.
+    rows = images[:, BORDER + centre, BORDER + centre, 0] * 255
+    cols = images[:, BORDER + centre, BORDER + centre, 1] * 255
+    assert set(np.rint(rows).astype(int)) <= {70, 71} and set(np.rint(cols).astype(int)) <= {
+        100, 101}
+    assert len(set(zip(np.rint(rows), np.rint(cols)))) >= 3  # a random one of the four
+
+
+def test_foreground_windows_fraction_over_many_windows(tmp_path):
+    """Fraction 0.5: of 400 windows (200 photos, 2 epochs) those centred on the 2 x 2 spot
+    are 50% +- 8 points (3.3 binomial sigmas); at 0 none is (a random window's centre
+    hits the spot with odds 4 / 63**2 ~ 0.1%)."""
+    write_photos(tmp_path / "f.tfrecord", [spot_photo(i) for i in range(200)])
+    centre = OUTPUT // 2
+    for fraction, low, high in [(0.0, 0.0, 0.01), (0.5, 0.42, 0.58)]:
+        hits = [windows_of(tmp_path / "f.tfrecord", epoch=e, foreground_windows=fraction)[1]
+                [:, centre, centre, 0] == 1 for e in range(2)]
+        share = np.concatenate(hits).mean()
+        assert low <= share <= high, (fraction, share)
+
+
+def test_foreground_windows_are_seeded_and_photos_without_foreground_keep_their_window(
+        tmp_path):
+    photos = [spot_photo(i) for i in range(6)] + [spot_photo(6 + i, value=0) for i in range(6)]
+    write_photos(tmp_path / "f.tfrecord", photos)
+    plain = windows_of(tmp_path / "f.tfrecord")
+    zero = windows_of(tmp_path / "f.tfrecord", foreground_windows=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, zero))  # 0 is today's windows
+    first = windows_of(tmp_path / "f.tfrecord", foreground_windows=1.0)
+    again = windows_of(tmp_path / "f.tfrecord", foreground_windows=1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    other = windows_of(tmp_path / "f.tfrecord", seed=5, foreground_windows=1.0)
+    assert not np.array_equal(first[0], other[0])
+    ids = np.rint(first[0][:, 0, 0, 2] * 255).astype(int)
+    assert np.array_equal(ids, np.rint(plain[0][:, 0, 0, 2] * 255).astype(int))  # same order
+    for image, mask, want_image, want_mask, i in zip(*first, *plain, ids):
+        if i >= 6:  # no foreground: the random window of fraction 0, pixel for pixel
+            np.testing.assert_array_equal(image, want_image)
+            np.testing.assert_array_equal(mask, want_mask)
+        else:
+            assert mask[OUTPUT // 2, OUTPUT // 2, 0] == 1
+
+
+# ------------------------------------------------------------ --long-side-range
+
+
+def test_long_side_range_draws_each_photos_side_log_uniformly(tmp_path):
+    """A 20 x 40 all-foreground photo, resized to a long side in [8, 24] (smaller than the
+    28 px output window, so each window holds all of it): 300 photos draw 300 sides, every
+    one in range and the aspect kept; log-uniform puts 49% of them at 8..13 (+- 8 points)."""
+    photo = (coord_image(20, 40, 0), np.ones((20, 40, 1), np.uint8))
+    write_photos(tmp_path / "r.tfrecord", [photo] * 300)
+    _, masks = windows_of(tmp_path / "r.tfrecord", long_side_range=(8, 24))
+    labelled = masks[..., 0] != records.IGNORE
+    heights, widths = labelled.any(2).sum(1), labelled.any(1).sum(1)
+    assert np.all(labelled.sum((1, 2)) == heights * widths)  # one rectangle each
+    assert widths.min() == 8 and widths.max() == 24 and len(set(widths)) == 17
+    np.testing.assert_array_equal(heights, np.maximum(np.floor(widths / 2 + 0.5), 1))
+    assert abs(np.mean(widths <= 13) - np.log(14 / 8) / np.log(25 / 8)) <= 0.08
+    again = windows_of(tmp_path / "r.tfrecord", long_side_range=(8, 24))[1]
+    np.testing.assert_array_equal(again, masks)  # seeded
+
+
+def test_long_side_range_leaves_evaluation_at_the_one_long_side(tmp_path):
+    write_records(tmp_path / "e.tfrecord", [(30, 60), (9, 6)])
+    ranged, plain = (list(pipeline.make_dataset(str(tmp_path / "e.tfrecord"), 2, False, INPUT,
+                                                DEPTH, long_side=40, **extra))
+                     for extra in ({"long_side_range": (8, 90)}, {}))
+    for (img, msk), (want_img, want_msk) in zip(ranged, plain):
+        np.testing.assert_array_equal(img.numpy(), want_img.numpy())
+        np.testing.assert_array_equal(msk.numpy(), want_msk.numpy())
+
+
+def test_the_training_levers_run_in_a_tf1_graph_as_train_py_builds_them(tmp_path):
+    """train.py's graph mode, where `!=` on tensors would compare Python objects: every
+    window of fraction 1 holds its spot, with pastes and drawn long sides alike."""
+    write_photos(tmp_path / "g.tfrecord", [spot_photo(i, value=1 + i % 2) for i in range(6)])
+    settings = augment.Settings(("flip", "rotate"), copy_paste=1.0, copy_paste_count=2)
+    with tf.Graph().as_default():
+        ds = pipeline.make_dataset(str(tmp_path / "g.tfrecord"), 6, True, INPUT, DEPTH, seed=2,
+                                   augmentation=settings, foreground_windows=1.0,
+                                   long_side_range=(100, 140))
+        batch = pipeline.make_initializable_iterator(ds)
+        nxt = batch.get_next()
+        with v1.Session() as sess:
+            sess.run(batch.initializer)
+            _, masks = sess.run(nxt)
+    assert masks.shape == (6, OUTPUT, OUTPUT, 1)
+    assert all(np.isin([1, 2], m).any() for m in masks)

@@ -45,6 +45,15 @@ def test_round_trip_exact():
     assert parsed[records.VERSION].numpy() == records.SCHEMA_VERSION
 
 
+def test_class_index_masks_round_trip_exact():
+    """K >= 2 records hold class k as value k, up to MAX_CLASSES, below IGNORE."""
+    assert (records.BACKGROUND, records.FOREGROUND, records.MAX_CLASSES, records.IGNORE) == (
+        0, 1, 254, 255)
+    mask = np.array([[0, 1, 2, 3], [254, 255, 2, 0]], np.uint8)
+    _, _, got = _read(_example(np.zeros([2, 4, 3], np.uint8), mask))
+    np.testing.assert_array_equal(got[:, :, 0], mask)
+
+
 def test_serialization_is_identical_across_processes():
     code = ("import hashlib\nfrom datasets import records\n"
             "b = records.make_example(b'img', 'jpeg', 2, 3, 9, 'a.jpg', b'mask')\n"
