@@ -37,7 +37,7 @@ import tensorflow as tf
 import unet
 from core import config, device, distribute, metrics, optim, rundir, summaries, tiling
 from datasets import guard, pipeline
-from utils import cli, errors, runlock
+from utils import cli
 from utils.cli import UsageError, UserError
 
 v1 = tf.compat.v1
@@ -135,59 +135,8 @@ class Graph:
     train_seconds: Scalar  # training time so far, for a resumed --minutes schedule
     summary: tf.Tensor  # cost and learning rate, every step
     image_summary: tf.Tensor  # the `windows` panels
-    checkpoints: "Checkpoints"
+    checkpoints: rundir.Checkpoints
     init: tf.Operation
-
-
-class Checkpoints:
-    """The run's savers and the checks of every save and restore.
-
-    Not MonitoredTrainingSession's Scaffold and CheckpointSaverHook: that session stops
-    at the first OutOfRangeError (each epoch's end here), restores latest_checkpoint, not
-    the newest readable one (rundir.restorable), and saves without the finite check
-    --on-nan needs; its hooks would not save best/ either.
-    """
-
-    def __init__(self, cfg, chief, train_seconds):
-        self.run_dir, self.chief, self.train_seconds = cfg.run_dir, chief, train_seconds
-        with tf.name_scope("finite_check"):
-            self.finite = optim.all_finite(v1.global_variables())  # [] bool
-        # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
-        self.saver = v1.train.Saver(max_to_keep=cfg.keep_checkpoints, save_relative_paths=True)
-        self.best_saver = v1.train.Saver(max_to_keep=1, save_relative_paths=True)
-        # Checkpoints from before the training clock existed still resume (from 0 seconds).
-        self.clockless_saver = v1.train.Saver([v for v in v1.global_variables()
-                                               if v is not train_seconds.var])
-
-    def restore(self, sess, checkpoint):
-        """Restore `checkpoint` and hand the savers the older files (so they prune them)."""
-        try:
-            if "train_seconds" in {name for name, _ in tf.train.list_variables(checkpoint)}:
-                self.saver.restore(sess, checkpoint)
-            else:  # saved before the training clock: count from now
-                self.clockless_saver.restore(sess, checkpoint)
-                sess.run(self.train_seconds.var.initializer)
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-            raise UserError(f"checkpoint {checkpoint} does not match this network "
-                            f"({errors.summary(e)}): use the flags it was trained with, or a "
-                            "new --run-name") from None
-        rundir.hand_over_checkpoints(self.saver, self.best_saver, self.run_dir)
-
-    def save(self, sess, step, seconds):
-        """Checkpoint at `step` with the training time so far; None off the chief (the
-        chief's checkpoint is every worker's)."""
-        if not self.chief:
-            return None
-        if not sess.run(self.finite):
-            raise UserError(f"weights became NaN/Inf by step {step}: not saving them (the "
-                            "last good checkpoint is kept); lower --learning-rate")
-        self.train_seconds.set(sess, seconds)
-        return self.saver.save(sess, rundir.checkpoint_prefix(self.run_dir), step,
-                               write_meta_graph=False)
-
-    def save_best(self, sess, step):
-        return self.best_saver.save(sess, rundir.best_prefix(self.run_dir), step,
-                                    write_meta_graph=False) if self.chief else None
 
 
 def _loss_fn(cfg):
@@ -203,6 +152,7 @@ def _loss_fn(cfg):
 def _train_step(cfg, plan, data_from, global_step, progress, strategy):
     """The train step that every replica of `strategy` runs (see core/distribute.py); one
     device is the default strategy's single replica, on the same path."""
+    loss_fn = _loss_fn(cfg)
     lr = optim.learning_rate(cfg, global_step, plan.total_steps, progress)
     optimizer = optim.optimizer(cfg, lr)
     # Name scopes keep TensorBoard's graph to a few blocks around unet/ (docs/tensorboard.md).
@@ -212,7 +162,7 @@ def _train_step(cfg, plan, data_from, global_step, progress, strategy):
             lambda files, seed, skip: pipeline.train_dataset(cfg, files, data_from[0], seed,
                                                              skip),
             plan.worker_steps, skip=data_from[1])
-    out = distribute.build_step(strategy, iterator, _loss_fn(cfg),
+    out = distribute.build_step(strategy, iterator, loss_fn,
                                 lambda loss: optim.minimize(optimizer, loss, global_step),
                                 global_step)
     return Step(iterator, out["step"], out["loss"], out["images"], out["masks"], out["logits"],
@@ -277,7 +227,8 @@ def build_graph(cfg, plan, strategy=None):
                                   v1.summary.scalar("learning_rate",
                                                     step.learning_rate)]),
         image_summary=image_summary,
-        checkpoints=Checkpoints(cfg, distribute.is_chief(strategy), train_seconds),
+        checkpoints=rundir.Checkpoints(cfg.run_dir, cfg.keep_checkpoints,
+                                       distribute.is_chief(strategy), train_seconds),
         init=v1.global_variables_initializer())
 
 
@@ -347,11 +298,8 @@ class _Loop:
     """
 
     def __init__(self, sess, g, cfg, plan, stop, clock, checkpoint):
+        """sess: with g's variables restored from `checkpoint` (None: initialised)."""
         self.sess, self.g, self.cfg, self.plan, self.stop = sess, g, cfg, plan, stop
-        if checkpoint:
-            g.checkpoints.restore(sess, checkpoint)
-        else:
-            sess.run(g.init)
         step, epoch, seconds = sess.run([g.global_step, g.epoch.var, g.train_seconds.var])
         if checkpoint:
             log.info("resuming from %s (step %d, epoch %d, %s of training)", checkpoint, step,
@@ -617,62 +565,33 @@ def train(cfg, clock=time.monotonic):
     fake one; see _TrainingClock for when it is read).
     """
     cfg = config.resolve(cfg)  # every flag checked once
-    rundir.check_resumable(cfg)  # refuses a run dir of another network
     # Both before TF's runtime starts: XLA flags are read at the first Session, and the
     # logical CPU devices of --devices must exist by then.
     session_config = device.device_config(cfg)
-    with contextlib.ExitStack() as stack:
-        # Entered first, so it runs after the lock is gone: a new run dir left empty by a
-        # failure (records not found) is removed.
-        stack.enter_context(rundir.removed_if_left_empty(cfg.run_dir))
-        stack.enter_context(errors.disk_errors(cfg.run_dir))
-        strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
-        if distribute.is_chief(strategy):  # the other workers only read the chief's run dir
-            stack.enter_context(runlock.RunLock(cfg.run_dir))
-        cfg, train_files, counts, val_files = _scan(cfg)
-        plan = distribute.plan(strategy, cfg, train_files, counts, val_files)
+    strategy = distribute.make_strategy(cfg.strategy, distribute.parse_devices(cfg.devices))
+    # Refuses another network's run dir, locks it, turns a full disk into one line.
+    with rundir.training(cfg, distribute.is_chief(strategy)) as run:
+        data = guard.scan_sets(cfg.train_records, cfg.val_records, cfg.train_weights,
+                               run.skip_to if cfg.skip_corrupt_records else None)
+        # Several sets: their weights made concrete, so config.json says how they mixed.
+        cfg = dataclasses.replace(cfg, train_weights=data.weights)
+        plan = distribute.plan(strategy, cfg, data.train_files, data.counts, data.val_files)
         # The multi-worker gRPC server must stay referenced while the Session runs.
         target, session_config, _server = distribute.session_target(strategy, session_config)
-        if distribute.is_chief(strategy):
-            rundir.save_config(cfg, cfg.run_dir)
-        checkpoint = rundir.restorable(cfg.run_dir)  # passes over one torn by a crash
+        checkpoint = run.start(cfg)  # writes config.json; the newest readable checkpoint
         with tf.Graph().as_default() as graph, distribute.scope(strategy):
             g = build_graph(cfg, plan, strategy)
             graph.finalize()  # any op added inside the loop would be a leak
             with v1.Session(target, config=session_config) as sess, _StopFlag() as stop:
-                loop = _Loop(sess, g, cfg, plan, stop, clock, checkpoint)  # restores first
-                names = pipeline.set_names(cfg.val_records) if len(g.val) > 1 else ()
+                if checkpoint:
+                    g.checkpoints.restore(sess, checkpoint)
+                else:
+                    sess.run(g.init)
+                loop = _Loop(sess, g, cfg, plan, stop, clock, checkpoint)
+                names = [ops.name for ops in g.val] if len(g.val) > 1 else ()
                 with contextlib.closing(_Writers.open(strategy, cfg.run_dir, graph,
                                                       names)) as writers:
                     return loop.run(writers)
-
-
-def _scan(cfg):
-    """guard.scan_records of every record set, which checks every record once (the count
-    reads them all anyway): (cfg, train files, counts, one list of files per validation set).
-
-    One training glob: its files and their counts, as always. Several: a tuple of
-    pipeline.RecordSets and one list of counts per set; cfg gets the weights made
-    concrete (default: each set's record count), so config.json says how they mixed.
-    """
-    def scan(pattern, kind, name, several):
-        return guard.scan_records(pattern, cfg.run_dir, cfg.skip_corrupt_records,
-                                  f"{kind}-{name}" if several else kind)
-
-    train, val = pipeline.patterns(cfg.train_records), pipeline.patterns(cfg.val_records)
-    scanned = [scan(p, "train", n, len(train) > 1)
-               for p, n in zip(train, pipeline.set_names(train))]
-    val_files = [scan(p, "val", n, len(val) > 1)[0]
-                 for p, n in zip(val, pipeline.set_names(val))]
-    if len(train) == 1:
-        return (cfg, *scanned[0], val_files)
-    weights = cfg.train_weights or tuple(float(sum(c)) for _, c in scanned)
-    cfg = dataclasses.replace(cfg, train_weights=weights)
-    sets = tuple(pipeline.RecordSet(tuple(f), tuple(c), w) for (f, c), w in zip(scanned, weights))
-    for pattern, each in zip(train, sets):
-        log.info("train set %s: %d records, weight %g (%.0f%% of the windows)", pattern,
-                 sum(each.counts), each.weight, 100 * each.weight / sum(weights))
-    return cfg, sets, [list(c) for _, c in scanned], val_files
 
 
 class _TrainingClock:

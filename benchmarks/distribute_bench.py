@@ -37,23 +37,27 @@ strategy = distribute.make_strategy(spec["strategy"], devices)  # before TF's ru
 import tensorflow as tf
 import train
 from core import config, device
-cfg = config.Config(train_records=spec["records"], val_records="", depth=spec["depth"],
-                    base_filters=spec["base_filters"], input_size=spec["input_size"],
-                    batch_size=spec["batch"], seed=1, shuffle_buffer=16)
+from datasets import guard
+cfg = config.resolve(config.Config(
+    train_records=spec["records"], val_records="", depth=spec["depth"],
+    base_filters=spec["base_filters"], input_size=spec["input_size"], batch_size=spec["batch"],
+    seed=1, shuffle_buffer=16, strategy=spec["strategy"], devices=spec["devices"]))
+data = guard.scan_sets(cfg.train_records, cfg.val_records)  # what train.train plans with
+plan = distribute.plan(strategy, cfg, data.train_files, data.counts, data.val_files)
 target, session_config, _server = distribute.session_target(strategy, device.session_config(cfg))
 with tf.Graph().as_default(), distribute.scope(strategy):
-    g = train.build_graph(cfg, 1000, strategy)
+    g = train.build_graph(cfg, plan, strategy)
     with tf.compat.v1.Session(target, config=session_config) as sess:
-        sess.run(g["init"])
-        sess.run(g["train_iterator"].initializer)
+        sess.run(g.init)
+        sess.run(g.train.iterator.initializer)
         for _ in range(spec["warmup"]):
-            sess.run(g["step"])
+            sess.run(g.train.op)
         start = time.perf_counter()
         for _ in range(spec["steps"]):
-            sess.run(g["step"])
+            sess.run(g.train.op)
         seconds = time.perf_counter() - start
-print("RESULT " + json.dumps({"seconds": seconds, "images": spec["steps"] * g["global_batch"],
-                              "global_batch": g["global_batch"]}))
+print("RESULT " + json.dumps({"seconds": seconds, "images": spec["steps"] * g.global_batch,
+                              "global_batch": g.global_batch}))
 """
 
 

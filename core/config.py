@@ -63,7 +63,9 @@ def _valid_groups(text):
 
 
 def _within(low, high, wanted):
-    return Rule(float, lambda v: low <= v <= high, wanted)
+    """A range whose flag refuses only negatives (and nan, inf), as it always has: a
+    value above `high` is check's line."""
+    return Rule(float, lambda v: low <= v <= high, wanted, flag=cli.NON_NEGATIVE_FLOAT)
 
 
 _TEXT, _SWITCH = Rule(str), Rule(bool)
@@ -217,7 +219,7 @@ class Config:
                          _GROUPS, type=augment.groups_arg)  # the canonical list
     elastic_grid: int = _flag(_AUG.elastic_grid, "elastic: random displacement vectors on an "
                               "N x N grid (>= 2; paper: 3)",
-                              Rule(int, lambda v: v >= 2, ">= 2"))
+                              Rule(int, lambda v: v >= 2, ">= 2", flag=cli.POSITIVE_INT))
     elastic_sigma: float = _flag(_AUG.elastic_sigma, "elastic: standard deviation of the "
                                  "displacements in pixels (paper: 10)", cli.NON_NEGATIVE_FLOAT)
     min_scale: float = _flag(_AUG.min_scale, "scale: smallest zoom factor (drawn "

@@ -121,11 +121,10 @@ def check_flags(cfg):
 def make_strategy(name, devices=None):
     """The tf.distribute strategy for --strategy/--devices, or None for 'none'.
 
-    devices: a list from parse_devices (mirrored only). Naming more CPU devices
-    than exist creates logical CPU devices, so call this before any Session.
+    name: one of STRATEGIES (the Config field's rule checked it). devices: a list
+    from parse_devices (mirrored only). Naming more CPU devices than exist creates
+    logical CPU devices, so call this before any Session.
     """
-    if name not in STRATEGIES:
-        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
     if name == "none":
         if devices:
             raise UsageError("--devices needs --strategy mirrored")

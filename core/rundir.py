@@ -15,11 +15,14 @@ A run directory (train.py's --run-dir) holds:
                           (docs/inference.md says when evaluate.py adopts one)
     clean-records/, corrupt_records.json   --skip-corrupt-records' copies and list
                           (datasets/guard.py)
+    train.lock            while a training runs: its owner (utils/runlock.py)
 
 Training and every inference tool pick checkpoints here alike: a checkpoint
 torn by a crash (listed, but its files do not read completely) is passed over
 with a warning for the newest older one that reads. The commands ask this module
-for every path above and never join one themselves.
+for every path above and never join one themselves. train.py takes its hold on the
+directory once (`training`: the resume check, the lock, the disk-error line, the
+clean-up of a run dir left empty) and saves through `Checkpoints`.
 """
 
 import contextlib
@@ -28,11 +31,13 @@ import json
 import logging
 import os
 import re
+import threading
 
 import tensorflow as tf
 
-from core import config
-from utils import errors
+from core import config, optim
+from datasets import guard
+from utils import errors, runlock
 from utils.cli import UserError
 
 v1 = tf.compat.v1
@@ -43,6 +48,9 @@ CKPT_PREFIX = "model.ckpt"
 BEST_DIR = "best"
 EVAL_JSON = "eval.json"
 THRESHOLD_JSON = "threshold.json"
+LOCK_FILE = "train.lock"
+CLEAN_DIR = "clean-records"
+CORRUPT_REPORT = "corrupt_records.json"
 DEFAULT_THRESHOLD = 0.5  # predict.py and export.py without --threshold or threshold.json
 THRESHOLD_HELP = ("(default: the one evaluate.py adopted for the run, in threshold.json, "
                   "else 0.5)")
@@ -82,6 +90,15 @@ def report_path(run_dir, name):
 
 def threshold_path(run_dir):
     return os.path.join(run_dir, THRESHOLD_JSON)
+
+
+def lock_path(run_dir):
+    return os.path.join(run_dir, LOCK_FILE)
+
+
+def corrupt_records(run_dir):
+    """Where --skip-corrupt-records puts clean copies of damaged shards and its report."""
+    return guard.SkipTo(os.path.join(run_dir, CLEAN_DIR), os.path.join(run_dir, CORRUPT_REPORT))
 
 
 def hand_over_checkpoints(saver, best_saver, run_dir):
@@ -223,6 +240,62 @@ def restore(sess, checkpoint, cfg):
                             f"{errors.summary(e)}") from None
 
 
+# ---------------------------------------------------------------- training's checkpoints
+
+
+class Checkpoints:
+    """A training run's savers and the checks of every save and restore.
+
+    Not MonitoredTrainingSession's Scaffold and CheckpointSaverHook: that session stops
+    at the first OutOfRangeError (each epoch's end here), restores latest_checkpoint, not
+    the newest readable one (restorable), and saves without the finite check
+    --on-nan needs; its hooks would not save best/ either.
+    """
+
+    def __init__(self, run_dir, keep, chief, train_seconds):
+        """keep: --keep-checkpoints; chief: Training.chief; train_seconds: train.py's
+        checkpointed training time (its .var, and .set(sess, value))."""
+        self.run_dir, self.chief, self.train_seconds = run_dir, chief, train_seconds
+        with tf.name_scope("finite_check"):
+            self.finite = optim.all_finite(v1.global_variables())  # [] bool
+        # Relative paths in the `checkpoint` files keep a run dir movable (e.g. off a GPU box).
+        self.saver = v1.train.Saver(max_to_keep=keep, save_relative_paths=True)
+        self.best_saver = v1.train.Saver(max_to_keep=1, save_relative_paths=True)
+        # Checkpoints from before the training clock existed still resume (from 0 seconds).
+        self.clockless_saver = v1.train.Saver([v for v in v1.global_variables()
+                                               if v is not train_seconds.var])
+
+    def restore(self, sess, checkpoint):
+        """Restore `checkpoint` and hand the savers the older files (so they prune them)."""
+        try:
+            if "train_seconds" in {name for name, _ in tf.train.list_variables(checkpoint)}:
+                self.saver.restore(sess, checkpoint)
+            else:  # saved before the training clock: count from now
+                self.clockless_saver.restore(sess, checkpoint)
+                sess.run(self.train_seconds.var.initializer)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+            raise UserError(f"checkpoint {checkpoint} does not match this network "
+                            f"({errors.summary(e)}): use the flags it was trained with, or a "
+                            "new --run-name") from None
+        hand_over_checkpoints(self.saver, self.best_saver, self.run_dir)
+
+    def save(self, sess, step, seconds):
+        """Checkpoint at `step` with the training time so far; None off the chief (the
+        chief's checkpoint is every worker's)."""
+        if not self.chief:
+            return None
+        if not sess.run(self.finite):
+            raise UserError(f"weights became NaN/Inf by step {step}: not saving them (the "
+                            "last good checkpoint is kept); lower --learning-rate")
+        self.train_seconds.set(sess, seconds)
+        return self.saver.save(sess, checkpoint_prefix(self.run_dir), step,
+                               write_meta_graph=False)
+
+    def save_best(self, sess, step):
+        return self.best_saver.save(sess, best_prefix(self.run_dir), step,
+                                    write_meta_graph=False) if self.chief else None
+
+
 # ---------------------------------------------------------------- config.json
 
 
@@ -316,6 +389,72 @@ def _checked_threshold(value, path, key):
         raise UserError(f"{path} has {key} {value!r}, not a number in [0, 1]: "
                         "re-run evaluate.py or pass --threshold")
     return float(value)
+
+
+# ---------------------------------------------------------------- a training's hold
+
+
+@dataclasses.dataclass
+class Training:
+    """The run directory as train.py holds it (`training`)."""
+
+    run_dir: str
+    chief: bool  # writes config.json, checkpoints and summaries (core/distribute.py)
+    skip_to: guard.SkipTo  # where --skip-corrupt-records puts what it skips
+
+    def start(self, cfg):
+        """Save config.json (the chief: after the record scan, which may make
+        cfg.train_weights concrete) and return the checkpoint to resume from, or None."""
+        if self.chief:
+            save_config(cfg, self.run_dir)
+        return restorable(self.run_dir)  # passes over one torn by a crash
+
+
+@contextlib.contextmanager
+def training(cfg, chief):
+    """train.py's hold on cfg.run_dir, entered once before anything is written there.
+
+    Refuses a run dir of another network (check_resumable); on the chief, holds the
+    run lock so a second training refuses (utils/runlock.py); turns a full disk or
+    an unwritable dir into one line; and removes a new run dir that a failure left
+    empty (records not found), after the lock file is gone. Yields a Training.
+    """
+    check_resumable(cfg)
+    run_dir = cfg.run_dir
+    lock = (runlock.RunLock(run_dir, lock_path(run_dir)) if chief
+            else contextlib.nullcontext())  # the other workers only read the chief's run dir
+    with removed_if_left_empty(run_dir), _disk_errors(run_dir), lock:
+        yield Training(run_dir, chief, corrupt_records(run_dir))
+
+
+@contextlib.contextmanager
+def _disk_errors(run_dir):
+    """Turn a full disk / file-size limit / unwritable dir while writing run_dir into one line.
+
+    Also quiets the traceback TensorFlow's event-writer thread prints for the same
+    failure; the error reaches the trainer again when the writer is flushed.
+    """
+    previous = threading.excepthook
+
+    def thread_hook(args):
+        if errors.disk_problem(args.exc_value) is None:
+            previous(args)
+
+    threading.excepthook = thread_hook
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a disk problem
+        problem = errors.disk_problem(e) or errors.disk_problem(e.__context__ or e)
+        if problem is None:
+            raise
+        what, where = problem
+        raise UserError(f"cannot write {where or run_dir} ({what}): free space or fix "
+                        "permissions, then re-run the same command; it resumes from the last "
+                        "complete checkpoint") from None
+    finally:
+        threading.excepthook = previous
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ records reads every byte anyway) with TensorFlow's own checksumming reader, so a
 flipped byte or a truncated shard stops the run with one line naming the shard, the
 record number and its byte offset; --skip-corrupt-records skips and reports them
 instead (docs/reliability.md). Records that frame correctly but do not decode are
-found lazily: the first error in training triggers `locate_bad_record`.
+found lazily: the first error in training triggers `locate_bad_record`. `scan_sets`
+scans every training and validation set of a run.
 """
 
 import contextlib
@@ -29,14 +30,20 @@ except ImportError:  # a future TensorFlow may move it: scan_records says what t
 v1 = tf.compat.v1
 log = logging.getLogger("guard")
 
-CLEAN_DIR = "clean-records"
 _RECREATE_OR_SKIP = (f"re-create the shard with {records.RECREATE_HINT}, or pass "
                      "--skip-corrupt-records to train without its bad records")
 MALFORMED = f"{records.NOT_AN_EXAMPLE}: malformed protocol buffer"
-REPORT = "corrupt_records.json"
 # A record is framed as uint64 length | uint32 masked crc32c(length) | data | uint32 crc(data).
 HEADER = 12
 FOOTER = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipTo:
+    """Where --skip-corrupt-records puts what it finds (core/rundir.corrupt_records)."""
+
+    clean_dir: str  # clean copies of damaged shards, in a folder per set: <clean_dir>/<kind>/
+    report: str  # the JSON list of skipped records, by set
 
 
 @dataclasses.dataclass
@@ -162,14 +169,15 @@ def _bad_records(path, skip_corrupt, decoder):
     return good, bad
 
 
-def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
+def scan_records(file_pattern, skip_to=None, kind="train"):
     """Check every record of the shards; returns (files to read, good records in each).
 
-    Without skip_corrupt: UserError at the first record that fails its checksum
-    or is cut short (names shard, record and byte offset). With skip_corrupt
-    (needs run_dir), every record is also decoded, bad ones are skipped and
-    counted, and damaged shards are replaced by clean copies in run_dir.
+    Without skip_to: UserError at the first record that fails its checksum or is
+    cut short (names shard, record and byte offset). With a SkipTo, every record is
+    also decoded, bad ones are skipped and counted, and damaged shards are replaced
+    by clean copies there; `kind` names the set in both.
     """
+    skip_corrupt = skip_to is not None
     files = pipeline.list_records(file_pattern)
     if RandomRecordReader is None:
         if skip_corrupt:
@@ -191,7 +199,8 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
                 raise UserError(f"{bad[0].describe()}: {_RECREATE_OR_SKIP}")
             counts.append(len(good))
             all_bad += bad
-            used.append(_clean_copy(path, good, run_dir, kind) if bad else path)
+            used.append(_clean_copy(path, good, os.path.join(skip_to.clean_dir, kind))
+                        if bad else path)
     finally:
         if decoder:
             decoder.close()
@@ -201,17 +210,54 @@ def scan_records(file_pattern, run_dir=None, skip_corrupt=False, kind="train"):
             log.warning("skipping %s", bad.describe())
         log.warning("--skip-corrupt-records: skipped %d corrupt %s records in %d shards; "
                     "trained on %d good ones (list in %s)", len(all_bad), kind,
-                    len({b.shard for b in all_bad}), total, os.path.join(run_dir, REPORT))
-        _write_report(run_dir, kind, file_pattern, all_bad, total)
+                    len({b.shard for b in all_bad}), total, skip_to.report)
+        _write_report(skip_to.report, kind, file_pattern, all_bad, total)
     if total == 0:
         raise UserError(f"records {file_pattern!r} hold no readable examples: re-run "
                         f"{records.RECREATE_HINT}")
     return used, counts
 
 
-def _clean_copy(path, spans, run_dir, kind):
-    """Copy a shard's good records byte for byte (framing and CRCs included)."""
-    out_dir = os.path.join(run_dir, CLEAN_DIR, kind)
+@dataclasses.dataclass
+class Scanned:
+    """Every record set of a run, checked (scan_sets)."""
+
+    # one training set: its files; several: a tuple of pipeline.RecordSets
+    train_files: list | tuple
+    counts: list  # good records per training file; several sets: one such list per set
+    val_files: list  # one list of files per validation set; [] without one
+    weights: tuple  # the training sets' weights: () for one set, else concrete
+
+
+def scan_sets(train_records, val_records, weights=(), skip_to=None):
+    """scan_records of every training set, then of every validation set, which checks
+    every record once (the count reads them all anyway).
+
+    train_records, val_records: a glob or a tuple of them (config.Config's). One
+    training glob: its files and their counts, as always. Several: a tuple of
+    pipeline.RecordSets, one list of counts per set, and the weights made concrete
+    (default: each set's record count), so config.json says how the sets mixed.
+    """
+    def scan(pattern, kind, name, several):
+        return scan_records(pattern, skip_to, f"{kind}-{name}" if several else kind)
+
+    train, val = pipeline.patterns(train_records), pipeline.patterns(val_records)
+    scanned = [scan(p, "train", n, len(train) > 1)
+               for p, n in zip(train, pipeline.set_names(train))]
+    val_files = [scan(p, "val", n, len(val) > 1)[0]
+                 for p, n in zip(val, pipeline.set_names(val))]
+    if len(train) == 1:
+        return Scanned(*scanned[0], val_files, weights)
+    weights = weights or tuple(float(sum(c)) for _, c in scanned)
+    sets = tuple(pipeline.RecordSet(tuple(f), tuple(c), w) for (f, c), w in zip(scanned, weights))
+    for pattern, each in zip(train, sets):
+        log.info("train set %s: %d records, weight %g (%.0f%% of the windows)", pattern,
+                 sum(each.counts), each.weight, 100 * each.weight / sum(weights))
+    return Scanned(sets, [list(c) for _, c in scanned], val_files, weights)
+
+
+def _clean_copy(path, spans, out_dir):
+    """Copy a shard's good records byte for byte (framing and CRCs included) into out_dir."""
     os.makedirs(out_dir, exist_ok=True)
     target = os.path.join(out_dir, os.path.basename(path))
 
@@ -224,8 +270,7 @@ def _clean_copy(path, spans, run_dir, kind):
     return errors.write_atomic(target, copy)
 
 
-def _write_report(run_dir, kind, file_pattern, bad, good):
-    path = os.path.join(run_dir, REPORT)
+def _write_report(path, kind, file_pattern, bad, good):
     report = {}
     with contextlib.suppress(OSError, ValueError):
         with open(path) as f:

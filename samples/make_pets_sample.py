@@ -29,11 +29,11 @@ import sys
 import cv2
 
 import convert_pets
+from samples import shrink
+from samples.shrink import LONGEST, QUALITY
 from utils import cli
 
 BREEDS = ("Abyssinian", "Bengal", "american_bulldog")  # 2 cat breeds, 1 dog breed
-LONGEST = 256  # px of a photo's longer side; ~20 KB per JPEG
-QUALITY = 90  # JPEG quality of the downscaled photos
 HELD_OUT_EVERY = 4  # every 4th photo of a breed is held out for validation
 
 
@@ -65,22 +65,12 @@ def split_rule(photos):
 
 def downscale(image, trimap, longest=LONGEST):
     """Image [H, W, 3] and trimap [H, W], resized so max(H, W) <= longest, same size."""
-    height, width = image.shape[:2]
-    scale = longest / max(height, width)
-    if scale >= 1:
-        return image, trimap
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 wants (w, h)
-    return (cv2.resize(image, size, interpolation=cv2.INTER_AREA),
-            cv2.resize(trimap, size, interpolation=cv2.INTER_NEAREST))
+    return (shrink.downscale(image, longest),
+            shrink.downscale(trimap, longest, cv2.INTER_NEAREST))
 
 
 def _line(photo):
     return f"{photo.name} {photo.class_id} {photo.species} {photo.breed_id}\n"
-
-
-def _folder_bytes(*folders):
-    return sum(os.path.getsize(os.path.join(root, f))
-               for folder in folders for root, _, files in os.walk(folder) for f in files)
 
 
 def make_sample(source, output, breeds=BREEDS, longest=LONGEST, quality=QUALITY,
@@ -127,23 +117,15 @@ def make_sample(source, output, breeds=BREEDS, longest=LONGEST, quality=QUALITY,
         with open(os.path.join(annotations_out, f"{name}.txt"), "w") as f:
             f.writelines(_line(p) for p in sorted(part, key=lambda p: p.image_id))
     shutil.copyfile(os.path.join(annotations, "README"), os.path.join(annotations_out, "README"))
-    return Sample(len(held_in), len(held_out), _folder_bytes(images_out, annotations_out))
+    return Sample(len(held_in), len(held_out), shrink.folder_bytes((images_out, annotations_out)))
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(description="Make the small Oxford-IIIT Pet sample shipped in "
-                           "samples/oxford_pets.")
-    p.add_argument("--source", required=True,
-                   help="Oxford-IIIT Pet folder in the official layout (images/, annotations/)")
-    p.add_argument("--output", default=os.path.join("samples", "oxford_pets"),
-                   help="sample folder (default: samples/oxford_pets)")
-    p.add_argument("--longest", type=cli.positive_int, default=LONGEST,
-                   help=f"longer side of the photos in px (default: {LONGEST})")
-    p.add_argument("--quality", type=cli.positive_int, default=QUALITY,
-                   help=f"JPEG quality (default: {QUALITY})")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the sample's images/ and annotations/")
-    args = p.parse_args(argv)
+    args = shrink.parser(
+        "Make the small Oxford-IIIT Pet sample shipped in samples/oxford_pets.",
+        "Oxford-IIIT Pet folder in the official layout (images/, annotations/)",
+        os.path.join("samples", "oxford_pets"),
+        "the sample's images/ and annotations/").parse_args(argv)
     made = make_sample(args.source, args.output, BREEDS, args.longest, args.quality,
                        args.overwrite)
     print(f"wrote {made.trainval + made.test} photos ({made.trainval} trainval, {made.test} "

@@ -26,11 +26,11 @@ import sys
 
 import cv2
 
+from samples import shrink
+from samples.shrink import LONGEST, QUALITY, downscale
 from utils import cli
 
 SPLITS = {"train": 225, "valid": 75}  # photos taken from each split of the source
-LONGEST = 256  # px of a photo's longer side; ~20 KB per JPEG
-QUALITY = 90  # JPEG quality of the downscaled photos
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ATTRIBUTION = "README.dataset.txt"  # Roboflow's attribution and licence file
 
@@ -51,16 +51,6 @@ def pick(names, count):
     return [names[i * len(names) // count] for i in range(count)]
 
 
-def downscale(image, longest=LONGEST):
-    """Image [H, W, 3] resized so max(H, W) <= longest (aspect kept)."""
-    height, width = image.shape[:2]
-    scale = longest / max(height, width)
-    if scale >= 1:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 wants (w, h)
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
 def _names_line(source):
     """The `names:` line of the source's data.yaml (kept as written: the class names)."""
     path = os.path.join(source, "data.yaml")
@@ -73,11 +63,6 @@ def _names_line(source):
     if not any(line.startswith("names:") for line in lines):
         raise cli.UserError(f"{path} has no names: line: is it a YOLO export's data.yaml?")
     return "".join(lines)
-
-
-def _folder_bytes(folders):
-    return sum(os.path.getsize(os.path.join(root, f))
-               for folder in folders for root, _, files in os.walk(folder) for f in files)
 
 
 def make_sample(source, output, splits=None, longest=LONGEST, quality=QUALITY,
@@ -121,23 +106,14 @@ def make_sample(source, output, splits=None, longest=LONGEST, quality=QUALITY,
     attribution = os.path.join(source, ATTRIBUTION)
     if os.path.exists(attribution):
         shutil.copyfile(attribution, os.path.join(output, ATTRIBUTION))
-    return Sample(written, _folder_bytes(os.path.join(output, s) for s in splits))
+    return Sample(written, shrink.folder_bytes(os.path.join(output, s) for s in splits))
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(description="Make the small sample of cats in scenes shipped in "
-                           "samples/feral_cats.")
-    p.add_argument("--source", required=True,
-                   help="YOLO segmentation export (data.yaml, train/ and valid/)")
-    p.add_argument("--output", default=os.path.join("samples", "feral_cats"),
-                   help="sample folder (default: samples/feral_cats)")
-    p.add_argument("--longest", type=cli.positive_int, default=LONGEST,
-                   help=f"longer side of the photos in px (default: {LONGEST})")
-    p.add_argument("--quality", type=cli.positive_int, default=QUALITY,
-                   help=f"JPEG quality (default: {QUALITY})")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the sample's split folders")
-    args = p.parse_args(argv)
+    args = shrink.parser(
+        "Make the small sample of cats in scenes shipped in samples/feral_cats.",
+        "YOLO segmentation export (data.yaml, train/ and valid/)",
+        os.path.join("samples", "feral_cats"), "the sample's split folders").parse_args(argv)
     made = make_sample(args.source, args.output, SPLITS, args.longest, args.quality,
                        args.overwrite)
     counts = ", ".join(f"{n} {s}" for s, n in made.photos.items())

@@ -69,6 +69,15 @@ def test_text_for_a_number_says_what_the_flag_wants(kind, wanted):
     assert str(raised.value) == f"argument --n: must be {wanted}, got abc (see tool --help)"
 
 
+def test_a_rule_with_a_flag_rule_parses_by_it_and_checks_by_its_own():
+    rule = cli.Rule(float, lambda v: v <= 0.5, "in [0, 0.5]", flag=cli.NON_NEGATIVE_FLOAT)
+    assert rule.parse("0.7") == 0.7  # the flag lets it through: config.check names the range
+    with pytest.raises(Exception) as raised:
+        rule.parse("-1")
+    assert str(raised.value) == "must be >= 0, got -1"
+    assert [rule.valid(v) for v in (0.5, 0.7)] == [True, False]
+
+
 def test_quiet_tensorflow_start_leaves_stderr_empty():
     code = ("from utils import quiet\nimport tensorflow as tf\n"
             "with tf.compat.v1.Session() as s: print(s.run(tf.constant(41) + 1))\n")

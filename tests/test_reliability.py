@@ -27,7 +27,7 @@ from core import config, optim, rundir
 from datasets import guard, records
 from datasets.shards import stats_path  # `shards` is a fixture here
 from samples import drawn
-from utils import cli, runlock
+from utils import cli
 from utils.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,7 +204,7 @@ def test_sigkill_at_random_steps_loses_at_most_the_checkpoint_interval(shards, t
         kill(start_paused(PAUSE_AFTER_LOG_LINE, f"step {kill_after}/", cmd[2:], log))
         seen = logged_steps(log.read_text())[-1]
         assert seen == kill_after
-        assert os.path.exists(runlock.lock_path(run))  # left behind by the killed run
+        assert os.path.exists(rundir.lock_path(run))  # left behind by the killed run
         assert all_listed_readable(run)
         saved = int(tf.train.load_checkpoint(rundir.latest(str(run)))
                     .get_tensor("global_step"))
@@ -296,7 +296,7 @@ def test_sigint_sigterm_save_then_resume_exactly(shards, tmp_path, signum, code,
     assert proc.returncode == code, err
     stopped = [line for line in err.splitlines() if "stopped by" in line]
     step = int(stopped[0].split(" at step ")[1].split(":")[0])
-    assert "Traceback" not in err and not os.path.exists(runlock.lock_path(run))
+    assert "Traceback" not in err and not os.path.exists(rundir.lock_path(run))
     caplog.set_level("INFO", logger="train")
     assert train.train(cfg_for(shards, run, max_steps=step + 3, epochs=ENDLESS)).step == step + 3
     assert resumed_step(caplog.text) == step  # nothing lost: the signal saved this step
@@ -379,22 +379,9 @@ def test_corrupt_shard_names_shard_record_and_offset(tmp_path, how):
     result = train.train(cfg_for(str(path), tmp_path / "run", max_steps=2,
                                  skip_corrupt_records=True))
     assert result.step == 2
-    report = json.loads((tmp_path / "run" / guard.REPORT).read_text())["train"]
+    report = json.loads((tmp_path / "run" / rundir.CORRUPT_REPORT).read_text())["train"]
     assert report["skipped"] == 1 and report["good"] == (5 if how == "flip" else 4)
     assert report["bad"][0]["index"] == bad and report["bad"][0]["offset"] == starts[bad]
-
-
-def test_corrupt_length_header_resyncs_to_the_next_record(tmp_path):
-    path = tmp_path / "h-00000-of-00001.tfrecord"
-    write_records(path, 5)
-    starts = offsets(path)
-    raw = bytearray(path.read_bytes())
-    raw[starts[2] + 1] ^= 0x10  # the length of record #2: its header CRC fails
-    path.write_bytes(bytes(raw))
-    walked = list(guard.iterate_shard(str(path), skip_corrupt=True))
-    kinds = [(i, off, isinstance(rec, guard.BadRecord)) for i, off, rec in walked]
-    assert kinds == [(0, starts[0], False), (1, starts[1], False), (2, starts[2], True),
-                     (3, starts[3], False), (4, starts[4], False)]
 
 
 def test_record_with_an_undecodable_mask_is_named_or_skipped(tmp_path):
@@ -408,33 +395,10 @@ def test_record_with_an_undecodable_mask_is_named_or_skipped(tmp_path):
     result = train.train(cfg_for(str(path), tmp_path / "run2", max_steps=6,
                                  skip_corrupt_records=True))
     assert result.step == 6
-    report = json.loads((tmp_path / "run2" / guard.REPORT).read_text())["train"]
+    report = json.loads((tmp_path / "run2" / rundir.CORRUPT_REPORT).read_text())["train"]
     assert report["skipped"] == 1 and report["good"] == 5 and report["bad"][0]["index"] == 2
-    clean = guard.scan_records(str(tmp_path / "run2" / guard.CLEAN_DIR / "train" / "*"))
+    clean = guard.scan_records(str(tmp_path / "run2" / rundir.CLEAN_DIR / "train" / "*"))
     assert clean[1] == [5]
-
-
-def test_scan_counts_the_records_of_each_shard_in_one_pass(tmp_path):
-    for k, n in enumerate((3, 5)):
-        write_records(tmp_path / f"s-0000{k}-of-00002.tfrecord", n)
-    files, counts = guard.scan_records(str(tmp_path / "s-*"))
-    assert [os.path.basename(f) for f in files] == ["s-00000-of-00002.tfrecord",
-                                                   "s-00001-of-00002.tfrecord"]
-    assert counts == [3, 5]
-
-
-def test_without_tensorflows_offset_reader_skip_corrupt_fails_loudly(tmp_path, monkeypatch):
-    path = tmp_path / "m-00000-of-00001.tfrecord"
-    write_records(path, 4)
-    monkeypatch.setattr(guard, "RandomRecordReader", None)  # a TensorFlow that moved it
-    with pytest.raises(UserError, match=r"--skip-corrupt-records needs TensorFlow's "
-                                        r"RandomRecordReader .* lacks"):
-        guard.scan_records(str(path), str(tmp_path / "run"), skip_corrupt=True)
-    assert guard.scan_records(str(path)) == ([str(path)], [4])  # counting still works
-    raw = path.read_bytes()
-    path.write_bytes(raw[:len(raw) - 30])  # a truncated shard is still one clear error
-    with pytest.raises(UserError, match=r"cannot read records .*m-00000-of-00001"):
-        guard.scan_records(str(path))
 
 
 # ------------------------------------------------------------------ numbers
@@ -505,7 +469,7 @@ def test_disk_full_is_one_clear_error_and_the_last_checkpoint_restores(shards, t
     assert len(errors) == 1 and "file too large" in errors[0], full.stderr[-2000:]
     assert "Traceback" not in full.stderr
     assert rundir.restorable(str(run)) == good == rundir.latest(str(run))
-    assert not os.path.exists(runlock.lock_path(run))
+    assert not os.path.exists(rundir.lock_path(run))
     caplog.set_level("INFO", logger="train")  # the same command again, in this process
     again = train.train(cfg_for(shards, run, max_steps=40, checkpoint_every=CHECKPOINT_EVERY))
     assert again.step == 40 and resumed_step(caplog.text) == 4
@@ -540,23 +504,4 @@ def test_second_training_on_a_run_dir_refuses(shards, tmp_path, capsys):
         first.send_signal(signal.SIGTERM)
         rest_of_stderr(first)
         assert first.returncode == 0
-    assert not os.path.exists(runlock.lock_path(run))
-
-
-def test_stale_and_foreign_locks(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    run = tmp_path / "run"
-    run.mkdir()
-    lock = runlock.lock_path(str(run))
-    with open(lock, "w") as f:
-        json.dump({"pid": dead.pid, "host": runlock.socket.gethostname()}, f)
-    with runlock.RunLock(str(run)):  # the dead pid's lock is stale: taken over
-        assert runlock.read_owner(lock)["pid"] == os.getpid()
-        with pytest.raises(UserError, match=f"in use by pid {os.getpid()}"):
-            runlock.RunLock(str(run)).acquire()
-    assert not os.path.exists(lock)
-    with open(lock, "w") as f:
-        json.dump({"pid": 1, "host": "gpu-box-7"}, f)
-    with pytest.raises(UserError, match="locked by pid 1 on gpu-box-7.*delete .*train.lock"):
-        runlock.RunLock(str(run)).acquire()
+    assert not os.path.exists(rundir.lock_path(run))

@@ -18,7 +18,8 @@ import export
 import predict
 import train
 import unet
-from core import rundir
+from core import config, rundir
+from datasets import guard
 from utils import cli
 from utils.cli import UserError
 
@@ -188,6 +189,9 @@ def test_rundir_builds_every_path_and_round_trips_threshold_json(tmp_path):
     assert rundir.best_prefix(run) == os.path.join(run, "best", "model.ckpt")
     assert rundir.report_path(run, "eval") == os.path.join(run, rundir.EVAL_JSON)
     assert rundir.events_dir(run, "val") == os.path.join(run, "val")
+    assert rundir.lock_path(run) == os.path.join(run, "train.lock")
+    assert rundir.corrupt_records(run) == guard.SkipTo(os.path.join(run, "clean-records"),
+                                                       os.path.join(run, "corrupt_records.json"))
     rundir.write_threshold(run, 0.35, 0.7, "data/x-*", os.path.join(run, "model.ckpt-12"),
                            "--adopt-threshold", rundir.report_path(run, "eval"))
     stored = json.loads(open(rundir.threshold_path(run)).read())
@@ -196,3 +200,28 @@ def test_rundir_builds_every_path_and_round_trips_threshold_json(tmp_path):
                       "reason": "--adopt-threshold", "report": rundir.EVAL_JSON}
     assert rundir.default_threshold(run) == (0.35, rundir.threshold_path(run))
     assert rundir.default_threshold(run, 0.6) == (0.6, "--threshold")
+
+
+def test_a_trainings_hold_locks_saves_config_and_removes_a_run_dir_left_empty(tmp_path):
+    cfg = config.RunConfig(run_dir=str(tmp_path / "new" / "run"))
+    with pytest.raises(UserError, match="no records"):
+        with rundir.training(cfg, chief=True) as run:
+            assert os.listdir(cfg.run_dir) == ["train.lock"]  # the chief's lock, held
+            raise UserError("no records")  # e.g. the glob matched nothing
+    assert os.listdir(tmp_path) == []  # the run dir and the parent it made are gone
+    with rundir.training(cfg, chief=True) as run:
+        assert run.start(cfg) is None  # nothing to resume
+    assert os.listdir(cfg.run_dir) == [rundir.RUN_CONFIG]  # the lock is gone with the hold
+    assert rundir.load_config(cfg.run_dir) == cfg
+    with rundir.training(cfg, chief=False) as run:  # another worker: no lock, no config.json
+        assert os.listdir(cfg.run_dir) == [rundir.RUN_CONFIG]
+
+
+def test_a_full_disk_while_training_is_one_line_naming_what_to_do(tmp_path):
+    cfg = config.RunConfig(run_dir=str(tmp_path / "run"))
+    with pytest.raises(UserError) as raised:
+        with rundir.training(cfg, chief=True):
+            raise OSError(28, "No space left on device", os.path.join(cfg.run_dir, "x"))
+    assert str(raised.value) == (f"cannot write {cfg.run_dir}/x (no space left on the device): "
+                                 "free space or fix permissions, then re-run the same command; "
+                                 "it resumes from the last complete checkpoint")

@@ -52,6 +52,11 @@ class Rule:
     kind: int, float, str or bool; `ok(value)` says whether a value of that kind is
     allowed, `wanted` completes "must be ..."; `also` are values taken as they are
     ('auto', None); `choices` makes a flag an argparse choice.
+
+    `flag`, where given, is the looser rule the flag's argparse type checks: a value it
+    lets through but this rule refuses is named by `check`'s "--name must be ..." line.
+    That keeps the two lines such flags have always printed (--hue -1: "argument --hue:
+    must be >= 0"; --hue 0.7: "--hue must be in [0, 0.5], got 0.7").
     """
 
     kind: type
@@ -60,6 +65,7 @@ class Rule:
     note: str = ""  # why a limit value is allowed, e.g. " (0 = none)"
     also: tuple = ()
     choices: tuple = ()
+    flag: "Rule | None" = None
 
     def valid(self, value):
         if value in self.also and not isinstance(value, bool | int | float):
@@ -73,6 +79,8 @@ class Rule:
     def parse(self, text):
         """The argparse type: text as kind if the rule allows it, else the flag's error
         (what it must be, never the type function's name, argparse's own message)."""
+        if self.flag is not None:
+            return self.flag.parse(text)
         if text in self.also:
             return text
         try:

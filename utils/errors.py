@@ -1,12 +1,13 @@
 """Failing cleanly: the one useful line of an error, and files written whole or not at all.
 
 `summary` is the single rule for reducing any error (TensorFlow's long runtime
-messages included) to the line a user needs; `disk_errors` turns "no space",
-"file too large", "permission denied" and "read-only file system" from Python
-or TensorFlow into one `error:` line. `write_atomic`, `write_json` and
-`atomic_dir` are the only way the project writes a file or directory in place:
-the content goes to `temp_path(path)` first and is renamed over `path` when
-complete, so a crash or a full disk never leaves half a file that looks whole.
+messages included) to the line a user needs; `disk_problem` recognises "no space",
+"file too large", "permission denied" and "read-only file system" from Python or
+TensorFlow (core/rundir.py turns them into one `error:` line while a run trains).
+`write_atomic`, `write_json` and `atomic_dir` are the only way the project writes
+a file or directory in place: the content goes to `temp_path(path)` first and is
+renamed over `path` when complete, so a crash or a full disk never leaves half a
+file that looks whole.
 
 The exceptions themselves (`cli.UserError`, `cli.UsageError`) stay in utils/cli.py
 beside `run_main`, which turns them into the `error:` line and the exit code:
@@ -19,9 +20,6 @@ import json
 import os
 import re
 import shutil
-import threading
-
-from utils.cli import UserError
 
 # Lines of a TensorFlow error that say where it happened, not what went wrong.
 _WHERE = ("Graph execution error", "Detected at node", "File ", "Node:", "[[")
@@ -112,7 +110,7 @@ def atomic_dir(path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _disk_problem(error):
+def disk_problem(error):
     """("what", "where") if error says the disk refused a write, else None."""
     if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
         return DISK_ERRNOS[error.errno], error.filename
@@ -124,34 +122,3 @@ def _disk_problem(error):
             head = text.splitlines()[0].split(";")[0].strip()
             return words.lower(), head if head.startswith(os.sep) else None
     return None
-
-
-@contextlib.contextmanager
-def disk_errors(run_dir):
-    """Turn a full disk / file-size limit / unwritable dir while writing run_dir into one line.
-
-    Also quiets the traceback TensorFlow's event-writer thread prints for the same
-    failure; the error reaches the trainer again when the writer is flushed.
-    """
-    previous = threading.excepthook
-
-    def thread_hook(args):
-        if _disk_problem(args.exc_value) is None:
-            previous(args)
-
-    threading.excepthook = thread_hook
-    try:
-        yield
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is a disk problem
-        problem = _disk_problem(e) or _disk_problem(e.__context__ or e)
-        if problem is None:
-            raise
-        what, where = problem
-        raise UserError(f"cannot write {where or run_dir} ({what}): free space or fix "
-                        "permissions, then re-run the same command; it resumes from the last "
-                        "complete checkpoint") from None
-    finally:
-        threading.excepthook = previous
-

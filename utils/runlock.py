@@ -1,11 +1,12 @@
 """One training per run directory: a lock file naming its owner, stale locks detected.
 
-    with runlock.RunLock(run_dir):
+    with runlock.RunLock(run_dir, rundir.lock_path(run_dir)):
         ...train...
 
-holds an exclusive fcntl.flock on `<run_dir>/train.lock` ({"pid", "host", "started",
-"argv"}), so a second training on the run dir refuses with one line naming the owner
-instead of interleaving checkpoints with the first (docs/reliability.md). The kernel
+holds an exclusive fcntl.flock on the lock file (core/rundir.py names it, in the run
+dir) holding {"pid", "host", "started", "argv"}, so a second training on the run dir
+refuses with one line naming the owner instead of interleaving checkpoints with the
+first (docs/reliability.md). The kernel
 drops a flock when its process dies, even by SIGKILL, so a killed run's lock is taken
 over. Where flock is a no-op (some network mounts) the pid + host are the fallback: a
 lock from another host is honoured until the user removes it, because we cannot see
@@ -24,12 +25,7 @@ import time
 
 from utils.cli import UserError
 
-LOCK_FILE = "train.lock"
 log = logging.getLogger("runlock")
-
-
-def lock_path(run_dir):
-    return os.path.join(run_dir, LOCK_FILE)
 
 
 def read_owner(path):
@@ -60,11 +56,10 @@ def _describe(owner):
 
 
 class RunLock:
-    """Context manager holding `<run_dir>/train.lock`; raises UserError if it is taken."""
+    """Context manager holding the lock file `path` of run_dir; UserError if it is taken."""
 
-    def __init__(self, run_dir):
-        self.run_dir = run_dir
-        self.path = lock_path(run_dir)
+    def __init__(self, run_dir, path):
+        self.run_dir, self.path = run_dir, path
 
     def acquire(self):
         try:
