@@ -769,7 +769,9 @@ def format_table(report):
         lines += ["", f"Recommended recipe (best tune IoU): **{best}** "
                   f"(`{' '.join(o['flags']) or 'the Base'}`): tune IoU {_iou(o, TUNE)}, "
                   + ", ".join(f"{title} {_iou(o, n)}" for n, title in REPORTED) + "."]
-    lines += [f"\n{o['recipe']}: its first step (tracing, and XLA compilation when on) took "
+    what = {"keras": "tracing, and XLA compilation when on",
+            "torch": "reading and resizing the records"}
+    lines += [f"\n{o['recipe']}: its first step ({what[o['kind']]}) took "
               f"{o['first_step_seconds']:.0f} s of its {report['minutes']:g} min."
               for o in report["recipes"] if o.get("first_step_seconds") is not None]
     return "\n".join(lines) + "\n"
