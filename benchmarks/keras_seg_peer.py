@@ -15,12 +15,16 @@ to this benchmark's task, and nothing else:
             border (mask 255) gets sample weight 0 instead of being a class
   data      the same training records as our recipes (cats, dogs as all-0
             masks), resized to 160x160 (image bilinear, mask nearest)
+  scale     as published (160x160, batch 32, BatchNorm momentum 0.99), or at
+            this project's scale (benchmarks/quality.py's keras-scaled: the
+            Base's long side as the square, batch 8, momentum 0.9, so the
+            moving statistics settle within a few hundred steps): PeerSpec
   stopping  after the same wall time as our --minutes budget (a callback),
             its periodic validations included, on one core with one thread
-  curve     foreground IoU on the tune records at 160x160 after every
+  curve     foreground IoU on the tune records at its input size after every
             `val_every` epochs and at the end (its own periodic validation)
   scores    every image of each scored set at full size: the cat probability
-            predicted at 160x160, resized back bilinearly, threshold 0.5,
+            predicted at its input size, resized back bilinearly, threshold 0.5,
             counted by metrics.confusion / metrics.summarize, as ours are
 
 Prints one line `RESULT <json>` (see PeerResult) on stdout. Keras 3 runs
@@ -46,8 +50,8 @@ CAT = 1  # the softmax channel of the foreground
 
 @dataclasses.dataclass(frozen=True)
 class PeerSpec:
-    train: str  # glob of the training records
-    tune: str  # glob of the records of its periodic validation (the curve)
+    train: tuple  # globs of the training records (one str: one glob), read as one set
+    tune: tuple  # globs of the records of its periodic validation (the curve)
     sets: dict  # {name: glob} scored on full images after training
     minutes: float  # training wall time, its periodic validations included
     seed: int = 0
@@ -57,6 +61,7 @@ class PeerSpec:
     val_every: int = 1  # epochs between points of the curve
     threads: int = 1  # intra- and inter-op threads (the benchmark pins the process to one core)
     jit_compile: object = "auto"  # Keras' default, as in the example (XLA on TensorFlow)
+    bn_momentum: float = 0.99  # Keras' default, as in the example
 
 
 @dataclasses.dataclass
@@ -68,10 +73,11 @@ class PeerResult:
     images_per_s: float  # training images per second of train_seconds
     parameters: int
     curve: list  # [[seconds since training began, tune IoU at 160x160], ...]
-    scores: dict  # {set name: {"images", "model", "all_background"}} (evaluate.py's keys)
+    scores: dict  # {set name: {"images", "model", "all_background", "counts"}}: evaluate.py's
+    #               keys, and the summed (tp, fp, fn, tn) so sets can be combined
 
 
-def build_model(img_size=160, num_classes=2, filters=(32, 64, 128, 256)):
+def build_model(img_size=160, num_classes=2, filters=(32, 64, 128, 256), bn_momentum=0.99):
     """The example's network: [N, s, s, 3] float32 (0..255) -> softmax [N, s, s, num_classes].
 
     img_size must be divisible by 2 ** len(filters) (the entry conv and each block halve it).
@@ -84,11 +90,12 @@ def build_model(img_size=160, num_classes=2, filters=(32, 64, 128, 256)):
 
     def conv_bn(x, conv, filters):  # ReLU first: the blocks add shortcuts after their BN
         x = layers.Activation("relu")(x)
-        return layers.BatchNormalization()(conv(filters, 3, padding="same")(x))
+        return layers.BatchNormalization(momentum=bn_momentum)(
+            conv(filters, 3, padding="same")(x))
 
     inputs = keras.Input((img_size, img_size, 3))
     x = layers.Conv2D(filters[0], 3, strides=2, padding="same")(inputs)
-    x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    x = layers.Activation("relu")(layers.BatchNormalization(momentum=bn_momentum)(x))
     shortcut = x
     for width in filters[1:]:  # down: each block halves the size
         x = conv_bn(conv_bn(x, layers.SeparableConv2D, width), layers.SeparableConv2D, width)
@@ -108,14 +115,27 @@ def build_model(img_size=160, num_classes=2, filters=(32, 64, 128, 256)):
 # ------------------------------------------------------------ data
 
 
-def examples(pattern):
-    """tf.data of (image [H, W, 3] uint8, mask [H, W, 1] uint8) of the records, in order."""
+def serialized(patterns):
+    """tf.data of the serialized records of one glob or a sequence of globs, in order."""
     import tensorflow as tf
 
-    from datasets import pipeline, records
+    from datasets import pipeline
 
-    return tf.data.TFRecordDataset(pipeline.list_records(pattern)).map(
-        lambda s: records.decode(records.parse_example(s)))
+    patterns = (patterns,) if isinstance(patterns, str) else tuple(patterns)
+    return tf.data.TFRecordDataset(
+        [f for pattern in patterns for f in pipeline.list_records(pattern)])
+
+
+def decoded(serialized_record):
+    """(image [H, W, 3] uint8, mask [H, W, 1] uint8) of one serialized record."""
+    from datasets import records
+
+    return records.decode(records.parse_example(serialized_record))
+
+
+def examples(patterns):
+    """tf.data of (image [H, W, 3] uint8, mask [H, W, 1] uint8) of the records, in order."""
+    return serialized(patterns).map(decoded)
 
 
 def to_inputs(image, mask, img_size):
@@ -133,15 +153,15 @@ def to_inputs(image, mask, img_size):
 
 def training_data(spec):
     """Shuffled (x, label, weight) batches of spec.batch_size; the last partial one dropped."""
-    ds = examples(spec.train)
+    ds = serialized(spec.train)  # shuffled before decoding: the buffer holds bytes, not pixels
     count = int(ds.reduce(0, lambda n, _: n + 1))
     if count < spec.batch_size:
         from utils.cli import UserError
 
-        raise UserError(f"{spec.train} holds {count} images, fewer than one batch of "
+        raise UserError(f"{' + '.join(spec.train)} hold {count} images, fewer than one batch of "
                         f"{spec.batch_size}")
     return (ds.shuffle(count, seed=spec.seed, reshuffle_each_iteration=True)
-            .map(lambda i, m: to_inputs(i, m, spec.img_size), num_parallel_calls=1)
+            .map(lambda r: to_inputs(*decoded(r), spec.img_size), num_parallel_calls=1)
             .batch(spec.batch_size, drop_remainder=True).prefetch(1)), count
 
 
@@ -172,7 +192,8 @@ def score(model, pattern, img_size):
         counts.append(metrics.confusion(prob.numpy(), mask.numpy()[:, :, 0], [THRESHOLD])[0])
     counts = np.stack(counts)  # [N, 4]
     return {"images": len(counts), "model": metrics.summarize(counts),
-            "all_background": metrics.summarize(metrics.all_background(counts))}
+            "all_background": metrics.summarize(metrics.all_background(counts)),
+            "counts": [int(c) for c in counts.sum(axis=0)]}
 
 
 # ------------------------------------------------------------ training
@@ -221,7 +242,7 @@ def run(spec):
     tf.config.threading.set_inter_op_parallelism_threads(spec.threads)
     keras.utils.set_random_seed(spec.seed)
     train_ds, _ = training_data(spec)
-    model = build_model(spec.img_size, 2, spec.filters)
+    model = build_model(spec.img_size, 2, spec.filters, spec.bn_momentum)
     model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy",
                   jit_compile=spec.jit_compile)
     budget = _budget_callback(spec)
@@ -239,6 +260,8 @@ def run(spec):
 def spec_from_json(text):
     raw = json.loads(text)
     raw["filters"] = tuple(raw.get("filters", PeerSpec.filters))
+    for key in ("train", "tune"):
+        raw[key] = (raw[key],) if isinstance(raw[key], str) else tuple(raw[key])
     return PeerSpec(**raw)
 
 

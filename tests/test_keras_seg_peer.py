@@ -17,6 +17,10 @@ def test_the_network_is_the_examples():
     assert tuple(model.output.shape) == (None, 160, 160, 3)
     tiny = keras_seg_peer.build_model(32, 2, (4, 8, 16, 32))
     assert tuple(tiny.output.shape) == (None, 32, 32, 2)
+    # keras-scaled: the same network, BatchNorm momentum for short runs
+    scaled = keras_seg_peer.build_model(32, 2, (4, 8, 16, 32), bn_momentum=0.9)
+    momenta = {layer.momentum for layer in scaled.layers if "batch_normalization" in layer.name}
+    assert momenta == {0.9}
     with pytest.raises(ValueError, match="not divisible by 16"):
         keras_seg_peer.build_model(40, 2, (4, 8, 16, 32))
 
@@ -65,6 +69,7 @@ def test_score_resizes_back_to_full_images_and_counts_like_evaluate(tmp_path):
     # first image and all 30 of the second.
     tp, fp, fn = 19 * 10, 19 * 10 + 30 * 10, 0
     assert result["images"] == 2
+    assert result["counts"] == [tp, fp, fn, 19 * 40 + 30 * 20 - tp - fp - fn]
     assert result["model"]["foreground_iou"] == pytest.approx(tp / (tp + fp + fn))
     assert result["all_background"]["foreground_iou"] == 0.0
     valid = 19 * 40 + 30 * 20
