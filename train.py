@@ -209,8 +209,8 @@ def build_graph(cfg, plan, strategy=None):
     val = _validation_ops(cfg, plan)
     n = min(cfg.batch_size, 3)
     if cfg.num_outputs > 1:
-        panels = summaries.class_window_panels(step.images[:n], step.masks[:n],
-                                               tiling.class_map(step.logits[:n])[..., None])
+        classes = tiling.class_map(step.logits[:n])[..., None]  # [n, out, out, 1] u8
+        panels = summaries.class_window_panels(step.images[:n], step.masks[:n], classes)
     else:
         panels = summaries.window_panels(step.images[:n], step.masks[:n],
                                          tf.sigmoid(step.logits[:n]))
