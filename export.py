@@ -24,7 +24,7 @@ import tempfile
 
 import tensorflow as tf
 
-from core import config, rundir, tiling
+from core import rundir, tiling
 from datasets import records
 from utils import cli, errors
 from utils.cli import UserError
@@ -83,15 +83,9 @@ def export(run_dir, out_dir, checkpoint=None, threshold=None, batch_size=4, over
     check_out(run_dir, out_dir, overwrite)
     cfg = rundir.load_config(run_dir)
     checkpoint = rundir.resolve(run_dir, checkpoint)
-    names = config.class_names(cfg) if cfg.num_outputs > 1 else None
-    if names is None:
-        threshold, source = rundir.default_threshold(run_dir, threshold)
-    elif threshold is not None:
-        raise cli.UsageError(f"--threshold is for runs of one class; {run_dir} has "
-                             f"{len(names) - 1} classes and its SavedModel returns the most "
-                             "probable one per pixel: leave --threshold out")
-    else:
-        source = "argmax"
+    decision = rundir.decision(run_dir, cfg, threshold,
+                               "its SavedModel returns the most probable one per pixel")
+    names, threshold, source = decision.names, decision.threshold, decision.source
     parent = os.path.dirname(os.path.abspath(out_dir))
     created = _missing_parents(parent)
     try:

@@ -249,15 +249,8 @@ def predict(run_dir, inputs, out_dir, checkpoint=None, threshold=None, batch_siz
     """
     cfg = rundir.load_config(run_dir)
     check_classes(cfg, classes)
-    names = config.class_names(cfg) if cfg.num_outputs > 1 else None
-    if names is None:
-        threshold, source = rundir.default_threshold(run_dir, threshold)
-    elif threshold is not None:
-        raise cli.UsageError(f"--threshold is for runs of one class; {run_dir} has "
-                             f"{len(names) - 1} classes and picks the most probable one per "
-                             "pixel: leave --threshold out")
-    else:
-        source = "argmax"
+    decision = rundir.decision(run_dir, cfg, threshold)
+    names, threshold, source = decision.names, decision.threshold, decision.source
     main_output = "mask" if names is None else "classes"
     paths, failed = collect_images(inputs, out_dir, tuple(output_suffixes(names).values()))
     seen = {}

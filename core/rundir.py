@@ -38,7 +38,7 @@ import tensorflow as tf
 from core import config, optim
 from datasets import guard
 from utils import errors, runlock
-from utils.cli import UserError
+from utils.cli import UsageError, UserError
 
 v1 = tf.compat.v1
 log = logging.getLogger("checkpoints")
@@ -345,6 +345,27 @@ def write_threshold(run_dir, threshold, foreground_iou, records, checkpoint, rea
         "threshold": threshold, "foreground_iou": foreground_iou, "records": records,
         "checkpoint": checkpoint, "global_step": step(checkpoint), "reason": reason,
         "report": os.path.basename(report)}, sort_keys=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """How a run turns its maps into a mask: predict.py's and export.py's one rule."""
+
+    names: tuple | None  # K >= 2: ("background", *classes), decided by the argmax; K = 1: None
+    threshold: float | None  # K = 1: the probability threshold; K >= 2: None
+    source: str  # where the threshold came from (default_threshold's), or "argmax"
+
+
+def decision(run_dir, cfg, threshold=None, argmax_does="picks the most probable one per pixel"):
+    """The run's Decision; a --threshold on a run of K >= 2 classes is a UsageError (the
+    argmax decides there), and `argmax_does` says what the command does instead."""
+    if cfg.num_outputs == 1:
+        return Decision(None, *default_threshold(run_dir, threshold))
+    names = config.class_names(cfg)
+    if threshold is not None:
+        raise UsageError(f"--threshold is for runs of one class; {run_dir} has "
+                         f"{len(names) - 1} classes and {argmax_does}: leave --threshold out")
+    return Decision(names, None, "argmax")
 
 
 def default_threshold(run_dir, given=None):
