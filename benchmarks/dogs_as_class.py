@@ -3,6 +3,8 @@
     nice -n 5 python -m benchmarks.dogs_as_class --out benchmarks/dogs_as_class.json
                                  # 2 arms x 3 seeds, one after the other: ~30 min, 2 loaded cores
     python -m benchmarks.dogs_as_class --seeds 0 --out /tmp/d.json --work-dir /tmp/d
+    nice -n 5 python -m benchmarks.dogs_as_class --with-scenes \
+        --out benchmarks/dogs_as_class_scenes.json   # as the default demo trains: ~20 min
 
 The same pet photos, the same recipe (demo.PHOTOS_TRAINING), the same scoring; only the
 dogs' label differs:
@@ -22,6 +24,13 @@ set) are scored too, for the record. Each arm trains pets-only models (the scene
 labelled cat only and cannot join a 3-class run) with seeds SEEDS; the seed noise is
 the larger of the two arms' standard deviations over the seeds. The last checkpoint is
 scored on whole photos by evaluate.py, as the demo scores.
+
+--with-scenes trains as the default demo does, the scenes too (demo_recipe's fit/tune
+split of them): the default demo's question. The scenes are labelled cat only; for the
+class arm their tuning layout's data.yaml names a second class, dog, that no photo
+labels, so convert_yolo makes cat/dog records of them (no dog pixels) which a cat/dog run
+trains on. The decision stays the pets' tune cat IoU; the scenes' tune cat IoU is
+reported beside it.
 
 Dogs as a class become the demo's default only if their mean tune cat IoU beats the
 negatives' by more than the seed noise (docs/quality.md, "Dogs as a class of their own").
@@ -45,6 +54,8 @@ if ROOT not in sys.path:
 from utils import quiet  # noqa: E402, F401  (first: the converters import TensorFlow)
 
 # isort: split
+import yaml  # noqa: E402
+
 import convert_pets  # noqa: E402
 import demo  # noqa: E402
 import evaluate  # noqa: E402
@@ -85,22 +96,44 @@ def test_records(pets_dir, data_dir, arm):
     return f"{output}-test-*.tfrecord"
 
 
-def run_arm(arm, seed, work, pets_tune, pets_dir, log=print):
-    """One pets-only model of `arm` with `seed`; returns its row."""
+def scenes_tune(scenes_dir, out, arm):
+    """demo_recipe's fit/tune layout of the scenes, its data.yaml naming `arm`'s classes:
+    for (cat, dog) a dog class no photo labels, so the cat-only scenes become cat/dog
+    records without dog pixels, which a cat/dog run may train on."""
+    if not os.path.isdir(out):
+        demo_recipe.make_scenes_tune(scenes_dir, out)
+        with open(os.path.join(out, "data.yaml"), "w") as f:
+            yaml.safe_dump({"train": "fit/images", "val": "tune/images",
+                            "names": list(arm.classes)}, f)
+    return out
+
+
+def run_arm(arm, seed, work, pets_tune, pets_dir, scenes_dir=None, log=print):
+    """One model of `arm` with `seed`, on the pets alone or (scenes_dir) with the scenes as
+    the demo trains; returns its row."""
     data = os.path.join(work, "data")
     # Conversion seed 0 in every run: all seeds train on the very same records.
     pets = demo.prepare_pets(data, 0, pets_tune, arm.classes)
     test = test_records(pets_dir, data, arm)
+    sets = [pets]
+    if scenes_dir:
+        layout = scenes_tune(scenes_dir, os.path.join(work, "layouts", f"scenes_{arm.name}"), arm)
+        sets.insert(0, demo.prepare_scenes(data, 0, layout))
     run_dir = os.path.join(work, "runs", f"{arm.name}-seed{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)
     settings = {**demo.PHOTOS_TRAINING, "seed": seed}
-    cfg = config.Config(train_records=pets.train, val_records=pets.held_out,
+    one = len(sets) == 1  # one glob is a glob, not a list of sets
+    cfg = config.Config(train_records=sets[0].train if one else tuple(s.train for s in sets),
+                        val_records=sets[0].held_out if one else tuple(s.held_out for s in sets),
                         run_dir=run_dir, classes=arm.classes, **settings)
     start = time.time()
     result = train.train(cfg)
+    scored = [("tune", pets.held_out), ("test", test)]
+    if scenes_dir:
+        scored.append(("tune_scenes", sets[0].held_out))
     scores = {name: evaluate.evaluate(run_dir, records, checkpoint=result.checkpoint,
                                       progress=False, adopt=False)
-              for name, records in (("tune", pets.held_out), ("test", test))}
+              for name, records in scored}
     row = {"arm": arm.name, "classes": list(arm.classes), "seed": seed,
            "steps": result.step,
            "train_seconds": round(result.train_seconds, 1),
@@ -112,8 +145,9 @@ def run_arm(arm, seed, work, pets_tune, pets_dir, log=print):
             row[f"{name}_dog_iou"] = round(next(r["iou"] for r in got.per_class
                                                 if r["class"] == "dog"), 4)
             row[f"{name}_mean_iou"] = round(got.model["mean_iou"], 4)
+    scenes = (f", tune scenes {row['tune_scenes_cat_iou']:.3f}" if scenes_dir else "")
     log(f"{arm.name} seed {seed}: cat IoU tune {row['tune_cat_iou']:.3f}, test "
-        f"{row['test_cat_iou']:.3f}, {row['steps']} steps, {row['seconds']:.0f} s")
+        f"{row['test_cat_iou']:.3f}{scenes}, {row['steps']} steps, {row['seconds']:.0f} s")
     return row
 
 
@@ -147,18 +181,24 @@ def summarise(rows):
 
 
 def table(rows, cpu):
-    lines = [f"Cat IoU, pets-only models of demo.PHOTOS_TRAINING's recipe, last checkpoint, "
+    scenes = any("tune_scenes_cat_iou" in r for r in rows)
+    models = ("models of the scenes and the pets together, as the default demo trains"
+              if scenes else "pets-only models")
+    lines = [f"Cat IoU, {models}, demo.PHOTOS_TRAINING's recipe, last checkpoint, "
              f"whole photos (benchmarks/dogs_as_class.py; {cpu}). Tune: "
              f"{demo_recipe.PETS_RULE}; test: the embedded pets' test.txt (the demo's "
-             "held-out photos).", "",
+             "held-out photos)" + (f"; scenes: {demo_recipe.SCENES_RULE}" if scenes else "")
+             + ".", "",
              "| dogs | seed | steps | tune cat IoU | test cat IoU | tune dog IoU | tune mIoU | "
-             "seconds |", "|---|---|---|---|---|---|---|---|"]
+             + ("tune cat IoU, scenes | " if scenes else "") + "seconds |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if scenes else "")]
     for r in rows:
         dog = f"{r['tune_dog_iou']:.3f}" if "tune_dog_iou" in r else ""
         miou = f"{r['tune_mean_iou']:.3f}" if "tune_mean_iou" in r else ""
+        scene = f"{r['tune_scenes_cat_iou']:.3f} | " if scenes else ""
         lines.append(f"| {BY_NAME[r['arm']].about} | {r['seed']} | {r['steps']} | "
                      f"{r['tune_cat_iou']:.3f} | {r['test_cat_iou']:.3f} | {dog} | {miou} | "
-                     f"{r['seconds']:.0f} |")
+                     f"{scene}{r['seconds']:.0f} |")
     s = summarise(rows)
     if s:
         lines += ["", "| dogs | mean tune cat IoU (std) | mean test cat IoU (std) |",
@@ -191,6 +231,10 @@ def main(argv=None):
                    f"{', '.join(BY_NAME)}")
     p.add_argument("--work-dir", help="for records and runs (default: a temp dir, removed)")
     p.add_argument("--pets-dir", default=demo.PETS_DIR)
+    p.add_argument("--with-scenes", nargs="?", const=demo.SCENES_DIR, metavar="DIR",
+                   help="train as the default demo does, the scenes (demo_recipe's fit/tune "
+                   "split of DIR, default the embedded ones) with the pets; the decision stays "
+                   "the pets' tune cat IoU, the scenes' is reported")
     p.add_argument("--cpu", help="how the report names the CPU (default: /proc/cpuinfo's)")
     args = p.parse_args(argv)
     try:
@@ -212,7 +256,8 @@ def main(argv=None):
             demo_recipe.make_pets_tune(args.pets_dir, pets_tune)
         for seed in seeds:  # seed by seed: a cut-short run still holds both arms
             for arm in arms:
-                rows.append(run_arm(arm, seed, work, pets_tune, args.pets_dir))
+                rows.append(run_arm(arm, seed, work, pets_tune, args.pets_dir,
+                                    args.with_scenes))
                 write(args.out, rows, cpu)  # after each: a long run keeps what it measured
     finally:
         if not args.work_dir:
