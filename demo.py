@@ -3,6 +3,7 @@
     python demo.py                          # real photos: cats in scenes and pet photos
     python demo.py --scenes DIR             # another YOLO export in place of the scenes
     python demo.py --dataset drawn          # the generated COCO-format drawn dataset
+    python demo.py --classes cat dog        # 3 classes (background, cat, dog): pet photos only
 
 Real photos: converts two sets, samples/feral_cats/ (cats in gardens, streets and night
 shots, a YOLO segmentation export: its train split to train on, its valid split held
@@ -14,6 +15,12 @@ on its own and prints, per kind of photo, its foreground IoU next to the all-bac
 baseline (docs/train.md, "The demo"). Drawn: samples/drawn.py's COCO set with
 convert_coco.py into logs/demo_drawn/. Re-running reuses complete records and resumes
 the run (or, when it is finished, just scores it again).
+
+--classes (default cat) names the classes in mask-value order. Any other list than
+`cat` trains a model of its own (logs/demo_<classes>): on real photos the pet photos
+only, converted with convert_pets.py --species (the scenes are labelled cat only, and
+one run never mixes records of different class lists), scored per class; on drawn
+data convert_coco.py --classes.
 """
 
 from utils import quiet  # noqa: F401  (first: filters TensorFlow's start-up noise)
@@ -35,14 +42,16 @@ import convert_pets
 import convert_yolo
 import evaluate
 import train
-from core import config, rundir
+from core import config, metrics, rundir
 from datasets import shards
 from samples import drawn
 from utils import cli, errors
 
 log = logging.getLogger("demo")
 
-CLASSES = ("cat",)
+CLASSES = ("cat",)  # the default demo's one class
+# What --classes may name: the pet photos' species (the drawn data has both too).
+CLASS_CHOICES = tuple(convert_pets.SPECIES)
 # The goal of issue 11, and a note when a kind of photo scores below it. The recipe below
 # ends below it on both kinds (docs/train.md, "The demo"): more photos are the lever.
 TARGET_IOU = 0.7
@@ -152,21 +161,25 @@ def prepare_scenes(data_dir="data", seed=0, scenes_dir=SCENES_DIR):
     return PhotoSet(kind, *(shards.shard_pattern(output, split) for split in SCENES_SPLITS))
 
 
-def prepare_pets(data_dir="data", seed=0, pets_dir=PETS_DIR):
-    """Convert the embedded pet photos unless done; returns their PhotoSet."""
-    output = os.path.join(data_dir, "pets_cat")
+def prepare_pets(data_dir="data", seed=0, pets_dir=PETS_DIR, classes=CLASSES):
+    """Convert the embedded pet photos unless done; returns their PhotoSet.
+    classes: species names, mask values 1, 2, ... in this order (convert_pets --species)."""
+    output = os.path.join(data_dir, "pets_" + "_".join(classes))
+    # One species: the other one's photos are the negatives, as many as there are
+    # positives (all of them in the embedded sample): a cat model must also learn what is
+    # not a cat. Both species: every photo holds a class already.
+    negatives = 1.0 if len(classes) == 1 else 0.0
     for split in PETS_SPLITS:
-        # Dogs are the negatives: a cat model must also learn what is not a cat.
-        _convert(convert_pets.convert, pets_dir, split, output, species="cat", negatives=1.0,
-                 seed=seed, workers=1)
+        _convert(convert_pets.convert, pets_dir, split, output, species=list(classes),
+                 negatives=negatives, seed=seed, workers=1)
     return PhotoSet("pet photos", *(shards.shard_pattern(output, split) for split in PETS_SPLITS))
 
 
 def prepare_drawn(data_dir="data", seed=0, num_train=drawn.NUM_TRAIN,
-                  num_val=drawn.NUM_VAL):
+                  num_val=drawn.NUM_VAL, classes=CLASSES):
     """Generate and convert the drawn demo data unless complete; returns (train, val) globs."""
     coco_dir = os.path.join(data_dir, "demo_coco")
-    output = os.path.join(data_dir, "demo")
+    output = os.path.join(data_dir, "demo" + _suffix(classes))
     params = {"seed": seed, "num_train": num_train, "num_val": num_val}
     # samples.drawn writes each split's annotation file last; this marker comes after both.
     marker = os.path.join(coco_dir, "demo-params.json")
@@ -185,7 +198,7 @@ def prepare_drawn(data_dir="data", seed=0, num_train=drawn.NUM_TRAIN,
     for split in drawn.SPLITS:
         # One worker: the demo's ~120 images convert in under a second, and forked
         # workers can deadlock on OpenCV threads the generator started in this process.
-        _convert(convert_coco.convert, coco_dir, split, output, fresh, classes=CLASSES,
+        _convert(convert_coco.convert, coco_dir, split, output, fresh, classes=classes,
                  negatives=1.0, seed=seed, workers=1)
     return tuple(shards.shard_pattern(output, split) for split in drawn.SPLITS)
 
@@ -197,9 +210,23 @@ class DemoResult:
     seconds: float  # the whole run: data, training and scoring
 
 
-def default_run_dir(dataset="photos", scenes_dir=None):
+def _suffix(classes):
+    """'' for the default demo's classes, else '_cat_dog' etc.: records and runs of other
+    class lists live apart (a run never mixes them)."""
+    return "" if tuple(classes) == CLASSES else "_" + "_".join(classes)
+
+
+def check_classes(classes):
+    """--classes as a tuple; UsageError for a name unknown or named twice."""
+    return shards.chosen_classes(classes, CLASS_CHOICES, "--classes", usage=True)
+
+
+def default_run_dir(dataset="photos", scenes_dir=None, classes=CLASSES):
     """logs/demo, logs/demo_drawn, or for another scenes export a run of its own (named as
-    its records are), so that it never resumes the embedded scenes' model."""
+    its records are), so that it never resumes the embedded scenes' model; other classes
+    than the default get logs/demo_cat_dog etc."""
+    if tuple(classes) != CLASSES:
+        return RUN_DIRS[dataset] + _suffix(classes)
     if dataset != "photos" or not scenes_dir:
         return RUN_DIRS[dataset]
     output = os.path.basename(scenes_output("", scenes_dir))
@@ -207,26 +234,38 @@ def default_run_dir(dataset="photos", scenes_dir=None):
 
 
 def run(dataset="photos", data_dir="data", run_dir=None, seed=0, scenes_dir=None,
-        pets_dir=None, num_train=drawn.NUM_TRAIN, num_val=drawn.NUM_VAL, **training):
+        pets_dir=None, num_train=drawn.NUM_TRAIN, num_val=drawn.NUM_VAL, classes=CLASSES,
+        **training):
     """Prepare the data, train, and score; returns a DemoResult.
 
     scenes_dir, pets_dir: the real photos (default the embedded SCENES_DIR, PETS_DIR);
+    classes: check_classes's (other than CLASSES: real photos are the pet photos only);
     `training` overrides the dataset's recipe (the tests shrink the network with it).
     """
     start = time.time()
-    run_dir = run_dir or default_run_dir(dataset, scenes_dir)
+    classes = check_classes(classes)
+    if scenes_dir and classes != CLASSES:
+        raise cli.UsageError(f"--scenes with --classes {' '.join(classes)}: other classes than "
+                             "cat train on the pet photos alone (the scenes are labelled cat "
+                             "only), so pass one of the two")
+    run_dir = run_dir or default_run_dir(dataset, scenes_dir, classes)
     if dataset == "photos":
-        sets = (prepare_scenes(data_dir, seed, scenes_dir or SCENES_DIR),
-                prepare_pets(data_dir, seed, pets_dir or PETS_DIR))
+        # The scenes are labelled cat only: a run of other classes is the pet photos alone.
+        sets = ((prepare_scenes(data_dir, seed, scenes_dir or SCENES_DIR),)
+                if classes == CLASSES else ())
+        sets += (prepare_pets(data_dir, seed, pets_dir or PETS_DIR, classes),)
         train_records = tuple(s.train for s in sets)
         val_records = tuple(s.held_out for s in sets)
+        if len(sets) == 1:  # one glob is a glob, not a list of sets
+            (train_records,), (val_records,) = train_records, val_records
     else:
-        sets, (train_records, val_records) = (), prepare_drawn(data_dir, seed, num_train, num_val)
+        sets, (train_records, val_records) = (), prepare_drawn(data_dir, seed, num_train, num_val,
+                                                               classes)
     settings = {**DATASETS[dataset], "seed": seed, **training}
     if settings.get("minutes") and "epochs" not in training:
         settings["epochs"] = 0  # as train.py --minutes: the budget decides, not the epochs
     cfg = config.Config(train_records=train_records, val_records=val_records,
-                        run_dir=run_dir, classes=CLASSES, **settings)
+                        run_dir=run_dir, classes=classes, **settings)
     try:
         rundir.check_resumable(cfg)
     except cli.UserError:  # e.g. the run of an earlier demo's recipe
@@ -253,6 +292,37 @@ def _score_line(name, model, base, scored):
             f"{model['pixel_accuracy']:.3f} (baseline {base['pixel_accuracy']:.3f}) on {scored}")
 
 
+def _ratio(value):
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _class_score_line(name, per_class, base_per_class, model, base, scored):
+    """K >= 2: each class's IoU and the mean IoU over the classes, next to all-background.
+    per_class, base_per_class: metrics.ClassMetrics.per_class() rows (background first);
+    model, base: metrics.MEANS values."""
+    ious = ", ".join(f"{r['class']} {_ratio(r['iou'])}" for r in per_class[1:])
+    base_ious = ", ".join(f"{r['class']} {_ratio(r['iou'])}" for r in base_per_class[1:])
+    return (f"{name} IoU {ious}, mIoU {_ratio(model['mean_iou'])} (all-background baseline "
+            f"{base_ious}, mIoU {_ratio(base['mean_iou'])}), pixel accuracy "
+            f"{_ratio(model['pixel_accuracy'])} (baseline {_ratio(base['pixel_accuracy'])}) "
+            f"on {scored}")
+
+
+def _cat_line(per_class):
+    """The cat IoU of a K >= 2 model, the number comparable with the default demo's."""
+    cat = next((r for r in per_class if r["class"] == "cat"), None)
+    if cat is None:
+        return []
+    return [f"cat IoU {_ratio(cat['iou'])}: comparable with the foreground IoU of "
+            "`python demo.py`'s pet photos line, where dogs are negatives (docs/quality.md, "
+            "'Dogs as a class of their own')"]
+
+
+def _goal_score(model):
+    """What TARGET_IOU is held against: foreground IoU, or K >= 2 the mean IoU."""
+    return model["foreground_iou"] if "foreground_iou" in model else (model["mean_iou"] or 0.0)
+
+
 def report(result, run_dir):
     """The closing lines: each score next to its baseline, and where things are."""
     if result.training.interrupted:
@@ -263,18 +333,37 @@ def report(result, run_dir):
              f"{os.path.dirname(run_dir) or '.'})")
     if not result.held_out:  # drawn: the run's own validation of whole images
         val = result.training.val
-        lines = [f"demo done in {minutes}m{seconds:02d}s: "
-                 + _score_line("val", val.model, val.baseline, "val images"), where]
-        low = [] if val.model["foreground_iou"] >= TARGET_IOU else ["val"]
+        if val.classes is None:
+            score = _score_line("val", val.model, val.baseline, "val images")
+            low = [] if val.model["foreground_iou"] >= TARGET_IOU else ["val"]
+        else:
+            means = [{k: getattr(c, k) for k in metrics.MEANS}
+                     for c in (val.classes, val.baseline_classes)]
+            score = _class_score_line("val", val.classes.per_class(),
+                                      val.baseline_classes.per_class(), *means, "val images")
+            low = [] if (val.classes.mean_iou or 0.0) >= TARGET_IOU else ["val"]
+        lines = [f"demo done in {minutes}m{seconds:02d}s: {score}", where]
     else:
-        lines = [_score_line(f"{h.kind}: held-out", h.evaluation.model,
-                             h.evaluation.all_background,
-                             f"{h.evaluation.images} photos, full size")
-                 for h in result.held_out]
+        lines = []
+        for h in result.held_out:
+            e, name = h.evaluation, f"{h.kind}: held-out"
+            scored = f"{e.images} photos, full size"
+            if e.classes:
+                lines.append(_class_score_line(name, e.per_class, e.all_background_per_class,
+                                               e.model, e.all_background, scored))
+                lines += _cat_line(e.per_class)
+            else:
+                lines.append(_score_line(name, e.model, e.all_background, scored))
         lines.append(f"demo done in {minutes}m{seconds:02d}s; {where}")
         low = [h.kind for h in result.held_out
-               if h.evaluation.model["foreground_iou"] < TARGET_IOU]
-    if low:
+               if _goal_score(h.evaluation.model) < TARGET_IOU]
+    per_class = (result.held_out[0].evaluation.classes if result.held_out
+                 else result.training.val.classes is not None)
+    if low and per_class:
+        lines.append(f"note: mIoU below the demo's {TARGET_IOU} goal on {' and '.join(low)}; "
+                     "a loaded machine with --minutes or an interrupted run ends lower: re-run "
+                     "to train further")
+    elif low:
         lines.append(f"note: IoU below the demo's {TARGET_IOU} goal on {' and '.join(low)}; "
                      "the recipe ends near 0.41 on cats in scenes and 0.59 on pet photos "
                      "(docs/train.md, 'The demo'), and a loaded machine with --minutes or an "
@@ -293,10 +382,16 @@ def main(argv=None):
     p.add_argument("--scenes", metavar="DIR",
                    help="a YOLO segmentation export (the folder of its data.yaml) in place of "
                    "samples/feral_cats: its train split is trained on, its val split held out")
+    p.add_argument("--classes", nargs="+", metavar="NAME", default=list(CLASSES),
+                   help=f"the classes, mask values 1, 2, ... in this order, of "
+                   f"{', '.join(CLASS_CHOICES)}; `cat dog` trains a 3-class model (background, "
+                   "cat, dog) on the pet photos ONLY (the scenes are labelled cat only, and a "
+                   "run never mixes class lists), scored per class; with --dataset drawn on the "
+                   "drawn data")
     p.add_argument("--data-dir", default="data", help="where the records (and demo_coco/) go")
     p.add_argument("--run-dir", help="the training run directory (default logs/demo; "
                    "logs/demo_<records name> with --scenes; logs/demo_drawn with --dataset "
-                   "drawn)")
+                   "drawn; _cat_dog etc. appended for other --classes than cat)")
     p.add_argument("--seed", type=cli.non_negative_int, default=0,
                    help="seed of training (and of the drawn data)")
     p.add_argument("--epochs", type=cli.positive_int,
@@ -309,6 +404,7 @@ def main(argv=None):
     args.dataset = "photos" if args.dataset == "pets" else args.dataset
     if args.scenes and args.dataset != "photos":
         p.error("--scenes replaces the embedded scenes of --dataset photos, not drawn data")
+    classes = check_classes(args.classes)
     cli.setup_logging()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     training = {"minutes": args.minutes}
@@ -316,8 +412,8 @@ def main(argv=None):
         training["epochs"] = args.epochs
     if args.scenes:
         training["scenes_dir"] = args.scenes
-    run_dir = args.run_dir or default_run_dir(args.dataset, args.scenes)
-    result = run(args.dataset, args.data_dir, run_dir, args.seed, **training)
+    run_dir = args.run_dir or default_run_dir(args.dataset, args.scenes, classes)
+    result = run(args.dataset, args.data_dir, run_dir, args.seed, classes=classes, **training)
     print(report(result, run_dir))
     if result.training.interrupted:
         return train.EXIT_ON_SIGNAL[signal.Signals[result.training.interrupted]]

@@ -112,7 +112,8 @@ def test_demo_minutes_reach_training_and_lift_the_epoch_limit(tmp_path, monkeypa
     monkeypatch.setattr(demo, "run", run)
     for argv in (["--minutes", "15"], ["--minutes", "15", "--epochs", "40"], []):
         assert demo.main(argv) == 0
-    assert calls == [{"minutes": 15.0}, {"minutes": 15.0, "epochs": 40}, {"minutes": 0.0}]
+    assert calls == [{"classes": ("cat",), **c} for c in (
+        {"minutes": 15.0}, {"minutes": 15.0, "epochs": 40}, {"minutes": 0.0})]
     assert [(c.minutes, c.epochs) for c in configs] == [(15.0, 0), (15.0, 40),
                                                         (0.0, demo.PHOTOS_TRAINING["epochs"])]
     assert {c.lr_schedule for c in configs} == {"cosine"}  # what the budget fits
@@ -238,3 +239,71 @@ def test_bad_scenes_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, 
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
         assert len(err) == 1 and words in err[0], (argv, err)
     assert not os.path.exists(tmp_path / "data") and not os.path.exists(tmp_path / "logs")
+
+
+def test_classes_cat_dog_trains_a_3_class_model_on_the_pet_photos_alone(tmp_path):
+    pets = pets_subset(tmp_path / "pets")
+    data_dir, run_dir = tmp_path / "data", tmp_path / "logs" / "demo_cat_dog"
+    result = demo.run("photos", str(data_dir), str(run_dir), pets_dir=str(pets),
+                      classes=["cat", "dog"], **TINY_PHOTOS)
+
+    # convert_pets --species cat dog: cat 1, dog 2, every photo a positive; no scenes.
+    stats = {split: json.loads((data_dir / f"pets_cat_dog-{split}-stats.json").read_text())
+             for split in demo.PETS_SPLITS}
+    assert [s["classes"] for s in stats.values()] == [["cat", "dog"]] * 2
+    assert [s["images"] for s in stats.values()] == [3, 2]
+    assert stats["trainval"]["negative_images"] == 0
+    assert sorted(os.listdir(data_dir)) == sorted(
+        f"pets_cat_dog-{s}-{part}" for s in demo.PETS_SPLITS
+        for part in ("00000-of-00001.tfrecord", "stats.json"))
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["classes"] == ["cat", "dog"] and saved["num_outputs"] == 3
+    assert saved["train_records"] == f"{data_dir}/pets_cat_dog-trainval-*.tfrecord"
+    assert result.training.step == 2 * math.ceil(3 / 2)
+
+    # Scored per class on the held-out pet photos, next to all-background.
+    (held,) = result.held_out
+    e = held.evaluation
+    assert (held.kind, e.images, e.classes) == ("pet photos", 2, ("background", "cat", "dog"))
+    assert [r["iou"] for r in e.all_background_per_class] == [
+        pytest.approx(_fraction(stats["test"]), abs=1e-6), 0.0, 0.0]
+    cat, dog = (e.per_class[k]["iou"] for k in (1, 2))
+    lines = demo.report(result, str(run_dir)).splitlines()
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+    assert lines[0].startswith(
+        f"pet photos: held-out IoU cat {f(cat)}, dog {f(dog)}, mIoU {f(e.model['mean_iou'])} "
+        "(all-background baseline cat 0.000, dog 0.000, mIoU 0.000), pixel accuracy ")
+    assert lines[0].endswith(" on 2 photos, full size")
+    assert lines[1].startswith(f"cat IoU {f(cat)}: comparable with the foreground IoU of "
+                               "`python demo.py`'s pet photos line, where dogs are negatives")
+    assert lines[2].startswith("demo done in ") and f"logs: {run_dir} " in lines[2]
+
+
+def test_classes_cat_dog_on_drawn_data_converts_both_classes(tmp_path):
+    data_dir, run_dir = tmp_path / "data", tmp_path / "logs" / "demo_drawn_cat_dog"
+    result = demo.run("drawn", str(data_dir), str(run_dir), num_train=6, num_val=3,
+                      classes=("cat", "dog"), **TINY, long_side=48, val_input_size=52)
+    stats = json.loads((data_dir / "demo_cat_dog-val2017-stats.json").read_text())
+    assert stats["classes"] == ["cat", "dog"] and stats["images"] == 3
+    assert not os.path.exists(data_dir / "demo-val2017-stats.json")  # the cat records' name
+    val = result.training.val
+    assert val.classes.names == ("background", "cat", "dog")
+    text = demo.report(result, str(run_dir))
+    assert text.startswith("demo done in ") and ": val IoU cat " in text.splitlines()[0]
+    assert "(all-background baseline cat 0.000, dog 0.000, mIoU 0.000)" in text
+
+
+def test_classes_flag_reaches_the_run_with_a_run_dir_of_its_own(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "run", lambda *args, **kwargs: calls.append((args, kwargs)) or
+                        types.SimpleNamespace(training=types.SimpleNamespace(interrupted=None)))
+    monkeypatch.setattr(demo, "report", lambda result, run_dir: "")
+    for argv in (["--classes", "cat", "dog"], ["--classes", "cat"], [],
+                 ["--classes", "dog", "cat", "--dataset", "drawn"]):
+        assert demo.main(argv) == 0
+    assert [(args[0], args[2], kwargs["classes"]) for args, kwargs in calls] == [
+        ("photos", "logs/demo_cat_dog", ("cat", "dog")), ("photos", "logs/demo", ("cat",)),
+        ("photos", "logs/demo", ("cat",)), ("drawn", "logs/demo_drawn_dog_cat", ("dog", "cat"))]

@@ -2,7 +2,7 @@
 
 samples.drawn -> convert_coco (train, val) -> train -> evaluate -> predict -> export,
 each as a subprocess exactly as a user types it, checking what each one leaves; and a
-cat/dog run of K = 2 classes from hand-made records through the same commands.
+cat/dog run of K = 2 classes on the drawn dataset through the same commands' main().
 """
 
 import json
@@ -115,67 +115,109 @@ def test_export_serves_the_same_mask(pipeline):
 
 @pytest.fixture(scope="module")
 def three_classes(tmp_path_factory):
-    """A cat/dog run (K = 2) trained a few steps on hand-made records, then evaluated,
-    predicted and exported through the command lines. Training goes through train.train:
-    the records' classes reach the config from their stats (the converters' side)."""
-    from test_train import write_pets
-
+    """A cat/dog run (K = 2) on the drawn dataset: samples.drawn -> convert_coco --classes
+    cat dog (train, val) -> train -> evaluate -> predict -> export, each through its
+    command's main() as its command line runs it (cli.run_main, in this process). train gets
+    no --classes: the records' stats bring them."""
+    import convert_coco
+    import evaluate
+    import export
+    import predict
     import train
-    from core import config
+    from samples import drawn
+    from utils import cli
+
+    def command(module, *argv):
+        assert cli.run_main(module.main, list(argv)) == 0, f"{module.__name__} failed"
 
     work = tmp_path_factory.mktemp("three")
-    data = work / "data"
-    data.mkdir()
-    write_pets(data / "pets-train-00000-of-00001.tfrecord", 8, 0)
-    write_pets(data / "pets-val-00000-of-00001.tfrecord", 3, 1)
-    images = work / "photos"
-    images.mkdir()
-    rng = np.random.default_rng(2)
-    photo = rng.integers(60, 140, (50, 67, 3)).astype(np.uint8)
-    photo[10:30, 5:25] = (220, 150, 40)
-    photo[30:45, 40:60] = (40, 80, 200)
-    cv2.imwrite(str(images / "pets.png"), photo[..., ::-1])
-    result = train.train(config.Config(
-        train_records=str(data / "pets-train-*"), val_records=str(data / "pets-val-*"),
-        run_dir=str(work / "logs" / "pets"), depth=1, base_filters=4, input_size=44,
-        batch_size=4, epochs=3, learning_rate=1e-2, seed=0, classes=("cat", "dog"),
-        num_outputs=3))
-    run("evaluate.py", "--run", "logs/pets", "--no-progress", cwd=work)
-    run("predict.py", "--run", "logs/pets", "photos", "--out", "predictions", "--class", "dog",
-        "--probabilities", "--no-progress", cwd=work)
-    run("export.py", "--run", "logs/pets", "--out", "exported/1", cwd=work)
-    return work, result
+    drawn.generate(str(work / "coco"), seed=0, num_train=6, num_val=3)
+    old = os.getcwd()
+    os.chdir(work)  # the relative paths of the command lines below
+    try:
+        for split in drawn.SPLITS:
+            command(convert_coco, "--coco-dir", "coco", "--split", split, "--classes", "cat",
+                    "dog", "--output", "data/pets", "--negatives", "1", "--workers", "1",
+                    "--no-progress")
+        # 48 px photos, each validated whole (52 -> 48 px output at depth 1).
+        command(train, "--train-records", "data/pets-train2017-*", "--val-records",
+                "data/pets-val2017-*", "--run-name", "pets", "--depth", "1", "--base-filters",
+                "4", "--long-side", "48", "--input-size", "44", "--val-input-size", "52",
+                "--batch-size", "3", "--epochs", "3", "--learning-rate", "1e-2", "--seed", "0")
+        command(evaluate, "--run", "logs/pets", "--no-progress")
+        command(predict, "--run", "logs/pets", "coco/val2017", "--out", "predictions",
+                "--class", "dog", "--probabilities", "--no-progress")
+        command(export, "--run", "logs/pets", "--out", "exported/1")
+    finally:
+        os.chdir(old)
+    return work
 
 
-def test_three_classes_train_evaluate_predict(three_classes):
-    work, trained = three_classes
-    assert trained.step == 6 and trained.val.classes.names == ("background", "cat", "dog")
+def _image(work):
+    """The drawn val image with the most dog pixels: the map to compare."""
+    doc = json.loads((work / "coco" / "annotations" / "instances_val2017.json").read_text())
+    dog = next(c["id"] for c in doc["categories"] if c["name"] == "dog")
+    area = {i["id"]: 0.0 for i in doc["images"]}
+    for a in doc["annotations"]:
+        area[a["image_id"]] += a["area"] if a["category_id"] == dog else 0.0
+    best = max(doc["images"], key=lambda i: area[i["id"]])
+    return work / "coco" / "val2017" / best["file_name"]
+
+
+def test_three_classes_convert_train_evaluate_predict(three_classes):
+    work = three_classes
+    stats = {split: json.loads((work / "data" / f"pets-{split}-stats.json").read_text())
+             for split in ("train2017", "val2017")}
+    assert [s["classes"] for s in stats.values()] == [["cat", "dog"]] * 2
+    assert all(s["class_pixels"][2] > 0 for s in stats.values())  # dogs in both splits
+    cfg = json.loads((work / "logs" / "pets" / "config.json").read_text())
+    assert cfg["classes"] == ["cat", "dog"] and cfg["num_outputs"] == 3
+    assert (cfg["depth"], cfg["base_filters"], cfg["long_side"]) == (1, 4, 48)
+    steps = 3 * math.ceil(stats["train2017"]["images"] / 3)
+    assert (work / "logs" / "pets" / f"model.ckpt-{steps}.index").exists()
+
     report = json.loads((work / "logs" / "pets" / "eval.json").read_text())
-    assert report["classes"] == ["background", "cat", "dog"] and report["images"] == 3
+    assert report["classes"] == ["background", "cat", "dog"]
+    assert report["images"] == stats["val2017"]["images"] == 3
+    assert [r["class"] for r in report["per_class"]] == ["background", "cat", "dog"]
     matrix = np.array(report["confusion_matrix"])
     assert matrix.shape == (3, 3) and matrix.sum() == report["valid_pixels"]
+    # Each row of the confusion matrix is that class's true pixels, as the table says.
+    assert [r["truth_pixels"] for r in report["per_class"]] == matrix.sum(axis=1).tolist()
+    for row in report["per_class"]:
+        k = row["index"]
+        union = matrix[k].sum() + matrix[:, k].sum() - matrix[k, k]
+        assert row["iou"] == pytest.approx(matrix[k, k] / union)
     assert report["all_background"]["mean_iou"] == 0.0
-    classes = cv2.imread(str(work / "predictions" / "pets_classes.png"), cv2.IMREAD_UNCHANGED)
-    assert classes.shape == (50, 67) and set(np.unique(classes)) <= {0, 1, 2}
-    dog = cv2.imread(str(work / "predictions" / "pets_dog.png"), cv2.IMREAD_UNCHANGED)
+    assert [r["iou"] for r in report["all_background_per_class"]][1:] == [0.0, 0.0]
+
+    image = _image(work)
+    height, width = cv2.imread(str(image)).shape[:2]
+    classes = cv2.imread(str(work / "predictions" / f"{image.stem}_classes.png"),
+                         cv2.IMREAD_UNCHANGED)
+    assert classes.shape == (height, width) and set(np.unique(classes)) <= {0, 1, 2}
+    dog = cv2.imread(str(work / "predictions" / f"{image.stem}_dog.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(dog, np.where(classes == 2, 255, 0))
-    probs = np.stack([cv2.imread(str(work / "predictions" / f"pets_prob_{n}.png"),
+    probs = np.stack([cv2.imread(str(work / "predictions" / f"{image.stem}_prob_{n}.png"),
                                  cv2.IMREAD_UNCHANGED) for n in ("background", "cat", "dog")])
     decided = np.sort(probs, axis=0)[-1].astype(int) - np.sort(probs, axis=0)[-2] > 2
     np.testing.assert_array_equal(probs.argmax(0)[decided], classes[decided])
 
 
 def test_three_class_saved_model_equals_prediction_pixel_for_pixel(three_classes):
-    work, _ = three_classes
+    work = three_classes
+    image = _image(work)
     code = ("import sys, numpy as np, tensorflow as tf\n"
             "m = tf.saved_model.load(sys.argv[1])\n"
             "out = m.signatures['serving_default'](image=tf.constant(open(sys.argv[2], 'rb')"
             ".read()))\n"
             "np.save(sys.argv[3], out['classes'].numpy())\n")
-    subprocess.run([sys.executable, "-c", code, str(work / "exported" / "1"),
-                    str(work / "photos" / "pets.png"), str(work / "served.npy")], check=True,
-                   timeout=HANG_GUARD, capture_output=True,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    subprocess.run([sys.executable, "-c", code, str(work / "exported" / "1"), str(image),
+                    str(work / "served.npy")], check=True, timeout=HANG_GUARD,
+                   capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     served = np.load(work / "served.npy")
-    predicted = cv2.imread(str(work / "predictions" / "pets_classes.png"), cv2.IMREAD_UNCHANGED)
+    predicted = cv2.imread(str(work / "predictions" / f"{image.stem}_classes.png"),
+                           cv2.IMREAD_UNCHANGED)
+    assert served.dtype == np.uint8 and served.shape == predicted.shape
+    assert len(np.unique(predicted)) >= 2  # a map with something to disagree on
     np.testing.assert_array_equal(served, predicted)
