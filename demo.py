@@ -326,7 +326,7 @@ def _goal_score(model):
 def report(result, run_dir):
     """The closing lines: each score next to its baseline, and where things are."""
     if result.training.interrupted:
-        return (f"demo stopped at step {result.training.step}: run `python demo.py` again "
+        return (f"demo stopped at step {result.training.step}: run the same demo.py command again "
                 "to continue")
     minutes, seconds = divmod(round(result.seconds), 60)
     where = (f"checkpoints and TensorBoard logs: {run_dir} (tensorboard --logdir "
