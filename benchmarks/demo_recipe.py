@@ -26,6 +26,7 @@ Writes --out (JSON) and the same name with .md (the table), atomically, at the e
 work files (tuning layouts, records, run dirs) go to a temp dir, or --work-dir.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -201,6 +202,18 @@ def write(out, rows, cpu):
     errors.write_atomic(os.path.splitext(out)[0] + ".md", table(rows, cpu))
 
 
+@contextlib.contextmanager
+def scratch(work_dir, prefix):
+    """Yields work_dir, or a temp dir (removed at the end) when none is given: where a
+    benchmark's records, layouts and runs go."""
+    work = work_dir or tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield work
+    finally:
+        if not work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipes", default=",".join(BY_NAME),
@@ -218,8 +231,7 @@ def main(argv=None):
         raise cli.UsageError(f"unknown recipe {', '.join(unknown)}: choose from "
                              f"{', '.join(BY_NAME)}")
     cli.setup_logging()
-    work = args.work_dir or tempfile.mkdtemp(prefix="demo_recipe-")
-    try:
+    with scratch(args.work_dir, "demo_recipe-") as work:
         layouts = os.path.join(work, "layouts")
         if not os.path.isdir(layouts):
             make_scenes_tune(args.scenes, os.path.join(layouts, "scenes"))
@@ -238,9 +250,6 @@ def main(argv=None):
             rows.append(run_recipe(BY_NAME[name], work, os.path.join(layouts, "scenes"),
                                    os.path.join(layouts, "pets"), coco))
             write(args.out, rows, cpu)  # after each: a long run keeps what it measured
-    finally:
-        if not args.work_dir:
-            shutil.rmtree(work, ignore_errors=True)
     print(table(rows, cpu))
     return 0
 

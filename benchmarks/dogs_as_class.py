@@ -44,7 +44,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -247,10 +246,9 @@ def main(argv=None):
                              f"{', '.join(BY_NAME)}")
     arms = [BY_NAME[a] for a in args.arms.split(",")]
     cli.setup_logging()
-    work = args.work_dir or tempfile.mkdtemp(prefix="dogs_as_class-")
     cpu = args.cpu or demo_recipe.cpu_name()
     rows = []
-    try:
+    with demo_recipe.scratch(args.work_dir, "dogs_as_class-") as work:
         pets_tune = os.path.join(work, "layouts", "pets")
         if not os.path.isdir(pets_tune):
             demo_recipe.make_pets_tune(args.pets_dir, pets_tune)
@@ -259,9 +257,6 @@ def main(argv=None):
                 rows.append(run_arm(arm, seed, work, pets_tune, args.pets_dir,
                                     args.with_scenes))
                 write(args.out, rows, cpu)  # after each: a long run keeps what it measured
-    finally:
-        if not args.work_dir:
-            shutil.rmtree(work, ignore_errors=True)
     print(table(rows, cpu))
     return 0
 
