@@ -169,14 +169,8 @@ def _score(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progre
             num_parallel_calls=tf.data.AUTOTUNE).prefetch(1)
         iterator = v1.data.make_initializable_iterator(dataset)
         item = iterator.get_next()
-        if several:  # predict.py's class map: the same graph, the same decision
-            def prob(image):  # [H, W, C]
-                return tiling.class_probabilities(image, cfg, batch_size)
-        else:
-            def prob(image):  # [H, W]
-                return tiling.probabilities(image, cfg, batch_size)
-        probabilities = (tiling.flip_averaged(prob, item["image"]) if flip_test
-                         else prob(item["image"]))
+        # predict.py's map and, K >= 2, its class map: the same graph, the same decision
+        probabilities = tiling.probability_map(item["image"], cfg, batch_size, flip_test)
         item["pred"] = tiling.class_map(probabilities) if several else probabilities
         if not save_overlays:
             del item["image"]

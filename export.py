@@ -45,12 +45,12 @@ def build(cfg, threshold, batch_size, max_pixels=records.DEFAULT_MAX_PIXELS):
     over max_pixels fails with InvalidArgument before decoding."""
     encoded = v1.placeholder(tf.string, [], name="image")
     image = records.decode_image(encoded, max_pixels, CAP_FLAG)
-    if cfg.num_outputs > 1:  # predict.Predictor's ops, so the two agree pixel for pixel
-        probs = tiling.class_probabilities(image, cfg, batch_size)  # [H, W, C]
-        return encoded, {"probabilities": tf.identity(probs, "probabilities"),
-                         "classes": tf.identity(tiling.class_map(probs), "classes"),
+    # predict.Predictor's ops, so the two agree pixel for pixel: [H, W], K >= 2 [H, W, C]
+    prob = tiling.probability_map(image, cfg, batch_size)
+    if cfg.num_outputs > 1:
+        return encoded, {"probabilities": tf.identity(prob, "probabilities"),
+                         "classes": tf.identity(tiling.class_map(prob), "classes"),
                          "max_pixels": tf.constant(max_pixels, tf.int64, name="max_pixels")}
-    prob = tiling.probabilities(image, cfg, batch_size)  # [H, W]
     mask = tf.cast(prob >= tf.constant(threshold, prob.dtype), tf.uint8) * 255
     # The cap as an output too, so saved_model_cli show names it.
     return encoded, {"probabilities": tf.identity(prob, "probabilities"),

@@ -55,18 +55,9 @@ class Predictor:
             self._encoded = v1.placeholder(tf.string, [], name="encoded")
             # uint8 [H, W, 3]; over max_pixels (read from the header) it is never decoded
             self._image = records.decode_image(self._encoded, max_pixels)
-            if self.cfg.num_outputs > 1:
-                self.names = config.class_names(self.cfg)
-
-                def prob(image):  # [H, W, C] float32, as export.build computes it
-                    return tiling.class_probabilities(image, self.cfg, batch_size)
-            else:
-                self.names = None
-
-                def prob(image):  # [H, W]
-                    return tiling.probabilities(image, self.cfg, batch_size)
-            self._prob = tiling.flip_averaged(prob, self._image) if flip_test else prob(
-                self._image)
+            self.names = config.class_names(self.cfg) if self.cfg.num_outputs > 1 else None
+            # [H, W] float32, or [H, W, C] for K >= 2, as export.build computes it
+            self._prob = tiling.probability_map(self._image, self.cfg, batch_size, flip_test)
             if self.names:  # its argmax [H, W] uint8
                 self._classes = tiling.class_map(self._prob)
             self.session = v1.Session(graph=self.graph)

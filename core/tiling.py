@@ -99,7 +99,7 @@ def probabilities(image, cfg, batch_size=4):
     if cfg.num_outputs != 1:
         raise ValueError(f"probabilities() is for one sigmoid output, not {cfg.num_outputs}: "
                          "use class_probabilities()")
-    return _full_size(image, cfg, batch_size, lambda logits: tf.sigmoid(logits[:, :, 0]))
+    return _full_size(image, cfg, batch_size, tf.sigmoid)[:, :, 0]
 
 
 def class_probabilities(image, cfg, batch_size=4):
@@ -111,6 +111,17 @@ def class_probabilities(image, cfg, batch_size=4):
     return _full_size(image, cfg, batch_size, tf.nn.softmax)
 
 
+def probability_map(image, cfg, batch_size=4, flip_test=False):
+    """The run's map of a uint8 [H, W, 3] image, as predict, evaluate and export all take
+    it: probabilities() [H, W] for one class, class_probabilities() [H, W, C] for K >= 2;
+    flip_test: averaged with its mirror image's (flip_averaged)."""
+    of = class_probabilities if cfg.num_outputs > 1 else probabilities
+
+    def probabilities_of(x):
+        return of(x, cfg, batch_size)
+    return flip_averaged(probabilities_of, image) if flip_test else probabilities_of(image)
+
+
 def class_map(probs):
     """uint8 [H, W] class index, the argmax of float32 [H, W, C] (ties: the lowest index);
     the one decision rule of predict, evaluate and export for K >= 2."""
@@ -118,16 +129,16 @@ def class_map(probs):
 
 
 def _full_size(image, cfg, batch_size, activation):
+    """activation(logits) of the tiled network, float32 [H, W, num_outputs] at the image's
+    full size."""
     long_side = cfg.long_side  # checked by config.from_json with the flag's rule
     lay = layout(cfg.input_size, cfg.depth)
     scaled = pipeline.resize_image(image, long_side) if long_side else image
     logits = tiled_logits(scaled, lay, cfg.depth, cfg.base_filters, cfg.num_outputs,
                           batch_size)
-    prob = activation(logits)  # [h, w] or [h, w, C]
+    prob = activation(logits)  # [h, w, num_outputs]
     if not long_side:
         return prob
-    if prob.shape.rank == 2:
-        return tf.image.resize(prob[:, :, None], tf.shape(image)[:2], "bilinear")[:, :, 0]
     return tf.image.resize(prob, tf.shape(image)[:2], "bilinear")
 
 
