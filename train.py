@@ -194,8 +194,6 @@ def build_graph(cfg, plan, strategy=None):
     strategy: a tf.distribute strategy from distribute.make_strategy (build inside
     distribute.scope(strategy)), or None for the single-device graph.
     """
-    if cfg.num_outputs > 1:
-        config.class_names(cfg)  # classes that do not match the outputs fail before any step
     v1.set_random_seed(cfg.seed)
     data_from = v1.placeholder_with_default(tf.constant([0, 0], tf.int64), [2], "data_from")
     global_step = v1.train.get_or_create_global_step()

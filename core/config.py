@@ -398,7 +398,13 @@ def from_json(raw, path):
         words = rule.wanted if rule.wanted.startswith(("a ", "one of")) else noun + rule.wanted
         raise UserError(f"config has {name}={value!r}, not {words}{rule.note}: fix {name} in "
                         "the run's config.json")
-    return RunConfig(**raw)
+    cfg = RunConfig(**raw)
+    # The one rule between two loaded fields; a K = 1 run may name several merged classes.
+    if cfg.num_outputs > 1 and len(cfg.classes) + 1 != cfg.num_outputs:
+        raise UserError(f"config has num_outputs={cfg.num_outputs} for the {len(cfg.classes)} "
+                        f"classes {list(cfg.classes)}: a run of K >= 2 classes has K + 1 "
+                        "outputs; fix the run's config.json")
+    return cfg
 
 
 def resolve(cfg):
@@ -518,9 +524,5 @@ BACKGROUND_CLASS = "background"  # the name of class 0 of a K >= 2 run
 
 def class_names(cfg):
     """("background", *cfg.classes): the names of a K >= 2 run's num_outputs outputs, index
-    = class value in masks and class maps; UserError when the two do not match."""
-    if len(cfg.classes) + 1 != cfg.num_outputs:
-        raise UserError(f"config has num_outputs={cfg.num_outputs} for the {len(cfg.classes)} "
-                        f"classes {list(cfg.classes)}: a run of K >= 2 classes has K + 1 "
-                        "outputs; fix the run's config.json")
+    = class value in masks and class maps (from_json and resolve made sure they match)."""
     return (BACKGROUND_CLASS, *cfg.classes)
