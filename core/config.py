@@ -72,41 +72,38 @@ _TEXT, _SWITCH = Rule(str), Rule(bool)
 # One glob (as config.json has always held it) or, for several sets, a tuple of them.
 _GLOBS = Rule((str, tuple), lambda v: isinstance(v, str) or (
     len(v) > 1 and all(isinstance(p, str) and p for p in v)), "a glob or a list of globs")
-_WEIGHTS = Rule(tuple, lambda v: all(
-    isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
-    for w in v), "a comma list of positive numbers, one per --train-records set, e.g. 3,1")
 
 
+def _positive_numbers(values):
+    return all(isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w)
+               and w > 0 for w in values)
+
+
+_WEIGHTS = Rule(tuple, _positive_numbers, "a comma list of positive numbers, one per "
+                "--train-records set, e.g. 3,1")
 # (): every class weighs 1. Checked against the records' K in resolve.
-_CLASS_WEIGHTS = Rule(tuple, lambda v: all(
-    isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
-    for w in v), "'auto' or a comma list of positive numbers, background first, one per "
-    "mask value 0..K, e.g. 0.5,2,2", also=("auto",))
+_CLASS_WEIGHTS = Rule(tuple, _positive_numbers, "'auto' or a comma list of positive numbers, "
+                      "background first, one per mask value 0..K, e.g. 0.5,2,2", also=("auto",))
 
 
-def class_weights_arg(text):
-    """--class-weights 'auto' or '0.5,2,2' -> 'auto' or (0.5, 2.0, 2.0); the flag's error
-    for anything else."""
-    if text == "auto":
-        return text
-    try:
-        weights = tuple(float(w) for w in text.split(","))
-    except ValueError:
-        weights = None
-    if not weights or not _CLASS_WEIGHTS.ok(weights):
-        raise argparse.ArgumentTypeError(f"must be {_CLASS_WEIGHTS.wanted}, got {text}")
-    return weights
+def _numbers_arg(rule, words=()):
+    """The argparse type of a comma list of numbers that `rule` checks ('3,1' -> (3.0, 1.0));
+    `words` (e.g. 'auto') pass as they are; anything else is the flag's error."""
+    def parse(text):
+        if text in words:
+            return text
+        try:
+            numbers = tuple(float(w) for w in text.split(","))
+        except ValueError:
+            numbers = None
+        if not numbers or not rule.ok(numbers):
+            raise argparse.ArgumentTypeError(f"must be {rule.wanted}, got {text}")
+        return numbers
+    return parse
 
 
-def weights_arg(text):
-    """--train-weights '3,1' -> (3.0, 1.0); the flag's error for anything else."""
-    try:
-        weights = tuple(float(w) for w in text.split(","))
-    except ValueError:
-        weights = None
-    if weights is None or not _WEIGHTS.ok(weights):
-        raise argparse.ArgumentTypeError(f"must be {_WEIGHTS.wanted}, got {text}")
-    return weights
+weights_arg = _numbers_arg(_WEIGHTS)  # --train-weights
+class_weights_arg = _numbers_arg(_CLASS_WEIGHTS, ("auto",))  # --class-weights
 
 
 class _Repeated(argparse.Action):
