@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 import unet
-from core import config, device, distribute, metrics, optim, rundir, summaries, tiling
+from core import config, device, distribute, metrics, optim, pretrained, rundir, summaries, tiling
 from datasets import guard, pipeline
 from utils import cli
 from utils.cli import UsageError, UserError
@@ -137,12 +137,14 @@ class Graph:
     image_summary: tf.Tensor  # the `windows` panels
     checkpoints: rundir.Checkpoints
     init: tf.Operation
+    encoder_init: object  # pretrained.Assignment with --encoder-weights, else None
 
 
 def _loss_fn(cfg):
     def loss_fn(images, masks):  # [b, in, in, 3] f32, [b, out, out, 1] u8
         logits = unet.unet(images, True, cfg.depth, cfg.base_filters, cfg.num_outputs,
-                           dropout=cfg.dropout)
+                           dropout=cfg.dropout, encoder=cfg.encoder,
+                           freeze_encoder=cfg.freeze_encoder)
         with tf.name_scope("loss"):
             return optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight,
                                     cfg.class_weights)[0], logits
@@ -178,7 +180,8 @@ def _validation_ops(cfg, plan):
         for name, pattern, files in sets:
             iterator = pipeline.make_initializable_iterator(pipeline.val_dataset(cfg, files))
             images, masks = iterator.get_next()
-            logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs)
+            logits = unet.unet(images, False, cfg.depth, cfg.base_filters, cfg.num_outputs,
+                               encoder=cfg.encoder, freeze_encoder=cfg.freeze_encoder)
             _, ce_sum, n_valid = optim.pixel_loss(logits, masks, cfg.pos_weight,
                                                   class_weights=cfg.class_weights)
             counts = (metrics.class_confusion(logits, masks) if cfg.num_outputs > 1
@@ -213,9 +216,9 @@ def build_graph(cfg, plan, strategy=None):
         panels = summaries.window_panels(step.images[:n], step.masks[:n],
                                          tf.sigmoid(step.logits[:n]))
     image_summary = v1.summary.image("windows", panels, n)
-    log.info("U-Net depth %d, %d base filters, %d parameters, input %d -> output %d",
-             cfg.depth, cfg.base_filters, sum(v.shape.num_elements()
-                                              for v in v1.trainable_variables()),
+    log.info("%s depth %d, %d base filters, %d trainable parameters, input %d -> output %d",
+             unet.describe(cfg.encoder), cfg.depth, cfg.base_filters,
+             sum(v.shape.num_elements() for v in v1.trainable_variables()),
              cfg.input_size, step.logits.shape[1])
     return Graph(
         strategy=strategy, global_batch=cfg.batch_size * distribute.num_replicas(strategy),
@@ -227,7 +230,8 @@ def build_graph(cfg, plan, strategy=None):
         image_summary=image_summary,
         checkpoints=rundir.Checkpoints(cfg.run_dir, cfg.keep_checkpoints,
                                        distribute.is_chief(strategy), train_seconds),
-        init=v1.global_variables_initializer())
+        init=v1.global_variables_initializer(),
+        encoder_init=pretrained.assignment(cfg.depth) if cfg.encoder_weights else None)
 
 
 # ------------------------------------------------------------- the loop
@@ -585,6 +589,10 @@ def train(cfg, clock=time.monotonic):
                     g.checkpoints.restore(sess, checkpoint)
                 else:
                     sess.run(g.init)
+                    if g.encoder_init:  # a fresh start: the pretrained features, once
+                        g.encoder_init.run(sess, pretrained.read(cfg.encoder_weights,
+                                                                 cfg.depth))
+                        log.info("encoder: VGG16 weights from %s", cfg.encoder_weights)
                 loop = _Loop(sess, g, cfg, plan, stop, clock, checkpoint)
                 names = [ops.name for ops in g.val] if len(g.val) > 1 else ()
                 with contextlib.closing(_Writers.open(strategy, cfg.run_dir, graph,

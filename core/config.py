@@ -22,14 +22,14 @@ import random
 import tensorflow as tf
 
 import unet
-from core import device, distribute, optim
+from core import device, distribute, optim, pretrained
 from datasets import augment, pipeline, records, shards
 from utils import cli
 from utils.cli import Rule, UsageError, UserError
 
 log = logging.getLogger("config")
 
-MODEL_FIELDS = ("depth", "base_filters", "num_outputs")  # must match to resume
+MODEL_FIELDS = ("depth", "base_filters", "num_outputs", "encoder")  # must match to resume
 ON_NAN = ("stop", "skip")  # --on-nan
 _AUG = augment.Settings  # its defaults are the augmentation flags'
 
@@ -172,6 +172,17 @@ class Config:
     depth: int = _flag(4, "U-Net levels (2x2 max pools); 4 is the paper's", cli.POSITIVE_INT)
     base_filters: int = _flag(64, "channels of the first level, doubled per level; 64 is the "
                               "paper's", cli.POSITIVE_INT)
+    # The paper's network by default; vgg16 (TernausNet) starts from pretrained features.
+    encoder: str = _flag("unet", "contracting path: unet (the paper's, from scratch) or vgg16 "
+                         "(VGG16's convolutions, depth <= 4, initialised from "
+                         "--encoder-weights; --base-filters then sizes the expanding path "
+                         "only)", _choice(unet.ENCODERS))
+    encoder_weights: str = _flag("", "vgg16: a Keras VGG16 weights file, e.g. keras.applications' "
+                                 "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+                                 "(docs/train.md); '' = random init", _TEXT)
+    # Off: fine-tuned with the rest, which measured better on scenes (docs/quality.md).
+    freeze_encoder: bool = _flag(False, "vgg16: keep the pretrained encoder fixed, train the "
+                                 "expanding path only", _SWITCH)
     # 1: one sigmoid logit, the pixel belongs to the class(es) or not (K = 1 records);
     # K + 1 softmax logits (background, then the classes in order) for K >= 2 classes.
     # resolve sets it from the records' K.
@@ -419,10 +430,12 @@ def resolve(cfg):
     sizes = [("--input-size", cfg.input_size)]
     if cfg.val_input_size:
         sizes.append(("--val-input-size", cfg.val_input_size))
+    _check_encoder(cfg)
     for flag, size in sizes:
-        if not unet.is_valid_input_size(size, cfg.depth):
-            raise UsageError(f"{flag} {size} is not valid for a depth-{cfg.depth} U-Net; "
-                             + unet.nearest_valid_sizes(size, cfg.depth))
+        if not unet.is_valid_input_size(size, cfg.depth, cfg.encoder):
+            raise UsageError(f"{flag} {size} is not valid for a depth-{cfg.depth} "
+                             f"{unet.describe(cfg.encoder)}; "
+                             + unet.nearest_valid_sizes(size, cfg.depth, cfg.encoder))
     distribute.check_flags(cfg)
     # config.json names every augmentation group ("all" spelled out).
     changes = {"augment": augment.format_groups(augment.parse_groups(cfg.augment))}
@@ -431,6 +444,8 @@ def resolve(cfg):
         changes["precision"], why = device.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
     changes.update(_resolve_classes(cfg))  # files are read last: a bad flag is named first
+    if cfg.encoder_weights:
+        pretrained.check(cfg.encoder_weights, cfg.depth)
     if cfg.long_side_range and not cfg.long_side:  # the scale evaluation and inference use
         low, high = cfg.long_side_range
         changes["long_side"] = round(math.sqrt(low * high))
@@ -514,6 +529,27 @@ def check_budget(cfg):
     if cfg.minutes and cfg.lr_schedule != "cosine":
         log.info("--minutes with --lr-schedule %s: the learning rate does not follow the "
                  "budget (cosine decays it to 0 as the time runs out)", cfg.lr_schedule)
+
+
+def _check_encoder(cfg):
+    """--encoder's companions: vgg16 has 5 blocks, and its flags mean nothing without it."""
+    if cfg.encoder == "unet":
+        for flag, value in (("--encoder-weights", cfg.encoder_weights),
+                            ("--freeze-encoder", cfg.freeze_encoder)):
+            if value:
+                raise UsageError(f"{flag} is for --encoder vgg16; the paper's U-Net (--encoder "
+                                 "unet) trains from scratch")
+        return
+    deepest = len(unet.VGG16_CONVS) - 1
+    if cfg.depth > deepest:
+        raise UsageError(f"--depth {cfg.depth} is too deep for --encoder {cfg.encoder}: VGG16 "
+                         f"has {deepest + 1} blocks, so use --depth {deepest} or less")
+    if cfg.freeze_encoder and not cfg.encoder_weights:
+        raise UsageError("--freeze-encoder keeps random weights without --encoder-weights: "
+                         "pass a Keras VGG16 weights file")
+    if not cfg.encoder_weights:
+        log.warning("--encoder %s without --encoder-weights: its convolutions start random",
+                    cfg.encoder)
 
 
 BACKGROUND_CLASS = "background"  # the name of class 0 of a K >= 2 run

@@ -24,12 +24,13 @@ v1 = tf.compat.v1
 Layout = collections.namedtuple("Layout", "input output border stride")
 
 
-def layout(input_size, depth):
+def layout(input_size, depth, encoder="unet"):
     """Tile geometry for a network, or UserError when it cannot tile exactly."""
-    if not unet.is_valid_input_size(input_size, depth):  # valid sizes have output pixels
-        raise UserError(f"input_size {input_size} is not a valid depth-{depth} U-Net input "
-                        "(no output pixels): fix input_size in the run's config.json")
-    out = unet.output_size(input_size, depth)
+    if not unet.is_valid_input_size(input_size, depth, encoder):  # valid: has output pixels
+        raise UserError(f"input_size {input_size} is not a valid depth-{depth} "
+                        f"{unet.describe(encoder)} input (no output pixels): fix input_size "
+                        "in the run's config.json")
+    out = unet.output_size(input_size, depth, encoder)
     grid = 2**depth
     if out < grid:
         raise UserError(f"input_size {input_size} gives {out} px output tiles, fewer than the "
@@ -50,7 +51,7 @@ def _stitch_indices(size, lay, count):
     return tile * lay.output + r - tile * lay.stride
 
 
-def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
+def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size, encoder="unet"):
     """U-Net logits float32 [H, W, num_outputs] of a uint8 [H, W, 3] image (any H, W >= 1),
     by overlap-tile with `lay` from layout(), batch_size tiles per run (memory vs. speed)."""
     shape = tf.shape(image)
@@ -79,7 +80,7 @@ def tiled_logits(image, lay, depth, base_filters, num_outputs, batch_size):
     def run(batch):  # uint8 [B, in, in, 3] -> float32 [B, out, out, C]
         x = tf.cast(batch, tf.float32) / 255.0
         return unet.unet(x, training=False, depth=depth, base_filters=base_filters,
-                         num_outputs=num_outputs)
+                         num_outputs=num_outputs, encoder=encoder)
 
     # One batch at a time bounds memory for large photos.
     out = tf.map_fn(run, tiles, fn_output_signature=tf.float32, parallel_iterations=1)
@@ -132,10 +133,10 @@ def _full_size(image, cfg, batch_size, activation):
     """activation(logits) of the tiled network, float32 [H, W, num_outputs] at the image's
     full size."""
     long_side = cfg.long_side  # checked by config.from_json with the flag's rule
-    lay = layout(cfg.input_size, cfg.depth)
+    lay = layout(cfg.input_size, cfg.depth, cfg.encoder)
     scaled = pipeline.resize_image(image, long_side) if long_side else image
     logits = tiled_logits(scaled, lay, cfg.depth, cfg.base_filters, cfg.num_outputs,
-                          batch_size)
+                          batch_size, cfg.encoder)
     prob = activation(logits)  # [h, w, num_outputs]
     if not long_side:
         return prob

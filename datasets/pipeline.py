@@ -280,7 +280,7 @@ def _paste_sources(image, mask, serialized, sources, long_side, settings, seed):
 def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, seed=None,
                  epoch=0, shuffle_buffer=256, num_parallel_calls=tf.data.AUTOTUNE,
                  long_side=0, augmentation=None, skip=0, foreground_windows=0.0,
-                 long_side_range=()):
+                 long_side_range=(), encoder="unet"):
     """Batches of (image [B, in, in, 3] float32 in [0, 1] RGB, mask [B, out, out, 1] uint8).
 
     One pass over the records (no repeat: the trainer re-initialises the
@@ -293,6 +293,8 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     centred on a foreground pixel (foreground_offset).
     augmentation: augment.Settings for training windows (None: flips only);
     evaluation windows are never augmented.
+    encoder: the network's contracting path (unet.ENCODERS), which sets the mask
+    window's size (unet.output_size).
     file_pattern: a glob (or tuple of globs) or a list of checked files; for a mixed
     run a tuple of RecordSets (training only; see _mixed).
     skip (int or int64 scalar tensor): windows of this epoch's order to pass over
@@ -300,7 +302,7 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
     each window keeps its index, and with it its crop and augmentation.
     Raises UserError when no file matches, ValueError for an invalid input size.
     """
-    output_size = unet.output_size(input_size, depth)
+    output_size = unet.output_size(input_size, depth, encoder)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     shuffle_seed = tf.cast(epoch, tf.int64) + seed * _EPOCH_STRIDE
@@ -398,7 +400,7 @@ def train_dataset(cfg, files, epoch, seed, skip_batches=0):
     augmented anew each `epoch` ([] int64 tensor), seeded by `seed`, from batch
     `skip_batches` ([] int64 tensor) of the epoch on."""
     return make_dataset(files, cfg.batch_size, True, cfg.input_size, cfg.depth, seed, epoch,
-                        cfg.shuffle_buffer, long_side=cfg.long_side,
+                        cfg.shuffle_buffer, long_side=cfg.long_side, encoder=cfg.encoder,
                         augmentation=augment.from_config(cfg),
                         skip=tf.cast(skip_batches, tf.int64) * cfg.batch_size,
                         foreground_windows=cfg.foreground_windows,
@@ -411,7 +413,8 @@ def val_dataset(cfg, files):
     # Inference holds no activations for backprop, but a big window still needs a
     # smaller batch to stay within the training step's memory.
     batch = max(1, round(cfg.batch_size * (cfg.input_size / size) ** 2))
-    return make_dataset(files, batch, False, size, cfg.depth, cfg.seed, long_side=cfg.long_side)
+    return make_dataset(files, batch, False, size, cfg.depth, cfg.seed, long_side=cfg.long_side,
+                        encoder=cfg.encoder)
 
 
 def make_initializable_iterator(dataset):

