@@ -156,6 +156,10 @@ LEVERS = {
 RECIPES = (
     Recipe("base", about="the Base alone: depth 3, 16 filters, long side 128, flips"),
     Recipe("all-aug", ("--augment", "all"), about="every augmentation group"),
+    # demo.py's 3-minute recipe (PHOTOS_TRAINING's network and scale) over the same budget
+    Recipe("demo-small", ("--depth", "2", "--long-side", "64", "--input-size", "76",
+                          "--val-input-size", "108"),
+           about="the 3-minute demo's network: depth 2, photos at 64 px, 76 px windows"),
     Recipe("fgwin", LEVERS["fgwin"], about="half of the windows centred on a cat pixel"),
     Recipe("copypaste", LEVERS["copypaste"], about="copy-paste of cut-out animals, p 0.5"),
     Recipe("multiscale", LEVERS["multiscale"], about="a random long side per photo"),
@@ -167,6 +171,8 @@ RECIPES = (
            about="the same with the VGG16 weights frozen: only the expanding path learns"),
     Recipe("vgg16-bf16", ("--precision", "bfloat16"), encoder="vgg16",
            about="vgg16 fine-tuned in bfloat16"),
+    Recipe("vgg16-frozen-bf16", ("--precision", "bfloat16"), encoder="vgg16", freeze=True,
+           about="vgg16 frozen, in bfloat16"),
     Recipe("bfloat16", ("--precision", "bfloat16"),
            about="bfloat16 (fast only with AVX512_BF16/AMX)"),
     Recipe("precision-auto", ("--precision", "auto"),

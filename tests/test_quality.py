@@ -208,14 +208,23 @@ def test_every_available_recipe_is_flags_train_py_accepts_over_the_common_base(r
     args = quality.train_args(recipe, quality.FULL, _sets(), 4.0, 7, "/r/x")
     assert args[0] == "train.py"
     raw = train.config_from_args(args[1:])
-    expected = {"bfloat16": "bfloat16", "vgg16-bf16": "bfloat16",
+    expected = {"bfloat16": "bfloat16", "vgg16-bf16": "bfloat16", "vgg16-frozen-bf16": "bfloat16",
                 "precision-auto": "auto"}.get(recipe.name, "float32")
     assert raw.precision == expected  # as given: resolve() turns auto into this CPU's choice
     cfg = config.resolve(raw)
-    assert (cfg.depth, cfg.base_filters, cfg.long_side) == (3, 16, 128)
-    vgg = recipe.encoder == "vgg16"  # the same 100 / 132 px output windows as the U-Net's
-    assert (cfg.input_size, cfg.val_input_size, cfg.batch_size) == ((212, 244, 8) if vgg
-                                                                    else (188, 220, 8))
+    if recipe.name == "demo-small":  # demo.PHOTOS_TRAINING's network and scale
+        import demo
+
+        small = {k: demo.PHOTOS_TRAINING[k] for k in ("depth", "long_side", "input_size",
+                                                       "val_input_size", "base_filters")}
+        assert small == dict(depth=cfg.depth, long_side=cfg.long_side,
+                             input_size=cfg.input_size, val_input_size=cfg.val_input_size,
+                             base_filters=cfg.base_filters)
+    else:
+        assert (cfg.depth, cfg.base_filters, cfg.long_side) == (3, 16, 128)
+        vgg = recipe.encoder == "vgg16"  # the same 100 / 132 px output windows as the U-Net's
+        assert (cfg.input_size, cfg.val_input_size, cfg.batch_size) == ((212, 244, 8) if vgg
+                                                                        else (188, 220, 8))
     assert (cfg.encoder, cfg.freeze_encoder) == (recipe.encoder, recipe.freeze)
     assert cfg.encoder_weights == (quality.hed_weights() if vgg else "")
     assert (cfg.lr_schedule, cfg.minutes, cfg.epochs, cfg.seed) == ("cosine", 4.0, 0, 7)
