@@ -4,6 +4,7 @@
     python demo.py --scenes DIR             # another YOLO export in place of the scenes
     python demo.py --dataset drawn          # the generated COCO-format drawn dataset
     python demo.py --classes cat dog        # 3 classes (background, cat, dog): pet photos only
+    python demo.py --encoder-weights FILE   # the pretrained recipe: a frozen VGG16 encoder
 
 Real photos: converts two sets, samples/feral_cats/ (cats in gardens, streets and night
 shots, a YOLO segmentation export: its train split to train on, its valid split held
@@ -42,7 +43,7 @@ import convert_pets
 import convert_yolo
 import evaluate
 import train
-from core import config, metrics, rundir
+from core import config, metrics, pretrained, rundir
 from datasets import shards
 from samples import drawn
 from utils import cli, errors
@@ -73,6 +74,19 @@ PHOTOS_TRAINING = dict(
     learning_rate=2e-3, lr_schedule="cosine",
     dice_weight=0.5,  # the soft-Dice term pulls the loss toward the IoU it is judged by
     seed=0, log_every=50, image_summary_every=200, checkpoint_every=400,
+)
+# benchmarks/quality.py's recommended recipe (chosen on its tune sets, docs/quality.md):
+# its Base with VGG16's convolutions as the contracting path, frozen, from the Keras VGG16
+# weights file of --encoder-weights. Used only with that flag: the weights are not ours
+# to ship.
+PRETRAINED_TRAINING = dict(
+    depth=3, base_filters=16,  # VGG16's blocks 1-3 and block 4 as the bottom
+    long_side=128,  # small cats in scenes keep a few pixels
+    input_size=212, val_input_size=244,  # -> 100 / 132 px output windows
+    encoder="vgg16", freeze_encoder=True,  # frozen beat fine-tuned at equal time
+    batch_size=8, epochs=4, val_every=1,  # about 6 minutes on 2 cores without --minutes
+    learning_rate=2e-3, lr_schedule="cosine", dice_weight=0.5,
+    seed=0, log_every=20, image_summary_every=100, checkpoint_every=200,
 )
 # The drawn dataset's recipe, tuned for 2 CPU cores (its images are up to 800 px).
 DRAWN_TRAINING = dict(
@@ -221,34 +235,50 @@ def check_classes(classes):
     return shards.chosen_classes(classes, CLASS_CHOICES, "--classes", usage=True)
 
 
-def default_run_dir(dataset="photos", scenes_dir=None, classes=CLASSES):
+def default_run_dir(dataset="photos", scenes_dir=None, classes=CLASSES, pretrained=False):
     """logs/demo, logs/demo_drawn, or for another scenes export a run of its own (named as
     its records are), so that it never resumes the embedded scenes' model; other classes
-    than the default get logs/demo_cat_dog etc."""
+    than the default get logs/demo_cat_dog etc., the pretrained recipe a _vgg16 suffix."""
+    suffix = "_vgg16" if pretrained else ""
     if tuple(classes) != CLASSES:
-        return RUN_DIRS[dataset] + _suffix(classes)
+        return RUN_DIRS[dataset] + _suffix(classes) + suffix
     if dataset != "photos" or not scenes_dir:
-        return RUN_DIRS[dataset]
+        return RUN_DIRS[dataset] + suffix
     output = os.path.basename(scenes_output("", scenes_dir))
-    return RUN_DIRS[dataset] if output == "scenes_cat" else f"{RUN_DIRS[dataset]}_{output}"
+    return RUN_DIRS[dataset] + ("" if output == "scenes_cat" else f"_{output}") + suffix
+
+
+def recipe(dataset="photos", encoder_weights=""):
+    """The training settings of a demo: the dataset's recipe, or with a VGG16 weights file
+    (real photos only) PRETRAINED_TRAINING starting from it."""
+    if not encoder_weights:
+        return dict(DATASETS[dataset])
+    if dataset != "photos":
+        raise cli.UsageError("--encoder-weights is the pretrained recipe for real photos; the "
+                             "drawn data trains from scratch")
+    # Before any conversion: a bad file is one line now, not after minutes of converting.
+    pretrained.check(encoder_weights, PRETRAINED_TRAINING["depth"])
+    return dict(PRETRAINED_TRAINING, encoder_weights=encoder_weights)
 
 
 def run(dataset="photos", data_dir="data", run_dir=None, seed=0, scenes_dir=None,
         pets_dir=None, num_train=drawn.NUM_TRAIN, num_val=drawn.NUM_VAL, classes=CLASSES,
-        **training):
+        encoder_weights="", **training):
     """Prepare the data, train, and score; returns a DemoResult.
 
     scenes_dir, pets_dir: the real photos (default the embedded SCENES_DIR, PETS_DIR);
     classes: check_classes's (other than CLASSES: real photos are the pet photos only);
+    encoder_weights: a Keras VGG16 weights file: the pretrained recipe (recipe()).
     `training` overrides the dataset's recipe (the tests shrink the network with it).
     """
     start = time.time()
     classes = check_classes(classes)
+    settings = recipe(dataset, encoder_weights)
     if scenes_dir and classes != CLASSES:
         raise cli.UsageError(f"--scenes with --classes {' '.join(classes)}: other classes than "
                              "cat train on the pet photos alone (the scenes are labelled cat "
                              "only), so pass one of the two")
-    run_dir = run_dir or default_run_dir(dataset, scenes_dir, classes)
+    run_dir = run_dir or default_run_dir(dataset, scenes_dir, classes, bool(encoder_weights))
     if dataset == "photos":
         # The scenes are labelled cat only: a run of other classes is the pet photos alone.
         sets = ((prepare_scenes(data_dir, seed, scenes_dir or SCENES_DIR),)
@@ -261,7 +291,7 @@ def run(dataset="photos", data_dir="data", run_dir=None, seed=0, scenes_dir=None
     else:
         sets, (train_records, val_records) = (), prepare_drawn(data_dir, seed, num_train, num_val,
                                                                classes)
-    settings = {**DATASETS[dataset], "seed": seed, **training}
+    settings = {**settings, "seed": seed, **training}
     if settings.get("minutes") and "epochs" not in training:
         settings["epochs"] = 0  # as train.py --minutes: the budget decides, not the epochs
     cfg = config.Config(train_records=train_records, val_records=val_records,
@@ -400,6 +430,11 @@ def main(argv=None):
     p.add_argument("--minutes", type=cli.non_negative_float, default=0.0,
                    help="train for this many minutes (the total, also when resuming) with the "
                    "learning-rate schedule fitted to them, then validate; 0 = by --epochs")
+    p.add_argument("--encoder-weights", metavar="FILE", default="",
+                   help="a Keras VGG16 weights file (e.g. keras.applications' "
+                   "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5): train the pretrained "
+                   "recipe, a frozen VGG16 encoder (demo.PRETRAINED_TRAINING), into "
+                   "logs/demo_vgg16")
     args = p.parse_args(argv)
     args.dataset = "photos" if args.dataset == "pets" else args.dataset
     if args.scenes and args.dataset != "photos":
@@ -412,8 +447,10 @@ def main(argv=None):
         training["epochs"] = args.epochs
     if args.scenes:
         training["scenes_dir"] = args.scenes
-    run_dir = args.run_dir or default_run_dir(args.dataset, args.scenes, classes)
-    result = run(args.dataset, args.data_dir, run_dir, args.seed, classes=classes, **training)
+    run_dir = args.run_dir or default_run_dir(args.dataset, args.scenes, classes,
+                                              bool(args.encoder_weights))
+    result = run(args.dataset, args.data_dir, run_dir, args.seed, classes=classes,
+                 encoder_weights=args.encoder_weights, **training)
     print(report(result, run_dir))
     if result.training.interrupted:
         return train.EXIT_ON_SIGNAL[signal.Signals[result.training.interrupted]]

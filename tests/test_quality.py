@@ -212,6 +212,7 @@ def test_every_available_recipe_is_flags_train_py_accepts_over_the_common_base(r
                 "precision-auto": "auto"}.get(recipe.name, "float32")
     assert raw.precision == expected  # as given: resolve() turns auto into this CPU's choice
     cfg = config.resolve(raw)
+    vgg = recipe.encoder == "vgg16"  # the same 100 / 132 px output windows as the U-Net's
     if recipe.name == "demo-small":  # demo.PHOTOS_TRAINING's network and scale
         import demo
 
@@ -222,7 +223,6 @@ def test_every_available_recipe_is_flags_train_py_accepts_over_the_common_base(r
                              base_filters=cfg.base_filters)
     else:
         assert (cfg.depth, cfg.base_filters, cfg.long_side) == (3, 16, 128)
-        vgg = recipe.encoder == "vgg16"  # the same 100 / 132 px output windows as the U-Net's
         assert (cfg.input_size, cfg.val_input_size, cfg.batch_size) == ((212, 244, 8) if vgg
                                                                         else (188, 220, 8))
     assert (cfg.encoder, cfg.freeze_encoder) == (recipe.encoder, recipe.freeze)
