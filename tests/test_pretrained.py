@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_train import make_cfg, write_blobs
+from test_train import blob_sets, make_cfg
 
 import evaluate
 import predict
@@ -136,13 +136,8 @@ def test_hed_tensors_vgg16_file_fits_every_depth():
 
 
 @pytest.fixture(scope="module")
-def blobs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("vgg-records")
-    fraction = write_blobs(d / "blobs-train-00000-of-00001.tfrecord", 8, 0)
-    (d / "blobs-train-stats.json").write_text(json.dumps({"foreground_fraction": fraction,
-                                                          "classes": ["ball"]}))
-    write_blobs(d / "blobs-val-00000-of-00001.tfrecord", 3, 1)
-    return {"train_records": str(d / "blobs-train-*"), "val_records": str(d / "blobs-val-*")}
+def blob_data(tmp_path_factory):
+    return blob_sets(tmp_path_factory.mktemp("vgg-records"), 8, 3)
 
 
 def stored(run_dir):
@@ -156,10 +151,10 @@ VGG = dict(depth=1, base_filters=4, input_size=64, val_input_size=64, batch_size
 
 
 @pytest.mark.parametrize("freeze", [False, True])
-def test_vgg16_run_starts_from_the_file_trains_and_is_evaluated(blobs, tmp_path, freeze,
+def test_vgg16_run_starts_from_the_file_trains_and_is_evaluated(blob_data, tmp_path, freeze,
                                                                  caplog):
     weights = write_vgg16(tmp_path / "vgg.h5", vgg16_arrays(1))
-    cfg = make_cfg(blobs, tmp_path / "run", **VGG, encoder_weights=str(weights),
+    cfg = make_cfg(blob_data, tmp_path / "run", **VGG, encoder_weights=str(weights),
                    freeze_encoder=freeze)
     with caplog.at_level("INFO"):
         result = train.train(cfg)
@@ -172,7 +167,7 @@ def test_vgg16_run_starts_from_the_file_trains_and_is_evaluated(blobs, tmp_path,
     # Frozen: every pretrained weight as in the file; fine-tuned: Adam moved all of them.
     assert moved == ([] if freeze else list(loaded))
     assert not any(name.startswith("unet/contract") and "moving" in name for name in after)
-    report = evaluate.evaluate(str(tmp_path / "run"), blobs["val_records"], threshold=0.5)
+    report = evaluate.evaluate(str(tmp_path / "run"), blob_data["val_records"], threshold=0.5)
     assert report.images == 3 and 0.0 <= report.model["foreground_iou"] <= 1.0
     # predict tiles a photo of any size with the vgg16 geometry (64 -> 48 px tiles).
     image = np.random.default_rng(0).integers(0, 255, (37, 50, 3), np.uint8)
@@ -183,21 +178,20 @@ def test_vgg16_run_starts_from_the_file_trains_and_is_evaluated(blobs, tmp_path,
     assert mask.shape[:2] == (37, 50)
 
 
-def test_a_bad_weights_file_stops_train_before_the_run_dir_exists(blobs, tmp_path, capsys):
+def test_a_bad_weights_file_stops_train_before_the_run_dir_exists(blob_data, tmp_path, capsys):
     (tmp_path / "vgg.h5").write_bytes(b"\x89HDF\r\n")
-    code = cli.run_main(train.main, ["--train-records", blobs["train_records"],
-                                     "--val-records", blobs["val_records"], "--encoder", "vgg16",
-                                     "--depth", "1", "--input-size", "64", "--encoder-weights",
-                                     str(tmp_path / "vgg.h5"), "--run-dir",
-                                     str(tmp_path / "run")])
+    code = cli.run_main(train.main, [
+        "--train-records", blob_data["train_records"], "--val-records", blob_data["val_records"],
+        "--encoder", "vgg16", "--depth", "1", "--input-size", "64",
+        "--encoder-weights", str(tmp_path / "vgg.h5"), "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith(f"error: --encoder-weights {tmp_path / 'vgg.h5'} is not "
                                         "an HDF5 weights file")
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
-def test_a_unet_run_dir_is_not_resumed_as_vgg16(blobs, tmp_path):
+def test_a_unet_run_dir_is_not_resumed_as_vgg16(blob_data, tmp_path):
     tiny = dict(VGG, encoder="unet", input_size=60, val_input_size=60)
-    train.train(make_cfg(blobs, tmp_path / "run", **tiny))
+    train.train(make_cfg(blob_data, tmp_path / "run", **tiny))
     with pytest.raises(UserError, match=r"another network \(encoder unet -> vgg16\)"):
-        train.train(make_cfg(blobs, tmp_path / "run", **VGG))
+        train.train(make_cfg(blob_data, tmp_path / "run", **VGG))

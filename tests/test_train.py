@@ -56,15 +56,19 @@ def write_blobs(path, n, seed):
     return fg / total
 
 
-@pytest.fixture(scope="module")
-def blob_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("records")
-    fraction = write_blobs(d / "blobs-train-00000-of-00001.tfrecord", 16, 0)
+def blob_sets(d, train, val):
+    """A train set (with stats) of `train` blob records and a val set of `val` in dir d."""
+    fraction = write_blobs(d / "blobs-train-00000-of-00001.tfrecord", train, 0)
     (d / "blobs-train-stats.json").write_text(json.dumps({"foreground_fraction": fraction,
                                                           "classes": ["ball"]}))
-    write_blobs(d / "blobs-val-00000-of-00001.tfrecord", 6, 1)
+    write_blobs(d / "blobs-val-00000-of-00001.tfrecord", val, 1)
     return {"train_records": str(d / "blobs-train-*"), "val_records": str(d / "blobs-val-*"),
             "fraction": fraction}
+
+
+@pytest.fixture(scope="module")
+def blob_data(tmp_path_factory):
+    return blob_sets(tmp_path_factory.mktemp("records"), 16, 6)
 
 
 def make_cfg(blob_data, run_dir, **overrides):
