@@ -404,6 +404,9 @@ CASES = [
     ("demo-scenes-with-classes", "demo", "--scenes with --classes cat dog",
      lambda w, t: ["--scenes", str(t), "--classes", "cat", "dog", "--data-dir",
                    str(t / "data")], 2, "other classes than cat train on the pet photos alone"),
+    ("demo-encoder-weights-missing", "demo", "--encoder-weights names no file",
+     lambda w, t: ["--encoder-weights", str(t / "vgg.h5"), "--data-dir", str(t / "data")], 1,
+     "vgg.h5 does not exist: pass a Keras VGG16 weights file"),
     # ---------------------------------------------------------------- train
     ("train-invalid-input-size", "train", "--input-size not valid for the depth",
      lambda w, t: tiny(w, t, **{"--input-size": "45"}), 2, "nearest valid sizes"),
@@ -448,6 +451,16 @@ CASES = [
     ("train-long-side-range-order", "train", "--long-side-range with MIN above MAX",
      lambda w, t: tiny(w, t, **{"--long-side-range": "192,96"}), 2,
      "must be two whole numbers MIN,MAX with 0 < MIN <= MAX"),
+    ("train-encoder-weights-without-vgg16", "train", "--encoder-weights with the U-Net encoder",
+     lambda w, t: tiny(w, t, **{"--encoder-weights": str(t / "vgg.h5")}), 2,
+     "--encoder-weights is for --encoder vgg16"),
+    ("train-vgg16-too-deep", "train", "--encoder vgg16 with --depth 5",
+     lambda w, t: tiny(w, t, **{"--encoder": "vgg16", "--depth": "5"}), 2,
+     "--depth 5 is too deep for --encoder vgg16"),
+    ("train-encoder-weights-not-hdf5", "train", "--encoder-weights names a file that is not HDF5",
+     lambda w, t: (t / "vgg.h5").write_text("no") and tiny(
+         w, t, **{"--encoder": "vgg16", "--input-size": "64", "--encoder-weights":
+                  str(t / "vgg.h5")}), 1, "is not an HDF5 weights file"),
     ("train-foreground-windows-above-1", "train", "--foreground-windows above 1",
      lambda w, t: tiny(w, t, **{"--foreground-windows": "1.5"}), 2, "must be in [0, 1]"),
     ("train-copy-paste-scale-one-number", "train", "--copy-paste-scale not MIN,MAX",
