@@ -21,6 +21,12 @@ pixel sees a full 184x184 context and tiles stitch seamlessly. The paper's
 drop-out at the end of the contracting path is the `dropout` argument, off by
 default because it cost IoU in every run measured (docs/train.md).
 
+`encoder="vgg16"` swaps the contracting path for VGG16's convolutions (TernausNet,
+Iglovikov and Shvets 2018): blocks of 2, 2, 3, 3, 3 valid convs without batch norm,
+so Keras' pretrained weights fit them (core/pretrained.py assigns them); the
+expanding path stays the paper's. Its third convs cost border, so its valid sizes
+differ (encoder_convs, output_size).
+
 This module is a pure graph builder: images in, logits out. No flags, no I/O,
 no summaries. Variables live
 under the variable scope "unet" and are created with AUTO_REUSE, so a training

@@ -180,7 +180,8 @@ class Config:
     encoder_weights: str = _flag("", "vgg16: a Keras VGG16 weights file, e.g. keras.applications' "
                                  "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
                                  "(docs/train.md); '' = random init", _TEXT)
-    # Off: fine-tuned with the rest, which measured better on scenes (docs/quality.md).
+    # Off: everything learns, as in the paper's network; with vgg16, frozen measured better
+    # at 4 and at 15 minutes (docs/quality.md), so the recommended recipe passes it.
     freeze_encoder: bool = _flag(False, "vgg16: keep the pretrained encoder fixed, train the "
                                  "expanding path only", _SWITCH)
     # 1: one sigmoid logit, the pixel belongs to the class(es) or not (K = 1 records);
