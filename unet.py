@@ -40,6 +40,7 @@ v1 = tf.compat.v1
 ENCODERS = ("unet", "vgg16")  # the contracting path: the paper's, or VGG16's convolutions
 VGG16_CONVS = (2, 2, 3, 3, 3)  # 3x3 convs of VGG16's five blocks (64, 128, 256, 512, 512 ch)
 VGG16_CHANNELS = (64, 128, 256, 512, 512)
+VGG16_MAX_DEPTH = len(VGG16_CONVS) - 1  # its fifth block is the bottom
 # Keras' VGG16 ("caffe" preprocessing): BGR in [0, 255] minus the ImageNet mean.
 VGG16_BGR_MEAN = (103.939, 116.779, 123.68)
 BN_MOMENTUM = 0.9  # short runs on small data: moving stats must settle in ~50 steps
@@ -58,9 +59,9 @@ def encoder_convs(encoder, depth):
     if encoder == "unet":
         return (2,) * (depth + 1)
     if encoder == "vgg16":
-        if depth > len(VGG16_CONVS) - 1:
+        if depth > VGG16_MAX_DEPTH:
             raise ValueError(f"a vgg16 encoder has {len(VGG16_CONVS)} blocks, so depth "
-                             f"{depth} is too deep; use depth <= {len(VGG16_CONVS) - 1}")
+                             f"{depth} is too deep; use depth <= {VGG16_MAX_DEPTH}")
         return VGG16_CONVS[:depth + 1]
     raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
 

@@ -541,10 +541,10 @@ def _check_encoder(cfg):
                 raise UsageError(f"{flag} is for --encoder vgg16; the paper's U-Net (--encoder "
                                  "unet) trains from scratch")
         return
-    deepest = len(unet.VGG16_CONVS) - 1
-    if cfg.depth > deepest:
+    if cfg.depth > unet.VGG16_MAX_DEPTH:
         raise UsageError(f"--depth {cfg.depth} is too deep for --encoder {cfg.encoder}: VGG16 "
-                         f"has {deepest + 1} blocks, so use --depth {deepest} or less")
+                         f"has {len(unet.VGG16_CONVS)} blocks, so use --depth "
+                         f"{unet.VGG16_MAX_DEPTH} or less")
     if cfg.freeze_encoder and not cfg.encoder_weights:
         raise UsageError("--freeze-encoder keeps random weights without --encoder-weights: "
                          "pass a Keras VGG16 weights file")

@@ -42,7 +42,7 @@ def _layouts(block, conv):
 
 
 def variable_names(depth):
-    """{VGG16 layer name: U-Net variable scope} for a vgg16 encoder of this depth."""
+    """{(block, conv) of VGG16: U-Net variable scope} for a vgg16 encoder of this depth."""
     names = {}
     for block, convs in enumerate(unet.encoder_convs("vgg16", depth), start=1):
         scope = f"unet/contract{block}" if block <= depth else "unet/bottom"
