@@ -364,7 +364,21 @@ def make_dataset(file_pattern, batch_size, training, input_size=572, depth=4, se
 
     ds = ds.enumerate().skip(tf.cast(skip, tf.int64))
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def _options():
+    """tf.data options of every pipeline: no model-based autotuning.
+
+    Its optimisation thread sleeps for a period that doubles up to seconds, and
+    re-initialising an iterator waits for that sleep: 2 to 20 s at every epoch and
+    validation (docs/performance.md, "Epoch boundaries"). Without it AUTOTUNE still means something:
+    parallel maps run one call per thread of the pool, and prefetch grows its buffer
+    while the consumer waits.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def _serialized(files, training, shuffle_seed, shuffle_buffer, num_parallel_calls):

@@ -190,6 +190,15 @@ def test_iterator_reinitialises_each_epoch_with_new_order(tmp_path):
     assert first[0] == first[2] and orders[0] == orders[1]
 
 
+def test_pipelines_run_without_model_based_autotuning(tmp_path):
+    """Re-initialising an autotuned iterator waits out the autotuner's sleep (seconds at
+    every epoch and validation): training and evaluation windows both go without it."""
+    write_records(tmp_path / "x-00000-of-00001.tfrecord", [(30, 30)] * 2)
+    for training in (True, False):
+        ds = pipeline.make_dataset(str(tmp_path / "x-*"), 2, training, INPUT, DEPTH, seed=0)
+        assert ds.options().autotune.enabled is False
+
+
 def test_skip_resumes_the_epoch_with_the_same_windows(tmp_path):
     """A resumed epoch (skip = the windows already trained on) yields the rest of the
     uninterrupted epoch's batches, pixel for pixel: same order, crops and augmentation."""
