@@ -27,7 +27,9 @@ of scenes-tune and pets-tune counted together) ranks the recipes and picks the
 recommended one; scenes-test, pets-test and COCO are reported, never used to
 choose. Without the scenes dir (--scenes-dir '' or absent) the benchmark falls
 back to the pets-only protocol: the same recipes on pets-train, ranked on
-pets-tune, and says so in the report.
+pets-tune, and says so in the report. The dogs-as-class recipe trains and is
+scored on the same photos converted with dogs as class 2 (convert_dogs_as_class);
+its scores are the cat class's, counted on the same cat pixels.
 
 Each recipe (RECIPES: train.py flags over one common Base, or a peer) trains for
 the same --minutes budget; two run at a time, each pinned to its own core with
@@ -82,6 +84,7 @@ import numpy as np  # noqa: E402
 
 import unet  # noqa: E402
 from benchmarks import keras_seg_peer, run, torch_seg_peer  # noqa: E402
+from core import metrics  # noqa: E402
 from datasets import shards  # noqa: E402
 from utils import cli  # noqa: E402
 
@@ -101,8 +104,10 @@ LEARNING_RULE = ("each training set's photos sorted by file name and permuted by
                  "(r + 0.5) / n; all sets' photos ordered by (key, set index): the first N")
 ALL_NEGATIVES = 1e9  # convert_pets --negatives is capped at the photos there are: every dog
 THRESHOLD = 0.5
-# train.py's val/ tag of the foreground IoU ("iou" in runs from before core/metrics.py)
-VAL_IOU_TAGS = ("foreground_iou", "iou")
+# train.py's val/ tag of the cat IoU: K = 1's foreground IoU ("iou" in runs from before
+# core/metrics.py), K >= 2's class IoU of the cat
+VAL_IOU_TAGS = ("foreground_iou", "iou", "iou/cat")
+CAT = "cat"  # the class every score is of
 BIG = "1000000"  # steps between periodic checkpoints / image summaries: none in the budget
 TORCH_HINT = ("torch is not installed: pip install torch==2.13.0 (the CPU build), or run the "
               "benchmark with a Python that has it")
@@ -180,8 +185,9 @@ RECIPES = (
            about="bfloat16 (fast only with AVX512_BF16/AMX)"),
     Recipe("precision-auto", ("--precision", "auto"),
            about="bfloat16 where the CPU has it, else float32"),
-    Recipe("dogs-as-class", ("--classes", "cat", "dog"), dogs_as_class=True,
-           about="dogs a class of their own instead of negatives (issue 24)"),
+    Recipe("dogs-as-class", dogs_as_class=True,
+           about="dogs a class of their own instead of negatives (issue 24): every set "
+           "converted as cat/dog, the cat IoU that of class 1"),
     Recipe("keras", kind="keras", scale="published",
            about="keras.io U-Net-like example as published (160x160, batch 32, BN 0.99)"),
     Recipe("keras-scaled", kind="keras", scale="project",
@@ -417,26 +423,82 @@ def prepare_data(pets_dir, coco_dir, scenes_dir, work, seed, log=print):
     return Sets(train, tune, test, counts, scenes=bool(scenes_dir))
 
 
-def convert_dogs_as_class(work, seed):
-    """pets-train and pets-tune with dogs as class 2 (convert_pets --species cat dog, issue 24);
-    returns {set name: glob}. Raises whatever this tree's converter raises without it."""
+CAT_DOG = (CAT, "dog")
+
+
+def convert_dogs_as_class(sets, work, coco_dir, seed):
+    """sets with every set converted again with dogs as class 2 (issue 24), the same photos:
+    pets by convert_pets --species cat dog; the scenes (cats only) through a data.yaml that
+    names a dog class no photo labels; COCO's cat photos with their dogs' pixels as class 2
+    (coco_cat_photos). A cat/dog run trains and is scored on these, its cat IoU counting
+    the very pixels of the cat-only records."""
+    import yaml
+
     import convert_pets
+    import convert_yolo
 
-    output = os.path.join(work, "data", "pets_catdog")
-    for split in ("train", "tune"):
-        convert_pets.convert(os.path.join(work, "pets_split"), split, ("cat", "dog"), output,
+    data_dir = os.path.join(work, "data")
+    globs = {}
+    output = os.path.join(data_dir, "pets_catdog")
+    for split in ("train", "tune", "test"):
+        convert_pets.convert(os.path.join(work, "pets_split"), split, CAT_DOG, output,
                              border="ignore", seed=seed, progress=False)
-    return {f"pets-{s}": shards.shard_pattern(output, s) for s in ("train", "tune")}
+        globs[f"pets-{split}"] = shards.shard_pattern(output, split)
+    if sets.scenes:
+        layout = os.path.join(work, "scenes_split")
+        with open(os.path.join(layout, "data.yaml")) as f:
+            spec = yaml.safe_load(f)
+        yaml_path = os.path.join(layout, "data_catdog.yaml")
+        with open(yaml_path, "w") as f:
+            yaml.safe_dump({**spec, "names": list(CAT_DOG)}, f)
+        output = os.path.join(data_dir, "scenes_catdog")
+        for name, split in (("scenes-train", "train"), ("scenes-tune", "val"),
+                            ("scenes-test", "test")):
+            convert_yolo.convert(yaml_path, split, CAT_DOG, output, seed=seed, progress=False)
+            globs[name] = shards.shard_pattern(output, split)
+    if "coco" in sets.test:
+        output = os.path.join(data_dir, "coco_catdog")
+        convert_coco_cats(coco_cat_photos(coco_dir, os.path.join(work, "coco_cats")), output,
+                          CAT_DOG)
+        globs["coco"] = f"{output}-*.tfrecord"
+
+    def converted(part):
+        return {name: globs[name] for name in part}
+
+    return dataclasses.replace(sets, train=converted(sets.train), tune=converted(sets.tune),
+                               test=converted(sets.test))
 
 
-def convert_coco_cats(coco_dir, output):
-    """Records of the images with cats of every COCO split found; returns their number."""
+def coco_cat_photos(coco_dir, out_dir):
+    """A COCO layout in out_dir of coco_dir's photos that hold a cat (images linked, each
+    split's annotation file cut to them): converted with classes cat and dog it gives the
+    photos of the cat-only records, with the dogs in them as class 2."""
+    os.makedirs(os.path.join(out_dir, "annotations"))
+    for split in ("train2017", "val2017"):
+        path = os.path.join(coco_dir, "annotations", f"instances_{split}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            coco = json.load(f)
+        cat = {c["id"] for c in coco["categories"] if c["name"] == CAT}
+        keep = {a["image_id"] for a in coco["annotations"] if a["category_id"] in cat}
+        coco["images"] = [i for i in coco["images"] if i["id"] in keep]
+        coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+        with open(os.path.join(out_dir, "annotations", f"instances_{split}.json"), "w") as f:
+            json.dump(coco, f)
+        os.symlink(os.path.abspath(os.path.join(coco_dir, split)), os.path.join(out_dir, split))
+    return out_dir
+
+
+def convert_coco_cats(coco_dir, output, classes=(CAT,)):
+    """Records of the images with any of classes of every COCO split found; returns their
+    number."""
     import convert_coco
 
     images = 0
     for split in ("train2017", "val2017"):
         if os.path.exists(os.path.join(coco_dir, "annotations", f"instances_{split}.json")):
-            images += convert_coco.convert(coco_dir, split, ("cat",), output, negatives=0.0,
+            images += convert_coco.convert(coco_dir, split, classes, output, negatives=0.0,
                                            progress=False)["images"]
     return images
 
@@ -648,8 +710,11 @@ def read_events(run_dir):
 
 
 def counts_of(result):
-    """evaluate.py's report's summed (tp, fp, fn, tn) at its threshold, recovered from its
-    pixel counts, recall and pixel accuracy (exact: the ratios are of int64 counts)."""
+    """evaluate.py's report's summed cat (tp, fp, fn, tn): of K = 1 at its threshold,
+    recovered from its pixel counts, recall and pixel accuracy (exact: the ratios are of
+    int64 counts); of K >= 2 the cat against every other class, from the confusion matrix."""
+    if result.get("classes"):
+        return metrics.one_vs_rest(result["confusion_matrix"], result["classes"].index(CAT))
     valid, fg, model = result["valid_pixels"], result["foreground_pixels"], result["model"]
     tp = round(model["recall"] * fg) if fg else 0
     correct = round(model["pixel_accuracy"] * valid)
@@ -658,16 +723,20 @@ def counts_of(result):
 
 
 def evaluate_json(result):
-    """The part of evaluate.py's result this report keeps (and the counts, to combine)."""
+    """The part of evaluate.py's result this report keeps (and the counts, to combine): the
+    cat's foreground metrics, whatever the run's classes."""
+    counts = counts_of(result)
+    if result.get("classes"):
+        return {"images": result["images"], "model": metrics.ratios(counts),
+                "all_background": metrics.ratios(metrics.all_background(counts)),
+                "counts": counts}
     return {"images": result["images"], "model": result["model"],
-            "all_background": result["all_background"], "counts": counts_of(result)}
+            "all_background": result["all_background"], "counts": counts}
 
 
 def combined(scores, names):
     """One score of several sets: their pixels counted together, as train.py's combined
     validation does (dataset-level, so a set weighs its pixels)."""
-    from core import metrics
-
     counts = np.sum([scores[n]["counts"] for n in names], axis=0)
     return {"images": sum(scores[n]["images"] for n in names),
             "model": metrics.ratios(counts),
@@ -987,15 +1056,13 @@ def _jobs(recipes, plan, sets, minutes, opts, work, log):
         if recipe.dogs_as_class:
             if dogs is None:
                 try:
-                    dogs = convert_dogs_as_class(work, opts.seed)
-                except Exception as e:  # noqa: BLE001  (this tree's converter may lack it)
-                    dogs = f"pets with dogs as a class could not be converted: {e}"
+                    dogs = convert_dogs_as_class(sets, work, opts.coco_dir, opts.seed)
+                except Exception as e:  # noqa: BLE001  (this tree's converters may lack it)
+                    dogs = f"the sets with dogs as a class could not be converted: {e}"
             if isinstance(dogs, str):
                 jobs.append(_skipped(recipe, f"not available in this tree: {dogs}"))
                 continue
-            recipe_sets = dataclasses.replace(
-                sets, train={**sets.train, "pets-train": dogs["pets-train"]},
-                tune={**sets.tune, "pets-tune": dogs["pets-tune"]})
+            recipe_sets = dogs
         jobs.append(_runner(recipe, plan, recipe_sets, minutes, opts.seed, work, log))
     return jobs
 

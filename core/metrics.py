@@ -158,6 +158,15 @@ def class_rates(matrix):
             "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn)}
 
 
+def one_vs_rest(matrix, k):
+    """[tp, fp, fn, tn] (Python ints) of class k against all the others, from one confusion
+    matrix [C, C]: the K = 1 counts of a mask whose foreground is class k."""
+    m = np.asarray(matrix, np.int64)
+    tp = int(m[k, k])
+    fp, fn = int(m[:, k].sum()) - tp, int(m[k, :].sum()) - tp
+    return [tp, fp, fn, int(m.sum()) - tp - fp - fn]
+
+
 def _nanmean(x, axis=-1):
     """Mean over the non-NaN entries; NaN where there are none (without numpy's warning)."""
     x = np.asarray(x, np.float64)

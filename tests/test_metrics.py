@@ -131,6 +131,18 @@ def test_all_background_baseline_of_a_confusion_matrix():
     assert m.mean_iou_with_background == pytest.approx(4 / 27)
 
 
+def test_one_vs_rest_is_the_binary_count_of_one_class():
+    truth = np.array([[0, 1, 2, 2], [1, 1, 0, 255]], np.uint8)
+    pred = np.array([[1, 1, 1, 2], [0, 1, 2, 2]], np.uint8)
+    matrix = metrics.confusion_matrix(pred, truth, 3)
+    # class 1 as the foreground: the dog pixel predicted cat is a false positive
+    assert metrics.one_vs_rest(matrix, 1) == [2, 2, 1, 2]
+    binary = metrics.confusion(np.where(pred == 1, 1.0, 0.0), np.where(
+        truth == 255, 255, truth == 1).astype(np.uint8), [0.5])
+    assert metrics.one_vs_rest(matrix, 1) == [int(c) for c in np.ravel(binary)]
+    assert metrics.one_vs_rest(matrix, 2) == [1, 1, 1, 4]  # the ignored pixel counts nowhere
+
+
 def test_a_class_in_only_the_truth_or_only_the_prediction_scores_zero():
     only_predicted = metrics.class_rates([[5, 2], [0, 0]])
     only_true = metrics.class_rates([[5, 0], [3, 0]])

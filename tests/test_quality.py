@@ -278,6 +278,41 @@ def test_tune_counts_the_pixels_of_both_tune_sets_together():
     assert tune["all_background"]["foreground_iou"] == 0.0
 
 
+def test_a_cat_dog_report_counts_the_cat_against_everything_else():
+    # rows = truth (background, cat, dog), columns = predicted
+    matrix = [[50, 3, 2], [4, 20, 6], [1, 5, 9]]
+    report = {"images": 2, "classes": ["background", "cat", "dog"], "confusion_matrix": matrix,
+              "model": {"mean_iou": 0.1}, "all_background": {"mean_iou": 0.0}}
+    assert quality.counts_of(report) == [20, 8, 10, 62]  # dogs taken for cat are cat's fp
+    scores = quality.evaluate_json(report)
+    assert scores["counts"] == [20, 8, 10, 62] and scores["images"] == 2
+    assert scores["model"]["foreground_iou"] == pytest.approx(20 / 38)
+    assert scores["all_background"]["foreground_iou"] == 0.0
+
+
+def test_coco_cat_photos_keeps_the_photos_with_cats_and_their_dogs(tmp_path):
+    coco = str(tmp_path / "coco")
+    os.makedirs(os.path.join(coco, "annotations"))
+    os.makedirs(os.path.join(coco, "val2017"))
+    ann = {"images": [{"id": i} for i in (1, 2, 3)],
+           "categories": [{"id": 17, "name": "cat"}, {"id": 18, "name": "dog"}],
+           "annotations": [{"id": 10, "image_id": 1, "category_id": 17},
+                           {"id": 11, "image_id": 1, "category_id": 18},
+                           {"id": 12, "image_id": 2, "category_id": 18},
+                           {"id": 13, "image_id": 3, "category_id": 17}]}
+    with open(os.path.join(coco, "annotations", "instances_val2017.json"), "w") as f:
+        json.dump(ann, f)
+    out = quality.coco_cat_photos(coco, str(tmp_path / "cats"))
+    with open(os.path.join(out, "annotations", "instances_val2017.json")) as f:
+        cut = json.load(f)
+    assert [i["id"] for i in cut["images"]] == [1, 3]  # photo 2 holds only a dog
+    assert [a["id"] for a in cut["annotations"]] == [10, 11, 13]  # photo 1's dog stays
+    assert cut["categories"] == ann["categories"]
+    assert os.path.realpath(os.path.join(out, "val2017")) == os.path.realpath(
+        os.path.join(coco, "val2017"))
+    assert not os.path.exists(os.path.join(out, "annotations", "instances_train2017.json"))
+
+
 def test_read_events_gives_the_curve_from_the_loop_start_and_the_speed(tmp_path):
     run_dir = str(tmp_path / "run")
     from core import config, rundir
@@ -458,12 +493,11 @@ def test_quick_run_reports_every_recipe_kind_on_every_set(tmp_path):
     assert sets["coco"]["images"] >= 1
     assert [r["recipe"] for r in report["recipes"]] == ["base", "dogs-as-class", "keras-scaled",
                                                        "torch"]
-    assert report["recommended"] == "base"
     by_name = {r["recipe"]: r for r in report["recipes"]}
-    # train.py takes its classes from the records: the slot's --classes stays unknown to it
-    assert by_name["dogs-as-class"]["skipped"].startswith(
-        "not available in this tree: train.py has no")
-    ran = ["base", "keras-scaled"]
+    assert report["recommended"] == max(  # ours with the best tune IoU, never the peer
+        ("base", "dogs-as-class"),
+        key=lambda n: by_name[n]["scores"]["tune"]["model"]["foreground_iou"])
+    ran = ["base", "dogs-as-class", "keras-scaled"]
     if by_name["torch"]["skipped"]:
         assert by_name["torch"]["skipped"] == quality.TORCH_HINT
     else:
@@ -484,6 +518,15 @@ def test_quick_run_reports_every_recipe_kind_on_every_set(tmp_path):
             assert scores["all_background"]["foreground_iou"] == 0.0
         assert r["curve"] and all(s >= 0 and 0.0 <= iou <= 1.0 for s, iou in r["curve"])
         assert os.path.exists(r["log"])
+    # Dogs as a class: a cat/dog run (classes from the records), scored on the same photos
+    dogs = by_name["dogs-as-class"]
+    with open(os.path.join(work, "runs", "dogs-as-class", "config.json")) as f:
+        assert json.load(f)["classes"] == ["cat", "dog"]
+    assert {k: v["images"] for k, v in dogs["scores"].items()} == {
+        k: v["images"] for k, v in by_name["base"]["scores"].items()}
+    for name in ("scenes-test", "pets-test", "coco"):  # the same truth pixels of cat
+        assert sum(dogs["scores"][name]["counts"][::2]) == sum(
+            by_name["base"]["scores"][name]["counts"][::2])
     # Ours scored its last checkpoint: the one evaluate.py names is the run's newest.
     base_eval = os.path.join(work, "runs", "base", "quality-scenes-test.json")
     with open(base_eval) as f:
