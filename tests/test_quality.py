@@ -389,6 +389,56 @@ def _outcome(name, tune, kind="train", error=None, skipped=None):
                            skipped=skipped, steps=3, images_per_s=1.5)
 
 
+def test_flip_test_scores_the_base_run_again_after_it_with_its_flag(tmp_path, monkeypatch):
+    """flip-test trains nothing when base runs too: it waits for base's job, then evaluates
+    base's run with --flip-test; alone it trains a run of its own."""
+    from core import metrics
+
+    calls = []
+
+    def fake_run(args, core, log_path):
+        calls.append(args)
+        if args[0] == "train.py":
+            os.makedirs(args[args.index("--run-dir") + 1], exist_ok=True)
+            return 0, ""
+        counts = [30, 10, 20, 940] if "--flip-test" in args else [25, 10, 25, 940]
+        path = str(tmp_path / f"eval{len(calls)}.json")
+        with open(path, "w") as f:
+            json.dump({"images": 2, "valid_pixels": 1000, "foreground_pixels": 50,
+                       "global_step": 42, "model": metrics.ratios(counts),
+                       "all_background": metrics.ratios(metrics.all_background(counts))}, f)
+        return 0, f"wrote {path} and TensorBoard events\n"
+
+    monkeypatch.setattr(quality, "run_logged", fake_run)
+    monkeypatch.setattr(quality, "train_flags", lambda: frozenset())
+    monkeypatch.setattr(quality, "read_events", lambda run_dir: ([[1.0, 0.5]], 9.0))
+    work = str(tmp_path / "work")
+    opts = quality.Options(work_dir=work)
+    sets = quality.Sets({"scenes-train": "/d/s-train-*"}, {"scenes-tune": "/d/s-val-*"},
+                        {"scenes-test": "/d/s-test-*"}, {})
+    recipes = [quality.BY_NAME[n] for n in ("flip-test", "base")]
+    jobs = quality._jobs(recipes, quality.FULL, sets, 4.0, opts, work, log=lambda _: None)
+    flips, base = quality.run_jobs(jobs, [None, None])[::-1]  # flip-test comes last
+    assert (base.recipe, flips.recipe) == ("base", "flip-test")
+    assert [a[0] for a in calls].count("train.py") == 1  # base's run only
+    evaluated = [a for a in calls if a[0] == "evaluate.py"]
+    assert evaluated[-1][evaluated[-1].index("--run") + 1] == os.path.join(work, "runs", "base")
+    assert [("--flip-test" in a) for a in evaluated] == [False, False, True, True]
+    assert flips.steps == base.steps == 42 and flips.curve == base.curve
+    assert flips.scores["scenes-test"]["model"]["foreground_iou"] == pytest.approx(0.5)
+    assert base.scores["scenes-test"]["model"]["foreground_iou"] == pytest.approx(25 / 60)
+    assert flips.flags == ["evaluate.py", "--flip-test"] and base.flags == []
+    assert os.path.exists(os.path.join(work, "runs", "base",
+                                       "quality-scenes-test-flip-test.json"))
+    # alone, it trains its own run (base's flags) and scores it with the flag
+    calls.clear()
+    jobs = quality._jobs(recipes[:1], quality.FULL, sets, 4.0, opts, work, log=lambda _: None)
+    (alone,) = quality.run_jobs(jobs, [None])
+    assert [a[0] for a in calls] == ["train.py", "evaluate.py", "evaluate.py"]
+    assert "--flip-test" not in calls[0] and all("--flip-test" in a for a in calls[1:])
+    assert alone.error is None and alone.steps == 42
+
+
 def test_recommended_is_our_best_tune_recipe_never_a_peer_a_failure_or_a_skip():
     outcomes = [_outcome("none", 0.4), _outcome("flip", 0.6), _outcome("all", 0.6),
                 _outcome("keras", 0.9, kind="keras"), _outcome("color", None, error="boom"),
