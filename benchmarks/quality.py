@@ -960,16 +960,19 @@ def format_learning_curve(report):
              "each on one core.", "", *_data_lines(report),
              f"Subset rule: {report['subset_rule']}.", "",
              "| training photos | per set | tune IoU | " + " | ".join(
-                 f"{title} IoU" for _, title in REPORTED) + " | steps |",
-             "|---|---|---|---|---|---|---|"]
+                 f"{title} IoU" for _, title in REPORTED) + " | steps | validated every |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in report["points"]:
         o = p["outcome"]
         per_set = ", ".join(f"{k} {v}" for k, v in p["per_set"].items())
+        n = p.get("val_every")  # None in older reports
+        every = "-" if n is None else f"{n} epoch{'' if n == 1 else 's'}"
         if o["error"] or o["skipped"]:
-            lines.append(f"| {p['photos']} | {per_set} | {_row_note(o)} | | | | |")
+            lines.append(f"| {p['photos']} | {per_set} | {_row_note(o)} | | | | | {every} |")
             continue
         lines.append(f"| {p['photos']} | {per_set} | {_iou(o, TUNE)} | "
-                     + " | ".join(_iou(o, n) for n, _ in REPORTED) + f" | {o['steps']} |")
+                     + " | ".join(_iou(o, n) for n, _ in REPORTED)
+                     + f" | {o['steps']} | {every} |")
     return "\n".join(lines) + "\n"
 
 
@@ -1203,6 +1206,13 @@ def run_benchmark(opts, log=print):
     return report
 
 
+def learning_val_every(val_every, total, n):
+    """--val-every (epochs) of the learning curve's point of n of total photos: as many
+    training photos between validations as the whole set's val_every epochs hold, so
+    every point spends the same share of its budget validating."""
+    return val_every * -(-total // n)
+
+
 def _learning_curve(opts, plan, sets, minutes, work, cores, log):
     """Train one recipe on learning_subset's first N photos for every N; the report dict."""
     name = (opts.recipes or ("base",))[0]
@@ -1215,10 +1225,13 @@ def _learning_curve(opts, plan, sets, minutes, work, cores, log):
     for n in sizes:
         train, photos = write_subset(sets.train, n, opts.seed,
                                      os.path.join(work, "data", f"first{n}"))
-        points.append({"photos": n, "per_set": photos})
+        every = learning_val_every(plan.base.val_every, total, n)
+        points.append({"photos": n, "per_set": photos, "val_every": every})
+        point_plan = dataclasses.replace(plan, base=dataclasses.replace(plan.base,
+                                                                        val_every=every))
         jobs.append(_skipped(recipe, note) if note else _runner(
-            recipe, plan, dataclasses.replace(sets, train=train), minutes, opts.seed, work,
-            log, tag=f"-first{n}"))
+            recipe, point_plan, dataclasses.replace(sets, train=train), minutes, opts.seed,
+            work, log, tag=f"-first{n}"))
     outcomes = run_jobs(jobs, cores)
     for point, outcome in zip(points, outcomes):
         point["outcome"] = dataclasses.asdict(outcome)

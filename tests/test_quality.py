@@ -389,9 +389,9 @@ def _outcome(name, tune, kind="train", error=None, skipped=None):
                            skipped=skipped, steps=3, images_per_s=1.5)
 
 
-def test_flip_test_scores_the_base_run_again_after_it_with_its_flag(tmp_path, monkeypatch):
-    """flip-test trains nothing when base runs too: it waits for base's job, then evaluates
-    base's run with --flip-test; alone it trains a run of its own."""
+def _fake_processes(tmp_path, monkeypatch):
+    """quality.py's child processes faked: train.py makes its run dir, evaluate.py writes a
+    report (IoU 0.5 with --flip-test, else 25 / 60); returns the list of their args."""
     from core import metrics
 
     calls = []
@@ -412,6 +412,13 @@ def test_flip_test_scores_the_base_run_again_after_it_with_its_flag(tmp_path, mo
     monkeypatch.setattr(quality, "run_logged", fake_run)
     monkeypatch.setattr(quality, "train_flags", lambda: frozenset())
     monkeypatch.setattr(quality, "read_events", lambda run_dir: ([[1.0, 0.5]], 9.0))
+    return calls
+
+
+def test_flip_test_scores_the_base_run_again_after_it_with_its_flag(tmp_path, monkeypatch):
+    """flip-test trains nothing when base runs too: it waits for base's job, then evaluates
+    base's run with --flip-test; alone it trains a run of its own."""
+    calls = _fake_processes(tmp_path, monkeypatch)
     work = str(tmp_path / "work")
     opts = quality.Options(work_dir=work)
     sets = quality.Sets({"scenes-train": "/d/s-train-*"}, {"scenes-tune": "/d/s-val-*"},
@@ -469,15 +476,39 @@ def test_table_marks_failures_skips_and_the_missing_columns():
     assert "**flip**" in table
 
 
+def test_every_learning_curve_point_validates_after_as_many_photos():
+    # 850 photos validated every epoch: a subset of n every ceil(850 / n) of its epochs
+    assert [quality.learning_val_every(1, 850, n) for n in (100, 200, 400, 850)] == [9, 5, 3, 1]
+    assert quality.learning_val_every(2, 850, 425) == 4
+
+
+def test_learning_curve_points_train_with_their_validation_cadence(tmp_path, monkeypatch):
+    calls = _fake_processes(tmp_path, monkeypatch)
+    monkeypatch.setattr(quality, "write_subset", lambda train, n, seed, out: (
+        {"scenes-train": f"/d/first{n}-*"}, {"scenes-train": n}))
+    sets = quality.Sets({"scenes-train": "/d/s-train-*"}, {"scenes-tune": "/d/s-val-*"},
+                        {"scenes-test": "/d/s-test-*"}, {"scenes-train": {"images": 850}})
+    opts = quality.Options(learning_curve=(100, None), work_dir=str(tmp_path / "w"))
+    report = quality._learning_curve(opts, quality.FULL, sets, 4.0, str(tmp_path / "w"),
+                                     [None], lambda _: None)
+    trained = {a[a.index("--train-records") + 1]: a[a.index("--val-every") + 1]
+               for a in calls if a[0] == "train.py"}
+    assert trained == {"/d/first100-*": "9", "/d/first850-*": "1"}
+    assert [(p["photos"], p["val_every"]) for p in report["points"]] == [(100, 9), (850, 1)]
+
+
 def test_learning_curve_table_and_plot(tmp_path):
     report = _report([_outcome("base", 0.5)], sets={"scenes-test": {"images": 9}})
     report.update(recipe="base", subset_rule="rule", points=[
         {"photos": n, "per_set": {"scenes-train": n - 1, "pets-train": 1},
+         "val_every": quality.learning_val_every(1, 100, n),
          "outcome": dataclasses.asdict(_outcome("base", iou))}
         for n, iou in ((50, 0.4), (100, 0.5))])
     table = quality.format_learning_curve(report)
-    assert "| 50 | scenes-train 49, pets-train 1 | 0.400 | - | 0.200 | - | 3 |" in table
-    assert "| 100 | scenes-train 99, pets-train 1 | 0.500 | - | 0.250 | - | 3 |" in table
+    assert ("| 50 | scenes-train 49, pets-train 1 | 0.400 | - | 0.200 | - | 3 | 2 epochs |"
+            in table)
+    assert ("| 100 | scenes-train 99, pets-train 1 | 0.500 | - | 0.250 | - | 3 | 1 epoch |"
+            in table)
     assert "scenes-test 9, " not in table and "scenes-test 9." in table
     png = str(tmp_path / "lc.png")
     quality.plot_learning_curve(report, png)
