@@ -84,8 +84,8 @@ PRETRAINED_TRAINING = dict(
     long_side=128,  # small cats in scenes keep a few pixels
     input_size=212, val_input_size=244,  # -> 100 / 132 px output windows
     encoder="vgg16", freeze_encoder=True,  # frozen beat fine-tuned at equal time
-    # bfloat16 where the CPU has it (AMX / AVX512_BF16): twice the steps, and at 15 minutes
-    # 0.574 against float32's 0.542 on tune; float32 elsewhere
+    # bfloat16 where the CPU has it (AMX / AVX512_BF16): 3x the steps, and at 15 minutes
+    # 0.584 against float32's 0.545 on tune; float32 elsewhere
     precision="auto",
     batch_size=8, epochs=8, val_every=2,  # 450 embedded photos: 450 steps
     learning_rate=2e-3, lr_schedule="cosine", dice_weight=0.5,
