@@ -664,29 +664,31 @@ def unavailable(recipe, known_flags, torch_present):
 
 
 def train_args(recipe, plan, sets, minutes, seed, run_dir):
-    flags = recipe_flags(recipe, plan)
-    if recipe.eval_flags:
-        flags = flags[:flags.index("evaluate.py")]
     records = [arg for pattern in sets.train.values() for arg in ("--train-records", pattern)]
     records += [arg for pattern in sets.tune.values() for arg in ("--val-records", pattern)]
     return ["train.py", *records, "--run-dir", run_dir, *plan.base.flags(),
             "--minutes", str(minutes), "--seed", str(seed), "--intra-op-threads", "1",
             "--inter-op-threads", "1", "--checkpoint-every", BIG,
-            "--image-summary-every", BIG, "--keep-checkpoints", "2", *flags]
+            "--image-summary-every", BIG, "--keep-checkpoints", "2",
+            *recipe_flags(recipe, plan)]
+
+
+def row_flags(recipe, plan):
+    """What its table row shows: recipe_flags, then any evaluate.py flags after
+    "evaluate.py"."""
+    scoring = ["evaluate.py", *recipe.eval_flags] if recipe.eval_flags else []
+    return recipe_flags(recipe, plan) + scoring
 
 
 def recipe_flags(recipe, plan):
-    """What a recipe adds to the Base's train.py flags (its table row shows them), and its
-    evaluate.py flags after "evaluate.py"."""
-    scoring = ["evaluate.py", *recipe.eval_flags] if recipe.eval_flags else []
+    """What a recipe adds to the Base's train.py flags."""
     if recipe.encoder != "vgg16":
-        return list(recipe.flags) + scoring
+        return list(recipe.flags)
     base = plan.base
     encoder = ["--encoder", "vgg16", "--encoder-weights", hed_weights() or HED_FILE,
                "--input-size", str(vgg_input_size(base.input_size, base.depth)),
                "--val-input-size", str(vgg_input_size(base.val_input_size, base.depth))]
-    return (encoder + (["--freeze-encoder"] if recipe.freeze else []) + list(recipe.flags)
-            + scoring)
+    return encoder + (["--freeze-encoder"] if recipe.freeze else []) + list(recipe.flags)
 
 
 def read_events(run_dir):
@@ -769,7 +771,7 @@ def train_recipe(recipe, plan, sets, minutes, seed, work, core, log=print, tag="
     name = f"{recipe.name}{tag}"
     run_dir = os.path.join(work, "runs", name)
     log_path = os.path.join(work, "logs", f"{name}.log")
-    out = Outcome(recipe.name, recipe.kind, recipe_flags(recipe, plan), recipe.about,
+    out = Outcome(recipe.name, recipe.kind, row_flags(recipe, plan), recipe.about,
                   log=log_path)
     log(f"{name}: training {minutes:g} min on core {core}")
     code, _ = run_logged(train_args(recipe, plan, sets, minutes, seed, run_dir), core, log_path)
@@ -807,7 +809,7 @@ def rescore_recipe(recipe, plan, sets, work, target, log, core):
     """Score again the run of recipe.rescores once its job is done (target: its _Done), on
     core; an Outcome with that run's steps and curve and its own scores."""
     log_path = os.path.join(work, "logs", f"{recipe.name}.log")
-    out = Outcome(recipe.name, recipe.kind, recipe_flags(recipe, plan), recipe.about,
+    out = Outcome(recipe.name, recipe.kind, row_flags(recipe, plan), recipe.about,
                   log=log_path)
     target.event.wait()  # its job runs before this one takes a core: run_jobs keeps order
     if target.outcome is None or target.outcome.error or target.outcome.skipped:
@@ -1108,7 +1110,15 @@ def _jobs(recipes, plan, sets, minutes, opts, work, log):
     again = [r for r in recipes if r.rescores in names]
     recipes = [r for r in recipes if r not in again] + again
     done = {r.rescores: _Done() for r in again}
-    dogs = {}  # the cat/dog sets, converted once: {"sets": Sets} or {"error": note}
+
+    @functools.cache
+    def dogs():
+        """The sets with dogs as a class, converted once: a Sets, or why they could not be."""
+        try:
+            return convert_dogs_as_class(sets, work, opts.coco_dir, opts.seed)
+        except Exception as e:  # noqa: BLE001  (this tree's converters may lack it)
+            return f"the sets with dogs as a class could not be converted: {e}"
+
     jobs = []
     for recipe in recipes:
         if recipe in again:
@@ -1126,14 +1136,9 @@ def _job(recipe, plan, sets, minutes, opts, work, log, known, torch_present, dog
         log(f"{recipe.name}: {note}")
         return _skipped(recipe, note)
     if recipe.dogs_as_class:
-        if not dogs:
-            try:
-                dogs["sets"] = convert_dogs_as_class(sets, work, opts.coco_dir, opts.seed)
-            except Exception as e:  # noqa: BLE001  (this tree's converters may lack it)
-                dogs["error"] = f"the sets with dogs as a class could not be converted: {e}"
-        if "error" in dogs:
-            return _skipped(recipe, f"not available in this tree: {dogs['error']}")
-        sets = dogs["sets"]
+        sets = dogs()
+        if isinstance(sets, str):
+            return _skipped(recipe, f"not available in this tree: {sets}")
     return _runner(recipe, plan, sets, minutes, opts.seed, work, log)
 
 

@@ -372,9 +372,9 @@ def _options():
 
     Its optimisation thread sleeps for a period that doubles up to seconds, and
     re-initialising an iterator waits for that sleep: 2 to 20 s at every epoch and
-    validation (docs/performance.md, "Epoch boundaries"). Without it AUTOTUNE still means something:
-    parallel maps run one call per thread of the pool, and prefetch grows its buffer
-    while the consumer waits.
+    validation (docs/performance.md, "Epoch boundaries"). Without it AUTOTUNE still
+    means something: parallel maps run one call per thread of the pool, and prefetch
+    grows its buffer while the consumer waits.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
