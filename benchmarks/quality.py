@@ -43,8 +43,9 @@ torch is not installed. Per recipe it records:
            images; a peer's own at its input size), seconds since training began
   scores   FULL images of every scored set with the LAST checkpoint at
            threshold 0.5 (never the best-by-validation one, never a tuned
-           threshold; evaluate.py for ours, the same metrics functions for the
-           peers): dataset-level foreground IoU, Dice, pixel accuracy and the
+           threshold; evaluate.py's evaluate for ours, every set in one process
+           (score_sets.py), the same metrics functions for the peers):
+           dataset-level foreground IoU, Dice, pixel accuracy and the
            all-background prediction's
   speed    steps done and training images per second
 
@@ -129,7 +130,8 @@ class Recipe:
     # to the Base's output (vgg_input_size); freeze: --freeze-encoder
     encoder: str = "unet"
     freeze: bool = False
-    eval_flags: tuple = ()  # evaluate.py flags of its scoring, e.g. --flip-test
+    # evaluate.py flags of its scoring, e.g. --flip-test (benchmarks/score_sets.py takes them)
+    eval_flags: tuple = ()
     # a recipe name: score that recipe's run again (with eval_flags) rather than train, when
     # it runs in the same benchmark; otherwise train as it does
     rescores: str = ""
@@ -782,21 +784,23 @@ def train_recipe(recipe, plan, sets, minutes, seed, work, core, log=print, tag="
 
 
 def score_run(recipe, run_dir, sets, core, log_path, out, log=print):
-    """Score run_dir's last checkpoint on every scored set (evaluate.py with the recipe's
-    eval_flags) into out, with the run's curve and speed; out."""
+    """Score run_dir's last checkpoint on every scored set (benchmarks/score_sets.py, one
+    process for all of them, with the recipe's eval_flags) into out, with the run's curve
+    and speed; out."""
     tag = "-".join(f.lstrip("-") for f in recipe.eval_flags)
-    for set_name, pattern in sets.scored().items():
-        code, stdout = run_logged(["evaluate.py", "--run", run_dir, "--records", pattern,
-                                   "--checkpoint", run_dir, "--threshold", str(THRESHOLD),
-                                   "--no-adopt-threshold", "--no-progress",
-                                   *recipe.eval_flags], core, log_path)
-        wrote = re.search(r"^wrote (.+?\.json) and TensorBoard", stdout, re.M)
-        if code or not wrote:
-            out.error = f"evaluate.py on {set_name} exited {code}: {last_error(log_path)}"
-            return out
+    scored = sets.scored()
+    code, stdout = run_logged(["-m", "benchmarks.score_sets", "--run", run_dir,
+                               "--threshold", str(THRESHOLD), *recipe.eval_flags,
+                               *(f"--set={name}={pattern}" for name, pattern in scored.items())],
+                              core, log_path)
+    wrote = dict(re.findall(r"^scored (\S+) (.+?\.json)$", stdout, re.M))
+    if code or set(wrote) != set(scored):
+        out.error = f"scoring exited {code}: {last_error(log_path)}"
+        return out
+    for set_name in scored:
         # a name that says which set (and which scoring)
         path = os.path.join(run_dir, f"quality-{set_name}{'-' + tag if tag else ''}.json")
-        shutil.copy(wrote.group(1), path)
+        shutil.copy(wrote[set_name], path)
         with open(path) as f:
             result = json.load(f)
         out.scores[set_name] = evaluate_json(result)

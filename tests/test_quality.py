@@ -390,8 +390,8 @@ def _outcome(name, tune, kind="train", error=None, skipped=None):
 
 
 def _fake_processes(tmp_path, monkeypatch):
-    """quality.py's child processes faked: train.py makes its run dir, evaluate.py writes a
-    report (IoU 0.5 with --flip-test, else 25 / 60); returns the list of their args."""
+    """quality.py's child processes faked: train.py makes its run dir, score_sets.py writes a
+    report per --set (IoU 0.5 with --flip-test, else 25 / 60); returns the list of their args."""
     from core import metrics
 
     calls = []
@@ -401,13 +401,18 @@ def _fake_processes(tmp_path, monkeypatch):
         if args[0] == "train.py":
             os.makedirs(args[args.index("--run-dir") + 1], exist_ok=True)
             return 0, ""
+        assert args[:2] == ["-m", "benchmarks.score_sets"]
         counts = [30, 10, 20, 940] if "--flip-test" in args else [25, 10, 25, 940]
-        path = str(tmp_path / f"eval{len(calls)}.json")
-        with open(path, "w") as f:
-            json.dump({"images": 2, "valid_pixels": 1000, "foreground_pixels": 50,
-                       "global_step": 42, "model": metrics.ratios(counts),
-                       "all_background": metrics.ratios(metrics.all_background(counts))}, f)
-        return 0, f"wrote {path} and TensorBoard events\n"
+        lines = []
+        for name in (a.split("=")[1] for a in args if a.startswith("--set=")):
+            path = str(tmp_path / f"eval{len(calls)}-{name}.json")
+            with open(path, "w") as f:
+                json.dump({"images": 2, "valid_pixels": 1000, "foreground_pixels": 50,
+                           "global_step": 42, "model": metrics.ratios(counts),
+                           "all_background": metrics.ratios(metrics.all_background(counts))},
+                          f)
+            lines.append(f"scored {name} {path}\n")
+        return 0, "".join(lines)
 
     monkeypatch.setattr(quality, "run_logged", fake_run)
     monkeypatch.setattr(quality, "train_flags", lambda: frozenset())
@@ -416,7 +421,7 @@ def _fake_processes(tmp_path, monkeypatch):
 
 
 def test_flip_test_scores_the_base_run_again_after_it_with_its_flag(tmp_path, monkeypatch):
-    """flip-test trains nothing when base runs too: it waits for base's job, then evaluates
+    """flip-test trains nothing when base runs too: it waits for base's job, then scores
     base's run with --flip-test; alone it trains a run of its own."""
     calls = _fake_processes(tmp_path, monkeypatch)
     work = str(tmp_path / "work")
@@ -428,9 +433,11 @@ def test_flip_test_scores_the_base_run_again_after_it_with_its_flag(tmp_path, mo
     flips, base = quality.run_jobs(jobs, [None, None])[::-1]  # flip-test comes last
     assert (base.recipe, flips.recipe) == ("base", "flip-test")
     assert [a[0] for a in calls].count("train.py") == 1  # base's run only
-    evaluated = [a for a in calls if a[0] == "evaluate.py"]
-    assert evaluated[-1][evaluated[-1].index("--run") + 1] == os.path.join(work, "runs", "base")
-    assert [("--flip-test" in a) for a in evaluated] == [False, False, True, True]
+    scored = [a for a in calls if a[0] == "-m"]  # one process per run scores every set
+    assert scored[-1][scored[-1].index("--run") + 1] == os.path.join(work, "runs", "base")
+    assert [("--flip-test" in a) for a in scored] == [False, True]
+    assert [a for a in scored[0] if a.startswith("--set=")] == [
+        "--set=scenes-tune=/d/s-val-*", "--set=scenes-test=/d/s-test-*"]
     assert flips.steps == base.steps == 42 and flips.curve == base.curve
     assert flips.scores["scenes-test"]["model"]["foreground_iou"] == pytest.approx(0.5)
     assert base.scores["scenes-test"]["model"]["foreground_iou"] == pytest.approx(25 / 60)
@@ -441,9 +448,33 @@ def test_flip_test_scores_the_base_run_again_after_it_with_its_flag(tmp_path, mo
     calls.clear()
     jobs = quality._jobs(recipes[:1], quality.FULL, sets, 4.0, opts, work, log=lambda _: None)
     (alone,) = quality.run_jobs(jobs, [None])
-    assert [a[0] for a in calls] == ["train.py", "evaluate.py", "evaluate.py"]
-    assert "--flip-test" not in calls[0] and all("--flip-test" in a for a in calls[1:])
+    assert [a[0] for a in calls] == ["train.py", "-m"]
+    assert "--flip-test" not in calls[0] and "--flip-test" in calls[1]
     assert alone.error is None and alone.steps == 42
+
+
+def test_a_set_the_scorer_did_not_report_fails_the_recipe_with_its_error(tmp_path,
+                                                                         monkeypatch):
+    """score_sets.py stopping part-way (a bad set) is the recipe's error line, not a
+    half-scored row."""
+    _fake_processes(tmp_path, monkeypatch)
+
+    def half(args, core, log_path):
+        with open(log_path, "a") as log:
+            log.write("error: records '/d/s-test-*' match no files: convert them first\n")
+        return 1, "scored scenes-tune /x.json\n"
+
+    monkeypatch.setattr(quality, "run_logged", half)
+    work = str(tmp_path / "work")
+    os.makedirs(os.path.join(work, "logs"))
+    sets = quality.Sets({"scenes-train": "/d/s-train-*"}, {"scenes-tune": "/d/s-val-*"},
+                        {"scenes-test": "/d/s-test-*"}, {})
+    out = quality.Outcome("base", "train", [])
+    log_path = os.path.join(work, "logs", "base.log")
+    got = quality.score_run(quality.BY_NAME["base"], work, sets, None, log_path, out)
+    assert got.error == ("scoring exited 1: error: records '/d/s-test-*' match no files: "
+                         "convert them first")
+    assert got.scores == {}
 
 
 def test_recommended_is_our_best_tune_recipe_never_a_peer_a_failure_or_a_skip():
