@@ -790,7 +790,8 @@ def score_run(recipe, run_dir, sets, core, log_path, out, log=print):
     tag = "-".join(f.lstrip("-") for f in recipe.eval_flags)
     scored = sets.scored()
     code, stdout = run_logged(["-m", "benchmarks.score_sets", "--run", run_dir,
-                               "--threshold", str(THRESHOLD), *recipe.eval_flags,
+                               "--checkpoint", run_dir, "--threshold", str(THRESHOLD),
+                               *recipe.eval_flags,
                                *(f"--set={name}={pattern}" for name, pattern in scored.items())],
                               core, log_path)
     wrote = dict(re.findall(r"^scored (\S+) (.+?\.json)$", stdout, re.M))

@@ -18,7 +18,8 @@ def test_every_set_is_scored_as_evaluate_scores_it_and_no_threshold_is_adopted(t
     write_records(tmp_path / "a-00000-of-00001.tfrecord", items[:2])
     write_records(tmp_path / "b-00000-of-00001.tfrecord", items[2:])
     sets = [("first", str(tmp_path / "a-*")), ("second", str(tmp_path / "b-*"))]
-    code = cli.run_main(score_sets.main, ["--run", str(run), "--threshold", "0.4",
+    code = cli.run_main(score_sets.main, ["--run", str(run), "--checkpoint", str(run),
+                                          "--threshold", "0.4",
                                           *(f"--set={n}={p}" for n, p in sets)])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
@@ -54,8 +55,12 @@ def test_a_missing_set_fails_before_any_scoring_and_a_bad_record_after_the_good_
     assert line.startswith("scored a ") and os.path.exists(line.split(" ", 2)[2])
 
 
-def test_a_set_flag_without_name_or_glob_is_a_usage_error(capsys):
+def test_a_bad_set_or_run_flag_is_a_usage_error(capsys):
     for bad in ("tune", "=glob", "tune="):
         assert cli.run_main(score_sets.main, ["--run", "r", f"--set={bad}"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: argument --set: must be NAME=GLOB") and err.count("\n") == 1
+    # the run flags are evaluate.py's, with its checks
+    assert cli.run_main(score_sets.main, ["--run", "r", "--set=a=g", "--threshold", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --threshold: must be in [0, 1], got 2")
