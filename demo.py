@@ -78,6 +78,22 @@ PHOTOS_TRAINING = dict(
     precision="float32",
     seed=0, log_every=50, image_summary_every=200, checkpoint_every=400,
 )
+# The recipe of long budgets (--minutes LONG_MINUTES or more, photos, no weights file):
+# benchmarks/quality.py's from-scratch Base, a deeper network on larger photos than the
+# small one, which was chosen for the 3-minute demo. In the goal command (`--minutes 15
+# --scenes` the full feral-cats export, both cores of a Zen 5 EPYC) it beat PHOTOS_TRAINING
+# on the scenes' tune half by 0.032 (0.609 against 0.577), beyond the seed noise, with
+# 8,231 steps against 27,269 (docs/quality.md).
+LONG_MINUTES = 10  # unmeasured between the two budgets measured, 3 and 15 minutes
+LONG_TRAINING = dict(
+    PHOTOS_TRAINING,
+    depth=3,  # 483k parameters: a level more than the small network
+    long_side=128,  # small cats in scenes keep a few pixels
+    input_size=188, val_input_size=220,  # -> 100 / 132 px output windows
+    # bfloat16 where the CPU has it (AMX / AVX512_BF16): 1.38x (Zen 5) to 1.7x (AMX Xeon)
+    # the float32 steps, never behind it beyond the noise (docs/quality.md); float32 elsewhere
+    precision="auto",
+)
 # benchmarks/quality.py's recommended recipe (chosen on its tune sets, docs/quality.md):
 # its Base with VGG16's convolutions as the contracting path, frozen, from the Keras VGG16
 # weights file of --encoder-weights. Used only with that flag: the weights are not ours
@@ -241,11 +257,14 @@ def check_classes(classes):
     return shards.chosen_classes(classes, CLASS_CHOICES, "--classes", usage=True)
 
 
-def default_run_dir(dataset="photos", scenes_dir=None, classes=CLASSES, pretrained=False):
+def default_run_dir(dataset="photos", scenes_dir=None, classes=CLASSES, pretrained=False,
+                    minutes=0.0):
     """logs/demo, logs/demo_drawn, or for another scenes export a run of its own (named as
     its records are), so that it never resumes the embedded scenes' model; other classes
-    than the default get logs/demo_cat_dog etc., the pretrained recipe a _vgg16 suffix."""
-    suffix = "_vgg16" if pretrained else ""
+    than the default get logs/demo_cat_dog etc., the pretrained recipe a _vgg16 suffix, the
+    long budgets' recipe (is_long) a _long one."""
+    suffix = ("_vgg16" if pretrained else
+              "_long" if is_long(dataset, pretrained, minutes) else "")
     if tuple(classes) != CLASSES:
         return RUN_DIRS[dataset] + _suffix(classes) + suffix
     if dataset != "photos" or not scenes_dir:
@@ -254,11 +273,17 @@ def default_run_dir(dataset="photos", scenes_dir=None, classes=CLASSES, pretrain
     return RUN_DIRS[dataset] + ("" if output == "scenes_cat" else f"_{output}") + suffix
 
 
-def recipe(dataset="photos", encoder_weights=""):
-    """The training settings of a demo: the dataset's recipe, or with a VGG16 weights file
-    (real photos only) PRETRAINED_TRAINING starting from it."""
+def is_long(dataset, pretrained, minutes):
+    """Whether a demo trains LONG_TRAINING: real photos from scratch for LONG_MINUTES or more."""
+    return dataset == "photos" and not pretrained and minutes >= LONG_MINUTES
+
+
+def recipe(dataset="photos", encoder_weights="", minutes=0.0):
+    """The training settings of a demo: the dataset's recipe (for real photos and a budget of
+    LONG_MINUTES or more, LONG_TRAINING), or with a VGG16 weights file (real photos only)
+    PRETRAINED_TRAINING starting from it."""
     if not encoder_weights:
-        return dict(DATASETS[dataset])
+        return dict(LONG_TRAINING if is_long(dataset, False, minutes) else DATASETS[dataset])
     if dataset != "photos":
         raise cli.UsageError("--encoder-weights is the pretrained recipe for real photos; the "
                              "drawn data trains from scratch")
@@ -279,12 +304,13 @@ def run(dataset="photos", data_dir="data", run_dir=None, seed=0, scenes_dir=None
     """
     start = time.time()
     classes = check_classes(classes)
-    settings = recipe(dataset, encoder_weights)
+    settings = recipe(dataset, encoder_weights, training.get("minutes") or 0.0)
     if scenes_dir and classes != CLASSES:
         raise cli.UsageError(f"--scenes with --classes {' '.join(classes)}: other classes than "
                              "cat train on the pet photos alone (the scenes are labelled cat "
                              "only), so pass one of the two")
-    run_dir = run_dir or default_run_dir(dataset, scenes_dir, classes, bool(encoder_weights))
+    run_dir = run_dir or default_run_dir(dataset, scenes_dir, classes, bool(encoder_weights),
+                                         training.get("minutes") or 0.0)
     if dataset == "photos":
         # The scenes are labelled cat only: a run of other classes is the pet photos alone.
         sets = ((prepare_scenes(data_dir, seed, scenes_dir or SCENES_DIR),)
@@ -435,7 +461,9 @@ def main(argv=None):
                    f"{PHOTOS_TRAINING['epochs']}, or with --minutes no limit (a cap if given)")
     p.add_argument("--minutes", type=cli.non_negative_float, default=0.0,
                    help="train for this many minutes (the total, also when resuming) with the "
-                   "learning-rate schedule fitted to them, then validate; 0 = by --epochs")
+                   "learning-rate schedule fitted to them, then validate; 0 = by --epochs; "
+                   f"{LONG_MINUTES:g} or more: real photos train a larger U-Net "
+                   "(demo.LONG_TRAINING) into a run dir with a _long suffix")
     p.add_argument("--encoder-weights", metavar="FILE", default="",
                    help="a Keras VGG16 weights file (e.g. keras.applications' "
                    "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5): train the pretrained "
@@ -454,7 +482,7 @@ def main(argv=None):
     if args.scenes:
         training["scenes_dir"] = args.scenes
     run_dir = args.run_dir or default_run_dir(args.dataset, args.scenes, classes,
-                                              bool(args.encoder_weights))
+                                              bool(args.encoder_weights), args.minutes)
     result = run(args.dataset, args.data_dir, run_dir, args.seed, classes=classes,
                  encoder_weights=args.encoder_weights, **training)
     print(report(result, run_dir))

@@ -122,6 +122,34 @@ def test_demo_minutes_reach_training_and_lift_the_epoch_limit(tmp_path, monkeypa
                                                                     ("sv-*", "pv-*"))}
 
 
+def test_long_budgets_train_the_larger_recipe_in_a_run_of_its_own(tmp_path, monkeypatch):
+    configs = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "prepare_scenes", lambda *args: demo.PhotoSet("s", "s-*", "sv-*"))
+    monkeypatch.setattr(demo, "prepare_pets", lambda *args: demo.PhotoSet("p", "p-*", "pv-*"))
+    monkeypatch.setattr(demo.train, "train", lambda cfg: configs.append(cfg) or
+                        types.SimpleNamespace(interrupted="SIGINT"))
+    monkeypatch.setattr(demo, "report", lambda result, run_dir: "")
+    below = demo.LONG_MINUTES - 1
+    for argv in (["--minutes", str(below)], ["--minutes", str(demo.LONG_MINUTES)],
+                 ["--minutes", "15"]):
+        assert demo.main(argv) == 130
+    short, at, long = configs
+    assert (short.depth, short.long_side, short.input_size, short.precision) == (
+        2, 64, 76, "float32")
+    assert short.run_dir == "logs/demo"
+    for cfg in (at, long):
+        assert (cfg.depth, cfg.base_filters, cfg.long_side, cfg.input_size,
+                cfg.val_input_size, cfg.precision, cfg.epochs) == (
+            3, 16, 128, 188, 220, "auto", 0)
+        # Never resumes the small network's run of the same photos.
+        assert cfg.run_dir == "logs/demo_long"
+    # Only real photos from scratch: the drawn data and a weights file keep their recipes.
+    assert demo.recipe("drawn", minutes=15) == demo.DRAWN_TRAINING
+    assert demo.default_run_dir("drawn", minutes=15) == "logs/demo_drawn"
+    assert demo.default_run_dir("photos", pretrained=True, minutes=15) == "logs/demo_vgg16"
+
+
 def test_encoder_weights_train_the_pretrained_recipe_in_a_run_of_its_own(tmp_path, monkeypatch,
                                                                          capsys):
     from test_pretrained import vgg16_arrays, write_vgg16
