@@ -229,6 +229,11 @@ def test_photos_demo_trains_one_model_on_both_kinds_and_scores_each(tmp_path, ca
     assert len(lines) == 3 + bool(low)
     if low:
         assert lines[3].startswith(f"note: IoU below the demo's 0.7 goal on {' and '.join(low)};")
+        assert "ends near 0.41 on cats in scenes" in lines[3]
+        # A run of the long budgets' recipe quotes that recipe's figures instead.
+        long_note = demo.report(dataclasses.replace(result, long=True), str(run_dir))
+        assert "long budgets ended near 0.62" in long_note.splitlines()[3]
+    assert not result.long  # TINY_PHOTOS trains by epochs
 
     caplog.clear()  # a second run reuses the records, and only scores the finished run
     again = demo.run("photos", str(data_dir), str(run_dir), scenes_dir=str(scenes),
