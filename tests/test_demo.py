@@ -122,7 +122,9 @@ def test_demo_minutes_reach_training_and_lift_the_epoch_limit(tmp_path, monkeypa
                                                                     ("sv-*", "pv-*"))}
 
 
-def test_long_budgets_train_the_larger_recipe_in_a_run_of_its_own(tmp_path, monkeypatch):
+def fake_training(tmp_path, monkeypatch):
+    """demo.main with no conversion and no training, in tmp_path: the list that collects the
+    Config of every run (each run ends as if interrupted by SIGINT, exit 130)."""
     configs = []
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(demo, "prepare_scenes", lambda *args: demo.PhotoSet("s", "s-*", "sv-*"))
@@ -130,6 +132,11 @@ def test_long_budgets_train_the_larger_recipe_in_a_run_of_its_own(tmp_path, monk
     monkeypatch.setattr(demo.train, "train", lambda cfg: configs.append(cfg) or
                         types.SimpleNamespace(interrupted="SIGINT"))
     monkeypatch.setattr(demo, "report", lambda result, run_dir: "")
+    return configs
+
+
+def test_long_budgets_train_the_larger_recipe_in_a_run_of_its_own(tmp_path, monkeypatch):
+    configs = fake_training(tmp_path, monkeypatch)
     below = demo.LONG_MINUTES - 1
     for argv in (["--minutes", str(below)], ["--minutes", str(demo.LONG_MINUTES)],
                  ["--minutes", "15"]):
@@ -155,13 +162,7 @@ def test_encoder_weights_train_the_pretrained_recipe_in_a_run_of_its_own(tmp_pat
     from test_pretrained import vgg16_arrays, write_vgg16
 
     weights = str(write_vgg16(tmp_path / "vgg.h5", vgg16_arrays(3)))
-    configs = []
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(demo, "prepare_scenes", lambda *args: demo.PhotoSet("s", "s-*", "sv-*"))
-    monkeypatch.setattr(demo, "prepare_pets", lambda *args: demo.PhotoSet("p", "p-*", "pv-*"))
-    monkeypatch.setattr(demo.train, "train", lambda cfg: configs.append(cfg) or
-                        types.SimpleNamespace(interrupted="SIGINT"))
-    monkeypatch.setattr(demo, "report", lambda result, run_dir: "")
+    configs = fake_training(tmp_path, monkeypatch)
     assert demo.main(["--encoder-weights", weights, "--minutes", "15"]) == 130
     (cfg,) = configs
     assert (cfg.encoder, cfg.freeze_encoder, cfg.encoder_weights) == ("vgg16", True, weights)
