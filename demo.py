@@ -84,7 +84,10 @@ PHOTOS_TRAINING = dict(
 # --scenes` the full feral-cats export, both cores of a Zen 5 EPYC) it beat PHOTOS_TRAINING
 # on the scenes' tune half by 0.032 (0.609 against 0.577), beyond the seed noise, with
 # 8,231 steps against 27,269 (docs/quality.md).
-LONG_MINUTES = 10  # unmeasured between the two budgets measured, 3 and 15 minutes
+# The first budget where it wins beyond the seed noise (about 0.02) on the tune half: the
+# same command at 3 / 5 / 10 / 15 minutes gave small - larger = +0.017 / -0.017 / -0.041 /
+# -0.032 (docs/train.md, 'The demo'): a tie at 3 and 5 minutes, the larger one ahead after.
+LONG_MINUTES = 10
 LONG_TRAINING = dict(
     PHOTOS_TRAINING,
     depth=3,  # 483k parameters: a level more than the small network
