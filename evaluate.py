@@ -129,11 +129,9 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
         adopt, reason = _adoption(adopt, own_records, run_dir, checkpoint, requested is None)
     name = EVAL_DIR if own_records else report_name(records_pattern)
     thresholds = np.concatenate([PR_THRESHOLDS, [threshold]])
-    counts, names, keep = score_images(files, cfg, checkpoint, thresholds, batch_size,
-                                       save_overlays, progress, max_pixels, flip_test)
-    if not counts:
-        raise UserError(f"records {records_pattern!r} hold no images: re-create them with "
-                        f"{records.RECREATE_HINT}")
+    counts, names, keep = score_images(files, records_pattern, cfg, checkpoint, thresholds,
+                                       batch_size, save_overlays, progress, max_pixels,
+                                       flip_test)
     counts = np.stack(counts)  # [N, T + 1, 4]; K >= 2: [N, C, C]
     path = rundir.report_path(run_dir, name)
     measured = (_class_results(counts, names, classes) if classes else
@@ -155,12 +153,13 @@ def evaluate(run_dir, records_pattern=None, checkpoint=None, threshold=0.5, batc
     return result
 
 
-def score_images(files, cfg, checkpoint, thresholds, batch_size, save_overlays, progress,
-                 max_pixels=records.DEFAULT_MAX_PIXELS, flip_test=False):
+def score_images(files, pattern, cfg, checkpoint, thresholds, batch_size, save_overlays,
+                 progress, max_pixels=records.DEFAULT_MAX_PIXELS, flip_test=False):
     """Every record's confusion counts [T, 4] at `thresholds` (K >= 2: its confusion matrix
     [C, C] of the argmax), its (filename, id), and the extreme images for overlays;
-    UserError naming an unreadable record. Public for benchmarks/by_size.py, which needs
-    the per-image counts that the report pools."""
+    UserError naming an unreadable record, or the glob `pattern` (of files) when they hold
+    no image. Public for benchmarks/by_size.py, which needs the per-image counts that the
+    report pools."""
     several = cfg.num_outputs > 1
     graph = tf.Graph()
     with graph.as_default():
@@ -208,6 +207,9 @@ def score_images(files, cfg, checkpoint, thresholds, batch_size, save_overlays, 
                     keep.add(iou, len(names) - 1, got)
                 bar.update()
         bar.close()
+    if not counts:
+        raise UserError(f"records {pattern!r} hold no images: re-create them with "
+                        f"{records.RECREATE_HINT}")
     return counts, names, keep
 
 

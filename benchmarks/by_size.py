@@ -45,8 +45,8 @@ class Bin:
 
 
 def _iou(counts):
-    tp, fp, fn, _ = counts
-    return float(tp / (tp + fp + fn)) if tp + fn else None
+    """metrics' foreground IoU of (tp, fp, fn, tn), None where there is no cat to find."""
+    return metrics.ratios(counts)["foreground_iou"] if counts[0] + counts[2] else None
 
 
 def _share(part, whole):
@@ -98,11 +98,9 @@ def by_size(run_dir, records_pattern, checkpoint=None, threshold=0.5, batch_size
         raise cli.UsageError(f"{run_dir} has several classes: this splits the foreground of a "
                              "run of one class; pass such a run")
     files = pipeline.list_records(records_pattern)
-    model, _, _ = evaluate.score_images(files, cfg, rundir.resolve(run_dir, checkpoint),
-                                        [threshold], batch_size, 0, False)
-    if not model:
-        raise cli.UserError(f"records {records_pattern!r} hold no images: re-create them "
-                               f"with {records.RECREATE_HINT}")
+    model, _, _ = evaluate.score_images(files, records_pattern, cfg,
+                                        rundir.resolve(run_dir, checkpoint), [threshold],
+                                        batch_size, 0, False)
     return bins_of(np.stack(model)[:, 0], ceiling_counts(files, cfg.long_side, threshold))
 
 

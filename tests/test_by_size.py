@@ -49,7 +49,7 @@ def test_the_command_prints_and_writes_the_model_bins(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.startswith("cat share of photo") and "no cat" in table
     got = json.loads(out.read_text())["bins"]
-    # image 2 is the negative, image 4 has no valid pixel, 0, 1 and 3 are cats of 22-33%
+    # image 2 is the negative, image 4 has no valid pixel, 0, 1 and 3 are cats of 35-37%
     assert [(b["high"], b["photos"]) for b in got] == [(0.0, 1), (0.4, 3)]
     counts = sum(metrics.confusion(reference_probabilities(run, image), mask, [0.5])[0]
                  for image, mask, _ in (items[0], items[1], items[3]))
@@ -65,3 +65,13 @@ def test_a_run_of_several_classes_is_refused_in_one_line(tmp_path, capsys):
     code = cli.run_main(by_size.main, ["--run", str(run), "--records", str(tmp_path / "v-*")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "several classes" in err
+
+
+def test_records_without_an_image_are_one_line_naming_the_glob(tmp_path, capsys):
+    run = tmp_path / "run"
+    make_run(run)
+    write_records(tmp_path / "v-00000-of-00001.tfrecord", [])
+    code = cli.run_main(by_size.main, ["--run", str(run), "--checkpoint", str(run),
+                                       "--records", str(tmp_path / "v-*")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "v-*" in err and "hold no images" in err
