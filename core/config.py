@@ -287,6 +287,10 @@ class Config:
         _CLASS_WEIGHTS, type=class_weights_arg)
     dice_weight: float = _flag(0.0, "adds this times (1 - soft Dice) to the loss; 0 = "
                                "cross-entropy only", cli.NON_NEGATIVE_FLOAT)
+    # 0: the paper's U-Net had none, and batch norm already bounds what a kernel's size does.
+    weight_decay: float = _flag(0.0, "AdamW: every step shrinks each conv kernel by the "
+                                "learning rate times this (biases and batch norm are left "
+                                "alone), e.g. 0.05; 0 = plain Adam", cli.NON_NEGATIVE_FLOAT)
     seed: int | None = _flag(None, "graph and data seed, for repeatable runs; by default one is "
                              "drawn and saved in config.json",
                              dataclasses.replace(cli.NON_NEGATIVE_INT, also=(None,)))

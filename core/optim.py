@@ -1,7 +1,7 @@
 """What a training step minimises and how: the pixel loss (sigmoid cross-entropy for one
-class, softmax with per-class weights for several), Adam on the learning-rate schedule,
-dynamic loss scaling for mixed_float16, the --on-nan skip, and the batch-norm updates in
-the train op.
+class, softmax with per-class weights for several), Adam on the learning-rate schedule
+(AdamW's decoupled weight decay with --weight-decay), dynamic loss scaling for
+mixed_float16, the --on-nan skip, and the batch-norm updates in the train op.
 
     loss = optim.pixel_loss(logits, masks, cfg.pos_weight, cfg.dice_weight,
                             cfg.class_weights)[0]
@@ -101,9 +101,12 @@ def learning_rate(cfg, global_step, total_steps, progress=None):
 
 
 def optimizer(cfg, lr):
-    """Adam at lr, with dynamic loss scaling for mixed_float16 (or small gradients flush
-    to zero) and, for on_nan "skip", updates only where every gradient is finite."""
-    opt = v1.train.AdamOptimizer(lr)
+    """Adam at lr (AdamW with cfg.weight_decay > 0), with dynamic loss scaling for
+    mixed_float16 (or small gradients flush to zero) and, for on_nan "skip", updates only
+    where every gradient is finite."""
+    weight_decay = getattr(cfg, "weight_decay", 0.0)
+    # Innermost, so a step that loss scaling or --on-nan skip leaves out decays nothing.
+    opt = AdamW(lr, weight_decay) if weight_decay else v1.train.AdamOptimizer(lr)
     if cfg.precision == "mixed_float16":
         opt = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(opt, "dynamic")
     if getattr(cfg, "on_nan", "stop") == "skip":
@@ -116,6 +119,43 @@ def minimize(opt, loss, global_step=None, var_list=None):
     (unet.py puts the moving-statistics updates there)."""
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         return opt.minimize(loss, global_step=global_step, var_list=var_list)
+
+
+def decays(variable):
+    """Whether weight decay shrinks a variable: the conv and up-conv kernels, the only
+    variables of two or more dimensions, never the biases or batch norm's gamma and beta,
+    which set a unit's offset and scale rather than its filter (nanoGPT's rule). By shape,
+    not name: a replica's copy of a variable has a name of its own."""
+    return len(variable.shape) >= 2
+
+
+class AdamW(v1.train.AdamOptimizer):
+    """AdamW (Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019):
+    Adam's step, then every kernel w (see `decays`) becomes w - lr * weight_decay * w.
+
+    The shrink follows the learning-rate schedule, as PyTorch's AdamW does. Added to the
+    gradient instead (L2), Adam would divide it by the gradient's running size and decay
+    the weights with the largest gradients least. It lives in the per-variable update (the
+    hook the v1 Optimizer documents for subclasses), so a distribution strategy applies it
+    once per variable and device, like Adam's own step. Named "Adam": the slots keep their
+    names, so a checkpoint resumes with or without decay.
+    """
+
+    def __init__(self, learning_rate, weight_decay):
+        super().__init__(learning_rate, name="Adam")
+        self._decay = learning_rate * weight_decay
+
+    def _shrink(self, update, var):
+        if not decays(var):
+            return update
+        with tf.control_dependencies([update]):
+            return var.assign_sub(tf.cast(self._decay, var.dtype.base_dtype) * var)
+
+    def _apply_dense(self, grad, var):
+        return self._shrink(super()._apply_dense(grad, var), var)
+
+    def _resource_apply_dense(self, grad, var):
+        return self._shrink(super()._resource_apply_dense(grad, var), var)
 
 
 class SkipNonFinite(v1.train.Optimizer):

@@ -204,7 +204,7 @@ def reference_weights(cfg_json, start_checkpoint, steps, splits):
             logits = unet.unet(part_images, True, cfg.depth, cfg.base_filters, cfg.num_outputs)
             losses.append(optim.pixel_loss(logits, part_masks, cfg.pos_weight)[0])
         global_step = v1.train.get_or_create_global_step()
-        train_op = optim.minimize(v1.train.AdamOptimizer(cfg.learning_rate),
+        train_op = optim.minimize(optim.optimizer(cfg, cfg.learning_rate),
                                   tf.add_n(losses) / splits, global_step)
         saver = v1.train.Saver()
         with v1.Session() as sess:
@@ -263,9 +263,10 @@ print("RESULT", json.dumps(out))
 
 
 def test_mirrored_over_two_cpus_equals_one_device_splitting_the_batch(shards, tmp_path):
-    """6 steps across an epoch boundary (16 records, global batch 4 = 2 per replica x 2)."""
+    """6 steps across an epoch boundary (16 records, global batch 4 = 2 per replica x 2),
+    with AdamW's decay, which each replica must apply once to the shared kernels."""
     cfg = dict(TINY, train_records=shards, run_dir=str(tmp_path / "run"), max_steps=6,
-               epochs=2)
+               epochs=2, weight_decay=0.5)
     out = _run(MIRRORED, json.dumps(cfg))
     assert "global batch 4 = --batch-size 2 per replica x 2 replicas on 1 worker(s)" in out.stderr
     result = json.loads(out.stdout.split("RESULT", 1)[1])

@@ -162,3 +162,38 @@ def test_an_ignored_pixel_gets_no_gradient_and_pixel_weights_scale_each_pixel():
 def test_class_weights_must_match_the_logits():
     with pytest.raises(ValueError, match="2 class weights for 3 logits"):
         optim.pixel_loss(tf.constant(LOGITS3), tf.constant(MASKS3), 1.0, class_weights=(1, 2))
+
+
+def _decayed(weight_decay, precision="float32", on_nan="stop", scale=0.0):
+    """Kernel, bias and gamma after one step of a loss with gradient scale * 1 everywhere."""
+    with tf.Graph().as_default():
+        with v1.variable_scope("conv"):
+            w = v1.get_variable("weights", [1, 1, 1, 2],
+                                initializer=v1.constant_initializer(2.0))
+            b = v1.get_variable("biases", [2], initializer=v1.constant_initializer(2.0))
+            gamma = v1.get_variable("gamma", [2], initializer=v1.constant_initializer(2.0))
+        factor = v1.placeholder(tf.float32, [])
+        loss = factor * tf.reduce_sum(w + b + gamma)
+        opt = optim.optimizer(cfg(precision=precision, on_nan=on_nan,
+                                  weight_decay=weight_decay), 0.1)
+        train_op = optim.minimize(opt, loss, v1.train.get_or_create_global_step())
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            sess.run(train_op, {factor: scale})
+            return [sess.run(v).ravel().tolist() for v in (w, b, gamma)]
+
+
+def test_weight_decay_shrinks_kernels_by_lr_times_decay_and_leaves_the_rest():
+    # A zero gradient leaves Adam's step at exactly 0, so only the decay moves a weight.
+    w, b, gamma = _decayed(0.5)
+    np.testing.assert_allclose(w, [2.0 * (1 - 0.1 * 0.5)] * 2, rtol=1e-6)
+    assert b == [2.0, 2.0] and gamma == [2.0, 2.0]
+    assert _decayed(0.0)[0] == [2.0, 2.0]
+    # With a gradient: Adam's first step is lr * sign(g) = 0.1, then the decay of the result.
+    np.testing.assert_allclose(_decayed(0.5, scale=1.0)[0], [1.9 * 0.95] * 2, rtol=1e-5)
+
+
+def test_weight_decay_skips_with_the_step_it_belongs_to():
+    # --on-nan skip and loss scaling both leave out a non-finite step: no decay either.
+    assert _decayed(0.5, on_nan="skip", scale=np.nan)[0] == [2.0, 2.0]
+    assert _decayed(0.5, precision="mixed_float16", scale=np.nan)[0] == [2.0, 2.0]
