@@ -192,6 +192,8 @@ RECIPES = (
            about="bfloat16 (fast only with AVX512_BF16/AMX)"),
     Recipe("precision-auto", ("--precision", "auto"),
            about="bfloat16 where the CPU has it, else float32"),
+    Recipe("weight-decay", ("--precision", "auto", "--weight-decay", "0.05"),
+           about="precision-auto with AdamW's decoupled weight decay 0.05 on the conv kernels"),
     Recipe("flip-test", eval_flags=("--flip-test",), rescores="base",
            about="base's run scored with evaluate.py --flip-test (each photo's map averaged "
            "with its mirror image's): the same training, twice the inference"),

@@ -287,7 +287,7 @@ class Config:
         _CLASS_WEIGHTS, type=class_weights_arg)
     dice_weight: float = _flag(0.0, "adds this times (1 - soft Dice) to the loss; 0 = "
                                "cross-entropy only", cli.NON_NEGATIVE_FLOAT)
-    # 0: the paper's U-Net had none, and batch norm already bounds what a kernel's size does.
+    # 0: the paper's U-Net had none, and 0.05 tied plain Adam at 15 minutes (docs/quality.md).
     weight_decay: float = _flag(0.0, "AdamW: every step shrinks each conv kernel by the "
                                 "learning rate times this (biases and batch norm are left "
                                 "alone), e.g. 0.05; 0 = plain Adam", cli.NON_NEGATIVE_FLOAT)

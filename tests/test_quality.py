@@ -209,7 +209,7 @@ def test_every_available_recipe_is_flags_train_py_accepts_over_the_common_base(r
     assert args[0] == "train.py"
     raw = train.config_from_args(args[1:])
     expected = {"bfloat16": "bfloat16", "vgg16-bf16": "bfloat16", "vgg16-frozen-bf16": "bfloat16",
-                "precision-auto": "auto"}.get(recipe.name, "float32")
+                "precision-auto": "auto", "weight-decay": "auto"}.get(recipe.name, "float32")
     assert raw.precision == expected  # as given: resolve() turns auto into this CPU's choice
     cfg = config.resolve(raw)
     vgg = recipe.encoder == "vgg16"  # the same 100 / 132 px output windows as the U-Net's
@@ -233,6 +233,7 @@ def test_every_available_recipe_is_flags_train_py_accepts_over_the_common_base(r
     assert tuple(cfg.val_records) == ("/d/s-val-*", "/d/p-tune-*")
     assert cfg.augment == ("flip,rotate,scale,elastic,color" if recipe.name == "all-aug"
                            else "flip")
+    assert cfg.weight_decay == (0.05 if recipe.name == "weight-decay" else 0.0)
 
 
 def test_peers_run_at_the_published_and_at_the_project_scale():
