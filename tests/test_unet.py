@@ -100,7 +100,7 @@ def test_vgg16_geometry_pays_for_its_third_convs(size, depth, out):
 def test_vgg16_is_at_most_depth_4_and_other_encoders_are_refused():
     assert [s for s in range(1, 400) if unet.is_valid_input_size(s, 4, "vgg16")][:2] == [244,
                                                                                         260]
-    for depth, encoder in ((5, "vgg16"), (2, "resnet")):
+    for depth, encoder in ((5, "vgg16"), (2, "resnet"), (6, unet.EFFICIENTNET)):
         with pytest.raises(ValueError):
             unet.output_size(572, depth, encoder)
 
@@ -126,6 +126,47 @@ def test_vgg16_sees_keras_caffe_preprocessing():
         pixel = sess.run(unet._vgg16_input(tf.constant([[[[1.0, 0.5, 0.0]]]])))
     np.testing.assert_allclose(pixel[0, 0, 0], [0 - 103.939, 127.5 - 116.779, 255 - 123.68],
                                rtol=1e-6)
+
+
+EFF = unet.EFFICIENTNET
+
+
+def test_efficientnet_geometry_is_same_padded_less_its_margin():
+    # Multiples of 2**depth; the output loses the 16 px margin on each side.
+    assert [s for s in range(1, 200) if unet.is_valid_input_size(s, 5, EFF)] == [64, 96, 128,
+                                                                                   160, 192]
+    assert unet.output_size(160, 5, EFF) == 128 and unet.output_size(48, 3, EFF) == 16
+    assert unet.nearest_valid_sizes(150, 5, EFF) == ("the nearest valid sizes are 128 (below) "
+                                                     "and 160 (above)")
+    with pytest.raises(ValueError, match="EfficientNet-Lite0 has 6 levels, so depth 6"):
+        unet.output_size(192, 6, EFF)
+    for size, depth in ((160, 5), (96, 2)):
+        with tf.Graph().as_default():
+            logits = unet.unet(v1.placeholder(tf.float32, [2, size, size + 32, 3]), False,
+                               depth=depth, base_filters=2, encoder=EFF)
+            out = unet.output_size(size, depth, EFF)
+            assert logits.shape.as_list() == [2, out, out + 32, 1]
+
+
+def test_efficientnet_levels_sit_between_the_papers_contract1_and_expanding_path():
+    for freeze in (False, True):
+        with tf.Graph().as_default():
+            unet.unet(v1.placeholder(tf.float32, [1, 96, 96, 3]), True, depth=3,
+                      base_filters=4, encoder=EFF, freeze_encoder=freeze)
+            shapes = {v.op.name: v.shape.as_list() for v in v1.global_variables()}
+            trainable = {v.op.name for v in v1.trainable_variables()}
+        assert shapes["unet/contract1/conv1/weights"] == [3, 3, 3, 4]  # the paper's, at 1/1
+        assert shapes["unet/contract2/stem/weights"] == [3, 3, 3, 32]
+        assert shapes["unet/contract3/block2/depthwise/weights"] == [3, 3, 144, 1]
+        assert shapes["unet/bottom/block4/project/weights"] == [1, 1, 240, 40]
+        # expand3 joins the bottom (40 ch at 1/8) with contract3's 24 ch at 1/4.
+        assert shapes["unet/expand3/conv1/weights"] == [3, 3, 24 + 16, 16]
+        encoder = {n for n in shapes if n.startswith(("unet/contract2", "unet/contract3",
+                                                      "unet/bottom"))}
+        assert not any(n.startswith("unet/bottom/block5") for n in shapes)  # depth 3: 1/8
+        learned = {n for n in encoder if "moving" not in n}
+        assert (learned & trainable) == (set() if freeze else learned)
+        assert "unet/contract1/conv1/weights" in trainable  # random: it always learns
 
 
 def test_batch_norm_train_updates_and_inference_uses_moving_stats():
