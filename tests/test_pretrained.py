@@ -169,9 +169,15 @@ def test_vgg16_run_starts_from_the_file_trains_and_is_evaluated(blob_data, tmp_p
     # Frozen: every pretrained weight as in the file; fine-tuned: Adam moved all of them.
     assert moved == ([] if freeze else list(loaded))
     assert not any(name.startswith("unet/contract") and "moving" in name for name in after)
+    # predict tiles a photo of any size with the vgg16 geometry (64 -> 48 px tiles).
+    evaluated_and_predicted(tmp_path, blob_data)
+
+
+def evaluated_and_predicted(tmp_path, blob_data):
+    """evaluate.py scores the run in tmp_path/run, and predict.py tiles a 37x50 photo with
+    its encoder's geometry into a mask of the photo's own size."""
     report = evaluate.evaluate(str(tmp_path / "run"), blob_data["val_records"], threshold=0.5)
     assert report.images == 3 and 0.0 <= report.model["foreground_iou"] <= 1.0
-    # predict tiles a photo of any size with the vgg16 geometry (64 -> 48 px tiles).
     image = np.random.default_rng(0).integers(0, 255, (37, 50, 3), np.uint8)
     tf.io.write_file(str(tmp_path / "probe.png"), tf.io.encode_png(image))
     assert predict.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "pred"),
@@ -322,14 +328,7 @@ def test_efficientnet_run_starts_from_the_file_trains_and_is_evaluated(blob_data
     # Frozen: every pretrained value as in the file; fine-tuned: Adam moved every learned
     # one, and ImageNet's batch norm statistics stay as they were in both.
     assert moved == ([] if freeze else learned)
-    report = evaluate.evaluate(str(tmp_path / "run"), blob_data["val_records"], threshold=0.5)
-    assert report.images == 3 and 0.0 <= report.model["foreground_iou"] <= 1.0
-    image = np.random.default_rng(0).integers(0, 255, (37, 50, 3), np.uint8)
-    tf.io.write_file(str(tmp_path / "probe.png"), tf.io.encode_png(image))
-    assert predict.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "pred"),
-                         str(tmp_path / "probe.png")]) == 0
-    mask = tf.io.decode_png(tf.io.read_file(str(tmp_path / "pred" / "probe_mask.png"))).numpy()
-    assert mask.shape[:2] == (37, 50)
+    evaluated_and_predicted(tmp_path, blob_data)  # 64 -> 32 px SAME-padded tiles
 
 
 def test_encoder_weights_imagenet_is_saved_as_the_file_that_ran(blob_data, tmp_path):
