@@ -203,6 +203,8 @@ RECIPES = (
            about="effnet-frozen on photos of long side 160 instead of 128"),
     Recipe("effnet-frozen-192", ("--long-side", "192"), encoder=unet.EFFICIENTNET, freeze=True,
            about="effnet-frozen on photos of long side 192"),
+    Recipe("effnet-frozen-224", ("--long-side", "224"), encoder=unet.EFFICIENTNET, freeze=True,
+           about="effnet-frozen on photos of long side 224, ImageNet's training size"),
     Recipe("bfloat16", ("--precision", "bfloat16"),
            about="bfloat16 (fast only with AVX512_BF16/AMX)"),
     Recipe("precision-auto", ("--precision", "auto"),

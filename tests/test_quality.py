@@ -224,7 +224,8 @@ def test_every_available_recipe_is_flags_train_py_accepts_over_the_common_base(r
                              input_size=cfg.input_size, val_input_size=cfg.val_input_size,
                              base_filters=cfg.base_filters)
     elif recipe.encoder == unet.EFFICIENTNET:  # depth 5, windows holding a whole photo
-        side = {"effnet-frozen-160": 160, "effnet-frozen-192": 192}.get(recipe.name, 128)
+        side = {"effnet-frozen-160": 160, "effnet-frozen-192": 192,
+                "effnet-frozen-224": 224}.get(recipe.name, 128)
         assert (cfg.depth, cfg.base_filters, cfg.long_side) == (5, 16, side)
         assert cfg.input_size == cfg.val_input_size == side + 32
         assert unet.output_size(cfg.input_size, 5, unet.EFFICIENTNET) == side
