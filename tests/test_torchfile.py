@@ -137,6 +137,21 @@ def test_a_file_naming_any_other_global_is_refused_and_never_run(tmp_path, fmt):
     assert not marker.exists()
 
 
+def test_a_legacy_header_naming_a_global_is_refused_and_never_run(tmp_path):
+    """The five pickles' headers hold plain data; code there must not run either."""
+    marker = tmp_path / "ran"
+    evil = type("Evil", (), {"__reduce__": lambda self: (os.mkdir, (str(marker),))})()
+    good = write_state_dict(tmp_path / "m.pth", sample_arrays()).read_bytes()
+    magic = pickle.dumps(torchfile.LEGACY_MAGIC, protocol=2)
+    for name, data in (("first.pth", pickle.dumps(evil, protocol=2) + good),
+                       ("info.pth", magic + pickle.dumps(1001, protocol=2)
+                        + pickle.dumps(evil, protocol=2))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError):
+            torchfile.read(str(tmp_path / name))
+        assert not marker.exists()
+
+
 def test_files_that_are_not_torch_saves_are_a_value_error(tmp_path):
     (tmp_path / "text.pth").write_text("hello")
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:

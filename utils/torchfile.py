@@ -43,6 +43,14 @@ def _rebuild_tensor(storage, offset, size, stride, *_):  # torch._utils._rebuild
     return _Tensor(storage, offset, tuple(size), tuple(stride))
 
 
+class _Plain(pickle.Unpickler):
+    """The legacy format's headers and key list: plain numbers, strings and containers, so
+    any global at all is refused (plain pickle.load would run whatever a file names)."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it names {module}.{name} where plain data belongs")
+
+
 class _Unpickler(pickle.Unpickler):
     _GLOBALS = {("collections", "OrderedDict"): collections.OrderedDict,
                 ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -101,30 +109,29 @@ def _read_zip(path):
 def _read_legacy(path):
     with open(path, "rb") as f:
         try:
-            magic = pickle.load(f)  # plain ints: the restricted unpickler is for the rest
+            magic = _Plain(f).load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError):
-            magic = None  # not a pickle at all
+            magic = None  # not a pickle of plain data at all
         if magic != LEGACY_MAGIC:
             raise ValueError("it is neither a zip nor a legacy torch.save file")
-        pickle.load(f)  # protocol version
-        info = pickle.load(f)
+        _Plain(f).load()  # protocol version
+        info = _Plain(f).load()
         if isinstance(info, dict) and not info.get("little_endian", True):
             raise ValueError("it was written on a big-endian machine")
         state = _Unpickler(f).load()
-        keys = pickle.load(f)
+        keys = _Plain(f).load()
+        # The file stores element counts, not bytes: each storage's element size (a state
+        # that is no dict is _tensors' error, below).
+        tensors = state.values() if isinstance(state, dict) else ()
+        itemsize = {t.storage.key: np.dtype(t.storage.dtype).itemsize
+                    for t in tensors if isinstance(t, _Tensor)}
         raw = {}
-        for key in keys:
+        for key in map(str, keys):
+            if key not in itemsize:
+                raise ValueError(f"its storage {key} belongs to no tensor")
             (numel,) = struct.unpack("<q", f.read(8))
-            raw[str(key)] = f.read(numel * _itemsize(state, str(key)))
+            raw[key] = f.read(numel * itemsize[key])
     return _tensors(state, lambda s: raw[s.key])
-
-
-def _itemsize(state, key):
-    """Bytes per element of the storage `key` (the legacy file stores counts, not bytes)."""
-    for tensor in state.values():
-        if isinstance(tensor, _Tensor) and tensor.storage.key == key:
-            return np.dtype(tensor.storage.dtype).itemsize
-    raise ValueError(f"its storage {key} belongs to no tensor")
 
 
 def read(path):
