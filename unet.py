@@ -80,19 +80,16 @@ def encoder_convs(encoder, depth):
     The paper's U-Net has two everywhere; VGG16's blocks have 2, 2, 3, 3, 3, so a
     VGG16 contracting path reaches depth 4 at most (its fifth block is the bottom).
     """
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    deepest, why = depth_limit(encoder)
+    if deepest is not None and depth > deepest:
+        raise ValueError(f"{why}, so depth {depth} is too deep; use depth <= {deepest}")
     if encoder == "unet":
         return (2,) * (depth + 1)
     if encoder == EFFICIENTNET:  # SAME-padded: its convs cost no border
-        if depth > EFFICIENTNET_MAX_DEPTH:
-            raise ValueError(f"{depth_limit(encoder)[1]}, so depth {depth} is too deep; use "
-                             f"depth <= {EFFICIENTNET_MAX_DEPTH}")
         return (0,) * (depth + 1)
-    if encoder == "vgg16":
-        if depth > VGG16_MAX_DEPTH:
-            raise ValueError(f"a vgg16 encoder has {len(VGG16_CONVS)} blocks, so depth "
-                             f"{depth} is too deep; use depth <= {VGG16_MAX_DEPTH}")
-        return VGG16_CONVS[:depth + 1]
-    raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    return VGG16_CONVS[:depth + 1]
 
 
 def _sizes(input_size, depth, encoder="unet"):
